@@ -1,0 +1,136 @@
+//! Status conditions: the condition types and reasons mailroom writes, and a
+//! helper that sets a condition while keeping its transition time stable.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// `Ready` on an EmailProvider: it was verified and can send.
+pub const READY: &str = "Ready";
+/// `Sent` on an EmailMessage: the server accepted it (or why not yet).
+pub const SENT: &str = "Sent";
+
+/// The reasons mailroom puts on conditions and in `lastError.reason`.
+pub mod reason {
+    /// The provider connected, negotiated TLS and authenticated.
+    pub const VERIFIED: &str = "Verified";
+    /// A referenced Secret (or one of its keys) does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A referenced ConfigMap (or one of its keys) does not exist.
+    pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
+    /// The server refused the credentials.
+    pub const AUTH_FAILED: &str = "AuthFailed";
+    /// TLS could not be established as the spec demands.
+    pub const TLS_FAILED: &str = "TLSFailed";
+    /// The server could not be reached or did not answer in time.
+    pub const UNREACHABLE: &str = "Unreachable";
+    /// The spec is valid for the schema but cannot be used.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The provider named by the message does not exist.
+    pub const PROVIDER_NOT_FOUND: &str = "ProviderNotFound";
+    /// The provider exists but is not Ready.
+    pub const PROVIDER_NOT_READY: &str = "ProviderNotReady";
+    /// The message has not been sent yet and waits for nothing in particular.
+    pub const PENDING: &str = "Pending";
+    /// A send attempt is under way.
+    pub const SENDING: &str = "Sending";
+    /// The server accepted the message.
+    pub const ACCEPTED: &str = "Accepted";
+    /// The message itself is unusable (an address or header the server
+    /// would refuse); it will never be sent.
+    pub const INVALID_REQUEST: &str = "InvalidRequest";
+    /// The server refused the message permanently.
+    pub const REJECTED: &str = "Rejected";
+    /// The server or network failed in a way that may pass; retried.
+    pub const TRANSIENT_FAILURE: &str = "TransientFailure";
+    /// The message was claimed but the controller stopped before the result
+    /// was recorded; it is sent again (at-least-once).
+    pub const INTERRUPTED: &str = "Interrupted";
+}
+
+/// Sets condition `type_` in `conditions`, replacing an existing one of the same
+/// type. The transition time only moves when the status value changes.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    let now = Time(jiff::Timestamp::now());
+    let previous = conditions.iter().position(|c| c.type_ == type_);
+    let last_transition_time = match previous {
+        Some(i) if conditions[i].status == status => conditions[i].last_transition_time.clone(),
+        _ => now,
+    };
+    let condition = Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message: message.into(),
+        observed_generation,
+        last_transition_time,
+    };
+    match previous {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// The condition of type `type_`, if present.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether two condition lists say the same thing, ignoring transition times.
+pub fn same_meaning(a: &[Condition], b: &[Condition]) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|x| {
+            find(b, &x.type_).is_some_and(|y| {
+                x.status == y.status
+                    && x.reason == y.reason
+                    && x.message == y.message
+                    && x.observed_generation == y.observed_generation
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_only_moves_when_status_changes() {
+        let mut conditions = Vec::new();
+        set(
+            &mut conditions,
+            READY,
+            false,
+            reason::UNREACHABLE,
+            "down",
+            Some(1),
+        );
+        let first = conditions[0].last_transition_time.clone();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        set(
+            &mut conditions,
+            READY,
+            false,
+            reason::AUTH_FAILED,
+            "bad",
+            Some(2),
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].last_transition_time, first);
+        assert_eq!(conditions[0].reason, reason::AUTH_FAILED);
+        set(
+            &mut conditions,
+            READY,
+            true,
+            reason::VERIFIED,
+            "ok",
+            Some(2),
+        );
+        assert_ne!(conditions[0].last_transition_time, first);
+    }
+}

@@ -1,0 +1,202 @@
+//! `EmailMessage`: what to send. One email, immutable once created; its status
+//! records the outcome (sent and accepted, or failed and why).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema;
+
+/// Header names a message may not set in `headers`: they are built from the
+/// spec's own fields or by the transport, and setting them twice would let a
+/// message say one thing and do another.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "sender",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "message-id",
+    "date",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "return-path",
+];
+
+/// One email to send. The spec cannot change after creation: to send again,
+/// create a new EmailMessage.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mailroom.dev",
+    version = "v1alpha1",
+    kind = "EmailMessage",
+    namespaced,
+    status = "EmailMessageStatus",
+    shortname = "email",
+    doc = "One email to send through an EmailProvider; its status records whether the server accepted it.",
+    category = "mailroom",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.providerRef.name"}"#,
+    printcolumn = r#"{"name":"To","type":"string","jsonPath":".spec.to"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Sent\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new EmailMessage to send again"))]
+#[x_kube(validation = Rule::new("size(self.to) + size(self.cc) + size(self.bcc) > 0").message("at least one recipient is required in to, cc or bcc"))]
+#[x_kube(validation = Rule::new("has(self.text) || has(self.html)").message("a body is required: set text, html or both"))]
+#[serde(rename_all = "camelCase")]
+pub struct EmailMessageSpec {
+    /// The EmailProvider, in the same namespace, that sends this message.
+    pub provider_ref: ProviderRef,
+
+    /// The sender, as `address` or `Display Name <address>`. Defaults to the
+    /// provider's `defaultFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::optional_mailbox")]
+    pub from: Option<String>,
+
+    /// Primary recipients, each `address` or `Display Name <address>`.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::mailbox_list")]
+    pub to: Vec<String>,
+
+    /// Carbon-copy recipients, visible to every recipient.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::mailbox_list")]
+    pub cc: Vec<String>,
+
+    /// Blind carbon-copy recipients: they receive the message but appear in
+    /// no header.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::mailbox_list")]
+    pub bcc: Vec<String>,
+
+    /// Where replies should go, if not to the sender.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::mailbox_list")]
+    pub reply_to: Vec<String>,
+
+    /// The subject line. It may not contain line breaks.
+    #[schemars(length(max = 998), regex(pattern = r"^[^\r\n]*$"))]
+    pub subject: String,
+
+    /// The plain-text body. With `html` too, the message is sent as
+    /// multipart/alternative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1048576))]
+    pub text: Option<String>,
+
+    /// The HTML body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1048576))]
+    pub html: Option<String>,
+
+    /// Extra headers, name to value (for example `X-Campaign: spring`). Names
+    /// are header tokens; values may not contain line breaks; headers that
+    /// the message's own fields set (From, To, Cc, Bcc, Reply-To, Subject,
+    /// Message-ID, Date, Sender, MIME and Return-Path headers) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 50, "additionalProperties" = {"type": "string", "maxLength": 998}))]
+    #[x_kube(validation = Rule::new("self.all(name, name.matches('^[!#-\\'*+.0-9A-Z^-z|~-]{1,76}$'))").message("header names must be 1-76 token characters (letters, digits, and !#$%&'*+.^_`|~-)"))]
+    #[x_kube(validation = Rule::new("self.all(name, !(name.lowerAscii() in ['from', 'sender', 'to', 'cc', 'bcc', 'reply-to', 'subject', 'message-id', 'date', 'mime-version', 'content-type', 'content-transfer-encoding', 'return-path']))").message("headers may not set From, Sender, To, Cc, Bcc, Reply-To, Subject, Message-ID, Date, MIME-Version, Content-Type, Content-Transfer-Encoding or Return-Path: use the message's own fields"))]
+    #[x_kube(validation = Rule::new("self.all(name, !self[name].contains('\\r') && !self[name].contains('\\n'))").message("header values may not contain CR or LF"))]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A reference to the EmailProvider that sends a message.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ProviderRef {
+    /// Name of the EmailProvider in the message's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Where a message is in its life.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not sent yet: waiting for its provider, or for the next attempt.
+    Pending,
+    /// Claimed by the controller; an attempt is under way.
+    Sending,
+    /// The server accepted the message. It is never sent again.
+    Sent,
+    /// The message will not be sent: it was refused, or it is invalid.
+    Failed,
+}
+
+impl Phase {
+    /// Whether the message has reached an end state.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Sent | Phase::Failed)
+    }
+}
+
+/// The outcome of sending, as the controller observed it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailMessageStatus {
+    /// Pending, Sending, Sent or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// How many send attempts have been started.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The Message-ID header of the email, derived from this object's UID, so
+    /// every attempt carries the same one and receivers can drop duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The id the server gave the accepted message: for SMTP, the queue id
+    /// from its 250 reply where it gives one, else the Message-ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    /// The server's last reply to the message (SMTP code and text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_reply: Option<ServerReply>,
+    /// When the server accepted the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_time: Option<Time>,
+    /// When the last attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_time: Option<Time>,
+    /// When the next attempt is due, while a retryable failure waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    /// Why the last attempt failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+    /// `Sent` tells whether the message was accepted, and if not, why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::conditions")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A server's reply.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerReply {
+    /// The reply code (SMTP) or HTTP status.
+    pub code: u16,
+    /// The reply text.
+    pub message: String,
+}
+
+/// Why an attempt failed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    /// A machine-readable reason, e.g. Rejected, InvalidRequest, TransientFailure.
+    pub reason: String,
+    /// What happened, in words, naming the field or the server's reply.
+    pub message: String,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+}

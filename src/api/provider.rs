@@ -1,0 +1,242 @@
+//! `EmailProvider`: how to send. Names exactly one transport (SMTP today) with
+//! its connection settings; credentials always come from Secrets.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema;
+
+/// How to send email: one transport, with its connection settings and the
+/// Secrets that hold its credentials. The controller verifies it and reports
+/// the result in the `Ready` condition.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mailroom.dev",
+    version = "v1alpha1",
+    kind = "EmailProvider",
+    namespaced,
+    status = "EmailProviderStatus",
+    shortname = "eprov",
+    doc = "How to send email: an SMTP server with its TLS mode and credentials from Secrets.",
+    category = "mailroom",
+    printcolumn = r#"{"name":"Transport","type":"string","jsonPath":".status.transport"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("[has(self.smtp)].filter(t, t).size() == 1").message("exactly one transport must be set: smtp"))]
+#[serde(rename_all = "camelCase")]
+pub struct EmailProviderSpec {
+    /// Send over SMTP to a relay or mail server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSpec>,
+
+    /// The sender used by messages that do not set `from`, as `address` or
+    /// `Display Name <address>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::optional_mailbox")]
+    pub default_from: Option<String>,
+}
+
+/// The SMTP transport.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.tls != 'None' || !has(self.caBundle)").message("caBundle needs tls StartTLS or Implicit"))]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpSpec {
+    /// Host name or IP address of the SMTP server.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$")
+    )]
+    pub host: String,
+
+    /// TCP port of the SMTP server: usually 587 for StartTLS, 465 for
+    /// Implicit TLS and 25 for relays.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+
+    /// How the connection is secured. `StartTLS` (default) upgrades the
+    /// connection and refuses to continue if the server does not offer it;
+    /// `Implicit` speaks TLS from the first byte (SMTPS); `None` sends in clear
+    /// text and must be chosen explicitly.
+    #[serde(default)]
+    pub tls: TlsMode,
+
+    /// Extra certificate authorities (PEM) to trust for the server's
+    /// certificate, in addition to the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleSource>,
+
+    /// Credentials for SMTP AUTH. Leave unset for relays that accept mail
+    /// without authentication (for example by source IP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<SmtpAuth>,
+
+    /// The name sent in EHLO. Defaults to the controller's host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+    )]
+    pub helo_name: Option<String>,
+
+    /// Seconds to wait for the server on each network operation (connect,
+    /// each command) before the attempt fails as Unreachable.
+    #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: u32,
+
+    /// Connection pool settings: connections are kept open and reused by the
+    /// messages of this provider.
+    #[serde(default)]
+    pub pool: PoolSpec,
+}
+
+fn default_port() -> u16 {
+    587
+}
+
+fn default_timeout_seconds() -> u32 {
+    30
+}
+
+/// How an SMTP connection is secured.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Upgrade with STARTTLS; fail if the server does not offer it.
+    #[default]
+    StartTLS,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Implicit,
+    /// No TLS at all: credentials and mail cross the network in clear text.
+    None,
+}
+
+/// Where to read PEM certificate authorities from: exactly one of a Secret key
+/// or a ConfigMap key, in the provider's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)").message("set exactly one of secretKeyRef or configMapKeyRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleSource {
+    /// A key of a Secret holding PEM certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+    /// A key of a ConfigMap holding PEM certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+}
+
+/// One key of a Secret or ConfigMap in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Name of the Secret or ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key within it.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// SMTP authentication.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpAuth {
+    /// The SASL mechanism: `Plain` (default) or `Login` with a password, or
+    /// `XOAuth2` with an OAuth 2.0 access token (Microsoft 365, Gmail).
+    #[serde(default)]
+    pub mechanism: AuthMechanism,
+    /// The Secret, in the provider's namespace, that holds the credentials.
+    pub secret_ref: SecretRef,
+    /// The Secret key holding the user name.
+    #[serde(default = "default_username_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username_key: String,
+    /// The Secret key holding the password, or the access token for XOAuth2.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: String,
+}
+
+fn default_username_key() -> String {
+    "username".into()
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// A SASL mechanism for SMTP AUTH.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthMechanism {
+    /// AUTH PLAIN with user name and password.
+    #[default]
+    Plain,
+    /// AUTH LOGIN with user name and password.
+    Login,
+    /// AUTH XOAUTH2 with user name and an OAuth 2.0 access token.
+    XOAuth2,
+}
+
+/// A Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Connection pool settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSpec {
+    /// The most connections open at once to this server.
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_connections: u32,
+    /// Seconds an unused connection stays open before it is closed.
+    #[serde(default = "default_idle_timeout_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub idle_timeout_seconds: u32,
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            idle_timeout_seconds: default_idle_timeout_seconds(),
+        }
+    }
+}
+
+fn default_max_connections() -> u32 {
+    4
+}
+
+fn default_idle_timeout_seconds() -> u32 {
+    60
+}
+
+/// What the controller last found out about the provider.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailProviderStatus {
+    /// The transport in use, e.g. `SMTP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// `Ready` says whether messages can be sent through this provider, and
+    /// if not, why (reason SecretNotFound, AuthFailed, TLSFailed, Unreachable
+    /// or InvalidSpec).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::conditions")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the provider was last verified against the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<Time>,
+}

@@ -1,0 +1,12 @@
+//! mailroom: a Kubernetes operator that sends email. `EmailProvider` says how
+//! to send, `EmailMessage` says what to send; the controller sends each message
+//! once and writes the outcome into its status.
+
+pub mod api;
+
+/// Selects ring as the process-wide TLS crypto provider. The kube client,
+/// lettre and reqwest all use rustls; call this once before any of them.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
