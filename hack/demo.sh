@@ -1,14 +1,75 @@
 #!/usr/bin/env bash
-# Brings up the local environment, installs the CRDs and shows an EmailMessage
-# stored and validated by the real apiserver.
+# make demo: a local control plane and mailpit, the CRDs, the operator, the
+# messages in examples/demo sent, and their status shown. Exits 0 when every
+# valid message is Sent (and the invalid one Failed, with its reason).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "building the operator"
+cargo build -q
+say "starting the local control plane and mailpit"
 hack/dev-up.sh >/dev/null
-export KUBECONFIG=$ROOT/.cache/dev/env/kubeconfig
-k() { .cache/tools/bin/kubectl "$@"; }
+dir=$ROOT/.cache/dev/env
+. "$dir/env"
+export KUBECONFIG
+k() { "$ROOT/.cache/tools/bin/kubectl" "$@"; }
+ns=mailroom-demo
+
+say "installing the CRDs"
 k apply --server-side -f crds/
-k wait --for=condition=Established -f crds/ --timeout=60s
-k apply -f examples/
-k get emailmessages -A
-echo "the environment keeps running: make dev-down stops it"
+k wait --for=condition=Established -f crds/ --timeout=60s >/dev/null
+
+say "starting the operator (log: $dir/logs/mailroom.log)"
+if [ -f "$dir/pids/mailroom.pid" ] && kill -0 "$(cat "$dir/pids/mailroom.pid")" 2>/dev/null; then
+  echo "already running"
+else
+  mkdir -p "$dir/logs" "$dir/pids"
+  setsid target/debug/mailroom run --log-level info >"$dir/logs/mailroom.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pids/mailroom.pid"
+fi
+
+say "applying examples/demo in namespace $ns"
+k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
+k -n "$ns" create secret generic mailpit-smtp --from-literal=username="$MAILPIT_SMTP_USERNAME" \
+  --from-file=password="$MAILPIT_SMTP_PASSWORD_FILE" --dry-run=client -o yaml | k apply -f - >/dev/null
+k -n "$ns" create configmap local-ca --from-file=ca.crt="$MAILROOM_CA" --dry-run=client -o yaml | k apply -f - >/dev/null
+MAILPIT_HOST=${MAILPIT_SMTP%:*} MAILPIT_PORT=${MAILPIT_SMTP##*:} \
+  envsubst '${MAILPIT_HOST} ${MAILPIT_PORT}' < examples/demo/provider.yaml | k -n "$ns" apply -f -
+k -n "$ns" apply -f examples/demo/messages.yaml
+
+say "a message the apiserver refuses at apply time (examples/demo/rejected.yaml)"
+if k -n "$ns" apply -f examples/demo/rejected.yaml 2>&1; then
+  echo "error: the invalid message was accepted" >&2
+  exit 1
+fi
+
+say "waiting for the messages"
+for m in welcome newsletter team-update; do
+  if ! k -n "$ns" wait --for=jsonpath='{.status.phase}'=Sent "emailmessage/$m" --timeout=60s >/dev/null; then
+    k -n "$ns" get emailmessage "$m" -o yaml >&2
+    tail -n 30 "$dir/logs/mailroom.log" >&2
+    echo "error: $m was not sent" >&2
+    exit 1
+  fi
+done
+k -n "$ns" wait --for=jsonpath='{.status.phase}'=Failed emailmessage/bad-address --timeout=60s >/dev/null
+
+say "kubectl get emailproviders,emailmessages -n $ns"
+k -n "$ns" get emailproviders,emailmessages -o wide
+
+say "why bad-address failed"
+k -n "$ns" get emailmessage bad-address \
+  -o jsonpath='{.status.lastError.reason}: {.status.lastError.message}{"\n"}'
+
+say "what welcome's status says"
+k -n "$ns" get emailmessage welcome -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+k -n "$ns" get emailmessage welcome -o jsonpath='messageId={.status.messageId} providerMessageId={.status.providerMessageId}{"\n"}'
+
+cat <<MSG
+
+The mail is in mailpit's web UI: $MAILPIT_API
+Everything keeps running. Try: KUBECONFIG=$KUBECONFIG .cache/tools/bin/kubectl -n $ns describe emailmessage welcome
+Stop it all with: make dev-down
+MSG

@@ -3,6 +3,10 @@
 //! once and writes the outcome into its status.
 
 pub mod api;
+pub mod compose;
+pub mod controller;
+pub mod telemetry;
+pub mod transport;
 
 /// Selects ring as the process-wide TLS crypto provider. The kube client,
 /// lettre and reqwest all use rustls; call this once before any of them.

@@ -1,6 +1,10 @@
 //! The `mailroom` command: runs the controller, or prints the CRDs.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+use mailroom::controller::{self, Settings};
+use mailroom::telemetry::{self, LogFormat};
 
 /// A Kubernetes operator that sends email.
 #[derive(Parser)]
@@ -12,22 +16,96 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller (uses the in-cluster config or KUBECONFIG).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
 }
 
-fn main() -> std::process::ExitCode {
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "MAILROOM_NAMESPACE")]
+    namespace: Option<String>,
+    /// The most messages sent at once.
+    #[arg(long, default_value_t = 32, env = "MAILROOM_CONCURRENCY")]
+    concurrency: u16,
+    /// Attempts before a retryable failure becomes final.
+    #[arg(long, default_value_t = 10, env = "MAILROOM_MAX_ATTEMPTS")]
+    max_attempts: u32,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MAILROOM_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log level or filter (RUST_LOG overrides it).
+    #[arg(long, default_value = "info", env = "MAILROOM_LOG_LEVEL")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds => match mailroom::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
-                std::process::ExitCode::SUCCESS
+                ExitCode::SUCCESS
             }
             Err(err) => {
                 eprintln!("error: rendering the CRDs: {err}");
-                std::process::ExitCode::FAILURE
+                ExitCode::FAILURE
             }
         },
+        Command::Run(args) => run(args),
     }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    telemetry::init(args.log_format, &args.log_level);
+    mailroom::install_crypto_provider();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "starting the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let client = match kube::Client::try_default().await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "connecting to Kubernetes (in-cluster config or KUBECONFIG)");
+                return ExitCode::FAILURE;
+            }
+        };
+        let settings = Settings {
+            namespace: args.namespace,
+            concurrency: args.concurrency,
+            max_attempts: args.max_attempts,
+        };
+        controller::run(client, settings, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGTERM handler unavailable; Ctrl-C only");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing in-flight sends");
 }

@@ -165,3 +165,40 @@ async fn rbac_is_enforced_for_service_accounts() {
     };
     assert_eq!(status.code, 403, "the Role grants list only: {status:?}");
 }
+
+/// `kubectl apply --dry-run=server` of one file into `ns`.
+fn dry_run(ns: &str, file: &std::path::Path) -> std::process::Output {
+    let file = file.to_str().expect("utf-8 path");
+    support::kubectl(
+        &support::env().kubeconfig,
+        &["apply", "--dry-run=server", "-n", ns, "-f", file],
+    )
+}
+
+#[tokio::test]
+async fn examples_are_accepted_by_the_apiserver_and_the_bad_one_refused() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "examples").await;
+    let examples = support::root().join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(examples.join("smtp"))
+        .expect("examples/smtp")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.push(examples.join("demo/messages.yaml"));
+    for file in &files {
+        let out = dry_run(&ns, file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{} was refused: {stderr}",
+            file.display()
+        );
+    }
+    let out = dry_run(&ns, &examples.join("demo/rejected.yaml"));
+    assert!(!out.status.success(), "the invalid example was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.to[0]") && stderr.contains("CR or LF"),
+        "{stderr}"
+    );
+}

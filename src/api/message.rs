@@ -43,7 +43,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
     category = "mailroom",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.providerRef.name"}"#,
-    printcolumn = r#"{"name":"To","type":"string","jsonPath":".spec.to"}"#,
+    printcolumn = r#"{"name":"To","type":"string","jsonPath":".spec.to[*]"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Sent\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

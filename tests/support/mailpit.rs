@@ -100,6 +100,17 @@ impl Mailpit {
             .messages
     }
 
+    /// How many messages the server holds in all.
+    pub async fn count(&self) -> u64 {
+        #[derive(Deserialize)]
+        struct List {
+            total: u64,
+        }
+        self.get_json::<List>("/api/v1/messages?limit=1")
+            .await
+            .total
+    }
+
     /// Waits until at least `count` messages match `query`, and returns them.
     pub async fn wait_for(&self, query: &str, count: usize, timeout: Duration) -> Vec<Summary> {
         super::eventually(
@@ -133,6 +144,28 @@ impl Mailpit {
             .await
             .expect("mailpit raw");
         res.text().await.expect("mailpit raw body")
+    }
+
+    /// The headers exactly as the client sent them: mailpit prepends its own
+    /// (a `Bcc:` line listing envelope-only recipients, `Return-Path:` and a
+    /// `Received:` trace), which are cut off here.
+    pub async fn client_headers(&self, id: &str) -> String {
+        let raw = self.raw(id).await;
+        let head = raw
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .replace("\r\n", "\n");
+        let mut lines = head.lines().peekable();
+        while let Some(line) = lines.next() {
+            if line.starts_with("Received:") {
+                while lines.peek().is_some_and(|l| l.starts_with([' ', '\t'])) {
+                    lines.next();
+                }
+                return lines.collect::<Vec<_>>().join("\n");
+            }
+        }
+        panic!("no Received: header from mailpit in message {id}");
     }
 
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> T {

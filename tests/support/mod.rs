@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod mailpit;
 
 use std::collections::HashMap;
@@ -198,6 +199,11 @@ pub async fn namespace(client: &Client, test: &str) -> String {
         .await
         .expect("creating the test namespace");
     name
+}
+
+/// A short random string, to make subjects unique across test runs.
+pub fn namespace_suffix() -> String {
+    format!("{:08x}", rand_suffix())
 }
 
 fn rand_suffix() -> u32 {

@@ -1,0 +1,213 @@
+//! Turns an EmailMessage spec into a validated [`Email`]: parsed mailboxes, a
+//! sender (the message's or the provider's default), safe extra headers and a
+//! Message-ID derived from the object's UID. Every error names the field.
+
+use lettre::message::Mailbox;
+
+use crate::api::message::{EmailMessageSpec, RESERVED_HEADERS};
+
+/// An email ready for any transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    /// The sender.
+    pub from: Mailbox,
+    /// Primary recipients.
+    pub to: Vec<Mailbox>,
+    /// Carbon-copy recipients.
+    pub cc: Vec<Mailbox>,
+    /// Blind recipients: envelope only, never in a header.
+    pub bcc: Vec<Mailbox>,
+    /// Reply-To mailboxes.
+    pub reply_to: Vec<Mailbox>,
+    /// The subject line.
+    pub subject: String,
+    /// The plain-text body.
+    pub text: Option<String>,
+    /// The HTML body.
+    pub html: Option<String>,
+    /// Extra headers, in name order.
+    pub headers: Vec<(String, String)>,
+    /// The Message-ID header value, with angle brackets.
+    pub message_id: String,
+}
+
+/// Why a spec cannot be sent; it names the offending field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidMessage {
+    /// The field path, e.g. `spec.to[1]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidMessage {
+    InvalidMessage {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+fn mailbox(field: String, value: &str) -> Result<Mailbox, InvalidMessage> {
+    if value.contains(['\r', '\n']) {
+        return Err(invalid(field, "line breaks are not allowed in an address"));
+    }
+    value
+        .parse::<Mailbox>()
+        .map_err(|e| invalid(field, format!("{value:?} is not a valid address: {e}")))
+}
+
+fn mailboxes(field: &str, values: &[String]) -> Result<Vec<Mailbox>, InvalidMessage> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| mailbox(format!("{field}[{i}]"), v))
+        .collect()
+}
+
+/// The Message-ID for a message object: stable across attempts, unique per
+/// object, in the sender's domain.
+pub fn message_id(uid: &str, from: &Mailbox) -> String {
+    format!("<{uid}@{}>", from.email.domain())
+}
+
+/// Builds the email for `spec`. `default_from` is the provider's, used when
+/// the spec has none; `uid` is the object's UID.
+pub fn compose(
+    spec: &EmailMessageSpec,
+    default_from: Option<&str>,
+    uid: &str,
+) -> Result<Email, InvalidMessage> {
+    let from = match (&spec.from, default_from) {
+        (Some(from), _) => mailbox("spec.from".into(), from)?,
+        (None, Some(default)) => mailbox("spec.from (the provider's defaultFrom)".into(), default)?,
+        (None, None) => {
+            return Err(invalid(
+                "spec.from",
+                "not set, and the provider has no defaultFrom",
+            ));
+        }
+    };
+    let to = mailboxes("spec.to", &spec.to)?;
+    let cc = mailboxes("spec.cc", &spec.cc)?;
+    let bcc = mailboxes("spec.bcc", &spec.bcc)?;
+    let reply_to = mailboxes("spec.replyTo", &spec.reply_to)?;
+    if to.is_empty() && cc.is_empty() && bcc.is_empty() {
+        return Err(invalid(
+            "spec.to",
+            "at least one recipient is required in to, cc or bcc",
+        ));
+    }
+    if spec.subject.contains(['\r', '\n']) {
+        return Err(invalid("spec.subject", "line breaks are not allowed"));
+    }
+    if spec.text.is_none() && spec.html.is_none() {
+        return Err(invalid(
+            "spec.text",
+            "a body is required: set text, html or both",
+        ));
+    }
+    let mut headers = Vec::with_capacity(spec.headers.len());
+    for (name, value) in &spec.headers {
+        let field = format!("spec.headers[{name}]");
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || name.len() > 76 || !name.chars().all(token) {
+            return Err(invalid(field, "not a valid header name"));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(invalid(
+                field,
+                "this header is set from the message's own fields",
+            ));
+        }
+        if value.contains(['\r', '\n']) {
+            return Err(invalid(
+                field,
+                "line breaks are not allowed in header values",
+            ));
+        }
+        headers.push((name.clone(), value.clone()));
+    }
+    let message_id = message_id(uid, &from);
+    Ok(Email {
+        from,
+        to,
+        cc,
+        bcc,
+        reply_to,
+        subject: spec.subject.clone(),
+        text: spec.text.clone(),
+        html: spec.html.clone(),
+        headers,
+        message_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::message::ProviderRef;
+
+    fn spec() -> EmailMessageSpec {
+        EmailMessageSpec {
+            provider_ref: ProviderRef { name: "p".into() },
+            from: Some("Sender <sender@example.com>".into()),
+            to: vec!["a@example.org".into()],
+            cc: vec![],
+            bcc: vec!["hidden@example.org".into()],
+            reply_to: vec![],
+            subject: "Hi".into(),
+            text: Some("hello".into()),
+            html: None,
+            headers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn composes_with_a_stable_message_id_in_the_sender_domain() {
+        let email = compose(&spec(), None, "1234-abcd").expect("valid");
+        assert_eq!(email.message_id, "<1234-abcd@example.com>");
+        assert_eq!(email.bcc[0].email.to_string(), "hidden@example.org");
+    }
+
+    #[test]
+    fn falls_back_to_the_provider_default_sender() {
+        let mut s = spec();
+        s.from = None;
+        let email = compose(&s, Some("Ops <ops@corp.example>"), "u").expect("valid");
+        assert_eq!(email.from.email.to_string(), "ops@corp.example");
+        let err = compose(&s, None, "u").expect_err("no sender");
+        assert_eq!(err.field, "spec.from");
+    }
+
+    #[test]
+    fn names_the_field_of_a_bad_address() {
+        let mut s = spec();
+        s.to = vec!["ok@example.org".into(), "a..b@example.org".into()];
+        let err = compose(&s, None, "u").expect_err("bad address");
+        assert_eq!(err.field, "spec.to[1]");
+    }
+
+    #[test]
+    fn refuses_header_injection_and_reserved_headers() {
+        let mut s = spec();
+        s.headers
+            .insert("X-Ok".into(), "fine\r\nBcc: evil@example.com".into());
+        assert_eq!(
+            compose(&s, None, "u").expect_err("CRLF").field,
+            "spec.headers[X-Ok]"
+        );
+        let mut s = spec();
+        s.headers.insert("BCC".into(), "evil@example.com".into());
+        assert_eq!(
+            compose(&s, None, "u").expect_err("reserved").field,
+            "spec.headers[BCC]"
+        );
+        let mut s = spec();
+        s.subject = "Hi\nBcc: evil@example.com".into();
+        assert_eq!(
+            compose(&s, None, "u").expect_err("subject").field,
+            "spec.subject"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! What every reconcile shares: the kube client, the registry of verified
+//! transports, the event recorder and the controller's settings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+
+use crate::api::{EmailMessageStatus, EmailProvider};
+use crate::transport::Transport;
+
+/// A provider's identity: namespace and name.
+pub type ProviderKey = (String, String);
+
+/// A transport that passed verification, and what it was built from.
+#[derive(Clone)]
+pub struct Verified {
+    /// The transport, shared by every message of the provider.
+    pub transport: Arc<dyn Transport>,
+    /// The provider generation and Secret/ConfigMap versions it was built from.
+    pub fingerprint: String,
+}
+
+/// Verified transports by provider. A provider is in here exactly while its
+/// Ready condition is True, so messages send only through verified transports.
+#[derive(Default)]
+pub struct Transports {
+    inner: RwLock<HashMap<ProviderKey, Verified>>,
+}
+
+impl Transports {
+    /// The verified transport of a provider.
+    pub fn get(&self, key: &ProviderKey) -> Option<Verified> {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Records a verified transport, replacing the previous one (whose pooled
+    /// connections close when the last in-flight send drops it).
+    pub fn insert(&self, key: ProviderKey, verified: Verified) {
+        self.inner
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, verified);
+    }
+
+    /// Forgets the transport built from `fingerprint`, unless it was replaced
+    /// meanwhile. Returns whether it was removed.
+    pub fn withdraw(&self, key: &ProviderKey, fingerprint: &str) -> bool {
+        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if map.get(key).is_some_and(|v| v.fingerprint == fingerprint) {
+            map.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets a provider's transport (it failed verification or is gone).
+    pub fn remove(&self, key: &ProviderKey) {
+        self.inner
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// Outcomes of sends whose status write failed, by message UID. The next
+/// reconcile of the message writes the outcome instead of sending again.
+#[derive(Default)]
+pub struct Unrecorded {
+    inner: std::sync::Mutex<HashMap<String, EmailMessageStatus>>,
+}
+
+impl Unrecorded {
+    /// Keeps an outcome to write later.
+    pub fn keep(&self, uid: String, status: EmailMessageStatus) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid, status);
+    }
+
+    /// Takes the outcome kept for `uid`, if any.
+    pub fn take(&self, uid: &str) -> Option<EmailMessageStatus> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid)
+    }
+}
+
+/// Settings of a running controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Watch only this namespace, or every namespace when `None`.
+    pub namespace: Option<String>,
+    /// The most messages reconciled (and so sent) at once.
+    pub concurrency: u16,
+    /// Attempts before a retryable failure becomes final.
+    pub max_attempts: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 32,
+            max_attempts: 10,
+        }
+    }
+}
+
+/// State shared by the provider and message reconcilers.
+pub struct Context {
+    /// The kube client.
+    pub client: Client,
+    /// Verified transports by provider.
+    pub transports: Transports,
+    /// Every EmailProvider the controller watches.
+    pub providers: Store<EmailProvider>,
+    /// Sent messages whose outcome is not written yet.
+    pub unrecorded: Unrecorded,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// The controller's settings.
+    pub settings: Settings,
+}

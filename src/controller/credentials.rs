@@ -1,0 +1,213 @@
+//! Reads what a provider references (credentials from a Secret, CA
+//! certificates from a Secret or ConfigMap) and builds its transport. Secret
+//! values are only handed to the transport: never logged, never in status.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+
+use crate::api::EmailProvider;
+use crate::api::condition::reason;
+use crate::api::provider::{CaBundleSource, KeyRef, SmtpSpec};
+use crate::transport::Transport;
+use crate::transport::smtp::{SmtpCredentials, SmtpTransport};
+
+/// Why a provider's transport could not be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ResolveError {
+    /// The condition reason: SecretNotFound, ConfigMapNotFound, InvalidSpec, TLSFailed.
+    pub reason: &'static str,
+    /// What is missing or wrong, naming the object and key.
+    pub message: String,
+}
+
+impl ResolveError {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A transport built from a provider, and the versions it was built from.
+pub struct Built {
+    /// The transport (not verified yet).
+    pub transport: Arc<dyn Transport>,
+    /// Identifies the provider generation and referenced object versions.
+    pub fingerprint: String,
+}
+
+/// Builds the transport a provider names.
+pub async fn build(client: &Client, provider: &EmailProvider) -> Result<Built, ResolveError> {
+    let namespace = provider.namespace().unwrap_or_default();
+    let mut fingerprint = format!("gen={}", provider.metadata.generation.unwrap_or_default());
+    let Some(smtp) = &provider.spec.smtp else {
+        return Err(ResolveError::new(
+            reason::INVALID_SPEC,
+            "spec.smtp: no transport is set",
+        ));
+    };
+    let transport = build_smtp(client, &namespace, smtp, &mut fingerprint).await?;
+    Ok(Built {
+        transport,
+        fingerprint,
+    })
+}
+
+async fn build_smtp(
+    client: &Client,
+    namespace: &str,
+    smtp: &SmtpSpec,
+    fingerprint: &mut String,
+) -> Result<Arc<dyn Transport>, ResolveError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let credentials = match &smtp.auth {
+        None => None,
+        Some(auth) => {
+            let secret =
+                get_secret(&secrets, &auth.secret_ref.name, "spec.smtp.auth.secretRef").await?;
+            fingerprint.push_str(&format!(
+                ",secret={}",
+                secret.resource_version().unwrap_or_default()
+            ));
+            let username = secret_value(&secret, &auth.username_key, "spec.smtp.auth.usernameKey")?;
+            let secret_value =
+                secret_value(&secret, &auth.password_key, "spec.smtp.auth.passwordKey")?;
+            Some(SmtpCredentials {
+                mechanism: auth.mechanism,
+                username,
+                secret: secret_value,
+            })
+        }
+    };
+    let ca_pem = match &smtp.ca_bundle {
+        None => None,
+        Some(source) => Some(ca_bundle(client, namespace, source, fingerprint).await?),
+    };
+    let transport = SmtpTransport::new(smtp, ca_pem.as_deref(), credentials)
+        .map_err(|e| ResolveError::new(reason::TLS_FAILED, format!("spec.smtp.caBundle: {e}")))?;
+    Ok(Arc::new(transport))
+}
+
+async fn get_secret(
+    secrets: &Api<Secret>,
+    name: &str,
+    field: &str,
+) -> Result<Secret, ResolveError> {
+    match secrets.get_opt(name).await {
+        Ok(Some(secret)) => Ok(secret),
+        Ok(None) => Err(ResolveError::new(
+            reason::SECRET_NOT_FOUND,
+            format!("{field}: Secret {name:?} not found"),
+        )),
+        Err(e) => Err(ResolveError::new(
+            reason::SECRET_NOT_FOUND,
+            format!("{field}: Secret {name:?} could not be read: {e}"),
+        )),
+    }
+}
+
+fn secret_value(secret: &Secret, key: &str, field: &str) -> Result<String, ResolveError> {
+    let name = secret.name_any();
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.as_bytes().to_vec())
+        })
+        .ok_or_else(|| {
+            ResolveError::new(
+                reason::SECRET_NOT_FOUND,
+                format!("{field}: Secret {name:?} has no key {key:?}"),
+            )
+        })?;
+    String::from_utf8(bytes).map_err(|_| {
+        ResolveError::new(
+            reason::INVALID_SPEC,
+            format!("{field}: Secret {name:?} key {key:?} is not UTF-8"),
+        )
+    })
+}
+
+async fn ca_bundle(
+    client: &Client,
+    namespace: &str,
+    source: &CaBundleSource,
+    fingerprint: &mut String,
+) -> Result<Vec<u8>, ResolveError> {
+    match (&source.secret_key_ref, &source.config_map_key_ref) {
+        (Some(KeyRef { name, key }), _) => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            let secret = get_secret(&secrets, name, "spec.smtp.caBundle.secretKeyRef").await?;
+            fingerprint.push_str(&format!(
+                ",ca-secret={}",
+                secret.resource_version().unwrap_or_default()
+            ));
+            Ok(secret_value(&secret, key, "spec.smtp.caBundle.secretKeyRef")?.into_bytes())
+        }
+        (None, Some(KeyRef { name, key })) => {
+            let field = "spec.smtp.caBundle.configMapKeyRef";
+            let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+            let map = maps.get_opt(name).await.map_err(|e| {
+                ResolveError::new(
+                    reason::CONFIG_MAP_NOT_FOUND,
+                    format!("{field}: ConfigMap {name:?}: {e}"),
+                )
+            })?;
+            let map = map.ok_or_else(|| {
+                ResolveError::new(
+                    reason::CONFIG_MAP_NOT_FOUND,
+                    format!("{field}: ConfigMap {name:?} not found"),
+                )
+            })?;
+            fingerprint.push_str(&format!(
+                ",ca-configmap={}",
+                map.resource_version().unwrap_or_default()
+            ));
+            map.data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.as_bytes().to_vec())
+                .ok_or_else(|| {
+                    ResolveError::new(
+                        reason::CONFIG_MAP_NOT_FOUND,
+                        format!("{field}: ConfigMap {name:?} has no key {key:?}"),
+                    )
+                })
+        }
+        (None, None) => Err(ResolveError::new(
+            reason::INVALID_SPEC,
+            "spec.smtp.caBundle: set secretKeyRef or configMapKeyRef",
+        )),
+    }
+}
+
+/// Whether a provider references the Secret or ConfigMap `name`.
+pub fn references(provider: &EmailProvider, kind: &str, name: &str) -> bool {
+    let Some(smtp) = &provider.spec.smtp else {
+        return false;
+    };
+    let auth = smtp
+        .auth
+        .as_ref()
+        .is_some_and(|a| kind == "Secret" && a.secret_ref.name == name);
+    let ca = smtp.ca_bundle.as_ref().is_some_and(|c| match kind {
+        "Secret" => c.secret_key_ref.as_ref().is_some_and(|r| r.name == name),
+        "ConfigMap" => c
+            .config_map_key_ref
+            .as_ref()
+            .is_some_and(|r| r.name == name),
+        _ => false,
+    });
+    auth || ca
+}

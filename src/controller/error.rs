@@ -1,0 +1,22 @@
+//! Errors of a reconcile: the kube API failed. Everything else (bad input, a
+//! refused message, an unreachable server) is an outcome written to status.
+
+/// A reconcile that could not finish; it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    /// A status write kept conflicting with other writers.
+    #[error("the status write conflicted {0} times in a row")]
+    Contended(u32),
+}
+
+impl Error {
+    /// Whether the failure is an optimistic-concurrency conflict (HTTP 409):
+    /// the object changed since it was read, and the change brings a new
+    /// reconcile with it.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)
+    }
+}

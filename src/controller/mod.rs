@@ -1,0 +1,190 @@
+//! The controller: one reconciler for EmailProviders (verify, Ready) and one
+//! for EmailMessages (claim, send, record), sharing verified transports.
+//! Providers are re-verified when they or their Secrets/ConfigMaps change;
+//! messages wake up when their provider changes.
+
+pub mod backoff;
+pub mod context;
+pub mod credentials;
+pub mod error;
+pub mod message;
+pub mod provider;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+pub use context::{Context, Settings};
+pub use error::Error;
+
+use crate::api::{EmailMessage, EmailProvider};
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` completes; in-flight reconciles
+/// finish (and record their outcome) before it returns.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = settings.namespace.clone();
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let wc = watcher::Config::default();
+
+    let providers = Controller::new(api::<EmailProvider>(&client, ns.as_deref()), wc.clone());
+    let provider_store = providers.store();
+
+    let reporter = Reporter {
+        controller: "mailroom".into(),
+        instance: std::env::var("POD_NAME").ok().or_else(hostname),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        transports: Default::default(),
+        providers: provider_store.clone(),
+        unrecorded: Default::default(),
+        recorder: Recorder::new(client.clone(), reporter),
+        settings: settings.clone(),
+    });
+
+    let secret_store = provider_store.clone();
+    let config_map_store = provider_store.clone();
+    let provider_run = providers
+        .watches(
+            api::<Secret>(&client, ns.as_deref()),
+            wc.clone(),
+            move |secret| {
+                referencing(
+                    &secret_store,
+                    "Secret",
+                    secret.namespace(),
+                    &secret.name_any(),
+                )
+            },
+        )
+        .watches(
+            api::<ConfigMap>(&client, ns.as_deref()),
+            wc.clone(),
+            move |map| {
+                referencing(
+                    &config_map_store,
+                    "ConfigMap",
+                    map.namespace(),
+                    &map.name_any(),
+                )
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(provider::reconcile, provider_error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "provider reconcile failed");
+            }
+        });
+
+    let messages = Controller::new(api::<EmailMessage>(&client, ns.as_deref()), wc.clone())
+        .with_config(controller::Config::default().concurrency(settings.concurrency));
+    let message_store = messages.store();
+    let ready_store = provider_store.clone();
+    let message_run = async move {
+        // Messages are judged against the providers, so the provider cache
+        // must be complete first: otherwise a message could be marked
+        // ProviderNotFound for a provider that exists.
+        if ready_store.wait_until_ready().await.is_err() {
+            return;
+        }
+        messages
+            .watches(
+                api::<EmailProvider>(&client, ns.as_deref()),
+                wc,
+                move |provider| {
+                    let ns = provider.namespace();
+                    let name = provider.name_any();
+                    message_store
+                        .state()
+                        .into_iter()
+                        .filter(|m| {
+                            m.namespace() == ns
+                                && m.spec.provider_ref.name == name
+                                && !m
+                                    .status
+                                    .as_ref()
+                                    .and_then(|s| s.phase)
+                                    .is_some_and(|p| p.is_finished())
+                        })
+                        .map(|m| ObjectRef::from_obj(&*m))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .graceful_shutdown_on(shutdown)
+            .run(message::reconcile, message_error_policy, ctx)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    warn!(error = %e, "message reconcile failed");
+                }
+            })
+            .await;
+    };
+    info!(
+        namespace = settings.namespace.as_deref().unwrap_or("<all>"),
+        "controller started"
+    );
+    futures::join!(provider_run, message_run);
+    info!("controller stopped");
+}
+
+fn referencing(
+    store: &kube::runtime::reflector::Store<EmailProvider>,
+    kind: &str,
+    namespace: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<EmailProvider>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace() == namespace && credentials::references(p, kind, name))
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
+
+fn provider_error_policy(_: Arc<EmailProvider>, error: &Error, _: Arc<Context>) -> Action {
+    if error.is_conflict() {
+        Action::requeue(Duration::from_millis(500))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+fn message_error_policy(_: Arc<EmailMessage>, error: &Error, _: Arc<Context>) -> Action {
+    if error.is_conflict() {
+        Action::requeue(Duration::from_millis(200))
+    } else {
+        Action::requeue(Duration::from_secs(2))
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+}

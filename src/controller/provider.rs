@@ -1,0 +1,219 @@
+//! Reconciles EmailProviders: builds the transport from the spec and its
+//! Secrets, verifies it against the server (connect, TLS, AUTH; nothing is
+//! sent), and reports the result in the `Ready` condition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::context::{Context, Verified};
+use super::credentials;
+use super::error::Error;
+use crate::api::condition::{self, READY, reason};
+use crate::api::{EmailProvider, EmailProviderStatus};
+use crate::transport::FailureKind;
+
+/// How often a Ready provider is verified again.
+pub const REVERIFY_INTERVAL: Duration = Duration::from_secs(600);
+/// How soon an unreachable provider is tried again.
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(20);
+/// How soon a provider with a configuration problem is looked at again (a
+/// change to it or its Secrets triggers a reconcile sooner).
+const MISCONFIGURED_RETRY: Duration = Duration::from_secs(300);
+
+/// The result of one verification.
+struct Outcome {
+    ready: bool,
+    reason: &'static str,
+    message: String,
+    retry: Duration,
+}
+
+/// Reconciles one provider.
+#[tracing::instrument(skip_all, fields(namespace = provider.namespace().unwrap_or_default(), provider = provider.name_any()))]
+pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = provider.namespace().unwrap_or_default();
+    let key = (namespace.clone(), provider.name_any());
+    if provider.meta().deletion_timestamp.is_some() {
+        ctx.transports.remove(&key);
+        return Ok(Action::await_change());
+    }
+    let generation = provider.metadata.generation;
+    let status = provider.status.clone().unwrap_or_default();
+
+    let built = match credentials::build(&ctx.client, &provider).await {
+        Ok(built) => built,
+        Err(e) => {
+            ctx.transports.remove(&key);
+            let outcome = Outcome {
+                ready: false,
+                reason: e.reason,
+                message: e.message,
+                retry: MISCONFIGURED_RETRY,
+            };
+            return write_status(&provider, &ctx, status, outcome, false).await;
+        }
+    };
+
+    let unchanged = ctx
+        .transports
+        .get(&key)
+        .is_some_and(|v| v.fingerprint == built.fingerprint);
+    let ready_now = condition::find(&status.conditions, READY)
+        .is_some_and(|c| c.status == "True" && c.observed_generation == generation);
+    if unchanged
+        && ready_now
+        && let Some(due) = reverify_due_in(&status)
+    {
+        return Ok(Action::requeue(due));
+    }
+
+    let outcome = match built.transport.verify().await {
+        Ok(()) => {
+            let transport_name = built.transport.name();
+            ctx.transports.insert(
+                key,
+                Verified {
+                    transport: built.transport,
+                    fingerprint: built.fingerprint,
+                },
+            );
+            Outcome {
+                ready: true,
+                reason: reason::VERIFIED,
+                message: format!(
+                    "{transport_name} server verified: connected, secured and authenticated as configured"
+                ),
+                retry: REVERIFY_INTERVAL,
+            }
+        }
+        Err(e) => {
+            ctx.transports.remove(&key);
+            let (reason, retry) = match e.kind {
+                FailureKind::Auth => (reason::AUTH_FAILED, MISCONFIGURED_RETRY),
+                FailureKind::Tls => (reason::TLS_FAILED, MISCONFIGURED_RETRY),
+                FailureKind::InvalidRequest => (reason::INVALID_SPEC, MISCONFIGURED_RETRY),
+                FailureKind::Unreachable | FailureKind::Transient | FailureKind::Rejected => {
+                    (reason::UNREACHABLE, UNREACHABLE_RETRY)
+                }
+            };
+            Outcome {
+                ready: false,
+                reason,
+                message: e.message,
+                retry,
+            }
+        }
+    };
+    write_status(&provider, &ctx, status, outcome, true).await
+}
+
+/// Marks a provider not Ready after a send through it failed for a reason of
+/// the provider's own (credentials, TLS, the server down). The status change
+/// brings a reconcile that verifies the provider again; until it passes, its
+/// messages wait instead of spending attempts.
+pub async fn mark_unverified(
+    ctx: &Context,
+    provider: &EmailProvider,
+    error: &crate::transport::SendError,
+) {
+    let generation = provider.metadata.generation;
+    let mut status = provider.status.clone().unwrap_or_default();
+    let why = match error.kind {
+        FailureKind::Auth => reason::AUTH_FAILED,
+        FailureKind::Tls => reason::TLS_FAILED,
+        _ => reason::UNREACHABLE,
+    };
+    let text = format!("a send failed, verifying again: {}", error.message);
+    condition::set(&mut status.conditions, READY, false, why, text, generation);
+    warn!(
+        provider = provider.name_any(),
+        reason = why,
+        "a send failed for the provider's own reason"
+    );
+    let api: Api<EmailProvider> = Api::namespaced(
+        ctx.client.clone(),
+        &provider.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({ "status": { "conditions": status.conditions } });
+    if let Err(e) = api
+        .patch_status(
+            &provider.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        warn!(error = %e, "marking the provider not Ready failed; it is verified again on its schedule");
+    }
+}
+
+/// Time left until the next verification, or `None` when it is due now.
+fn reverify_due_in(status: &EmailProviderStatus) -> Option<Duration> {
+    let last = status.last_verified_time.as_ref()?.0;
+    let elapsed = jiff::Timestamp::now().duration_since(last);
+    let elapsed = Duration::try_from(elapsed).ok()?;
+    REVERIFY_INTERVAL
+        .checked_sub(elapsed)
+        .filter(|d| !d.is_zero())
+}
+
+async fn write_status(
+    provider: &EmailProvider,
+    ctx: &Context,
+    old: EmailProviderStatus,
+    outcome: Outcome,
+    verified_now: bool,
+) -> Result<Action, Error> {
+    let generation = provider.metadata.generation;
+    let mut new = old.clone();
+    new.transport = Some(
+        if provider.spec.smtp.is_some() {
+            "SMTP"
+        } else {
+            "Unknown"
+        }
+        .to_string(),
+    );
+    new.observed_generation = generation;
+    condition::set(
+        &mut new.conditions,
+        READY,
+        outcome.ready,
+        outcome.reason,
+        &outcome.message,
+        generation,
+    );
+    if verified_now && outcome.ready {
+        new.last_verified_time = Some(Time(jiff::Timestamp::now()));
+    }
+    let changed = !condition::same_meaning(&old.conditions, &new.conditions)
+        || old.transport != new.transport
+        || old.observed_generation != new.observed_generation
+        || old.last_verified_time != new.last_verified_time;
+    if changed {
+        if outcome.ready {
+            info!(reason = outcome.reason, "provider ready");
+        } else {
+            warn!(reason = outcome.reason, message = %outcome.message, "provider not ready");
+        }
+        let api: Api<EmailProvider> = Api::namespaced(
+            ctx.client.clone(),
+            &provider.namespace().unwrap_or_default(),
+        );
+        let patch = serde_json::json!({ "status": new });
+        api.patch_status(
+            &provider.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::Kube)?;
+    }
+    Ok(Action::requeue(outcome.retry))
+}

@@ -1,0 +1,302 @@
+//! The SMTP transport, on lettre: TLS modes (STARTTLS required, implicit TLS,
+//! or none by explicit choice), extra CAs, AUTH PLAIN/LOGIN/XOAUTH2, a pooled
+//! connection per provider, and the mapping of SMTP replies to [`SendError`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailboxes, MessageBuilder, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::{Accepted, FailureKind, SendError, Transport};
+use crate::api::provider::{AuthMechanism, SmtpSpec, TlsMode};
+use crate::compose::Email;
+
+/// Credentials read from the provider's Secret.
+#[derive(Clone)]
+pub struct SmtpCredentials {
+    /// The SASL mechanism.
+    pub mechanism: AuthMechanism,
+    /// The user name.
+    pub username: String,
+    /// The password, or the OAuth 2.0 access token for XOAuth2.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for SmtpCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An SMTP server, with a pool of connections to it.
+pub struct SmtpTransport {
+    inner: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl SmtpTransport {
+    /// Builds the transport for `spec`, with extra CA certificates (PEM) and
+    /// credentials resolved from Secrets. Connects lazily.
+    pub fn new(
+        spec: &SmtpSpec,
+        ca_pem: Option<&[u8]>,
+        credentials: Option<SmtpCredentials>,
+    ) -> Result<Self, SendError> {
+        let tls_parameters = || -> Result<TlsParameters, SendError> {
+            let mut builder = TlsParameters::builder(spec.host.clone());
+            if let Some(pem) = ca_pem {
+                let has_certificate =
+                    std::str::from_utf8(pem).is_ok_and(|s| s.contains("BEGIN CERTIFICATE"));
+                let certs = Certificate::from_pem(pem)
+                    .ok()
+                    .filter(|_| has_certificate)
+                    .ok_or_else(|| {
+                        SendError::new(
+                            FailureKind::Tls,
+                            "the CA bundle holds no valid PEM certificate",
+                        )
+                    })?;
+                builder = builder.add_root_certificate(certs);
+            }
+            builder
+                .build_rustls()
+                .map_err(|e| SendError::new(FailureKind::Tls, format!("TLS setup failed: {e}")))
+        };
+        let tls = match spec.tls {
+            TlsMode::StartTLS => Tls::Required(tls_parameters()?),
+            TlsMode::Implicit => Tls::Wrapper(tls_parameters()?),
+            TlsMode::None => Tls::None,
+        };
+        let mut builder =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(spec.host.as_str())
+                .port(spec.port)
+                .tls(tls)
+                .timeout(Some(Duration::from_secs(u64::from(spec.timeout_seconds))))
+                .pool_config(
+                    PoolConfig::new()
+                        .max_size(spec.pool.max_connections)
+                        .idle_timeout(Duration::from_secs(u64::from(
+                            spec.pool.idle_timeout_seconds,
+                        ))),
+                );
+        if let Some(helo) = &spec.helo_name {
+            builder = builder.hello_name(ClientId::Domain(helo.clone()));
+        }
+        if let Some(creds) = credentials {
+            let mechanism = match creds.mechanism {
+                AuthMechanism::Plain => Mechanism::Plain,
+                AuthMechanism::Login => Mechanism::Login,
+                AuthMechanism::XOAuth2 => Mechanism::Xoauth2,
+            };
+            builder = builder
+                .credentials(Credentials::new(creds.username, creds.secret))
+                .authentication(vec![mechanism]);
+        }
+        Ok(Self {
+            inner: builder.build(),
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for SmtpTransport {
+    fn name(&self) -> &'static str {
+        "SMTP"
+    }
+
+    async fn verify(&self) -> Result<(), SendError> {
+        match self.inner.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SendError::new(
+                FailureKind::Unreachable,
+                "the server closed the connection",
+            )),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    async fn send(&self, email: &Email) -> Result<Accepted, SendError> {
+        let message = to_lettre(email)?;
+        let response = self.inner.send(message).await.map_err(|e| classify(&e))?;
+        Ok(accepted(&response))
+    }
+}
+
+/// The accepted reply: its code, text, and the queue id where the server
+/// names one (`250 2.0.0 Ok: queued as 4Xy...`).
+fn accepted(response: &Response) -> Accepted {
+    let text = response.message().collect::<Vec<_>>().join(" ");
+    Accepted {
+        provider_message_id: queue_id(&text),
+        code: u16::from(response.code()),
+        message: text,
+    }
+}
+
+/// The queue id in a 250 reply, in the forms Postfix, Exim, Sendmail and
+/// mailpit use (`queued as ID`, `id=ID`).
+pub fn queue_id(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let start = if let Some(i) = lower.find("queued as ") {
+        i + "queued as ".len()
+    } else if let Some(i) = lower.find("id=") {
+        i + "id=".len()
+    } else {
+        return None;
+    };
+    let id: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "-._@<>".contains(*c))
+        .collect();
+    let id = id
+        .trim_matches(|c| c == '<' || c == '>' || c == '.')
+        .to_string();
+    (!id.is_empty()).then_some(id)
+}
+
+fn header_error(name: &str, e: impl std::fmt::Display) -> SendError {
+    SendError::new(
+        FailureKind::InvalidRequest,
+        format!("spec.headers[{name}]: {e}"),
+    )
+}
+
+/// The lettre message for `email`. Bcc recipients go into the envelope only:
+/// lettre leaves the Bcc header out of what it sends.
+fn to_lettre(email: &Email) -> Result<Message, SendError> {
+    let mut builder: MessageBuilder = Message::builder()
+        .from(email.from.clone())
+        .subject(email.subject.clone())
+        .message_id(Some(email.message_id.clone()))
+        .date_now();
+    for m in &email.to {
+        builder = builder.to(m.clone());
+    }
+    for m in &email.cc {
+        builder = builder.cc(m.clone());
+    }
+    for m in &email.bcc {
+        builder = builder.bcc(m.clone());
+    }
+    if !email.reply_to.is_empty() {
+        let list: Mailboxes = email.reply_to.iter().cloned().collect();
+        for m in list {
+            builder = builder.reply_to(m);
+        }
+    }
+    for (name, value) in &email.headers {
+        let header_name =
+            HeaderName::new_from_ascii(name.clone()).map_err(|e| header_error(name, e))?;
+        builder = builder.raw_header(HeaderValue::new(header_name, value.clone()));
+    }
+    let built = match (&email.text, &email.html) {
+        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
+            text.clone(),
+            html.clone(),
+        )),
+        (Some(text), None) => builder.singlepart(SinglePart::plain(text.clone())),
+        (None, Some(html)) => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_HTML)
+                .body(html.clone()),
+        ),
+        (None, None) => {
+            return Err(SendError::new(
+                FailureKind::InvalidRequest,
+                "spec.text: a body is required",
+            ));
+        }
+    };
+    built.map_err(|e| {
+        SendError::new(
+            FailureKind::InvalidRequest,
+            format!("the message cannot be built: {e}"),
+        )
+    })
+}
+
+/// Maps a lettre error to the shared kinds:
+///
+/// | lettre error | kind | retryable |
+/// |---|---|---|
+/// | 4xx reply | Transient | yes |
+/// | 530, 534, 535, 538 reply (auth required / failed) | Auth | yes (provider) |
+/// | other 5xx reply | Rejected | no |
+/// | TLS handshake or certificate failure | Tls | yes (provider) |
+/// | server does not offer STARTTLS while it is required | Tls | yes (provider) |
+/// | no common AUTH mechanism | Auth | yes (provider) |
+/// | connection refused, reset, timeout, DNS | Unreachable | yes |
+/// | malformed reply | Transient | yes |
+pub fn classify(error: &lettre::transport::smtp::Error) -> SendError {
+    let text = error.to_string();
+    if let Some(code) = error.status() {
+        let numeric = u16::from(code);
+        let kind = match numeric {
+            530 | 534 | 535 | 538 => FailureKind::Auth,
+            400..=499 => FailureKind::Transient,
+            _ => FailureKind::Rejected,
+        };
+        return SendError::new(kind, format!("the server replied {text}")).with_code(numeric);
+    }
+    let lower = text.to_ascii_lowercase();
+    let (kind, message) = if error.is_tls() || lower.contains("starttls") {
+        (FailureKind::Tls, format!("TLS failed: {text}"))
+    } else if lower.contains("authentication mechanism")
+        || lower.contains("auth") && error.is_client()
+    {
+        (FailureKind::Auth, format!("authentication failed: {text}"))
+    } else if error.is_timeout() {
+        (
+            FailureKind::Unreachable,
+            format!("the server did not answer in time: {text}"),
+        )
+    } else if error.is_client() {
+        (
+            FailureKind::InvalidRequest,
+            format!("the message was refused before sending: {text}"),
+        )
+    } else if error.is_response() {
+        (
+            FailureKind::Transient,
+            format!("the server's reply could not be read: {text}"),
+        )
+    } else {
+        (
+            FailureKind::Unreachable,
+            format!("could not reach the server: {text}"),
+        )
+    };
+    SendError::new(kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_queue_ids_in_common_replies() {
+        assert_eq!(
+            queue_id("2.0.0 Ok: queued as 4Xy9Z2abc").as_deref(),
+            Some("4Xy9Z2abc")
+        );
+        assert_eq!(
+            queue_id("Ok: queued as BbN5iGDFP2WnzzqU8Fv5ZM").as_deref(),
+            Some("BbN5iGDFP2WnzzqU8Fv5ZM")
+        );
+        assert_eq!(
+            queue_id("OK id=1qABCd-0004Xy-1a").as_deref(),
+            Some("1qABCd-0004Xy-1a")
+        );
+        assert_eq!(queue_id("2.0.0 OK"), None);
+    }
+}
