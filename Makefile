@@ -29,11 +29,11 @@ check-crds:
 ## lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## test: unit and integration tests on a real control plane and mailpit
 test: tools check-crds
-	$(CARGO) test
+	$(CARGO) test --workspace
 
 ## demo: a local control plane and mailpit, the operator, example messages sent
 demo: tools

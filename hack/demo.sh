@@ -7,8 +7,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "building the operator"
-cargo build -q
+say "building the operator and the local API fakes"
+cargo build -q --workspace
 say "starting the local control plane and mailpit"
 hack/dev-up.sh >/dev/null
 dir=$ROOT/.cache/dev/env
@@ -30,6 +30,15 @@ else
   echo $! > "$dir/pids/mailroom.pid"
 fi
 
+say "starting the local fake of the providers' HTTP APIs (log: $dir/logs/fakes.log)"
+if ! { [ -f "$dir/pids/fakes.pid" ] && kill -0 "$(cat "$dir/pids/fakes.pid")" 2>/dev/null; }; then
+  setsid target/debug/mailroom-fakes 127.0.0.1:0 demo-key >"$dir/logs/fakes.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pids/fakes.pid"
+fi
+for _ in $(seq 50); do [ -s "$dir/logs/fakes.log" ] && break; sleep 0.1; done
+FAKE_URL=$(head -n 1 "$dir/logs/fakes.log")
+echo "fake APIs at $FAKE_URL (Mailtrap, Resend, Postmark, Mailgun, SendGrid paths; nothing leaves this machine)"
+
 say "applying examples/demo in namespace $ns"
 k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
 k -n "$ns" create secret generic mailpit-smtp --from-literal=username="$MAILPIT_SMTP_USERNAME" \
@@ -38,6 +47,9 @@ k -n "$ns" create configmap local-ca --from-file=ca.crt="$MAILROOM_CA" --dry-run
 MAILPIT_HOST=${MAILPIT_SMTP%:*} MAILPIT_PORT=${MAILPIT_SMTP##*:} \
   envsubst '${MAILPIT_HOST} ${MAILPIT_PORT}' < examples/demo/provider.yaml | k -n "$ns" apply -f -
 k -n "$ns" apply -f examples/demo/messages.yaml
+k -n "$ns" create secret generic resend-local-fake-key --from-literal=apiKey=demo-key \
+  --dry-run=client -o yaml | k apply -f - >/dev/null
+FAKE_URL=$FAKE_URL envsubst '${FAKE_URL}' < examples/demo/api.yaml | k -n "$ns" apply -f -
 
 say "a message the apiserver refuses at apply time (examples/demo/rejected.yaml)"
 if k -n "$ns" apply -f examples/demo/rejected.yaml 2>&1; then
@@ -46,7 +58,7 @@ if k -n "$ns" apply -f examples/demo/rejected.yaml 2>&1; then
 fi
 
 say "waiting for the messages"
-for m in welcome newsletter team-update; do
+for m in welcome newsletter team-update via-resend-fake; do
   if ! k -n "$ns" wait --for=jsonpath='{.status.phase}'=Sent "emailmessage/$m" --timeout=60s >/dev/null; then
     k -n "$ns" get emailmessage "$m" -o yaml >&2
     tail -n 30 "$dir/logs/mailroom.log" >&2
@@ -66,6 +78,14 @@ k -n "$ns" get emailmessage bad-address \
 say "what welcome's status says"
 k -n "$ns" get emailmessage welcome -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
 k -n "$ns" get emailmessage welcome -o jsonpath='messageId={.status.messageId} providerMessageId={.status.providerMessageId}{"\n"}'
+
+say "what the local Resend fake received for via-resend-fake"
+curl -fsS "$FAKE_URL/_fake/requests" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin):
+    print(r["service"], r["method"], r["path"], "->", r["status"], "id", r["id"])
+    print("  ", json.dumps(r["body"]))'
+k -n "$ns" get emailmessage via-resend-fake -o jsonpath='providerMessageId={.status.providerMessageId}{"\n"}'
 
 cat <<MSG
 

@@ -29,6 +29,9 @@ pub struct Email {
     pub headers: Vec<(String, String)>,
     /// The Message-ID header value, with angle brackets.
     pub message_id: String,
+    /// The message object's UID: the same for every attempt, used for
+    /// idempotency keys.
+    pub key: String,
 }
 
 /// Why a spec cannot be sent; it names the offending field.
@@ -140,6 +143,7 @@ pub fn compose(
         html: spec.html.clone(),
         headers,
         message_id,
+        key: uid.to_string(),
     })
 }
 

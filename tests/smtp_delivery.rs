@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use mailroom::api::{EmailMessage, Phase};
 use serde_json::json;
 use support::Mailpit;
@@ -383,24 +383,9 @@ async fn bad_addresses_and_header_injection_are_rejected_at_apply_time() {
     for (i, (field, value, expected)) in cases.into_iter().enumerate() {
         let mut spec = base.clone();
         spec[field] = value;
-        let object: EmailMessage = serde_json::from_value(json!({
-            "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage",
-            "metadata": {"name": format!("bad-{i}")}, "spec": spec
-        }))
-        .expect("object");
-        let err = api
-            .create(&PostParams::default(), &object)
-            .await
-            .expect_err(expected);
-        let kube::Error::Api(status) = err else {
-            panic!("{err}")
-        };
-        assert_eq!(status.code, 422, "{status:?}");
-        assert!(
-            status.message.contains(expected),
-            "{expected:?} in {:?}",
-            status.message
-        );
+        scene
+            .assert_refused("EmailMessage", &format!("bad-{i}"), spec, expected)
+            .await;
     }
     assert!(
         api.list(&Default::default())

@@ -12,6 +12,9 @@ pub const SENT: &str = "Sent";
 pub mod reason {
     /// The provider connected, negotiated TLS and authenticated.
     pub const VERIFIED: &str = "Verified";
+    /// The configuration is complete, but the service has no call that
+    /// checks credentials without sending: the first send will tell.
+    pub const CONFIGURED: &str = "Configured";
     /// A referenced Secret (or one of its keys) does not exist.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// A referenced ConfigMap (or one of its keys) does not exist.

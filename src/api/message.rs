@@ -147,12 +147,14 @@ pub struct EmailMessageStatus {
     /// How many send attempts have been started.
     #[serde(default)]
     pub attempts: u32,
-    /// The Message-ID header of the email, derived from this object's UID, so
-    /// every attempt carries the same one and receivers can drop duplicates.
+    /// The Message-ID header of the email (SMTP), derived from this object's
+    /// UID, so every attempt carries the same one and receivers can drop
+    /// duplicates. HTTP APIs set their own Message-ID; see providerMessageId.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
     /// The id the server gave the accepted message: for SMTP, the queue id
-    /// from its 250 reply where it gives one, else the Message-ID.
+    /// from its 250 reply where it gives one, else the Message-ID; for an
+    /// HTTP API, the service's message id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_message_id: Option<String>,
     /// The server's last reply to the message (SMTP code and text).
@@ -167,6 +169,9 @@ pub struct EmailMessageStatus {
     /// When the next attempt is due, while a retryable failure waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_time: Option<Time>,
+    /// Every id the service gave, where it gives one per recipient (Mailtrap).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provider_message_ids: Vec<String>,
     /// Why the last attempt failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
@@ -199,4 +204,11 @@ pub struct LastError {
     pub message: String,
     /// Whether another attempt may succeed.
     pub retryable: bool,
+    /// The SMTP reply code or HTTP status, where the server gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// The service's own error code or name (e.g. Postmark `406`, Resend
+    /// `validation_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<String>,
 }

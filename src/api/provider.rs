@@ -19,19 +19,23 @@ use super::schema;
     namespaced,
     status = "EmailProviderStatus",
     shortname = "eprov",
-    doc = "How to send email: an SMTP server with its TLS mode and credentials from Secrets.",
+    doc = "How to send email: an SMTP server, or the HTTP API of Mailtrap, Resend, Postmark, Mailgun or SendGrid, with credentials from Secrets.",
     category = "mailroom",
     printcolumn = r#"{"name":"Transport","type":"string","jsonPath":".status.transport"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = Rule::new("[has(self.smtp)].filter(t, t).size() == 1").message("exactly one transport must be set: smtp"))]
+#[x_kube(validation = Rule::new("[has(self.smtp), has(self.api)].filter(t, t).size() == 1").message("exactly one transport must be set: smtp or api"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailProviderSpec {
     /// Send over SMTP to a relay or mail server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpSpec>,
+
+    /// Send through an email service's HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSpec>,
 
     /// The sender used by messages that do not set `from`, as `address` or
     /// `Display Name <address>`.
@@ -218,6 +222,179 @@ fn default_max_connections() -> u32 {
 
 fn default_idle_timeout_seconds() -> u32 {
     60
+}
+
+/// An email service's HTTP API.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.mailtrap) || self.provider == 'Mailtrap'").message("mailtrap options belong to provider Mailtrap"))]
+#[x_kube(validation = Rule::new("!has(self.postmark) || self.provider == 'Postmark'").message("postmark options belong to provider Postmark"))]
+#[x_kube(validation = Rule::new("!has(self.mailgun) || self.provider == 'Mailgun'").message("mailgun options belong to provider Mailgun"))]
+#[x_kube(validation = Rule::new("!has(self.sendgrid) || self.provider == 'SendGrid'").message("sendgrid options belong to provider SendGrid"))]
+#[x_kube(validation = Rule::new("self.provider != 'Mailgun' || has(self.mailgun)").message("provider Mailgun needs mailgun.domain"))]
+#[serde(rename_all = "camelCase")]
+pub struct ApiSpec {
+    /// The email service.
+    pub provider: ApiProvider,
+    /// The Secret key, in the provider's namespace, that holds the API key
+    /// (Mailtrap API token, Resend API key, Postmark server token, Mailgun
+    /// private API key, SendGrid API key).
+    pub secret_ref: ApiKeyRef,
+    /// Overrides the service's base URL (`https://host[:port][/path]`), for
+    /// regional hosts, proxies and tests. Defaults to the service's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    )]
+    pub endpoint: Option<String>,
+    /// Seconds to wait for the service to answer one request.
+    #[serde(default = "default_api_timeout_seconds")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: u32,
+    /// Mailtrap options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailtrap: Option<MailtrapOptions>,
+    /// Postmark options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmark: Option<PostmarkOptions>,
+    /// Mailgun options (required for Mailgun: the sending domain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailgun: Option<MailgunOptions>,
+    /// SendGrid options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sendgrid: Option<SendGridOptions>,
+}
+
+fn default_api_timeout_seconds() -> u32 {
+    30
+}
+
+/// The email services mailroom can send through.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiProvider {
+    /// Mailtrap Email API (send.api.mailtrap.io, bulk or sandbox).
+    Mailtrap,
+    /// Resend (api.resend.com).
+    Resend,
+    /// Postmark (api.postmarkapp.com).
+    Postmark,
+    /// Mailgun (api.mailgun.net or api.eu.mailgun.net).
+    Mailgun,
+    /// Twilio SendGrid v3 (api.sendgrid.com or api.eu.sendgrid.com).
+    SendGrid,
+}
+
+impl ApiProvider {
+    /// The service's name as written in status and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiProvider::Mailtrap => "Mailtrap",
+            ApiProvider::Resend => "Resend",
+            ApiProvider::Postmark => "Postmark",
+            ApiProvider::Mailgun => "Mailgun",
+            ApiProvider::SendGrid => "SendGrid",
+        }
+    }
+}
+
+/// One key of a Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ApiKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key within it that holds the API key.
+    #[serde(default = "default_api_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_api_key_key() -> String {
+    "apiKey".into()
+}
+
+/// Mailtrap options.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MailtrapOptions {
+    /// `Transactional` (send.api.mailtrap.io, default) or `Bulk`
+    /// (bulk.api.mailtrap.io).
+    #[serde(default)]
+    pub stream: MailtrapStream,
+    /// Send to this sandbox inbox (sandbox.api.mailtrap.io) instead of
+    /// delivering: for testing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub sandbox_inbox_id: Option<u64>,
+}
+
+/// A Mailtrap sending stream.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MailtrapStream {
+    /// Transactional mail.
+    #[default]
+    Transactional,
+    /// Bulk (marketing) mail.
+    Bulk,
+}
+
+/// Postmark options.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostmarkOptions {
+    /// The message stream, e.g. `outbound` (default) or a broadcast stream.
+    #[serde(default = "default_postmark_stream")]
+    #[schemars(length(min = 1, max = 100))]
+    pub message_stream: String,
+}
+
+fn default_postmark_stream() -> String {
+    "outbound".into()
+}
+
+/// Mailgun options.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MailgunOptions {
+    /// The sending domain configured in Mailgun, e.g. `mg.example.com`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+    )]
+    pub domain: String,
+    /// `US` (api.mailgun.net, default) or `EU` (api.eu.mailgun.net).
+    #[serde(default)]
+    pub region: MailgunRegion,
+}
+
+/// A Mailgun region.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MailgunRegion {
+    /// api.mailgun.net
+    #[default]
+    US,
+    /// api.eu.mailgun.net
+    EU,
+}
+
+/// SendGrid options.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SendGridOptions {
+    /// `Global` (api.sendgrid.com, default) or `EU` (api.eu.sendgrid.com,
+    /// for EU regional subusers).
+    #[serde(default)]
+    pub region: SendGridRegion,
+}
+
+/// A SendGrid region.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SendGridRegion {
+    /// api.sendgrid.com
+    #[default]
+    Global,
+    /// api.eu.sendgrid.com
+    EU,
 }
 
 /// What the controller last found out about the provider.

@@ -28,6 +28,7 @@ pub struct Verified {
 #[derive(Default)]
 pub struct Transports {
     inner: RwLock<HashMap<ProviderKey, Verified>>,
+    rejected: RwLock<HashMap<ProviderKey, (String, String)>>,
 }
 
 impl Transports {
@@ -59,6 +60,23 @@ impl Transports {
         } else {
             false
         }
+    }
+
+    /// Remembers that a send was refused for the credentials built into
+    /// `fingerprint`. For services that cannot check credentials without
+    /// sending, this keeps the provider AuthFailed until its spec or Secret
+    /// changes, instead of trying the same key again and again.
+    pub fn reject(&self, key: ProviderKey, fingerprint: String, message: String) {
+        let mut map = self.rejected.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(key, (fingerprint, message));
+    }
+
+    /// Why the credentials of `fingerprint` were refused, if they were.
+    pub fn rejection(&self, key: &ProviderKey, fingerprint: &str) -> Option<String> {
+        let map = self.rejected.read().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|(f, _)| f == fingerprint)
+            .map(|(_, m)| m.clone())
     }
 
     /// Forgets a provider's transport (it failed verification or is gone).

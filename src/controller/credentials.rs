@@ -10,8 +10,9 @@ use kube::{Client, ResourceExt};
 
 use crate::api::EmailProvider;
 use crate::api::condition::reason;
-use crate::api::provider::{CaBundleSource, KeyRef, SmtpSpec};
+use crate::api::provider::{ApiSpec, CaBundleSource, KeyRef, SmtpSpec};
 use crate::transport::Transport;
+use crate::transport::api::ApiTransport;
 use crate::transport::smtp::{SmtpCredentials, SmtpTransport};
 
 /// Why a provider's transport could not be built.
@@ -45,13 +46,14 @@ pub struct Built {
 pub async fn build(client: &Client, provider: &EmailProvider) -> Result<Built, ResolveError> {
     let namespace = provider.namespace().unwrap_or_default();
     let mut fingerprint = format!("gen={}", provider.metadata.generation.unwrap_or_default());
-    let Some(smtp) = &provider.spec.smtp else {
-        return Err(ResolveError::new(
-            reason::INVALID_SPEC,
-            "spec.smtp: no transport is set",
-        ));
+    let transport = match (&provider.spec.smtp, &provider.spec.api) {
+        (Some(smtp), _) => build_smtp(client, &namespace, smtp, &mut fingerprint).await?,
+        (None, Some(api)) => build_api(client, &namespace, api, &mut fingerprint).await?,
+        (None, None) => {
+            let text = "spec: no transport is set (smtp or api)";
+            return Err(ResolveError::new(reason::INVALID_SPEC, text));
+        }
     };
-    let transport = build_smtp(client, &namespace, smtp, &mut fingerprint).await?;
     Ok(Built {
         transport,
         fingerprint,
@@ -90,6 +92,29 @@ async fn build_smtp(
     };
     let transport = SmtpTransport::new(smtp, ca_pem.as_deref(), credentials)
         .map_err(|e| ResolveError::new(reason::TLS_FAILED, format!("spec.smtp.caBundle: {e}")))?;
+    Ok(Arc::new(transport))
+}
+
+async fn build_api(
+    client: &Client,
+    namespace: &str,
+    api: &ApiSpec,
+    fingerprint: &mut String,
+) -> Result<Arc<dyn Transport>, ResolveError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let field = "spec.api.secretRef";
+    let secret = get_secret(&secrets, &api.secret_ref.name, field).await?;
+    let version = secret.resource_version().unwrap_or_default();
+    fingerprint.push_str(&format!(",secret={version}"));
+    let key = secret_value(&secret, &api.secret_ref.key, field)?;
+    let key = key.trim().to_string();
+    if key.is_empty() {
+        let (name, k) = (&api.secret_ref.name, &api.secret_ref.key);
+        let text = format!("{field}: Secret {name:?} key {k:?} is empty");
+        return Err(ResolveError::new(reason::SECRET_NOT_FOUND, text));
+    }
+    let transport = ApiTransport::new(api, key)
+        .map_err(|e| ResolveError::new(reason::INVALID_SPEC, e.message))?;
     Ok(Arc::new(transport))
 }
 
@@ -194,6 +219,9 @@ async fn ca_bundle(
 
 /// Whether a provider references the Secret or ConfigMap `name`.
 pub fn references(provider: &EmailProvider, kind: &str, name: &str) -> bool {
+    if let Some(api) = &provider.spec.api {
+        return kind == "Secret" && api.secret_ref.name == name;
+    }
     let Some(smtp) = &provider.spec.smtp else {
         return false;
     };

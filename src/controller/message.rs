@@ -121,7 +121,10 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     let mut claim = status.clone();
     claim.phase = Some(Phase::Sending);
     claim.attempts = attempt;
-    claim.message_id = Some(email.message_id.clone());
+    claim.message_id = verified
+        .transport
+        .sets_message_id()
+        .then(|| email.message_id.clone());
     claim.last_attempt_time = Some(now());
     claim.next_attempt_time = None;
     claim.observed_generation = message.metadata.generation;
@@ -158,7 +161,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         && e.is_provider_failure()
         && ctx.transports.withdraw(&key, &verified.fingerprint)
     {
-        provider::mark_unverified(&ctx, &provider, e).await;
+        provider::mark_unverified(&ctx, &provider, &verified.fingerprint, e).await;
     }
     let outcome = outcome(&claimed, attempt, result, ctx.settings.max_attempts);
     let elapsed = started.elapsed();
@@ -207,6 +210,7 @@ fn outcome(
                 code: accepted.code,
                 message: accepted.message.clone(),
             });
+            status.provider_message_ids = accepted.all_ids.clone();
             status.sent_time = Some(now());
             status.last_error = None;
             let text = format!(
@@ -228,6 +232,8 @@ fn outcome(
                 reason: error.reason().to_string(),
                 message: error.message.clone(),
                 retryable: error.retryable(),
+                code: error.code,
+                provider_code: error.provider_code.clone(),
             });
             if let Some(code) = error.code {
                 status.server_reply = Some(ServerReply {
@@ -238,7 +244,7 @@ fn outcome(
             let text = if retry {
                 let delay = backoff::delay(attempt, error.retry_after);
                 status.phase = Some(Phase::Pending);
-                status.next_attempt_time = Some(Time(jiff::Timestamp::now() + delay));
+                status.next_attempt_time = Some(Time(not_before(jiff::Timestamp::now(), delay)));
                 format!(
                     "attempt {attempt} failed, retrying in {}s: {}",
                     delay.as_secs(),
@@ -389,6 +395,8 @@ async fn fail_invalid(
         reason: reason::INVALID_REQUEST.to_string(),
         message: text.clone(),
         retryable: false,
+        code: None,
+        provider_code: None,
     });
     condition::set(
         &mut status.conditions,
@@ -462,6 +470,18 @@ async fn replace_status(
         .map_err(Error::Kube)
 }
 
+/// `from + delay`, rounded up to a whole second: status times are stored to
+/// the second, and a retry must never come earlier than the server asked.
+fn not_before(from: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
+    let due = from + delay;
+    let whole = jiff::Timestamp::from_second(due.as_second()).unwrap_or(due);
+    if whole < due {
+        whole + jiff::SignedDuration::from_secs(1)
+    } else {
+        due
+    }
+}
+
 fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
@@ -470,4 +490,18 @@ fn now() -> Time {
 fn remaining(t: &Time) -> Option<Duration> {
     let left = t.0.duration_since(jiff::Timestamp::now());
     Duration::try_from(left).ok().filter(|d| !d.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_attempt_is_rounded_up_to_a_whole_second() {
+        let from = jiff::Timestamp::from_millisecond(1_000_300).expect("time");
+        let due = not_before(from, Duration::from_secs(7));
+        assert_eq!(due.as_millisecond(), 1_008_000);
+        let exact = jiff::Timestamp::from_second(1_000).expect("time");
+        assert_eq!(not_before(exact, Duration::from_secs(7)).as_second(), 1_007);
+    }
 }

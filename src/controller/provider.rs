@@ -16,7 +16,7 @@ use super::credentials;
 use super::error::Error;
 use crate::api::condition::{self, READY, reason};
 use crate::api::{EmailProvider, EmailProviderStatus};
-use crate::transport::FailureKind;
+use crate::transport::{FailureKind, Verification};
 
 /// How often a Ready provider is verified again.
 pub const REVERIFY_INTERVAL: Duration = Duration::from_secs(600);
@@ -74,22 +74,47 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
     }
 
     let outcome = match built.transport.verify().await {
-        Ok(()) => {
-            let transport_name = built.transport.name();
-            ctx.transports.insert(
-                key,
-                Verified {
-                    transport: built.transport,
-                    fingerprint: built.fingerprint,
-                },
-            );
-            Outcome {
-                ready: true,
-                reason: reason::VERIFIED,
-                message: format!(
-                    "{transport_name} server verified: connected, secured and authenticated as configured"
-                ),
-                retry: REVERIFY_INTERVAL,
+        Ok(verification) => {
+            let name = built.transport.name();
+            let rejected = match verification {
+                Verification::Unverifiable => ctx.transports.rejection(&key, &built.fingerprint),
+                Verification::Verified => None,
+            };
+            if let Some(message) = rejected {
+                Outcome {
+                    ready: false,
+                    reason: reason::AUTH_FAILED,
+                    message: format!("{message} (update the Secret or the spec to try again)"),
+                    retry: MISCONFIGURED_RETRY,
+                }
+            } else {
+                let (reason, message) = match verification {
+                    Verification::Verified => (
+                        reason::VERIFIED,
+                        format!(
+                            "{name} verified: the server accepted the connection and credentials"
+                        ),
+                    ),
+                    Verification::Unverifiable => (
+                        reason::CONFIGURED,
+                        format!(
+                            "{name} is configured; it has no call that checks credentials without sending, so the first send will tell"
+                        ),
+                    ),
+                };
+                ctx.transports.insert(
+                    key,
+                    Verified {
+                        transport: built.transport,
+                        fingerprint: built.fingerprint,
+                    },
+                );
+                Outcome {
+                    ready: true,
+                    reason,
+                    message,
+                    retry: REVERIFY_INTERVAL,
+                }
             }
         }
         Err(e) => {
@@ -120,8 +145,17 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
 pub async fn mark_unverified(
     ctx: &Context,
     provider: &EmailProvider,
+    fingerprint: &str,
     error: &crate::transport::SendError,
 ) {
+    if error.kind == FailureKind::Auth {
+        let key = (
+            provider.namespace().unwrap_or_default(),
+            provider.name_any(),
+        );
+        ctx.transports
+            .reject(key, fingerprint.to_string(), error.message.clone());
+    }
     let generation = provider.metadata.generation;
     let mut status = provider.status.clone().unwrap_or_default();
     let why = match error.kind {
@@ -173,10 +207,10 @@ async fn write_status(
     let generation = provider.metadata.generation;
     let mut new = old.clone();
     new.transport = Some(
-        if provider.spec.smtp.is_some() {
-            "SMTP"
-        } else {
-            "Unknown"
+        match (&provider.spec.smtp, &provider.spec.api) {
+            (Some(_), _) => "SMTP",
+            (None, Some(api)) => api.provider.name(),
+            (None, None) => "Unknown",
         }
         .to_string(),
     );

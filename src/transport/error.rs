@@ -35,6 +35,8 @@ pub struct SendError {
     pub message: String,
     /// How long the server asked us to wait before trying again.
     pub retry_after: Option<Duration>,
+    /// The service's own error code or name, for HTTP APIs.
+    pub provider_code: Option<String>,
 }
 
 impl SendError {
@@ -45,6 +47,7 @@ impl SendError {
             code: None,
             message: message.into(),
             retry_after: None,
+            provider_code: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! implements [`Transport`] and maps its failures into [`SendError`], so the
 //! controller treats them all alike.
 
+pub mod api;
 pub mod error;
 pub mod smtp;
 
@@ -21,6 +22,30 @@ pub struct Accepted {
     pub code: u16,
     /// The reply text.
     pub message: String,
+    /// Every id the service gave, where it gives one per recipient.
+    pub all_ids: Vec<String>,
+}
+
+/// What verification established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The server was contacted and accepted the credentials.
+    Verified,
+    /// The service has no call that checks credentials without sending; the
+    /// configuration is complete, and the first send will tell.
+    Unverifiable,
+}
+
+impl Accepted {
+    /// An accepted message with the service's id (if any) and reply.
+    pub fn new(provider_message_id: Option<String>, code: u16, message: impl Into<String>) -> Self {
+        Self {
+            provider_message_id,
+            code,
+            message: message.into(),
+            all_ids: Vec::new(),
+        }
+    }
 }
 
 /// One configured way of sending, built from an EmailProvider and its Secrets.
@@ -29,9 +54,15 @@ pub trait Transport: Send + Sync {
     /// A short name for status and metrics, e.g. `SMTP`.
     fn name(&self) -> &'static str;
 
+    /// Whether the email carries the Message-ID mailroom derives (SMTP), or
+    /// the service sets its own (HTTP APIs).
+    fn sets_message_id(&self) -> bool {
+        false
+    }
+
     /// Checks that the server can be reached and accepts the credentials,
     /// without sending anything.
-    async fn verify(&self) -> Result<(), SendError>;
+    async fn verify(&self) -> Result<Verification, SendError>;
 
     /// Sends one email. `Ok` means the server accepted it.
     async fn send(&self, email: &Email) -> Result<Accepted, SendError>;

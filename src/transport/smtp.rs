@@ -14,7 +14,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{Accepted, FailureKind, SendError, Transport};
+use super::{Accepted, FailureKind, SendError, Transport, Verification};
 use crate::api::provider::{AuthMechanism, SmtpSpec, TlsMode};
 use crate::compose::Email;
 
@@ -114,9 +114,13 @@ impl Transport for SmtpTransport {
         "SMTP"
     }
 
-    async fn verify(&self) -> Result<(), SendError> {
+    fn sets_message_id(&self) -> bool {
+        true
+    }
+
+    async fn verify(&self) -> Result<Verification, SendError> {
         match self.inner.test_connection().await {
-            Ok(true) => Ok(()),
+            Ok(true) => Ok(Verification::Verified),
             Ok(false) => Err(SendError::new(
                 FailureKind::Unreachable,
                 "the server closed the connection",
@@ -140,6 +144,7 @@ fn accepted(response: &Response) -> Accepted {
         provider_message_id: queue_id(&text),
         code: u16::from(response.code()),
         message: text,
+        all_ids: Vec::new(),
     }
 }
 

@@ -363,3 +363,72 @@ impl Scene {
         .await
     }
 }
+
+impl Scene {
+    /// A provider `api` for one of the fake services at `url`, with the API
+    /// key `key` in Secret `api-key`.
+    pub async fn api_provider(
+        &self,
+        service: mailroom_fakes::Service,
+        url: &str,
+        key: &str,
+    ) -> EmailProvider {
+        create::<Secret>(
+            &self.client,
+            &self.ns,
+            json!({"metadata": {"name": "api-key"}, "stringData": {"apiKey": key}}),
+        )
+        .await;
+        let name = format!("{service:?}");
+        let mut api = json!({"provider": name, "secretRef": {"name": "api-key"}, "endpoint": url, "timeoutSeconds": 5});
+        if service == mailroom_fakes::Service::Mailgun {
+            api["mailgun"] = json!({"domain": "mg.example.com"});
+        }
+        create(
+            &self.client,
+            &self.ns,
+            json!({
+                "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailProvider",
+                "metadata": {"name": "api"},
+                "spec": {"defaultFrom": "mailroom tests <tests@mailroom.dev>", "api": api}
+            }),
+        )
+        .await
+    }
+}
+
+impl Scene {
+    /// Creates `kind` `name` with `spec` as raw JSON (as kubectl sends it) and
+    /// asserts the apiserver refuses it with 422 and a message containing
+    /// `expected`, storing nothing.
+    pub async fn assert_refused(&self, kind: &str, name: &str, spec: Value, expected: &str) {
+        use kube::api::{ApiResource, DynamicObject};
+        let resource = match kind {
+            "EmailMessage" => ApiResource::erase::<EmailMessage>(&()),
+            _ => ApiResource::erase::<EmailProvider>(&()),
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns, &resource);
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "mailroom.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("object");
+        let err = api
+            .create(&PostParams::default(), &object)
+            .await
+            .expect_err(expected);
+        let kube::Error::Api(status) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(status.code, 422, "{status:?}");
+        assert!(
+            status.message.contains(expected),
+            "{expected:?} in {:?}",
+            status.message
+        );
+        assert!(
+            api.get_opt(name).await.expect("get").is_none(),
+            "{name} was stored"
+        );
+    }
+}

@@ -22,6 +22,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+#[allow(unused_imports)]
 pub use mailpit::Mailpit;
 
 /// The shared environment of one test binary.

@@ -1,0 +1,440 @@
+//! Strict local fakes of five email sending APIs (Mailtrap, Resend, Postmark,
+//! Mailgun, SendGrid), served together on one loopback port: their paths do
+//! not overlap. Each fake checks auth, content type, required and unknown
+//! fields and value formats as the service documents them, and answers with
+//! the service's own success and error bodies, so a request a fake accepts is
+//! one the real API would accept.
+//!
+//! Tests start one per test ([`Fake::start`]), read what it received
+//! ([`Fake::requests`]) and make it fail on purpose ([`Fake::fail_next`]).
+
+mod check;
+mod mailgun;
+mod mailtrap;
+mod postmark;
+mod resend;
+mod sendgrid;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+/// The five services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Mailtrap,
+    Resend,
+    Postmark,
+    Mailgun,
+    SendGrid,
+}
+
+/// What the fakes accept.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The valid API key of each service.
+    pub keys: HashMap<Service, String>,
+    /// The Mailgun sending domain.
+    pub mailgun_domain: String,
+    /// Addresses Postmark treats as inactive (hard bounced or suppressed).
+    pub inactive: Vec<String>,
+}
+
+impl Config {
+    /// One key for every service.
+    pub fn with_key(key: &str) -> Self {
+        let services = [
+            Service::Mailtrap,
+            Service::Resend,
+            Service::Postmark,
+            Service::Mailgun,
+            Service::SendGrid,
+        ];
+        Self {
+            keys: services.into_iter().map(|s| (s, key.to_string())).collect(),
+            mailgun_domain: "mg.example.com".into(),
+            inactive: vec!["inactive@example.org".into()],
+        }
+    }
+}
+
+/// A request the fake received, and how it answered.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The service whose endpoint was called.
+    pub service: Service,
+    /// GET or POST.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// Headers, names lower-cased.
+    pub headers: BTreeMap<String, String>,
+    /// The body: JSON as sent, or form fields as `[[name, value], ...]`.
+    pub body: Value,
+    /// The status the fake answered.
+    pub status: u16,
+    /// The message id the fake gave, when it accepted a send.
+    pub id: Option<String>,
+    /// When it arrived.
+    pub at: SystemTime,
+}
+
+impl Recorded {
+    /// Whether this was an accepted send (a message the real API would deliver).
+    pub fn is_accepted_send(&self) -> bool {
+        self.method == "POST" && (200..300).contains(&self.status) && self.id.is_some()
+    }
+}
+
+/// A failure to answer instead of the normal one.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The HTTP status: 401, 429, 500, ...
+    pub status: u16,
+    /// Seconds to ask the client to wait (429).
+    pub retry_after: Option<u64>,
+    /// How many send requests get this answer.
+    pub times: usize,
+    /// Wait this long before answering (to make a client time out).
+    pub delay: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    failures: Vec<Failure>,
+    /// Resend idempotency keys: key → (body, id).
+    idempotency: HashMap<String, (Value, String)>,
+}
+
+/// A running fake server.
+pub struct Fake {
+    /// Its base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    config: Arc<Config>,
+    state: Arc<Mutex<State>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Fake {
+    /// Starts a fake on a free loopback port.
+    pub async fn start(config: Config) -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0", config).await
+    }
+
+    /// Starts a fake on `addr`.
+    pub async fn start_on(addr: &str, config: Config) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let config = Arc::new(config);
+        let state = Arc::new(Mutex::new(State::default()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = axum::Router::new().fallback({
+            let (config, state) = (config.clone(), state.clone());
+            move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: bytes::Bytes| {
+                let (config, state) = (config.clone(), state.clone());
+                async move {
+                    handle(
+                        &config,
+                        &state,
+                        method,
+                        uri.path().to_string(),
+                        headers,
+                        body,
+                    )
+                    .await
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            url,
+            config,
+            state,
+            stop: Some(stop),
+        })
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state).requests.clone()
+    }
+
+    /// The accepted sends so far (what the real service would deliver).
+    pub fn accepted(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(Recorded::is_accepted_send)
+            .collect()
+    }
+
+    /// Makes the next `failure.times` send requests fail as described.
+    pub fn fail_next(&self, failure: Failure) {
+        lock(&self.state).failures.push(failure);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a service module answers: status, extra headers, body, accepted id.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub text: Option<String>,
+    pub id: Option<String>,
+}
+
+impl Answer {
+    pub fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Some(body),
+            text: None,
+            id: None,
+        }
+    }
+
+    pub fn text(status: u16, text: &str) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: None,
+            text: Some(text.to_string()),
+            id: None,
+        }
+    }
+
+    pub fn empty(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: None,
+            text: None,
+            id: None,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    pub fn accepted_id(mut self, id: String) -> Self {
+        self.id = Some(id);
+        self
+    }
+}
+
+/// The parsed request a service module judges.
+pub(crate) struct Incoming<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub raw: &'a [u8],
+}
+
+impl Incoming<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn content_type(&self) -> String {
+        self.header("content-type")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.content_type()
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim() == "application/json")
+    }
+
+    /// The bearer token, if the Authorization header holds one.
+    pub fn bearer(&self) -> Option<&str> {
+        self.header("authorization")?.strip_prefix("Bearer ")
+    }
+}
+
+fn service_of(method: &Method, path: &str) -> Option<Service> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("POST", ["api", "send"]) | ("POST", ["api", "send", _]) => Some(Service::Mailtrap),
+        ("POST", ["emails"]) => Some(Service::Resend),
+        ("POST", ["email"]) | ("GET", ["server"]) => Some(Service::Postmark),
+        ("POST", ["v3", "mail", "send"]) | ("GET", ["v3", "scopes"]) => Some(Service::SendGrid),
+        ("POST", ["v3", _, "messages"]) | ("GET", ["v3", "domains", _]) => Some(Service::Mailgun),
+        _ => None,
+    }
+}
+
+async fn handle(
+    config: &Config,
+    state: &Mutex<State>,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    raw: bytes::Bytes,
+) -> Response<Body> {
+    if method == Method::GET && path == "/_fake/requests" {
+        let list: Vec<Value> = lock(state)
+            .requests
+            .iter()
+            .map(|r| json!({"service": format!("{:?}", r.service), "method": r.method, "path": r.path, "status": r.status, "id": r.id, "body": r.body}))
+            .collect();
+        return respond(Answer::json(200, Value::from(list)));
+    }
+    let Some(service) = service_of(&method, &path) else {
+        return respond(Answer::text(404, "404 page not found"));
+    };
+    let incoming = Incoming {
+        method: &method,
+        path: &path,
+        headers: &headers,
+        raw: &raw,
+    };
+    let body = check::body_for_record(&incoming).await;
+    let injected = if method == Method::POST {
+        let mut s = lock(state);
+        let failure = s.failures.first_mut().map(|f| {
+            f.times = f.times.saturating_sub(1);
+            f.clone()
+        });
+        s.failures.retain(|f| f.times > 0);
+        failure
+    } else {
+        None
+    };
+    let answer = match injected {
+        Some(failure) => {
+            tokio::time::sleep(failure.delay).await;
+            injected_answer(service, config, &failure)
+        }
+        None => match service {
+            Service::Mailtrap => mailtrap::handle(config, &incoming, &body),
+            Service::Resend => {
+                let answer = resend::handle(config, &incoming, &body);
+                resend::idempotent(&mut lock(state).idempotency, &incoming, &body, answer)
+            }
+            Service::Postmark => postmark::handle(config, &incoming, &body),
+            Service::Mailgun => mailgun::handle(config, &incoming, &body),
+            Service::SendGrid => sendgrid::handle(config, &incoming, &body),
+        },
+    };
+    let recorded = Recorded {
+        service,
+        method: method.to_string(),
+        path: path.clone(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+        body,
+        status: answer.status,
+        id: answer.id.clone(),
+        at: SystemTime::now(),
+    };
+    lock(state).requests.push(recorded);
+    respond(answer)
+}
+
+/// The service's own answer to a 401/429/5xx, for injected failures.
+fn injected_answer(service: Service, config: &Config, failure: &Failure) -> Answer {
+    let status = failure.status;
+    let mut answer = match (service, status) {
+        (Service::Mailtrap, 400) => Answer::json(400, json!({"success": false, "errors": ["'to[0].email' is not a valid email address"]})),
+        (Service::Resend, 422) => Answer::json(422, json!({"statusCode": 422, "name": "validation_error", "message": "Invalid `to` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format."})),
+        (Service::Postmark, 422) => Answer::json(422, json!({"ErrorCode": 300, "Message": "Invalid email request"})),
+        (Service::Mailgun, 400) => Answer::json(400, json!({"message": "'to' parameter is not a valid address. please check documentation"})),
+        (Service::SendGrid, 400) => Answer::json(400, json!({"errors": [{"message": "Does not contain a valid address.", "field": "personalizations.0.to.0.email", "help": "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message.personalizations.to"}]})),
+        (Service::Mailtrap, 401) => Answer::json(401, json!({"success": false, "errors": ["Unauthorized"]})),
+        (Service::Mailtrap, 429) => Answer::json(429, json!({"success": false, "errors": ["Rate limit exceeded"]})),
+        (Service::Mailtrap, _) => Answer::json(status, json!({"success": false, "errors": ["Internal server error"]})),
+        (Service::Resend, 429) => Answer::json(429, json!({"statusCode": 429, "name": "rate_limit_exceeded", "message": "Too many requests. You can only make 2 requests per second. See rate limit response headers for more information. Or contact support to increase rate limit."}))
+            .header("ratelimit-limit", "2")
+            .header("ratelimit-remaining", "0"),
+        (Service::Resend, _) => Answer::json(status, json!({"statusCode": status, "name": "internal_server_error", "message": "An unexpected error occurred."})),
+        (Service::Postmark, 429) => Answer::json(429, json!({"ErrorCode": 429, "Message": "Rate limit exceeded."})),
+        (Service::Postmark, _) => Answer::json(status, json!({"ErrorCode": 0, "Message": "Internal server error."})),
+        (Service::Mailgun, 429) => {
+            let wait = failure.retry_after.unwrap_or(1);
+            let message = format!("Domain {} is not allowed to send: account-requests-per-sec limit exceeded, try again after {wait} seconds", config.mailgun_domain);
+            Answer::json(429, json!({"message": message}))
+        }
+        (Service::Mailgun, _) => Answer::json(status, json!({"message": "Internal Server Error"})),
+        (Service::SendGrid, 429) => {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+            // X-RateLimit-Reset is whole epoch seconds: round up so the
+            // client is never told a moment earlier than the real wait.
+            let reset = now + failure.retry_after.unwrap_or(1) + 1;
+            Answer::json(429, json!({"errors": [{"field": null, "message": "too many requests"}]}))
+                .header("x-ratelimit-limit", "600")
+                .header("x-ratelimit-remaining", "0")
+                .header("x-ratelimit-reset", reset.to_string())
+        }
+        (Service::SendGrid, _) => Answer::json(status, json!({"errors": [{"field": null, "message": "internal server error"}]})),
+    };
+    // Mailgun says when to retry in its text and SendGrid in X-RateLimit-Reset;
+    // the others send the standard header.
+    if let (Some(wait), Service::Mailtrap | Service::Resend | Service::Postmark) =
+        (failure.retry_after, service)
+    {
+        answer = answer.header("retry-after", wait.to_string());
+    }
+    answer
+}
+
+fn respond(answer: Answer) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    for (name, value) in &answer.headers {
+        builder = builder.header(name, value);
+    }
+    let body = match (answer.body, answer.text) {
+        (Some(json), _) => {
+            builder = builder.header("content-type", "application/json; charset=utf-8");
+            Body::from(json.to_string())
+        }
+        (None, Some(text)) => {
+            builder = builder.header("content-type", "text/plain; charset=utf-8");
+            Body::from(text)
+        }
+        (None, None) => Body::empty(),
+    };
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}

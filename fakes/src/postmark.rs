@@ -1,0 +1,172 @@
+//! Postmark (`POST /email`, `GET /server`), per its docs and postmark.js
+//! models: `X-Postmark-Server-Token` (401, ErrorCode 10), `Accept` and
+//! `Content-Type` JSON, PascalCase fields, comma-separated recipient strings,
+//! at most 50 recipients, a text or html body, Headers as `[{Name, Value}]`,
+//! and 422 ErrorCode 406 for inactive recipients.
+
+use serde_json::{Value, json};
+
+use crate::check::{named_address, unknown_key};
+use crate::{Answer, Config, Incoming, Service};
+
+const FIELDS: &[&str] = &[
+    "From",
+    "To",
+    "Cc",
+    "Bcc",
+    "ReplyTo",
+    "Subject",
+    "HtmlBody",
+    "TextBody",
+    "Tag",
+    "Metadata",
+    "Headers",
+    "TrackOpens",
+    "TrackLinks",
+    "Attachments",
+    "MessageStream",
+];
+
+fn error(status: u16, code: i64, message: &str) -> Answer {
+    Answer::json(status, json!({"ErrorCode": code, "Message": message}))
+}
+
+/// The addresses of a comma-separated recipient string, or an error message.
+fn recipients<'a>(value: &'a Value, field: &str) -> Result<Vec<&'a str>, String> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| format!("'{field}' must be a string of comma-separated addresses"))?;
+    text.split(',')
+        .map(|part| {
+            named_address(part)
+                .ok_or_else(|| format!("Invalid '{field}' address: '{}'.", part.trim()))
+        })
+        .collect()
+}
+
+pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer {
+    match incoming.header("x-postmark-server-token") {
+        None => {
+            return error(
+                401,
+                10,
+                "No Account or Server API tokens were supplied in the HTTP headers. Please add a header for either X-Postmark-Server-Token or X-Postmark-Account-Token.",
+            );
+        }
+        Some(token) if token != config.keys[&Service::Postmark] => {
+            return error(
+                401,
+                10,
+                "The Server API token you provided is invalid. Please verify that you are using a valid token.",
+            );
+        }
+        Some(_) => {}
+    }
+    if !incoming
+        .header("accept")
+        .is_some_and(|a| a.contains("application/json"))
+    {
+        return error(406, 0, "The 'Accept' header must be 'application/json'.");
+    }
+    if incoming.method.as_str() == "GET" {
+        return Answer::json(
+            200,
+            json!({"ID": 1, "Name": "fake server", "DeliveryType": "Live", "InboundHash": ""}),
+        );
+    }
+    if !incoming.is_json() {
+        return error(422, 409, "JSON required.");
+    }
+    let Some(object) = body.as_object() else {
+        return error(422, 402, "Invalid JSON.");
+    };
+    if let Some(key) = unknown_key(object, FIELDS) {
+        return error(
+            422,
+            403,
+            &format!("Incompatible JSON: unknown field '{key}'."),
+        );
+    }
+    match object.get("From").and_then(Value::as_str) {
+        Some(from) if named_address(from).is_some() => {}
+        Some(_) => return error(422, 300, "Invalid 'From' address."),
+        None => return error(422, 300, "Invalid 'From' address: missing."),
+    }
+    let Some(to) = object.get("To") else {
+        return error(422, 300, "Invalid 'To' address: missing.");
+    };
+    let mut all = Vec::new();
+    for (field, value) in [
+        ("To", Some(to)),
+        ("Cc", object.get("Cc")),
+        ("Bcc", object.get("Bcc")),
+    ] {
+        let Some(value) = value else { continue };
+        match recipients(value, field) {
+            Ok(list) => all.extend(list),
+            Err(message) => return error(422, 300, &message),
+        }
+    }
+    if all.len() > 50 {
+        return error(
+            422,
+            300,
+            "You may not send to more than 50 recipients in one message (To, Cc and Bcc together).",
+        );
+    }
+    if let Some(reply_to) = object.get("ReplyTo")
+        && let Err(message) = recipients(reply_to, "ReplyTo")
+    {
+        return error(422, 300, &message);
+    }
+    if !object.get("Subject").is_some_and(Value::is_string) {
+        return error(422, 300, "'Subject' must be a string.");
+    }
+    let has = |k: &str| {
+        object
+            .get(k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    if !has("TextBody") && !has("HtmlBody") {
+        return error(
+            422,
+            300,
+            "Provide either email TextBody or HtmlBody or both.",
+        );
+    }
+    if let Some(headers) = object.get("Headers") {
+        let ok = headers.as_array().is_some_and(|list| {
+            list.iter().all(|h| {
+                h.as_object().is_some_and(|o| {
+                    unknown_key(o, &["Name", "Value"]).is_none()
+                        && o.get("Name").is_some_and(Value::is_string)
+                        && o.get("Value").is_some_and(Value::is_string)
+                })
+            })
+        });
+        if !ok {
+            return error(
+                422,
+                403,
+                "Incompatible JSON: 'Headers' must be a list of {Name, Value}.",
+            );
+        }
+    }
+    let inactive: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|a| config.inactive.iter().any(|i| i == a))
+        .collect();
+    if !inactive.is_empty() {
+        let message = format!(
+            "You tried to send to recipient(s) that have been marked as inactive. Found inactive addresses: {}. Inactive recipients are ones that have generated a hard bounce, a spam complaint, or a manual suppression.",
+            inactive.join(", ")
+        );
+        return error(422, 406, &message);
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let to_text = to.as_str().unwrap_or_default();
+    Answer::json(200, json!({"To": to_text, "SubmittedAt": "2026-11-29T10:00:00.0000000-05:00", "MessageID": id, "ErrorCode": 0, "Message": "OK"}))
+        .accepted_id(id)
+}

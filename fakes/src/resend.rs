@@ -1,0 +1,190 @@
+//! Resend (`POST /emails`), per its OpenAPI spec and error table: Bearer auth
+//! (401 missing_api_key, 403 invalid_api_key), JSON, required from/to/subject,
+//! `Name <address>` strings, at most 50 `to`, and `Idempotency-Key`: a
+//! repeated key with the same body returns the first id without sending
+//! again; with another body it is a 409.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::check::{named_address, string_map, unknown_key};
+use crate::{Answer, Config, Incoming, Service};
+
+const FIELDS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply_to",
+    "subject",
+    "html",
+    "text",
+    "headers",
+    "attachments",
+    "tags",
+    "scheduled_at",
+    "template",
+    "topic_id",
+];
+
+fn error(status: u16, name: &str, message: &str) -> Answer {
+    Answer::json(
+        status,
+        json!({"statusCode": status, "name": name, "message": message}),
+    )
+}
+
+/// Checks a `string | [string]` address field.
+fn addresses(value: &Value, field: &str, max: usize) -> Result<usize, Answer> {
+    let list: Vec<&Value> = match value {
+        Value::String(_) => vec![value],
+        Value::Array(items) => items.iter().collect(),
+        _ => {
+            return Err(error(
+                422,
+                "validation_error",
+                &format!("`{field}` must be a string or an array of strings"),
+            ));
+        }
+    };
+    if list.len() > max {
+        return Err(error(
+            422,
+            "validation_error",
+            &format!("Too many recipients in `{field}`: the maximum is {max}."),
+        ));
+    }
+    for item in &list {
+        if item.as_str().and_then(named_address).is_none() {
+            return Err(error(
+                422,
+                "validation_error",
+                &format!(
+                    "Invalid `{field}` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format."
+                ),
+            ));
+        }
+    }
+    Ok(list.len())
+}
+
+pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer {
+    let Some(given) = incoming.bearer() else {
+        return error(
+            401,
+            "missing_api_key",
+            "Missing API key in the authorization header. Include the following header 'Authorization: Bearer YOUR_API_KEY' in the request.",
+        );
+    };
+    if given != config.keys[&Service::Resend] {
+        return error(403, "invalid_api_key", "API key is invalid");
+    }
+    if let Some(key) = incoming.header("idempotency-key")
+        && (key.is_empty() || key.len() > 256)
+    {
+        return error(
+            400,
+            "invalid_idempotency_key",
+            "The key must be between 1-256 chars.",
+        );
+    }
+    if !incoming.is_json() {
+        return error(
+            422,
+            "validation_error",
+            "Invalid content type: expected application/json",
+        );
+    }
+    let Some(object) = body.as_object() else {
+        return error(422, "validation_error", "Invalid JSON body");
+    };
+    if let Some(key) = unknown_key(object, FIELDS) {
+        return error(422, "validation_error", &format!("Unknown field `{key}`"));
+    }
+    for field in ["from", "to", "subject"] {
+        if !object.contains_key(field) {
+            return error(
+                422,
+                "missing_required_field",
+                &format!("Missing `{field}` field."),
+            );
+        }
+    }
+    if object
+        .get("from")
+        .and_then(Value::as_str)
+        .and_then(named_address)
+        .is_none()
+    {
+        return error(
+            422,
+            "invalid_from_address",
+            "Invalid `from` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format.",
+        );
+    }
+    for (field, max) in [("to", 50), ("cc", 50), ("bcc", 50), ("reply_to", 50)] {
+        if let Some(value) = object.get(field)
+            && let Err(answer) = addresses(value, field, max)
+        {
+            return answer;
+        }
+    }
+    if !object.get("subject").is_some_and(Value::is_string) {
+        return error(422, "validation_error", "`subject` must be a string");
+    }
+    for field in ["html", "text"] {
+        if object.get(field).is_some_and(|v| !v.is_string()) {
+            return error(
+                422,
+                "validation_error",
+                &format!("`{field}` must be a string"),
+            );
+        }
+    }
+    if !object.contains_key("html")
+        && !object.contains_key("text")
+        && !object.contains_key("template")
+    {
+        return error(422, "validation_error", "Missing `html` or `text` field.");
+    }
+    if let Some(headers) = object.get("headers")
+        && !string_map(headers)
+    {
+        return error(
+            422,
+            "validation_error",
+            "`headers` must be an object of strings",
+        );
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    Answer::json(200, json!({"id": id})).accepted_id(id)
+}
+
+/// Applies idempotency to an answer: the first accepted request with a key is
+/// remembered; the same key and body later returns its id without a new
+/// send; another body with the key is refused.
+pub fn idempotent(
+    seen: &mut HashMap<String, (Value, String)>,
+    incoming: &Incoming<'_>,
+    body: &Value,
+    answer: Answer,
+) -> Answer {
+    let Some(key) = incoming.header("idempotency-key").map(str::to_string) else {
+        return answer;
+    };
+    match seen.get(&key) {
+        Some((first, id)) if first == body => Answer::json(200, json!({"id": id})),
+        Some(_) => error(
+            409,
+            "invalid_idempotent_request",
+            "Same idempotency key used with a different request payload. Change your idempotency key or payload.",
+        ),
+        None => {
+            if let Some(id) = &answer.id {
+                seen.insert(key, (body.clone(), id.clone()));
+            }
+            answer
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The HTTP API transports. Each service's module is pure: it builds the
+//! request exactly as the service documents it and reads its success and
+//! error answers. [`ApiTransport`] runs those requests over one reqwest
+//! client per provider (connections are reused) with a timeout.
+
+mod mailgun;
+mod mailtrap;
+mod postmark;
+mod resend;
+mod sendgrid;
+mod wire;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{Accepted, FailureKind, SendError, Transport, Verification};
+use crate::api::provider::{ApiProvider, ApiSpec};
+use crate::compose::Email;
+pub use wire::{Body, Request};
+
+/// The service-specific pieces of a request, resolved from the spec.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The base URL, without a trailing slash.
+    pub base: String,
+    /// The API key.
+    pub key: String,
+    /// The spec's per-service options.
+    pub spec: ApiSpec,
+}
+
+/// A provider that sends through an email service's HTTP API.
+pub struct ApiTransport {
+    provider: ApiProvider,
+    target: Target,
+    http: reqwest::Client,
+}
+
+impl ApiTransport {
+    /// Builds the transport for `spec` with the API key from its Secret.
+    pub fn new(spec: &ApiSpec, key: String) -> Result<Self, SendError> {
+        let base = spec
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| default_base(spec))
+            .trim_end_matches('/')
+            .to_string();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("mailroom/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(u64::from(spec.timeout_seconds)))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| {
+                SendError::new(FailureKind::InvalidRequest, format!("HTTP client: {e}"))
+            })?;
+        Ok(Self {
+            provider: spec.provider,
+            target: Target {
+                base,
+                key,
+                spec: spec.clone(),
+            },
+            http,
+        })
+    }
+
+    async fn execute(&self, request: Request) -> Result<(u16, HeaderMap, Vec<u8>), SendError> {
+        let mut builder = self.http.request(request.method.clone(), &request.url);
+        let mut headers = HeaderMap::new();
+        for (name, value) in &request.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
+                SendError::new(FailureKind::InvalidRequest, format!("header {name}: {e}"))
+            })?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                SendError::new(
+                    FailureKind::InvalidRequest,
+                    format!("header {name} has characters HTTP cannot carry"),
+                )
+            })?;
+            if name == reqwest::header::AUTHORIZATION || name.as_str().contains("token") {
+                value.set_sensitive(true);
+            }
+            headers.insert(name, value);
+        }
+        builder = builder.headers(headers);
+        if let Some((user, password)) = &request.basic_auth {
+            builder = builder.basic_auth(user, Some(password));
+        }
+        builder = match request.body {
+            Body::None => builder,
+            Body::Json(value) => builder.json(&value),
+            Body::Form(fields) => {
+                let mut form = reqwest::multipart::Form::new();
+                for (name, value) in fields {
+                    form = form.text(name, value);
+                }
+                builder.multipart(form)
+            }
+        };
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| network_error(self.provider, &e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| network_error(self.provider, &e))?;
+        Ok((status, headers, body.to_vec()))
+    }
+}
+
+fn default_base(spec: &ApiSpec) -> String {
+    use crate::api::provider::{MailgunRegion, MailtrapStream, SendGridRegion};
+    match spec.provider {
+        ApiProvider::Mailtrap => {
+            let options = spec.mailtrap.clone().unwrap_or_default();
+            match (options.sandbox_inbox_id, options.stream) {
+                (Some(_), _) => "https://sandbox.api.mailtrap.io",
+                (None, MailtrapStream::Transactional) => "https://send.api.mailtrap.io",
+                (None, MailtrapStream::Bulk) => "https://bulk.api.mailtrap.io",
+            }
+        }
+        ApiProvider::Resend => "https://api.resend.com",
+        ApiProvider::Postmark => "https://api.postmarkapp.com",
+        ApiProvider::Mailgun => match spec.mailgun.as_ref().map(|m| m.region) {
+            Some(MailgunRegion::EU) => "https://api.eu.mailgun.net",
+            _ => "https://api.mailgun.net",
+        },
+        ApiProvider::SendGrid => match spec.sendgrid.as_ref().map(|s| s.region) {
+            Some(SendGridRegion::EU) => "https://api.eu.sendgrid.com",
+            _ => "https://api.sendgrid.com",
+        },
+    }
+    .to_string()
+}
+
+fn network_error(provider: ApiProvider, error: &reqwest::Error) -> SendError {
+    let what = if error.is_timeout() {
+        "did not answer in time"
+    } else {
+        "could not be reached"
+    };
+    // reqwest's message never includes request headers, so no key leaks here.
+    SendError::new(
+        FailureKind::Unreachable,
+        format!("{} {what}: {error}", provider.name()),
+    )
+}
+
+#[async_trait]
+impl Transport for ApiTransport {
+    fn name(&self) -> &'static str {
+        self.provider.name()
+    }
+
+    async fn verify(&self) -> Result<Verification, SendError> {
+        let request = match self.provider {
+            ApiProvider::Postmark => postmark::verify(&self.target),
+            ApiProvider::Mailgun => mailgun::verify(&self.target),
+            ApiProvider::SendGrid => sendgrid::verify(&self.target),
+            ApiProvider::Mailtrap | ApiProvider::Resend => return Ok(Verification::Unverifiable),
+        };
+        let (status, headers, body) = self.execute(request).await?;
+        if (200..300).contains(&status) {
+            if self.provider == ApiProvider::SendGrid {
+                sendgrid::check_scopes(&body)?;
+            }
+            return Ok(Verification::Verified);
+        }
+        Err(self.error(status, &headers, &body))
+    }
+
+    async fn send(&self, email: &Email) -> Result<Accepted, SendError> {
+        let request = match self.provider {
+            ApiProvider::Mailtrap => mailtrap::request(&self.target, email)?,
+            ApiProvider::Resend => resend::request(&self.target, email)?,
+            ApiProvider::Postmark => postmark::request(&self.target, email)?,
+            ApiProvider::Mailgun => mailgun::request(&self.target, email)?,
+            ApiProvider::SendGrid => sendgrid::request(&self.target, email)?,
+        };
+        let (status, headers, body) = self.execute(request).await?;
+        if !(200..300).contains(&status) {
+            return Err(self.error(status, &headers, &body));
+        }
+        match self.provider {
+            ApiProvider::Mailtrap => mailtrap::accepted(status, &body),
+            ApiProvider::Resend => resend::accepted(status, &body),
+            ApiProvider::Postmark => postmark::accepted(status, &body),
+            ApiProvider::Mailgun => mailgun::accepted(status, &body),
+            ApiProvider::SendGrid => sendgrid::accepted(status, &headers),
+        }
+    }
+}
+
+impl ApiTransport {
+    fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> SendError {
+        let detail = match self.provider {
+            ApiProvider::Mailtrap => mailtrap::error(body),
+            ApiProvider::Resend => resend::error(body),
+            ApiProvider::Postmark => postmark::error(body),
+            ApiProvider::Mailgun => mailgun::error(body),
+            ApiProvider::SendGrid => sendgrid::error(body),
+        };
+        wire::classify(self.provider, status, headers, detail)
+    }
+}

@@ -1,0 +1,76 @@
+//! Resend: `POST /emails`, JSON, `Authorization: Bearer`, and an
+//! `Idempotency-Key` derived from the message object's UID, so a retry after
+//! a crash cannot send twice. Success: `{"id": "<uuid>"}`.
+
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::Target;
+use super::wire::{self, Body, ErrorDetail, Request};
+use crate::compose::Email;
+use crate::transport::{Accepted, FailureKind, SendError};
+
+/// The Idempotency-Key of a message: the same for every attempt.
+pub fn idempotency_key(email: &Email) -> String {
+    format!("mailroom/{}", email.key)
+}
+
+pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
+    let list = |l: &[lettre::message::Mailbox]| {
+        Value::from(l.iter().map(wire::mailbox_text).collect::<Vec<_>>())
+    };
+    let mut body = Map::new();
+    body.insert("from".into(), json!(wire::mailbox_text(&email.from)));
+    body.insert("to".into(), list(&email.to));
+    if !email.cc.is_empty() {
+        body.insert("cc".into(), list(&email.cc));
+    }
+    if !email.bcc.is_empty() {
+        body.insert("bcc".into(), list(&email.bcc));
+    }
+    if !email.reply_to.is_empty() {
+        body.insert("reply_to".into(), list(&email.reply_to));
+    }
+    wire::insert_common(&mut body, email, true);
+    if email.to.is_empty() {
+        return Err(SendError::new(
+            FailureKind::InvalidRequest,
+            "spec.to: Resend requires at least one 'to' recipient",
+        ));
+    }
+    Ok(
+        Request::new(Method::POST, format!("{}/emails", target.base))
+            .header("Authorization", format!("Bearer {}", target.key))
+            .header("Idempotency-Key", idempotency_key(email))
+            .with_body(Body::Json(Value::Object(body))),
+    )
+}
+
+pub fn accepted(status: u16, body: &[u8]) -> Result<Accepted, SendError> {
+    let value: Value = serde_json::from_slice(body).unwrap_or_default();
+    Ok(Accepted::new(
+        wire::json_str(&value, "id"),
+        status,
+        "accepted",
+    ))
+}
+
+pub fn error(body: &[u8]) -> ErrorDetail {
+    let value: Value = serde_json::from_slice(body).unwrap_or_default();
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let message = value
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| wire::body_text(body));
+    ErrorDetail {
+        transient: name.as_deref() == Some("concurrent_idempotent_requests"),
+        not_auth: name.as_deref() == Some("validation_error"),
+        code: name,
+        message,
+        retry_after: None,
+    }
+}

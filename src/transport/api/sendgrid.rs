@@ -1,0 +1,127 @@
+//! SendGrid v3: `POST /v3/mail/send`, JSON with one personalization, `content`
+//! with text/plain first, `Authorization: Bearer`. Success is `202` with an
+//! empty body and the id in the `X-Message-Id` header. Verification:
+//! `GET /v3/scopes`, which must include `mail.send`.
+
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Map, Value, json};
+
+use super::Target;
+use super::wire::{self, Body, ErrorDetail, Request};
+use crate::compose::Email;
+use crate::transport::{Accepted, FailureKind, SendError};
+
+fn authenticated(request: Request, target: &Target) -> Request {
+    request.header("Authorization", format!("Bearer {}", target.key))
+}
+
+pub fn verify(target: &Target) -> Request {
+    authenticated(
+        Request::new(Method::GET, format!("{}/v3/scopes", target.base)),
+        target,
+    )
+}
+
+/// Fails verification when the key cannot send mail.
+pub fn check_scopes(body: &[u8]) -> Result<(), SendError> {
+    let value: Value = serde_json::from_slice(body).unwrap_or_default();
+    let scopes = value
+        .get("scopes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if scopes.iter().any(|s| s.as_str() == Some("mail.send")) {
+        Ok(())
+    } else {
+        Err(SendError::new(
+            FailureKind::Auth,
+            "SendGrid: the API key lacks the mail.send scope",
+        ))
+    }
+}
+
+pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
+    let list = |l: &[lettre::message::Mailbox]| {
+        Value::from(l.iter().map(wire::mailbox_object).collect::<Vec<_>>())
+    };
+    if email.to.is_empty() {
+        return Err(SendError::new(
+            FailureKind::InvalidRequest,
+            "spec.to: SendGrid requires at least one 'to' recipient",
+        ));
+    }
+    let mut personalization = Map::new();
+    personalization.insert("to".into(), list(&email.to));
+    if !email.cc.is_empty() {
+        personalization.insert("cc".into(), list(&email.cc));
+    }
+    if !email.bcc.is_empty() {
+        personalization.insert("bcc".into(), list(&email.bcc));
+    }
+    let mut body = Map::new();
+    body.insert(
+        "personalizations".into(),
+        json!([Value::Object(personalization)]),
+    );
+    body.insert("from".into(), wire::mailbox_object(&email.from));
+    match email.reply_to.as_slice() {
+        [] => {}
+        [one] => {
+            body.insert("reply_to".into(), wire::mailbox_object(one));
+        }
+        many => {
+            body.insert("reply_to_list".into(), list(many));
+        }
+    }
+    wire::insert_common(&mut body, email, false);
+    let mut content = Vec::new();
+    if let Some(text) = &email.text {
+        content.push(json!({"type": "text/plain", "value": text}));
+    }
+    if let Some(html) = &email.html {
+        content.push(json!({"type": "text/html", "value": html}));
+    }
+    body.insert("content".into(), Value::from(content));
+    Ok(authenticated(
+        Request::new(Method::POST, format!("{}/v3/mail/send", target.base)),
+        target,
+    )
+    .with_body(Body::Json(Value::Object(body))))
+}
+
+pub fn accepted(status: u16, headers: &HeaderMap) -> Result<Accepted, SendError> {
+    let id = headers
+        .get("x-message-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok(Accepted::new(id, status, "Accepted"))
+}
+
+pub fn error(body: &[u8]) -> ErrorDetail {
+    let value: Value = serde_json::from_slice(body).unwrap_or_default();
+    let errors = value
+        .get("errors")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let message = if errors.is_empty() {
+        wire::body_text(body)
+    } else {
+        errors
+            .iter()
+            .map(|e| {
+                let text = e.get("message").and_then(Value::as_str).unwrap_or_default();
+                match e.get("field").and_then(Value::as_str) {
+                    Some(field) => format!("{field}: {text}"),
+                    None => text.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    ErrorDetail {
+        message,
+        ..ErrorDetail::default()
+    }
+}

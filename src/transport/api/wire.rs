@@ -1,0 +1,265 @@
+//! Shared pieces of the HTTP APIs: the request shape the service modules
+//! build, mailbox encodings, Retry-After, and the one table that turns an
+//! HTTP answer into a [`SendError`].
+
+use std::time::{Duration, SystemTime};
+
+use lettre::message::Mailbox;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Map, Value, json};
+
+use crate::api::provider::ApiProvider;
+use crate::compose::Email;
+use crate::transport::{FailureKind, SendError};
+
+/// A request to a service, built by its module.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// GET or POST.
+    pub method: Method,
+    /// The full URL.
+    pub url: String,
+    /// Headers besides the body's Content-Type.
+    pub headers: Vec<(String, String)>,
+    /// HTTP basic credentials (Mailgun).
+    pub basic_auth: Option<(String, String)>,
+    /// The body.
+    pub body: Body,
+}
+
+impl Request {
+    /// A request with no body and no headers yet.
+    pub fn new(method: Method, url: String) -> Self {
+        Self {
+            method,
+            url,
+            headers: Vec::new(),
+            basic_auth: None,
+            body: Body::None,
+        }
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// No body.
+    None,
+    /// `application/json`.
+    Json(Value),
+    /// `multipart/form-data` text fields, in order; a name may repeat.
+    Form(Vec<(String, String)>),
+}
+
+/// A service's own description of an error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ErrorDetail {
+    /// Its error code or name.
+    pub code: Option<String>,
+    /// Its message.
+    pub message: String,
+    /// Whether the service says this is worth retrying (e.g. Postmark
+    /// ErrorCode 100, maintenance) regardless of the HTTP status.
+    pub transient: bool,
+    /// Whether the service says this is not about credentials even though
+    /// the status is 401/403 (e.g. Resend's 403 for an unverified domain).
+    pub not_auth: bool,
+    /// A retry delay the service put in the body (Mailgun's text).
+    pub retry_after: Option<Duration>,
+}
+
+/// `{"email": ..., "name": ...}` (name only when set).
+pub fn mailbox_object(m: &Mailbox) -> Value {
+    match &m.name {
+        Some(name) => json!({"email": m.email.to_string(), "name": name}),
+        None => json!({"email": m.email.to_string()}),
+    }
+}
+
+/// `Name <address>` or the bare address, as header-style text.
+pub fn mailbox_text(m: &Mailbox) -> String {
+    m.to_string()
+}
+
+/// Header-style mailboxes joined with `, `.
+pub fn mailbox_list_text(list: &[Mailbox]) -> String {
+    list.iter().map(mailbox_text).collect::<Vec<_>>().join(", ")
+}
+
+/// The string at `key` of a JSON body, if there is one.
+pub fn json_str(value: &Value, key: &str) -> Option<String> {
+    value.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Inserts `subject`, `text`, `html` and `headers` (as a name→value object)
+/// under those names: the common shape of Mailtrap, Resend and SendGrid.
+pub fn insert_common(body: &mut Map<String, Value>, email: &Email, with_bodies: bool) {
+    body.insert("subject".into(), json!(email.subject));
+    if with_bodies {
+        if let Some(text) = &email.text {
+            body.insert("text".into(), json!(text));
+        }
+        if let Some(html) = &email.html {
+            body.insert("html".into(), json!(html));
+        }
+    }
+    if !email.headers.is_empty() {
+        let headers = email
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        body.insert("headers".into(), Value::Object(headers));
+    }
+}
+
+/// The text of the body, cut to a length fit for status.
+pub fn body_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, or SendGrid's
+/// `X-RateLimit-Reset` (epoch seconds).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(value) = headers.get("retry-after").and_then(|v| v.to_str().ok()) {
+        if let Ok(seconds) = value.trim().parse::<u64>() {
+            return Some(Duration::from_secs(seconds));
+        }
+        if let Ok(when) = httpdate::parse_http_date(value) {
+            return Some(when.duration_since(SystemTime::now()).unwrap_or_default());
+        }
+    }
+    let reset = headers
+        .get("x-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    let reset = SystemTime::UNIX_EPOCH + Duration::from_secs(reset);
+    Some(reset.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// Classifies an HTTP answer:
+///
+/// | answer | kind | retryable |
+/// |---|---|---|
+/// | 401, 403 (credentials, permissions, unverified sender) | Auth | yes (the provider is re-verified) |
+/// | 408, 429 | Transient | yes, not before Retry-After |
+/// | 409 Resend `concurrent_idempotent_requests` | Transient | yes |
+/// | 5xx, or a service's own "try later" code (Postmark 100) | Transient | yes |
+/// | any other 4xx (validation, inactive recipient, too large) | Rejected | no |
+pub fn classify(
+    provider: ApiProvider,
+    status: u16,
+    headers: &HeaderMap,
+    detail: ErrorDetail,
+) -> SendError {
+    let kind = match status {
+        401 | 403 if !detail.not_auth => FailureKind::Auth,
+        408 | 429 => FailureKind::Transient,
+        500..=599 => FailureKind::Transient,
+        _ if detail.transient => FailureKind::Transient,
+        _ => FailureKind::Rejected,
+    };
+    let code = detail
+        .code
+        .as_deref()
+        .map(|c| format!(" {c}"))
+        .unwrap_or_default();
+    let mut error = SendError::new(
+        kind,
+        format!(
+            "{} answered {status}{code}: {}",
+            provider.name(),
+            detail.message
+        ),
+    )
+    .with_code(status);
+    error.provider_code = detail.code;
+    error.retry_after = retry_after(headers).or(detail.retry_after);
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_retry_after_seconds_and_rate_limit_reset() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "7".parse().expect("value"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        let mut headers = HeaderMap::new();
+        let reset = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("now")
+            .as_secs()
+            + 30;
+        headers.insert(
+            "x-ratelimit-reset",
+            reset.to_string().parse().expect("value"),
+        );
+        let wait = retry_after(&headers).expect("reset");
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        let h = HeaderMap::new();
+        let d = ErrorDetail::default;
+        assert_eq!(
+            classify(ApiProvider::Resend, 401, &h, d()).kind,
+            FailureKind::Auth
+        );
+        assert_eq!(
+            classify(ApiProvider::Resend, 429, &h, d()).kind,
+            FailureKind::Transient
+        );
+        assert_eq!(
+            classify(ApiProvider::Resend, 503, &h, d()).kind,
+            FailureKind::Transient
+        );
+        assert_eq!(
+            classify(ApiProvider::Resend, 422, &h, d()).kind,
+            FailureKind::Rejected
+        );
+        let not_auth = ErrorDetail {
+            not_auth: true,
+            ..d()
+        };
+        assert_eq!(
+            classify(ApiProvider::Resend, 403, &h, not_auth).kind,
+            FailureKind::Rejected
+        );
+        let maintenance = ErrorDetail {
+            transient: true,
+            ..d()
+        };
+        assert_eq!(
+            classify(ApiProvider::Postmark, 422, &h, maintenance).kind,
+            FailureKind::Transient
+        );
+    }
+}
