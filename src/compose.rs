@@ -164,6 +164,8 @@ mod tests {
             text: Some("hello".into()),
             html: None,
             headers: Default::default(),
+            delivery_policy: Default::default(),
+            retry: None,
         }
     }
 

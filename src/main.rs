@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mailroom::controller::{self, Settings};
+use mailroom::controller::{self, Settings, leader};
 use mailroom::telemetry::{self, LogFormat};
 
 /// A Kubernetes operator that sends email.
@@ -33,6 +33,27 @@ struct RunArgs {
     /// Attempts before a retryable failure becomes final.
     #[arg(long, default_value_t = 10, env = "MAILROOM_MAX_ATTEMPTS")]
     max_attempts: u32,
+    /// Seconds after its creation after which a message is no longer tried
+    /// (providers and messages may set their own).
+    #[arg(long, default_value_t = 86_400, env = "MAILROOM_DEADLINE_SECONDS")]
+    deadline_seconds: u32,
+    /// The most sends in flight at once, over all providers.
+    #[arg(long, default_value_t = 32, env = "MAILROOM_MAX_CONCURRENT_SENDS")]
+    max_concurrent_sends: usize,
+    /// Elect one leader among replicas with a coordination.k8s.io Lease; only
+    /// the leader sends.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MAILROOM_LEADER_ELECTION")]
+    leader_election: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "mailroom", env = "MAILROOM_LEASE_NAME")]
+    lease_name: String,
+    /// The Lease's namespace (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: the pod name, else the
+    /// host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MAILROOM_LOG_FORMAT")]
     log_format: LogFormat,
@@ -77,13 +98,35 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         let settings = Settings {
-            namespace: args.namespace,
+            namespace: args.namespace.clone(),
             concurrency: args.concurrency,
             max_attempts: args.max_attempts,
+            deadline_seconds: args.deadline_seconds,
+            max_concurrent_sends: args.max_concurrent_sends,
         };
-        controller::run(client, settings, shutdown_signal()).await;
-        ExitCode::SUCCESS
+        if !args.leader_election {
+            controller::run(client, settings, shutdown_signal()).await;
+            return ExitCode::SUCCESS;
+        }
+        let identity = args.identity.clone().unwrap_or_else(default_identity);
+        let namespace = args.lease_namespace.clone().unwrap_or_else(|| "default".into());
+        match leader::lead(client.clone(), &args.lease_name, &namespace, &identity, shutdown_signal()).await {
+            Ok(leader::Leading::Elected(lost)) => {
+                controller::run(client, settings, lost.stop()).await;
+                lost.finish().await
+            }
+            Ok(leader::Leading::StoppedBeforeElected) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "leader election failed");
+                ExitCode::FAILURE
+            }
+        }
     })
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -44,6 +44,14 @@ pub mod reason {
     pub const REJECTED: &str = "Rejected";
     /// The server or network failed in a way that may pass; retried.
     pub const TRANSIENT_FAILURE: &str = "TransientFailure";
+    /// The provider is suspended (spec.suspend).
+    pub const SUSPENDED: &str = "Suspended";
+    /// The provider's rate limit holds the message back for a moment.
+    pub const RATE_LIMITED: &str = "RateLimited";
+    /// The message's deadline passed before it could be sent.
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    /// Under AtMostOnce, an attempt may or may not have reached the server.
+    pub const OUTCOME_UNKNOWN: &str = "OutcomeUnknown";
     /// The message was claimed but the controller stopped before the result
     /// was recorded; it is sent again (at-least-once).
     pub const INTERRUPTED: &str = "Interrupted";

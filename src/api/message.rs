@@ -107,7 +107,34 @@ pub struct EmailMessageSpec {
     #[x_kube(validation = Rule::new("self.all(name, !(name.lowerAscii() in ['from', 'sender', 'to', 'cc', 'bcc', 'reply-to', 'subject', 'message-id', 'date', 'mime-version', 'content-type', 'content-transfer-encoding', 'return-path']))").message("headers may not set From, Sender, To, Cc, Bcc, Reply-To, Subject, Message-ID, Date, MIME-Version, Content-Type, Content-Transfer-Encoding or Return-Path: use the message's own fields"))]
     #[x_kube(validation = Rule::new("self.all(name, !self[name].contains('\\r') && !self[name].contains('\\n'))").message("header values may not contain CR or LF"))]
     pub headers: BTreeMap<String, String>,
+
+    /// What to do when the controller stops after claiming an attempt and
+    /// before recording its result, so nobody knows whether the server took
+    /// it. `AtLeastOnce` (default) sends again: a duplicate is possible in
+    /// that window only. `AtMostOnce` ends in phase Unknown instead; annotate
+    /// the message `mailroom.dev/retry=true` to send it again. Idempotent
+    /// services (Resend) always send again: they drop the repeat themselves.
+    #[serde(default)]
+    pub delivery_policy: DeliveryPolicy,
+
+    /// Overrides the provider's retry limits for this message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::api::provider::RetryPolicy>,
 }
+
+/// What an interrupted attempt leads to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeliveryPolicy {
+    /// Send again: never lost, duplicated only if the controller dies between
+    /// the server's acceptance and the status write.
+    #[default]
+    AtLeastOnce,
+    /// Never send twice: an interrupted or ambiguous attempt ends Unknown.
+    AtMostOnce,
+}
+
+/// The annotation a person sets to send an Unknown message again.
+pub const RETRY_ANNOTATION: &str = "mailroom.dev/retry";
 
 /// A reference to the EmailProvider that sends a message.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -128,12 +155,16 @@ pub enum Phase {
     Sent,
     /// The message will not be sent: it was refused, or it is invalid.
     Failed,
+    /// An attempt was interrupted or ended ambiguously under AtMostOnce: the
+    /// server may or may not have it. Annotate `mailroom.dev/retry=true` to
+    /// send again.
+    Unknown,
 }
 
 impl Phase {
     /// Whether the message has reached an end state.
     pub fn is_finished(self) -> bool {
-        matches!(self, Phase::Sent | Phase::Failed)
+        matches!(self, Phase::Sent | Phase::Failed | Phase::Unknown)
     }
 }
 

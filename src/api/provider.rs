@@ -37,6 +37,23 @@ pub struct EmailProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiSpec>,
 
+    /// Pause sending: while true, this provider's messages wait (reason
+    /// Suspended) and nothing is sent. Setting it back to false resumes them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+
+    /// A token bucket shared by every message of this provider: at most
+    /// `messagesPerSecond` on average, `burst` at once. A message held back
+    /// waits (reason RateLimited); it never fails for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+
+    /// Retry limits for this provider's messages (each message may override
+    /// them). Defaults: the controller's `--max-attempts` and
+    /// `--deadline-seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+
     /// The sender used by messages that do not set `from`, as `address` or
     /// `Display Name <address>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +239,35 @@ fn default_max_connections() -> u32 {
 
 fn default_idle_timeout_seconds() -> u32 {
     60
+}
+
+/// A token bucket.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Messages per second, on average.
+    #[schemars(range(min = 1, max = 100000))]
+    pub messages_per_second: u32,
+    /// The most messages sent at once after a quiet spell. Defaults to
+    /// `messagesPerSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub burst: Option<u32>,
+}
+
+/// How long to keep trying a message that fails for a retryable reason.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Attempts before a retryable failure becomes final (Failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: Option<u32>,
+    /// Seconds after the message's creation after which it is no longer
+    /// tried (Failed, reason DeadlineExceeded), whatever it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2592000))]
+    pub deadline_seconds: Option<u32>,
 }
 
 /// An email service's HTTP API.

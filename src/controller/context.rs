@@ -2,12 +2,18 @@
 //! transports, the event recorder and the controller's settings.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
+use crate::api::provider::RateLimit;
 use crate::api::{EmailMessageStatus, EmailProvider};
 use crate::transport::Transport;
 
@@ -113,6 +119,54 @@ impl Unrecorded {
     }
 }
 
+/// The token buckets of providers with a `rateLimit`, by provider.
+#[derive(Default)]
+pub struct RateLimits {
+    inner: std::sync::Mutex<HashMap<ProviderKey, (RateLimit, Arc<DefaultDirectRateLimiter>)>>,
+}
+
+/// Waits shorter than this are slept through; longer ones are written to
+/// the message's status (RateLimited) and the message is requeued.
+const SHORT_WAIT: Duration = Duration::from_secs(1);
+
+impl RateLimits {
+    /// Takes a slot from the provider's bucket. Returns `None` when the
+    /// message may go now (after at most a short sleep), or how long it must
+    /// wait otherwise.
+    pub async fn acquire(&self, key: &ProviderKey, limit: Option<&RateLimit>) -> Option<Duration> {
+        let limit = limit?;
+        let limiter = {
+            let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(key) {
+                Some((spec, limiter)) if spec == limit => limiter.clone(),
+                _ => {
+                    let limiter = Arc::new(build_limiter(limit));
+                    map.insert(key.clone(), (limit.clone(), limiter.clone()));
+                    limiter
+                }
+            }
+        };
+        loop {
+            match limiter.check() {
+                Ok(()) => return None,
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    if wait > SHORT_WAIT {
+                        return Some(wait);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+fn build_limiter(limit: &RateLimit) -> DefaultDirectRateLimiter {
+    let rate = NonZeroU32::new(limit.messages_per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = limit.burst.and_then(NonZeroU32::new).unwrap_or(rate);
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+}
+
 /// Settings of a running controller.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -120,16 +174,24 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// The most messages reconciled (and so sent) at once.
     pub concurrency: u16,
-    /// Attempts before a retryable failure becomes final.
+    /// Attempts before a retryable failure becomes final, unless the provider
+    /// or message says otherwise.
     pub max_attempts: u32,
+    /// Seconds after creation after which a message is no longer tried,
+    /// unless the provider or message says otherwise.
+    pub deadline_seconds: u32,
+    /// The most sends in flight at once, over all providers.
+    pub max_concurrent_sends: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             namespace: None,
-            concurrency: 32,
+            concurrency: 64,
             max_attempts: 10,
+            deadline_seconds: 86_400,
+            max_concurrent_sends: 32,
         }
     }
 }
@@ -144,6 +206,10 @@ pub struct Context {
     pub providers: Store<EmailProvider>,
     /// Sent messages whose outcome is not written yet.
     pub unrecorded: Unrecorded,
+    /// Token buckets of rate-limited providers.
+    pub rate_limits: RateLimits,
+    /// Caps the sends in flight at once (`max_concurrent_sends`).
+    pub sends: tokio::sync::Semaphore,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
     /// The controller's settings.

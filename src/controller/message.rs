@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -17,7 +17,8 @@ use super::context::Context;
 use super::error::Error;
 use super::{backoff, provider};
 use crate::api::condition::{self, READY, SENT, reason};
-use crate::api::message::{LastError, ServerReply};
+use crate::api::message::{DeliveryPolicy, LastError, RETRY_ANNOTATION, ServerReply};
+use crate::api::provider::RetryPolicy;
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
 use crate::compose;
 use crate::transport::{Accepted, SendError};
@@ -32,12 +33,44 @@ const WAITING_RETRY: Duration = Duration::from_secs(300);
 /// How many times a result is written before it is kept for a later reconcile.
 const RECORD_TRIES: u32 = 6;
 
+/// The retry limits that apply to one message.
+struct Limits {
+    max_attempts: u32,
+    deadline: Option<jiff::Timestamp>,
+}
+
+impl Limits {
+    /// The message's own limits, else the provider's, else the controller's.
+    fn of(message: &EmailMessage, provider: Option<&EmailProvider>, ctx: &Context) -> Self {
+        let own = message.spec.retry.as_ref();
+        let inherited = provider.and_then(|p| p.spec.retry.as_ref());
+        let pick =
+            |f: fn(&RetryPolicy) -> Option<u32>| own.and_then(f).or_else(|| inherited.and_then(f));
+        let max_attempts = pick(|r| r.max_attempts).unwrap_or(ctx.settings.max_attempts);
+        let seconds = pick(|r| r.deadline_seconds).unwrap_or(ctx.settings.deadline_seconds);
+        let created = message.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let deadline = created.map(|c| c + jiff::SignedDuration::from_secs(i64::from(seconds)));
+        Self {
+            max_attempts,
+            deadline,
+        }
+    }
+
+    fn passed(&self) -> bool {
+        self.deadline.is_some_and(|d| d <= jiff::Timestamp::now())
+    }
+}
+
 /// Reconciles one message.
 #[tracing::instrument(skip_all, fields(namespace = message.namespace().unwrap_or_default(), email = message.name_any()))]
 pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<Action, Error> {
     let status = message.status.clone().unwrap_or_default();
-    if status.phase.is_some_and(Phase::is_finished) {
-        return Ok(Action::await_change());
+    let retry_requested = message.annotations().contains_key(RETRY_ANNOTATION);
+    match status.phase {
+        // A person asked to send an Unknown message again.
+        Some(Phase::Unknown) if retry_requested => {}
+        Some(phase) if phase.is_finished() => return Ok(Action::await_change()),
+        _ => {}
     }
     let namespace = message.namespace().unwrap_or_default();
     let api: Api<EmailMessage> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -59,16 +92,26 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     let provider = ctx
         .providers
         .get(&ObjectRef::<EmailProvider>::new(provider_name).within(&namespace));
-    let Some(provider) = provider else {
-        let text = format!("EmailProvider {provider_name:?} not found in namespace {namespace:?}");
-        return wait(
+    let limits = Limits::of(&message, provider.as_deref(), &ctx);
+    if limits.passed() {
+        let text = format!(
+            "not sent before its deadline ({}) after {} attempt(s)",
+            limits.deadline.map(|d| d.to_string()).unwrap_or_default(),
+            status.attempts
+        );
+        return conclude(
             &api,
             &message,
-            reason::PROVIDER_NOT_FOUND,
+            &ctx,
+            Phase::Failed,
+            reason::DEADLINE_EXCEEDED,
             text,
-            WAITING_RETRY,
         )
         .await;
+    }
+    let Some(provider) = provider else {
+        let text = format!("EmailProvider {provider_name:?} not found in namespace {namespace:?}");
+        return wait(&api, &message, reason::PROVIDER_NOT_FOUND, text, None).await;
     };
 
     let email = match compose::compose(&message.spec, provider.spec.default_from.as_deref(), &uid) {
@@ -78,8 +121,24 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             }
             email
         }
-        Err(invalid) => return fail_invalid(&api, &message, &ctx, invalid.to_string()).await,
+        Err(invalid) => {
+            let text = invalid.to_string();
+            return conclude(
+                &api,
+                &message,
+                &ctx,
+                Phase::Failed,
+                reason::INVALID_REQUEST,
+                text,
+            )
+            .await;
+        }
     };
+
+    if provider.spec.suspend {
+        let text = format!("EmailProvider {provider_name:?} is suspended (spec.suspend)");
+        return wait(&api, &message, reason::SUSPENDED, text, None).await;
+    }
 
     let key = (namespace.clone(), provider_name.clone());
     let Some(verified) = ctx.transports.get(&key) else {
@@ -94,14 +153,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                     "EmailProvider {provider_name:?} is not Ready: {}: {}",
                     c.reason, c.message
                 );
-                wait(
-                    &api,
-                    &message,
-                    reason::PROVIDER_NOT_READY,
-                    text,
-                    WAITING_RETRY,
-                )
-                .await
+                wait(&api, &message, reason::PROVIDER_NOT_READY, text, None).await
             }
             // Verification is under way; its status write wakes this message.
             // Waiting quietly keeps a message applied together with its
@@ -114,9 +166,59 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         return Ok(Action::requeue(due));
     }
 
+    // The previous attempt was claimed but never recorded: the controller
+    // stopped in between, and nobody knows whether the server took it.
+    let interrupted = status.phase == Some(Phase::Sending);
+    if interrupted
+        && message.spec.delivery_policy == DeliveryPolicy::AtMostOnce
+        && !verified.transport.idempotent()
+    {
+        let text = format!(
+            "attempt {} was interrupted before its result was recorded; the server may or may not have the message. \
+             Under AtMostOnce it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway",
+            status.attempts
+        );
+        return conclude(
+            &api,
+            &message,
+            &ctx,
+            Phase::Unknown,
+            reason::INTERRUPTED,
+            text,
+        )
+        .await;
+    }
+
+    if let Some(wait_for) = ctx
+        .rate_limits
+        .acquire(&key, provider.spec.rate_limit.as_ref())
+        .await
+    {
+        let rate = provider
+            .spec
+            .rate_limit
+            .as_ref()
+            .map_or(0, |r| r.messages_per_second);
+        let text = format!(
+            "EmailProvider {provider_name:?} allows {rate} message(s) per second; waiting for a slot"
+        );
+        return wait(&api, &message, reason::RATE_LIMITED, text, Some(wait_for)).await;
+    }
+
+    // A person's retry of an Unknown message: take the annotation away first,
+    // so the retry happens once per request.
+    let base = if retry_requested {
+        match clear_retry_annotation(&api, &message).await {
+            Ok(fresh) => fresh,
+            Err(e) if e.is_conflict() => return Ok(Action::requeue(Duration::from_millis(200))),
+            Err(e) => return Err(e),
+        }
+    } else {
+        (*message).clone()
+    };
+
     // Claim: written before any I/O and guarded by resourceVersion, so a stale
     // view of the message (or a second controller) can never start a send.
-    let interrupted = status.phase == Some(Phase::Sending);
     let attempt = status.attempts + 1;
     let mut claim = status.clone();
     claim.phase = Some(Phase::Sending);
@@ -129,11 +231,14 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     claim.next_attempt_time = None;
     claim.observed_generation = message.metadata.generation;
     let (claim_reason, claim_text) = if interrupted {
+        let text = format!(
+            "attempt {attempt}: the previous attempt was interrupted before its result was recorded; sending again"
+        );
+        (reason::INTERRUPTED, text)
+    } else if retry_requested {
         (
-            reason::INTERRUPTED,
-            format!(
-                "attempt {attempt}: the previous attempt was interrupted before its result was recorded; sending again"
-            ),
+            reason::SENDING,
+            format!("attempt {attempt}: sending again as {RETRY_ANNOTATION} asked"),
         )
     } else {
         (reason::SENDING, format!("attempt {attempt} under way"))
@@ -146,7 +251,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         claim_text,
         message.metadata.generation,
     );
-    let claimed = match replace_status(&api, &message, claim).await {
+    let claimed = match replace_status(&api, &base, claim).await {
         Ok(claimed) => claimed,
         Err(e) if e.is_conflict() => {
             debug!("the message changed since it was read; reconciling the newer version");
@@ -156,14 +261,23 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     };
 
     let started = std::time::Instant::now();
-    let result = verified.transport.send(&email).await;
+    let result = {
+        let _permit = ctx.sends.acquire().await;
+        verified.transport.send(&email).await
+    };
     if let Err(e) = &result
         && e.is_provider_failure()
         && ctx.transports.withdraw(&key, &verified.fingerprint)
     {
         provider::mark_unverified(&ctx, &provider, &verified.fingerprint, e).await;
     }
-    let outcome = outcome(&claimed, attempt, result, ctx.settings.max_attempts);
+    let outcome = outcome(
+        &claimed,
+        attempt,
+        result,
+        &limits,
+        message.spec.delivery_policy,
+    );
     let elapsed = started.elapsed();
 
     let action = match outcome.phase {
@@ -190,16 +304,37 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     }
 }
 
+/// Removes the retry annotation; returns the updated object.
+async fn clear_retry_annotation(
+    api: &Api<EmailMessage>,
+    message: &EmailMessage,
+) -> Result<EmailMessage, Error> {
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": message.resource_version(),
+            "annotations": {RETRY_ANNOTATION: null}
+        }
+    });
+    api.patch(
+        &message.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::Kube)
+}
+
 /// The status after an attempt.
 fn outcome(
     claimed: &EmailMessage,
     attempt: u32,
     result: Result<Accepted, SendError>,
-    max_attempts: u32,
+    limits: &Limits,
+    policy: DeliveryPolicy,
 ) -> EmailMessageStatus {
     let generation = claimed.metadata.generation;
     let mut status = claimed.status.clone().unwrap_or_default();
-    match result {
+    let error = match result {
         Ok(accepted) => {
             status.phase = Some(Phase::Sent);
             status.provider_message_id = accepted
@@ -225,49 +360,62 @@ fn outcome(
                 text,
                 generation,
             );
+            return status;
         }
-        Err(error) => {
-            let retry = error.retryable() && attempt < max_attempts;
-            status.last_error = Some(LastError {
-                reason: error.reason().to_string(),
-                message: error.message.clone(),
-                retryable: error.retryable(),
-                code: error.code,
-                provider_code: error.provider_code.clone(),
-            });
-            if let Some(code) = error.code {
-                status.server_reply = Some(ServerReply {
-                    code,
-                    message: error.message.clone(),
-                });
-            }
-            let text = if retry {
-                let delay = backoff::delay(attempt, error.retry_after);
-                status.phase = Some(Phase::Pending);
-                status.next_attempt_time = Some(Time(not_before(jiff::Timestamp::now(), delay)));
-                format!(
-                    "attempt {attempt} failed, retrying in {}s: {}",
-                    delay.as_secs(),
-                    error.message
-                )
-            } else {
-                status.phase = Some(Phase::Failed);
-                if error.retryable() {
-                    format!("gave up after {attempt} attempts: {}", error.message)
-                } else {
-                    error.message.clone()
-                }
-            };
-            condition::set(
-                &mut status.conditions,
-                SENT,
-                false,
-                error.reason(),
-                text,
-                generation,
-            );
-        }
+        Err(error) => error,
+    };
+    status.last_error = Some(LastError {
+        reason: error.reason().to_string(),
+        message: error.message.clone(),
+        retryable: error.retryable(),
+        code: error.code,
+        provider_code: error.provider_code.clone(),
+    });
+    if let Some(code) = error.code {
+        status.server_reply = Some(ServerReply {
+            code,
+            message: error.message.clone(),
+        });
     }
+    let next = not_before(
+        jiff::Timestamp::now(),
+        backoff::delay(attempt, error.retry_after),
+    );
+    let (phase, why, text) = if error.maybe_delivered && policy == DeliveryPolicy::AtMostOnce {
+        let text = format!(
+            "attempt {attempt} ended without a clear answer ({}); the server may have the message. \
+             Under AtMostOnce it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway",
+            error.message
+        );
+        (Phase::Unknown, reason::OUTCOME_UNKNOWN, text)
+    } else if !error.retryable() {
+        (Phase::Failed, error.reason(), error.message.clone())
+    } else if attempt >= limits.max_attempts {
+        (
+            Phase::Failed,
+            error.reason(),
+            format!("gave up after {attempt} attempts: {}", error.message),
+        )
+    } else if limits.deadline.is_some_and(|d| next > d) {
+        let text = format!(
+            "attempt {attempt} failed and the next would come after the deadline: {}",
+            error.message
+        );
+        (Phase::Failed, reason::DEADLINE_EXCEEDED, text)
+    } else {
+        status.next_attempt_time = Some(Time(next));
+        let wait = next
+            .duration_since(jiff::Timestamp::now())
+            .as_secs_f64()
+            .ceil();
+        let text = format!(
+            "attempt {attempt} failed, retrying in {wait}s: {}",
+            error.message
+        );
+        (Phase::Pending, error.reason(), text)
+    };
+    status.phase = Some(phase);
+    condition::set(&mut status.conditions, SENT, false, why, text, generation);
     status
 }
 
@@ -380,41 +528,44 @@ async fn publish(
     }
 }
 
-/// Marks a message that can never be sent as Failed, naming the field.
-async fn fail_invalid(
+/// Ends a message that will not be sent (Failed) or whose fate is not known
+/// (Unknown), with the reason, and an Event.
+async fn conclude(
     api: &Api<EmailMessage>,
     message: &EmailMessage,
     ctx: &Context,
+    phase: Phase,
+    why: &str,
     text: String,
 ) -> Result<Action, Error> {
     let generation = message.metadata.generation;
     let mut status = message.status.clone().unwrap_or_default();
-    status.phase = Some(Phase::Failed);
+    status.phase = Some(phase);
     status.observed_generation = generation;
+    status.next_attempt_time = None;
+    let retryable = phase == Phase::Unknown;
     status.last_error = Some(LastError {
-        reason: reason::INVALID_REQUEST.to_string(),
+        reason: why.to_string(),
         message: text.clone(),
-        retryable: false,
+        retryable,
         code: None,
         provider_code: None,
     });
-    condition::set(
-        &mut status.conditions,
-        SENT,
-        false,
-        reason::INVALID_REQUEST,
-        &text,
-        generation,
-    );
+    condition::set(&mut status.conditions, SENT, false, why, &text, generation);
     match replace_status(api, message, status).await {
         Ok(written) => {
-            warn!(reason = reason::INVALID_REQUEST, message = %text, "failed");
+            warn!(reason = why, message = %text, phase = ?phase, "concluded");
+            let event_reason = if phase == Phase::Unknown {
+                "Unknown"
+            } else {
+                "Failed"
+            };
             publish(
                 ctx,
                 &written,
                 EventType::Warning,
-                "Failed",
-                format!("{}: {text}", reason::INVALID_REQUEST),
+                event_reason,
+                format!("{why}: {text}"),
             )
             .await;
             Ok(Action::await_change())
@@ -425,19 +576,24 @@ async fn fail_invalid(
 }
 
 /// Records that a message waits (phase Pending with the reason), writing only
-/// when that changes what the status says.
+/// when that changes what the status says. `until` schedules the next look
+/// (a rate limit); otherwise a change of the provider wakes the message.
 async fn wait(
     api: &Api<EmailMessage>,
     message: &EmailMessage,
     wait_reason: &str,
     text: String,
-    retry: Duration,
+    until: Option<Duration>,
 ) -> Result<Action, Error> {
     let generation = message.metadata.generation;
     let old = message.status.clone().unwrap_or_default();
     let mut status = old.clone();
     status.phase = Some(Phase::Pending);
     status.observed_generation = generation;
+    // A backoff already scheduled still holds while the message waits.
+    status.next_attempt_time = until
+        .map(|d| Time(not_before(jiff::Timestamp::now(), d)))
+        .or(old.next_attempt_time.clone());
     condition::set(
         &mut status.conditions,
         SENT,
@@ -446,7 +602,12 @@ async fn wait(
         &text,
         generation,
     );
-    if old.phase == status.phase && condition::same_meaning(&old.conditions, &status.conditions) {
+    let retry = until.map_or(WAITING_RETRY, |d| d.max(Duration::from_millis(100)));
+    let unchanged = old.phase == status.phase
+        && condition::find(&old.conditions, SENT).map(|c| &c.reason)
+            == Some(&wait_reason.to_string())
+        && (until.is_none() || old.next_attempt_time.is_some());
+    if unchanged && condition::same_meaning(&old.conditions, &status.conditions) {
         return Ok(Action::requeue(retry));
     }
     info!(reason = wait_reason, message = %text, "waiting");

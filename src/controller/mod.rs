@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod context;
 pub mod credentials;
 pub mod error;
+pub mod leader;
 pub mod message;
 pub mod provider;
 
@@ -63,6 +64,8 @@ pub async fn run(
         transports: Default::default(),
         providers: provider_store.clone(),
         unrecorded: Default::default(),
+        rate_limits: Default::default(),
+        sends: tokio::sync::Semaphore::new(settings.max_concurrent_sends.max(1)),
         recorder: Recorder::new(client.clone(), reporter),
         settings: settings.clone(),
     });

@@ -37,6 +37,9 @@ pub struct SendError {
     pub retry_after: Option<Duration>,
     /// The service's own error code or name, for HTTP APIs.
     pub provider_code: Option<String>,
+    /// Whether the server may have accepted the message despite the error
+    /// (a timeout or dropped connection after the message was handed over).
+    pub maybe_delivered: bool,
 }
 
 impl SendError {
@@ -48,6 +51,7 @@ impl SendError {
             message: message.into(),
             retry_after: None,
             provider_code: None,
+            maybe_delivered: false,
         }
     }
 

@@ -3,6 +3,7 @@
 //! controller treats them all alike.
 
 pub mod api;
+pub mod classify;
 pub mod error;
 pub mod smtp;
 
@@ -57,6 +58,12 @@ pub trait Transport: Send + Sync {
     /// Whether the email carries the Message-ID mailroom derives (SMTP), or
     /// the service sets its own (HTTP APIs).
     fn sets_message_id(&self) -> bool {
+        false
+    }
+
+    /// Whether the service drops a repeated attempt of the same message by
+    /// itself (Resend's Idempotency-Key), so re-sending can never duplicate.
+    fn idempotent(&self) -> bool {
         false
     }
 

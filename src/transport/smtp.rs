@@ -14,7 +14,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{Accepted, FailureKind, SendError, Transport, Verification};
+use super::{Accepted, FailureKind, SendError, Transport, Verification, classify};
 use crate::api::provider::{AuthMechanism, SmtpSpec, TlsMode};
 use crate::compose::Email;
 
@@ -230,58 +230,42 @@ fn to_lettre(email: &Email) -> Result<Message, SendError> {
     })
 }
 
-/// Maps a lettre error to the shared kinds:
-///
-/// | lettre error | kind | retryable |
-/// |---|---|---|
-/// | 4xx reply | Transient | yes |
-/// | 530, 534, 535, 538 reply (auth required / failed) | Auth | yes (provider) |
-/// | other 5xx reply | Rejected | no |
-/// | TLS handshake or certificate failure | Tls | yes (provider) |
-/// | server does not offer STARTTLS while it is required | Tls | yes (provider) |
-/// | no common AUTH mechanism | Auth | yes (provider) |
-/// | connection refused, reset, timeout, DNS | Unreachable | yes |
-/// | malformed reply | Transient | yes |
+/// Maps a lettre error to the shared kinds through [`classify`]'s table.
 pub fn classify(error: &lettre::transport::smtp::Error) -> SendError {
     let text = error.to_string();
     if let Some(code) = error.status() {
         let numeric = u16::from(code);
-        let kind = match numeric {
-            530 | 534 | 535 | 538 => FailureKind::Auth,
-            400..=499 => FailureKind::Transient,
-            _ => FailureKind::Rejected,
-        };
-        return SendError::new(kind, format!("the server replied {text}")).with_code(numeric);
+        let reply = text
+            .split_once(": ")
+            .map_or(text.as_str(), |(_, reply)| reply);
+        let rule = classify::smtp_reply(numeric, reply);
+        let mut e =
+            SendError::new(rule.kind, format!("the server replied {text}")).with_code(numeric);
+        e.maybe_delivered = rule.maybe_delivered;
+        return e;
     }
     let lower = text.to_ascii_lowercase();
-    let (kind, message) = if error.is_tls() || lower.contains("starttls") {
-        (FailureKind::Tls, format!("TLS failed: {text}"))
-    } else if lower.contains("authentication mechanism")
-        || lower.contains("auth") && error.is_client()
-    {
-        (FailureKind::Auth, format!("authentication failed: {text}"))
+    let signal = if lower.contains("starttls") {
+        "STARTTLS required but not offered"
+    } else if error.is_tls() {
+        "TLS handshake or certificate failure"
+    } else if lower.contains("authentication mechanism") {
+        "no common AUTH mechanism"
     } else if error.is_timeout() {
-        (
-            FailureKind::Unreachable,
-            format!("the server did not answer in time: {text}"),
-        )
+        "timeout or connection lost while sending"
     } else if error.is_client() {
-        (
-            FailureKind::InvalidRequest,
-            format!("the message was refused before sending: {text}"),
-        )
+        "message refused by the client before sending"
     } else if error.is_response() {
-        (
-            FailureKind::Transient,
-            format!("the server's reply could not be read: {text}"),
-        )
+        "malformed server reply"
+    } else if lower.contains("refused") || lower.contains("resolve") || lower.contains("dns") {
+        "connection refused, reset before sending, DNS failure"
     } else {
-        (
-            FailureKind::Unreachable,
-            format!("could not reach the server: {text}"),
-        )
+        "timeout or connection lost while sending"
     };
-    SendError::new(kind, message)
+    let rule = classify::signal(signal);
+    let mut e = SendError::new(rule.kind, format!("{}: {text}", rule.meaning));
+    e.maybe_delivered = rule.maybe_delivered;
+    e
 }
 
 #[cfg(test)]

@@ -140,22 +140,32 @@ fn default_base(spec: &ApiSpec) -> String {
 }
 
 fn network_error(provider: ApiProvider, error: &reqwest::Error) -> SendError {
-    let what = if error.is_timeout() {
-        "did not answer in time"
+    // A connect failure means the request never left; any other failure
+    // (a timeout, a connection lost mid-answer) may come after the service
+    // took the message.
+    let signal = if error.is_connect() {
+        "HTTP connection failure before the request was sent"
     } else {
-        "could not be reached"
+        "HTTP timeout waiting for the answer"
     };
+    let rule = super::classify::signal(signal);
     // reqwest's message never includes request headers, so no key leaks here.
-    SendError::new(
-        FailureKind::Unreachable,
-        format!("{} {what}: {error}", provider.name()),
-    )
+    let mut e = SendError::new(
+        rule.kind,
+        format!("{}: {}: {error}", provider.name(), rule.meaning),
+    );
+    e.maybe_delivered = rule.maybe_delivered;
+    e
 }
 
 #[async_trait]
 impl Transport for ApiTransport {
     fn name(&self) -> &'static str {
         self.provider.name()
+    }
+
+    fn idempotent(&self) -> bool {
+        self.provider == ApiProvider::Resend
     }
 
     async fn verify(&self) -> Result<Verification, SendError> {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::provider::ApiProvider;
 use crate::compose::Email;
-use crate::transport::{FailureKind, SendError};
+use crate::transport::{SendError, classify};
 
 /// A request to a service, built by its module.
 #[derive(Debug, Clone)]
@@ -158,42 +158,26 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(reset.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-/// Classifies an HTTP answer:
-///
-/// | answer | kind | retryable |
-/// |---|---|---|
-/// | 401, 403 (credentials, permissions, unverified sender) | Auth | yes (the provider is re-verified) |
-/// | 408, 429 | Transient | yes, not before Retry-After |
-/// | 409 Resend `concurrent_idempotent_requests` | Transient | yes |
-/// | 5xx, or a service's own "try later" code (Postmark 100) | Transient | yes |
-/// | any other 4xx (validation, inactive recipient, too large) | Rejected | no |
+/// Classifies an HTTP answer through the shared table
+/// ([`crate::transport::classify`]).
 pub fn classify(
     provider: ApiProvider,
     status: u16,
     headers: &HeaderMap,
     detail: ErrorDetail,
 ) -> SendError {
-    let kind = match status {
-        401 | 403 if !detail.not_auth => FailureKind::Auth,
-        408 | 429 => FailureKind::Transient,
-        500..=599 => FailureKind::Transient,
-        _ if detail.transient => FailureKind::Transient,
-        _ => FailureKind::Rejected,
-    };
+    let rule = classify::http(status, detail.transient, detail.not_auth);
     let code = detail
         .code
         .as_deref()
         .map(|c| format!(" {c}"))
         .unwrap_or_default();
-    let mut error = SendError::new(
-        kind,
-        format!(
-            "{} answered {status}{code}: {}",
-            provider.name(),
-            detail.message
-        ),
-    )
-    .with_code(status);
+    let text = format!(
+        "{} answered {status}{code}: {}",
+        provider.name(),
+        detail.message
+    );
+    let mut error = SendError::new(rule.kind, text).with_code(status);
     error.provider_code = detail.code;
     error.retry_after = retry_after(headers).or(detail.retry_after);
     error
@@ -227,6 +211,7 @@ mod tests {
 
     #[test]
     fn classifies_statuses() {
+        use crate::transport::FailureKind;
         let h = HeaderMap::new();
         let d = ErrorDetail::default;
         assert_eq!(
