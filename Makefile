@@ -5,7 +5,7 @@ CARGO ?= cargo
 TOOLS_BIN := .cache/tools/bin
 KUBECTL := $(TOOLS_BIN)/kubectl
 
-.PHONY: all build tools crds check-crds lint test demo dev-up dev-down clean
+.PHONY: all build tools crds check-crds lint test chaos demo dev-up dev-down clean
 
 all: build
 
@@ -34,6 +34,10 @@ lint:
 ## test: unit and integration tests on a real control plane and mailpit
 test: tools check-crds
 	$(CARGO) test --workspace
+
+## chaos: fault tests (SIGKILL, SMTP outage, 429 window, apiserver restart, two replicas), one at a time
+chaos: tools check-crds
+	$(CARGO) test --test chaos -- --ignored --test-threads=1 --nocapture
 
 ## demo: a local control plane and mailpit, the operator, example messages sent
 demo: tools

@@ -19,12 +19,26 @@ tools_bin() {
 }
 
 # start <dir> <name> <command...>: runs a command in its own session, logging
-# to <dir>/logs/<name>.log and recording its pid in <dir>/pids/<name>.pid.
+# to <dir>/logs/<name>.log, recording its pid in <dir>/pids/<name>.pid and its
+# command line in <dir>/cmd/<name> (for hack/restart.sh).
 start() {
   local dir=$1 name=$2; shift 2
-  mkdir -p "$dir/logs" "$dir/pids"
-  setsid "$@" >"$dir/logs/$name.log" 2>&1 < /dev/null &
+  mkdir -p "$dir/logs" "$dir/pids" "$dir/cmd"
+  printf '%q ' "$@" > "$dir/cmd/$name"
+  setsid "$@" >>"$dir/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$dir/pids/$name.pid"
+}
+
+# stop_one <dir> <name> [signal]: stops one recorded process and waits for it.
+stop_one() {
+  local dir=$1 name=$2 signal=${3:-TERM} pid
+  [ -f "$dir/pids/$name.pid" ] || return 0
+  pid=$(cat "$dir/pids/$name.pid")
+  kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$dir/pids/$name.pid"
 }
 
 # wait_for <what> <seconds> <dir> <name> <command...>: retries a probe until it

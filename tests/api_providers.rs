@@ -8,11 +8,11 @@ mod support;
 use std::time::Duration;
 
 use mailroom::api::Phase;
-use mailroom_fakes::{Config, Failure, Fake, Recorded, Service};
+use mailroom_fakes::{Failure, Recorded, Service};
 use serde_json::{Value, json};
 use support::fixtures::{Scene, ready_reason};
 
-const KEY: &str = "right-key";
+const KEY: &str = support::fixtures::VALID_API_KEY;
 
 /// The message every scenario sends: cc, bcc, reply-to, html and text, and a
 /// custom header.
@@ -127,29 +127,8 @@ fn expected_id(service: Service, accepted: &Recorded) -> String {
     }
 }
 
-fn sends(fake: &Fake) -> Vec<Recorded> {
-    fake.requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .collect()
-}
-
-async fn setup(
-    service: Service,
-    test: &str,
-    key: &str,
-) -> (Scene, Fake, support::fixtures::RunningController) {
-    let fake = Fake::start(Config::with_key(KEY))
-        .await
-        .expect("starting the fake");
-    let scene = Scene::new(&format!("{}-{test}", format!("{service:?}").to_lowercase())).await;
-    scene.api_provider(service, &fake.url, key).await;
-    let controller = scene.controller().await;
-    (scene, fake, controller)
-}
-
 async fn documented_request_is_sent(service: Service) {
-    let (scene, fake, controller) = setup(service, "full", KEY).await;
+    let (scene, fake, controller) = support::fixtures::api_scene(service, "full", KEY).await;
     scene.wait_provider("api", ready_reason_for(service)).await;
     let subject = format!("{service:?} full message");
     scene.message("full", full_message(&subject)).await;
@@ -193,7 +172,8 @@ async fn documented_request_is_sent(service: Service) {
 }
 
 async fn wrong_key_makes_the_provider_auth_failed(service: Service) {
-    let (scene, fake, controller) = setup(service, "wrong-key", "wrong-key").await;
+    let (scene, fake, controller) =
+        support::fixtures::api_scene(service, "wrong-key", "wrong-key").await;
     scene
         .note("blocked", "api", &format!("{service:?} wrong key"))
         .await;
@@ -209,7 +189,7 @@ async fn wrong_key_makes_the_provider_auth_failed(service: Service) {
     assert!(fake.accepted().is_empty(), "nothing was sent");
     // Services without a read-only check learn of the bad key from one send,
     // then stay AuthFailed instead of trying the same key again.
-    let attempts = sends(&fake).len();
+    let attempts = fake.posts().len();
     let expected = match service {
         Service::Mailtrap | Service::Resend => 1,
         _ => 0,
@@ -221,7 +201,8 @@ async fn wrong_key_makes_the_provider_auth_failed(service: Service) {
 }
 
 async fn rate_limit_is_honoured_then_sent(service: Service) {
-    let (scene, fake, controller) = setup(service, "rate-limited", KEY).await;
+    let (scene, fake, controller) =
+        support::fixtures::api_scene(service, "rate-limited", KEY).await;
     scene.wait_provider("api", ready_reason_for(service)).await;
     let wait = 7;
     fake.fail_next(Failure {
@@ -251,7 +232,7 @@ async fn rate_limit_is_honoured_then_sent(service: Service) {
 
     let sent = scene.wait_phase("limited", Phase::Sent).await;
     assert_eq!(sent.status.expect("status").attempts, 2);
-    let requests = sends(&fake);
+    let requests = fake.posts();
     assert_eq!(requests.len(), 2, "{requests:?}");
     let gap = requests[1]
         .at
@@ -266,7 +247,8 @@ async fn rate_limit_is_honoured_then_sent(service: Service) {
 }
 
 async fn server_error_is_retried_then_sent(service: Service) {
-    let (scene, fake, controller) = setup(service, "server-error", KEY).await;
+    let (scene, fake, controller) =
+        support::fixtures::api_scene(service, "server-error", KEY).await;
     scene.wait_provider("api", ready_reason_for(service)).await;
     fake.fail_next(Failure {
         status: 500,
@@ -284,13 +266,13 @@ async fn server_error_is_retried_then_sent(service: Service) {
         status.last_error.is_none(),
         "the error is cleared once sent"
     );
-    assert_eq!(sends(&fake).len(), 2);
+    assert_eq!(fake.posts().len(), 2);
     assert_eq!(fake.accepted().len(), 1);
     controller.stop().await;
 }
 
 async fn permanent_rejection_fails_with_the_services_reason(service: Service) {
-    let (scene, fake, controller) = setup(service, "rejected", KEY).await;
+    let (scene, fake, controller) = support::fixtures::api_scene(service, "rejected", KEY).await;
     scene.wait_provider("api", ready_reason_for(service)).await;
     let (status_code, provider_code) = match service {
         Service::Mailtrap => (400, None),
@@ -336,7 +318,7 @@ async fn permanent_rejection_fails_with_the_services_reason(service: Service) {
         );
     }
     assert_eq!(status.attempts, 1, "not retried");
-    assert_eq!(sends(&fake).len(), 1);
+    assert_eq!(fake.posts().len(), 1);
     let provider = scene.wait_provider("api", ready_reason_for(service)).await;
     assert_eq!(
         ready_reason(&provider),

@@ -4,43 +4,18 @@
 
 mod support;
 
-use std::time::Duration;
-
 use kube::api::Api;
 use mailroom::api::{EmailMessage, Phase};
 use serde_json::json;
 use support::Mailpit;
 use support::fixtures::{self, Scene};
 
-fn unique(test: &str) -> String {
-    format!("{test} {}", support::namespace_suffix())
-}
-
-/// Waits for exactly the messages with `subject` in the shared mailpit.
-async fn received(subject: &str) -> Vec<support::mailpit::Summary> {
-    Mailpit::shared()
-        .wait_for(
-            &format!("subject:\"{subject}\""),
-            1,
-            Duration::from_secs(10),
-        )
-        .await
-}
-
-/// How many messages with `subject` the shared mailpit holds now.
-async fn count(subject: &str) -> usize {
-    Mailpit::shared()
-        .search(&format!("subject:\"{subject}\""))
-        .await
-        .len()
-}
-
 #[tokio::test]
 async fn text_message_is_sent_once_with_its_ids_in_status() {
     let scene = Scene::new("text-message").await;
     scene.mailpit_provider().await;
     let controller = scene.controller().await;
-    let subject = unique("plain text");
+    let subject = support::unique("plain text");
     scene
         .message(
             "welcome",
@@ -63,7 +38,7 @@ async fn text_message_is_sent_once_with_its_ids_in_status() {
     );
     assert!(status.sent_time.is_some());
 
-    let found = received(&subject).await;
+    let found = support::received(&subject).await;
     assert_eq!(found.len(), 1, "exactly one copy received");
     let mail = Mailpit::shared().message(&found[0].id).await;
     let uid = sent.metadata.uid.clone().expect("uid");
@@ -98,7 +73,7 @@ async fn html_and_text_are_sent_as_multipart_alternative() {
     let scene = Scene::new("html-text").await;
     scene.mailpit_provider().await;
     let controller = scene.controller().await;
-    let subject = unique("html and text");
+    let subject = support::unique("html and text");
     scene
         .message(
             "newsletter",
@@ -109,7 +84,7 @@ async fn html_and_text_are_sent_as_multipart_alternative() {
         .await;
     scene.wait_phase("newsletter", Phase::Sent).await;
 
-    let found = received(&subject).await;
+    let found = support::received(&subject).await;
     let mailpit = Mailpit::shared();
     let mail = mailpit.message(&found[0].id).await;
     assert_eq!(mail.text.trim_end(), "Plain version");
@@ -128,7 +103,7 @@ async fn cc_and_bcc_are_delivered_and_bcc_stays_out_of_the_headers() {
     let scene = Scene::new("cc-bcc").await;
     scene.mailpit_provider().await;
     let controller = scene.controller().await;
-    let subject = unique("cc and bcc");
+    let subject = support::unique("cc and bcc");
     scene
         .message(
             "team",
@@ -140,7 +115,7 @@ async fn cc_and_bcc_are_delivered_and_bcc_stays_out_of_the_headers() {
         .await;
     scene.wait_phase("team", Phase::Sent).await;
 
-    let found = received(&subject).await;
+    let found = support::received(&subject).await;
     assert_eq!(found.len(), 1, "one message for all recipients");
     let mailpit = Mailpit::shared();
     let mail = mailpit.message(&found[0].id).await;
@@ -183,7 +158,7 @@ async fn message_waits_for_a_missing_secret_then_is_sent_once() {
     )
     .await;
     let controller = scene.controller().await;
-    let subject = unique("after the secret");
+    let subject = support::unique("after the secret");
     scene.note("patient", "mailpit", &subject).await;
 
     let provider = scene.wait_provider("mailpit", "SecretNotFound").await;
@@ -210,7 +185,7 @@ async fn message_waits_for_a_missing_secret_then_is_sent_once() {
     .await;
     let sent = scene.wait_phase("patient", Phase::Sent).await;
     assert_eq!(sent.status.expect("status").attempts, 1);
-    assert_eq!(received(&subject).await.len(), 1);
+    assert_eq!(support::received(&subject).await.len(), 1);
     controller.stop().await;
 }
 
@@ -218,14 +193,14 @@ async fn message_waits_for_a_missing_secret_then_is_sent_once() {
 async fn message_waits_for_a_missing_provider() {
     let scene = Scene::new("missing-provider").await;
     let controller = scene.controller().await;
-    let subject = unique("provider later");
+    let subject = support::unique("provider later");
     scene.note("early", "mailpit", &subject).await;
     let waiting = scene.wait_reason("early", "ProviderNotFound").await;
     assert_eq!(waiting.status.and_then(|s| s.phase), Some(Phase::Pending));
 
     scene.mailpit_provider().await;
     scene.wait_phase("early", Phase::Sent).await;
-    assert_eq!(received(&subject).await.len(), 1);
+    assert_eq!(support::received(&subject).await.len(), 1);
     controller.stop().await;
 }
 
@@ -248,7 +223,7 @@ async fn wrong_credentials_make_the_provider_auth_failed_and_nothing_is_sent() {
     )
     .await;
     let controller = scene.controller().await;
-    let subject = unique("wrong credentials");
+    let subject = support::unique("wrong credentials");
     scene.note("blocked", "mailpit", &subject).await;
 
     let provider = scene.wait_provider("mailpit", "AuthFailed").await;
@@ -270,7 +245,7 @@ async fn wrong_credentials_make_the_provider_auth_failed_and_nothing_is_sent() {
         "{}",
         status.conditions[0].message
     );
-    assert_eq!(count(&subject).await, 0);
+    assert_eq!(support::received_count(&subject).await, 0);
     controller.stop().await;
 }
 
@@ -402,7 +377,7 @@ async fn an_address_the_schema_lets_through_fails_the_message_naming_the_field()
     let scene = Scene::new("invalid-request").await;
     scene.mailpit_provider().await;
     let controller = scene.controller().await;
-    let subject = unique("invalid local part");
+    let subject = support::unique("invalid local part");
     scene
         .message(
             "odd",
@@ -426,7 +401,7 @@ async fn an_address_the_schema_lets_through_fails_the_message_naming_the_field()
             .any(|(t, r, _)| t == "Warning" && r == "Failed"),
         "{events:?}"
     );
-    assert_eq!(count(&subject).await, 0);
+    assert_eq!(support::received_count(&subject).await, 0);
     controller.stop().await;
 }
 
@@ -435,7 +410,7 @@ async fn a_restarted_controller_does_not_send_a_sent_message_again() {
     let scene = Scene::new("restart").await;
     scene.mailpit_provider().await;
     let first = scene.controller().await;
-    let subject = unique("only once");
+    let subject = support::unique("only once");
     scene.note("once", "mailpit", &subject).await;
     let sent = scene.wait_phase("once", Phase::Sent).await;
     first.stop().await;
@@ -443,12 +418,16 @@ async fn a_restarted_controller_does_not_send_a_sent_message_again() {
     // A new controller starts from nothing and sees the Sent message; a second
     // message sent by it shows it has caught up with the namespace.
     let second = scene.controller().await;
-    let marker = unique("after restart");
+    let marker = support::unique("after restart");
     scene.note("marker", "mailpit", &marker).await;
     scene.wait_phase("marker", Phase::Sent).await;
-    received(&marker).await;
+    support::received(&marker).await;
 
-    assert_eq!(count(&subject).await, 1, "still exactly one copy");
+    assert_eq!(
+        support::received_count(&subject).await,
+        1,
+        "still exactly one copy"
+    );
     let after: EmailMessage = Api::namespaced(scene.client.clone(), &scene.ns)
         .get("once")
         .await

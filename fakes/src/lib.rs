@@ -103,8 +103,19 @@ pub struct Failure {
     pub delay: Duration,
 }
 
+/// Answer every send with `status` until `until`, telling clients to retry
+/// when the window ends (`Retry-After`, rounded up to whole seconds).
+#[derive(Debug, Clone)]
+pub struct Outage {
+    /// The HTTP status, e.g. 429.
+    pub status: u16,
+    /// When the outage ends.
+    pub until: SystemTime,
+}
+
 #[derive(Default)]
 struct State {
+    outage: Option<Outage>,
     requests: Vec<Recorded>,
     failures: Vec<Failure>,
     /// Resend idempotency keys: key → (body, id).
@@ -170,6 +181,14 @@ impl Fake {
         lock(&self.state).requests.clone()
     }
 
+    /// Every POST (send attempt) so far, accepted or not.
+    pub fn posts(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect()
+    }
+
     /// The accepted sends so far (what the real service would deliver).
     pub fn accepted(&self) -> Vec<Recorded> {
         self.requests()
@@ -181,6 +200,11 @@ impl Fake {
     /// Makes the next `failure.times` send requests fail as described.
     pub fn fail_next(&self, failure: Failure) {
         lock(&self.state).failures.push(failure);
+    }
+
+    /// Answers every send with an error until the outage ends.
+    pub fn fail_until(&self, outage: Outage) {
+        lock(&self.state).outage = Some(outage);
     }
 
     /// The configuration.
@@ -324,12 +348,25 @@ async fn handle(
     let body = check::body_for_record(&incoming).await;
     let injected = if method == Method::POST {
         let mut s = lock(state);
-        let failure = s.failures.first_mut().map(|f| {
-            f.times = f.times.saturating_sub(1);
-            f.clone()
-        });
-        s.failures.retain(|f| f.times > 0);
-        failure
+        let now = SystemTime::now();
+        let outage = s.outage.clone().filter(|o| o.until > now);
+        if let Some(outage) = outage {
+            let left = outage.until.duration_since(now).unwrap_or_default();
+            let retry_after = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            Some(Failure {
+                status: outage.status,
+                retry_after: Some(retry_after),
+                times: 1,
+                delay: Duration::ZERO,
+            })
+        } else {
+            let failure = s.failures.first_mut().map(|f| {
+                f.times = f.times.saturating_sub(1);
+                f.clone()
+            });
+            s.failures.retain(|f| f.times > 0);
+            failure
+        }
     } else {
         None
     };

@@ -111,7 +111,15 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     }
     let Some(provider) = provider else {
         let text = format!("EmailProvider {provider_name:?} not found in namespace {namespace:?}");
-        return wait(&api, &message, reason::PROVIDER_NOT_FOUND, text, None).await;
+        return wait(
+            &api,
+            &message,
+            reason::PROVIDER_NOT_FOUND,
+            text,
+            None,
+            limits.deadline,
+        )
+        .await;
     };
 
     let email = match compose::compose(&message.spec, provider.spec.default_from.as_deref(), &uid) {
@@ -137,7 +145,15 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
 
     if provider.spec.suspend {
         let text = format!("EmailProvider {provider_name:?} is suspended (spec.suspend)");
-        return wait(&api, &message, reason::SUSPENDED, text, None).await;
+        return wait(
+            &api,
+            &message,
+            reason::SUSPENDED,
+            text,
+            None,
+            limits.deadline,
+        )
+        .await;
     }
 
     let key = (namespace.clone(), provider_name.clone());
@@ -153,7 +169,15 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                     "EmailProvider {provider_name:?} is not Ready: {}: {}",
                     c.reason, c.message
                 );
-                wait(&api, &message, reason::PROVIDER_NOT_READY, text, None).await
+                wait(
+                    &api,
+                    &message,
+                    reason::PROVIDER_NOT_READY,
+                    text,
+                    None,
+                    limits.deadline,
+                )
+                .await
             }
             // Verification is under way; its status write wakes this message.
             // Waiting quietly keeps a message applied together with its
@@ -202,7 +226,15 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         let text = format!(
             "EmailProvider {provider_name:?} allows {rate} message(s) per second; waiting for a slot"
         );
-        return wait(&api, &message, reason::RATE_LIMITED, text, Some(wait_for)).await;
+        return wait(
+            &api,
+            &message,
+            reason::RATE_LIMITED,
+            text,
+            Some(wait_for),
+            limits.deadline,
+        )
+        .await;
     }
 
     // A person's retry of an Unknown message: take the annotation away first,
@@ -216,6 +248,11 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     } else {
         (*message).clone()
     };
+
+    // A send slot is held from the claim until the outcome is recorded, so at
+    // most --max-concurrent-sends messages are ever claimed but unrecorded:
+    // the most a crash can leave in doubt.
+    let _slot = ctx.sends.acquire().await;
 
     // Claim: written before any I/O and guarded by resourceVersion, so a stale
     // view of the message (or a second controller) can never start a send.
@@ -261,10 +298,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     };
 
     let started = std::time::Instant::now();
-    let result = {
-        let _permit = ctx.sends.acquire().await;
-        verified.transport.send(&email).await
-    };
+    let result = verified.transport.send(&email).await;
     if let Err(e) = &result
         && e.is_provider_failure()
         && ctx.transports.withdraw(&key, &verified.fingerprint)
@@ -584,6 +618,7 @@ async fn wait(
     wait_reason: &str,
     text: String,
     until: Option<Duration>,
+    deadline: Option<jiff::Timestamp>,
 ) -> Result<Action, Error> {
     let generation = message.metadata.generation;
     let old = message.status.clone().unwrap_or_default();
@@ -602,7 +637,13 @@ async fn wait(
         &text,
         generation,
     );
-    let retry = until.map_or(WAITING_RETRY, |d| d.max(Duration::from_millis(100)));
+    let mut retry = until.map_or(WAITING_RETRY, |d| d.max(Duration::from_millis(100)));
+    // Look again when the deadline passes, to end the message then.
+    if let Some(left) = deadline.map(|d| d.duration_since(jiff::Timestamp::now()))
+        && let Ok(left) = Duration::try_from(left)
+    {
+        retry = retry.min(left + Duration::from_millis(100));
+    }
     let unchanged = old.phase == status.phase
         && condition::find(&old.conditions, SENT).map(|c| &c.reason)
             == Some(&wait_reason.to_string())

@@ -432,3 +432,123 @@ impl Scene {
         );
     }
 }
+
+/// The controller binary, running as its own process (for fault tests that
+/// kill it). Its log goes to the environment's `logs/` directory.
+pub struct ControllerProcess {
+    child: std::process::Child,
+    /// Its identity in the Lease, when leader election is on.
+    pub identity: String,
+}
+
+impl ControllerProcess {
+    /// Starts `mailroom run` for `namespace` with extra flags.
+    pub fn spawn(namespace: &str, identity: &str, flags: &[&str]) -> Self {
+        let log_path = env()
+            .dir
+            .join("logs")
+            .join(format!("controller-{namespace}-{identity}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("controller log");
+        let child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--identity",
+                identity,
+                "--lease-namespace",
+                namespace,
+            ])
+            .args(flags)
+            .env("KUBECONFIG", &env().kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting the controller");
+        Self {
+            child,
+            identity: identity.to_string(),
+        }
+    }
+
+    /// Kills it without warning (SIGKILL): no cleanup, no lease release.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to stop (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("waiting for the controller")
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Restarts a component of the environment (`kube-apiserver`, or an extra
+/// mailpit by name), keeping it down for `down` first.
+pub fn restart(name: &str, down: Duration) {
+    let out = Command::new(super::root().join("hack/restart.sh"))
+        .arg(&env().dir)
+        .arg(name)
+        .args(["--down", &down.as_secs().to_string()])
+        .output()
+        .expect("running hack/restart.sh");
+    assert!(
+        out.status.success(),
+        "restart {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The holder of the Lease `name` in `namespace`.
+pub async fn lease_holder(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), namespace);
+    api.get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+/// All messages of `namespace`.
+pub async fn all_messages(client: &Client, namespace: &str) -> Vec<EmailMessage> {
+    Api::<EmailMessage>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .expect("listing messages")
+        .items
+}
+
+/// A namespace with a provider `api` for `service` on a fresh fake (valid
+/// key `right-key`; the provider gets `key`), and a controller.
+pub async fn api_scene(
+    service: mailroom_fakes::Service,
+    test: &str,
+    key: &str,
+) -> (Scene, mailroom_fakes::Fake, RunningController) {
+    let config = mailroom_fakes::Config::with_key(VALID_API_KEY);
+    let fake = mailroom_fakes::Fake::start(config)
+        .await
+        .expect("starting the fake");
+    let scene = Scene::new(&format!("{}-{test}", format!("{service:?}").to_lowercase())).await;
+    scene.api_provider(service, &fake.url, key).await;
+    let controller = scene.controller().await;
+    (scene, fake, controller)
+}
+
+/// The key the fakes of [`api_scene`] accept.
+pub const VALID_API_KEY: &str = "right-key";

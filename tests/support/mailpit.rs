@@ -100,6 +100,21 @@ impl Mailpit {
             .messages
     }
 
+    /// Every message the server holds (newest first).
+    pub async fn all(&self) -> Vec<Summary> {
+        let mut out = Vec::new();
+        loop {
+            let page: SearchResult = self
+                .get_json(&format!("/api/v1/messages?limit=500&start={}", out.len()))
+                .await;
+            let got = page.messages.len();
+            out.extend(page.messages);
+            if got < 500 {
+                return out;
+            }
+        }
+    }
+
     /// How many messages the server holds in all.
     pub async fn count(&self) -> u64 {
         #[derive(Deserialize)]

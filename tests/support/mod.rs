@@ -237,3 +237,28 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A subject unique to this run, starting with `what`.
+pub fn unique(what: &str) -> String {
+    format!("{what} {}", namespace_suffix())
+}
+
+/// How many messages with exactly `subject` the shared mailpit holds now.
+pub async fn received_count(subject: &str) -> usize {
+    Mailpit::shared()
+        .search(&format!("subject:\"{subject}\""))
+        .await
+        .len()
+}
+
+/// Waits until the shared mailpit holds a message with exactly `subject`,
+/// and returns every such message.
+pub async fn received(subject: &str) -> Vec<mailpit::Summary> {
+    Mailpit::shared()
+        .wait_for(
+            &format!("subject:\"{subject}\""),
+            1,
+            std::time::Duration::from_secs(10),
+        )
+        .await
+}

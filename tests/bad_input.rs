@@ -1,0 +1,187 @@
+//! The bad-input catalogue of docs/bad-input.md: each input is refused at
+//! apply time where the schema can tell, otherwise it ends in a terminal or
+//! waiting condition that names the field, nothing is sent, and the other
+//! messages keep flowing.
+
+mod support;
+
+use mailroom::api::Phase;
+use serde_json::{Value, json};
+use support::Mailpit;
+use support::fixtures::{self, Scene};
+
+fn message(field: &str, value: Value) -> Value {
+    let mut spec = json!({"providerRef": {"name": "p"}, "to": ["ok@example.org"], "subject": "s", "text": "t"});
+    spec[field] = value;
+    spec
+}
+
+#[tokio::test]
+async fn refused_at_apply_time() {
+    let scene = Scene::new("bad-input-apply").await;
+    let many: Vec<String> = (0..101).map(|i| format!("r{i}@example.org")).collect();
+    let messages = [
+        (message("to", json!(["not-an-address"])), "spec.to[0]"),
+        (message("to", json!([""])), "spec.to[0]"),
+        (message("cc", json!(["a@b@example.org"])), "spec.cc[0]"),
+        (
+            message("to", json!([])),
+            "at least one recipient is required",
+        ),
+        (
+            message("to", json!(many)),
+            "spec.to: Too many: 101: must have at most 100 items",
+        ),
+        (
+            message("subject", json!("Hi\r\nBcc: eve@example.org")),
+            "spec.subject",
+        ),
+        (
+            message("to", json!(["Eve\r\nBcc: x <eve@example.org>"])),
+            "spec.to[0]",
+        ),
+        (
+            message("from", json!("Ops\n <ops@example.org>")),
+            "spec.from",
+        ),
+        (
+            message("headers", json!({"X-A": "1\r\nBcc: eve@example.org"})),
+            "header values may not contain CR or LF",
+        ),
+        (
+            message("headers", json!({"Message-ID": "<x@y>"})),
+            "headers may not set",
+        ),
+        (
+            message("headers", json!({"X Bad": "1"})),
+            "header names must be",
+        ),
+        (message("text", json!("")), "spec.text"),
+        (
+            json!({"providerRef": {"name": "p"}, "to": ["ok@example.org"], "subject": "s"}),
+            "a body is required",
+        ),
+        (
+            message("text", json!("x".repeat(1_048_577))),
+            "spec.text: Too long",
+        ),
+        (
+            message("providerRef", json!({})),
+            "spec.providerRef.name: Required value",
+        ),
+    ];
+    for (i, (spec, expected)) in messages.into_iter().enumerate() {
+        scene
+            .assert_refused("EmailMessage", &format!("m{i}"), spec, expected)
+            .await;
+    }
+    let providers = [
+        (
+            json!({"smtp": {"host": "smtp.example.com", "port": 0}}),
+            "spec.smtp.port",
+        ),
+        (
+            json!({"smtp": {"host": "smtp.example.com", "tls": "Opportunistic"}}),
+            "spec.smtp.tls",
+        ),
+        (json!({"smtp": {"host": "bad host!"}}), "spec.smtp.host"),
+        (
+            json!({"api": {"provider": "Sendinblue", "secretRef": {"name": "k"}}}),
+            "spec.api.provider",
+        ),
+        (
+            json!({"defaultFrom": "not-an-address", "smtp": {"host": "smtp.example.com"}}),
+            "spec.defaultFrom",
+        ),
+    ];
+    for (i, (spec, expected)) in providers.into_iter().enumerate() {
+        scene
+            .assert_refused("EmailProvider", &format!("p{i}"), spec, expected)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn judged_by_the_controller_while_other_messages_keep_flowing() {
+    let scene = Scene::new("bad-input-runtime").await;
+    scene.mailpit_provider().await;
+    // A provider whose Secret lacks the password key.
+    fixtures::create::<k8s_openapi::api::core::v1::Secret>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "half"}, "stringData": {"username": "u"}}),
+    )
+    .await;
+    fixtures::provider(
+        &scene.client,
+        &scene.ns,
+        "half",
+        fixtures::mailpit_smtp("half"),
+    )
+    .await;
+    // A provider that exists only in another namespace.
+    let other = Scene::new("bad-input-other").await;
+    other.mailpit_provider().await;
+    fixtures::provider(
+        &other.client,
+        &other.ns,
+        "elsewhere",
+        fixtures::mailpit_smtp("smtp-credentials"),
+    )
+    .await;
+
+    let controller = scene.controller().await;
+    let run = support::namespace_suffix();
+    let good = format!("still flowing {run}");
+    let bad = format!("bad {run}");
+    let spec = |provider: &str, to: &str, subject: &str| json!({"providerRef": {"name": provider}, "to": [to], "subject": subject, "text": "t"});
+    scene
+        .message(
+            "invalid-address",
+            spec("mailpit", "two..dots@example.org", &bad),
+        )
+        .await;
+    scene
+        .message("other-namespace", spec("elsewhere", "x@example.org", &bad))
+        .await;
+    scene
+        .message("missing-key", spec("half", "x@example.org", &bad))
+        .await;
+    scene
+        .message("good", spec("mailpit", "x@example.org", &good))
+        .await;
+
+    let invalid = scene.wait_phase("invalid-address", Phase::Failed).await;
+    let error = invalid.status.expect("status").last_error.expect("error");
+    assert_eq!(error.reason, "InvalidRequest");
+    assert!(error.message.starts_with("spec.to[0]"), "{}", error.message);
+
+    let elsewhere = scene
+        .wait_reason("other-namespace", "ProviderNotFound")
+        .await;
+    let text = &elsewhere.status.expect("status").conditions[0].message;
+    assert!(
+        text.contains(&format!("namespace {:?}", scene.ns)),
+        "{text}"
+    );
+
+    let provider = scene.wait_provider("half", "SecretNotFound").await;
+    let text = &provider.status.expect("status").conditions[0].message;
+    assert!(
+        text.contains("spec.smtp.auth.passwordKey") && text.contains("has no key \"password\""),
+        "{text}"
+    );
+    let waiting = scene.wait_reason("missing-key", "ProviderNotReady").await;
+    assert_eq!(waiting.status.expect("status").attempts, 0);
+
+    scene.wait_phase("good", Phase::Sent).await;
+    support::received(&good).await;
+    assert!(
+        Mailpit::shared()
+            .search(&format!("subject:\"{bad}\""))
+            .await
+            .is_empty(),
+        "nothing bad was sent"
+    );
+    controller.stop().await;
+}

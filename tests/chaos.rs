@@ -1,0 +1,395 @@
+//! Fault tests: the controller killed with SIGKILL at random points, the SMTP
+//! server down for 30 s, an API answering 429 for 10 s, the kube-apiserver
+//! restarted mid-run, and two replicas with the leader killed. Each prints its
+//! figures. They are slow and disturb the shared control plane, so they run
+//! one at a time through `make chaos` (which CI runs), not `make test`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use mailroom::api::{EmailMessage, Phase};
+use mailroom_fakes::{Config, Fake, Outage, Service};
+use serde_json::json;
+use support::Mailpit;
+use support::fixtures::{self, ControllerProcess, Scene};
+
+/// An extra mailpit without TLS that keeps every message; a provider `smtp`
+/// for it. Returns the mailpit's name (for restarts) and client.
+async fn sink(scene: &Scene) -> (String, Mailpit) {
+    let name = format!("sink-{}", scene.ns);
+    let flags = [
+        "--",
+        "--smtp-auth-accept-any",
+        "--smtp-auth-allow-insecure",
+        "--max",
+        "0",
+    ];
+    let (smtp, api) = fixtures::extra_mailpit(&name, &flags);
+    let (host, port) = smtp.rsplit_once(':').expect("host:port");
+    let spec = json!({"host": host, "port": port.parse::<u16>().expect("port"), "tls": "None", "timeoutSeconds": 10});
+    fixtures::provider(&scene.client, &scene.ns, "smtp", spec).await;
+    (name, Mailpit::new(&api))
+}
+
+/// Creates `count` messages through `provider`, 16 at a time; message `i`
+/// gets `policy(i)` as its delivery policy.
+async fn create_messages(
+    scene: &Scene,
+    provider: &str,
+    count: usize,
+    policy: fn(usize) -> &'static str,
+) {
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let spec = json!({"providerRef": {"name": provider}, "to": [format!("r{i}@example.org")],
+                              "subject": format!("chaos {i}"), "text": "x", "deliveryPolicy": policy(i)});
+            async move { scene.message(&format!("m{i:04}"), spec).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+fn at_least_once(_: usize) -> &'static str {
+    "AtLeastOnce"
+}
+
+/// Waits until every message of the namespace has reached an end state.
+async fn all_finished(scene: &Scene, count: usize, timeout: Duration) -> Vec<EmailMessage> {
+    support::eventually(&format!("{count} messages finished"), timeout, || async {
+        let all = fixtures::all_messages(&scene.client, &scene.ns).await;
+        let done = all.iter().filter(|m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(Phase::is_finished)
+        });
+        (all.len() == count && done.count() == count).then_some(all)
+    })
+    .await
+}
+
+fn phase_counts(messages: &[EmailMessage]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for m in messages {
+        let phase = m
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .map(|p| format!("{p:?}"))
+            .unwrap_or_default();
+        *counts.entry(phase).or_default() += 1;
+    }
+    counts
+}
+
+/// Copies of each Message-ID that mailpit received.
+async fn copies(mailpit: &Mailpit) -> HashMap<String, usize> {
+    let mut copies = HashMap::new();
+    for m in mailpit.all().await {
+        *copies.entry(m.message_id).or_default() += 1;
+    }
+    copies
+}
+
+fn message_id(m: &EmailMessage) -> String {
+    m.status
+        .as_ref()
+        .and_then(|s| s.message_id.clone())
+        .unwrap_or_default()
+        .trim_matches(['<', '>'])
+        .to_string()
+}
+
+/// Runs a controller process and SIGKILLs it `kills` times at random points
+/// while the messages are sent, starting a new one each time.
+async fn kill_repeatedly(ns: &str, kills: usize) -> ControllerProcess {
+    let mut controller = ControllerProcess::spawn(ns, "c0", &["--leader-election=false"]);
+    for k in 1..=kills {
+        let pause = Duration::from_millis(fastrand::u64(300..1500));
+        tokio::time::sleep(pause).await;
+        controller.kill9();
+        controller = ControllerProcess::spawn(ns, &format!("c{k}"), &["--leader-election=false"]);
+    }
+    controller
+}
+
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn sigkill_at_random_points_loses_nothing_over_smtp() {
+    let scene = Scene::new("chaos-kill-smtp").await;
+    let (_, mailpit) = sink(&scene).await;
+    let count = 300;
+    let kills = 5;
+    // Every third message is AtMostOnce: it may end Unknown, never duplicated.
+    let policy: fn(usize) -> &'static str = |i| {
+        if i % 3 == 0 {
+            "AtMostOnce"
+        } else {
+            "AtLeastOnce"
+        }
+    };
+    let started = Instant::now();
+    let creating = create_messages(&scene, "smtp", count, policy);
+    let ((), controller) = futures::join!(creating, kill_repeatedly(&scene.ns, kills));
+    let messages = all_finished(&scene, count, Duration::from_secs(240)).await;
+    let elapsed = started.elapsed();
+    drop(controller);
+
+    let phases = phase_counts(&messages);
+    let copies = copies(&mailpit).await;
+    let received: usize = copies.values().sum();
+    let duplicates = received - copies.len();
+    let mut at_most_once_duplicates = 0;
+    let mut missing = 0;
+    for m in &messages {
+        let phase = m.status.as_ref().and_then(|s| s.phase);
+        let n = copies.get(&message_id(m)).copied().unwrap_or(0);
+        if phase == Some(Phase::Sent) && n == 0 {
+            missing += 1;
+        }
+        if m.spec.delivery_policy == mailroom::api::message::DeliveryPolicy::AtMostOnce && n > 1 {
+            at_most_once_duplicates += 1;
+        }
+    }
+    println!(
+        "FIGURES sigkill/smtp: messages={count} kills={kills} phases={phases:?} received={received} \
+         unique={} duplicates={duplicates} at_most_once_duplicates={at_most_once_duplicates} elapsed={elapsed:?}",
+        copies.len()
+    );
+    assert_eq!(phases.get("Failed"), None, "nothing Failed: {phases:?}");
+    assert_eq!(
+        phases.get("Sent").copied().unwrap_or(0) + phases.get("Unknown").copied().unwrap_or(0),
+        count
+    );
+    let unknown_at_least_once = messages.iter().filter(|m| {
+        m.spec.delivery_policy != mailroom::api::message::DeliveryPolicy::AtMostOnce
+            && m.status.as_ref().and_then(|s| s.phase) == Some(Phase::Unknown)
+    });
+    assert_eq!(
+        unknown_at_least_once.count(),
+        0,
+        "AtLeastOnce messages are all Sent"
+    );
+    assert_eq!(missing, 0, "every Sent message is in mailpit");
+    assert_eq!(
+        at_most_once_duplicates, 0,
+        "AtMostOnce messages are never duplicated"
+    );
+    // A duplicate can only come from a message the controller had claimed and
+    // not yet recorded when it was killed: at most --max-concurrent-sends
+    // (32 by default) per kill, and each such message shows a second attempt.
+    assert!(
+        duplicates <= kills * 32,
+        "{duplicates} duplicates for {kills} kills"
+    );
+    for m in &messages {
+        if copies.get(&message_id(m)).copied().unwrap_or(0) > 1 {
+            let attempts = m.status.as_ref().map_or(0, |s| s.attempts);
+            assert!(
+                attempts >= 2,
+                "a duplicate without an interrupted attempt: {:?}",
+                m.metadata.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn sigkill_at_random_points_never_duplicates_through_resend() {
+    let fake = Fake::start(Config::with_key("k")).await.expect("fake");
+    let scene = Scene::new("chaos-kill-resend").await;
+    scene.api_provider(Service::Resend, &fake.url, "k").await;
+    let count = 300;
+    let kills = 5;
+    let started = Instant::now();
+    let ((), controller) = futures::join!(
+        create_messages(&scene, "api", count, at_least_once),
+        kill_repeatedly(&scene.ns, kills)
+    );
+    let messages = all_finished(&scene, count, Duration::from_secs(240)).await;
+    let elapsed = started.elapsed();
+    drop(controller);
+
+    let phases = phase_counts(&messages);
+    let accepted = fake.accepted();
+    let posts = fake.posts().len();
+    let mut keys = std::collections::HashSet::new();
+    for r in &accepted {
+        keys.insert(
+            r.headers
+                .get("idempotency-key")
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    println!(
+        "FIGURES sigkill/resend: messages={count} kills={kills} phases={phases:?} requests={posts} \
+         accepted={} replays_answered_by_idempotency={} elapsed={elapsed:?}",
+        accepted.len(),
+        posts - accepted.len()
+    );
+    assert_eq!(phases.get("Sent"), Some(&count), "{phases:?}");
+    assert_eq!(accepted.len(), count, "every message accepted exactly once");
+    assert_eq!(keys.len(), count, "one idempotency key per message");
+}
+
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn smtp_server_down_for_30_seconds_loses_nothing() {
+    let scene = Scene::new("chaos-smtp-down").await;
+    let (name, mailpit) = sink(&scene).await;
+    let controller = scene.controller().await;
+    scene.wait_provider("smtp", "Verified").await;
+    let count = 60;
+    // The server goes away; messages arrive while it is down.
+    let down = Duration::from_secs(30);
+    let outage = std::thread::spawn(move || fixtures::restart(&name, down));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    create_messages(&scene, "smtp", count, at_least_once).await;
+    tokio::task::spawn_blocking(move || outage.join())
+        .await
+        .expect("join")
+        .expect("restart");
+    let back = Instant::now();
+    let messages = all_finished(&scene, count, Duration::from_secs(180)).await;
+    let recovery = back.elapsed();
+    let phases = phase_counts(&messages);
+    let attempts: u32 = messages
+        .iter()
+        .map(|m| m.status.as_ref().map_or(0, |s| s.attempts))
+        .sum();
+    let copies = copies(&mailpit).await;
+    let received: usize = copies.values().sum();
+    println!(
+        "FIGURES smtp-down: messages={count} down={down:?} phases={phases:?} attempts={attempts} \
+         received={received} unique={} all_sent_after_server_back={recovery:?}",
+        copies.len()
+    );
+    assert_eq!(phases.get("Sent"), Some(&count), "{phases:?}");
+    assert_eq!(copies.len(), count);
+    assert_eq!(received, count, "none twice");
+    controller.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn api_answering_429_for_10_seconds_is_honoured() {
+    let fake = Fake::start(Config::with_key("k")).await.expect("fake");
+    let scene = Scene::new("chaos-429").await;
+    scene.api_provider(Service::Postmark, &fake.url, "k").await;
+    let controller = scene.controller().await;
+    scene.wait_provider("api", "Verified").await;
+    let count = 20;
+    let window = Duration::from_secs(10);
+    let until = SystemTime::now() + window;
+    fake.fail_until(Outage { status: 429, until });
+    create_messages(&scene, "api", count, at_least_once).await;
+    let messages = all_finished(&scene, count, Duration::from_secs(120)).await;
+    let phases = phase_counts(&messages);
+    let posts: Vec<_> = fake.posts();
+    let during = posts.iter().filter(|r| r.at < until).count();
+    let accepted = fake.accepted();
+    let early = accepted.iter().filter(|r| r.at < until).count();
+    let last = accepted.iter().map(|r| r.at).max().expect("accepted");
+    println!(
+        "FIGURES 429-window: messages={count} window={window:?} phases={phases:?} requests_during_window={during} \
+         accepted={} accepted_before_window_end={early} last_accepted_after_window_end={:?}",
+        accepted.len(),
+        last.duration_since(until).unwrap_or_default()
+    );
+    assert_eq!(phases.get("Sent"), Some(&count), "{phases:?}");
+    assert_eq!(
+        during, count,
+        "each message asked once during the window, then waited as told"
+    );
+    assert_eq!(early, 0);
+    assert_eq!(accepted.len(), count);
+    controller.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn kube_apiserver_restart_mid_run_sends_each_message_once() {
+    let scene = Scene::new("chaos-apiserver").await;
+    let (_, mailpit) = sink(&scene).await;
+    let count = 200;
+    create_messages(&scene, "smtp", count, at_least_once).await;
+    let mut controller = ControllerProcess::spawn(&scene.ns, "c0", &["--leader-election=false"]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let restart_started = Instant::now();
+    tokio::task::spawn_blocking(|| fixtures::restart("kube-apiserver", Duration::from_secs(3)))
+        .await
+        .expect("restart");
+    let back = restart_started.elapsed();
+    let scene = Scene {
+        client: support::client().await,
+        ns: scene.ns.clone(),
+    };
+    let messages = all_finished(&scene, count, Duration::from_secs(180)).await;
+    let recovered = restart_started.elapsed();
+    controller.terminate();
+    let phases = phase_counts(&messages);
+    let copies = copies(&mailpit).await;
+    let received: usize = copies.values().sum();
+    println!(
+        "FIGURES apiserver-restart: messages={count} apiserver_down_and_back={back:?} phases={phases:?} \
+         received={received} unique={} all_finished_after={recovered:?}",
+        copies.len()
+    );
+    assert_eq!(phases.get("Sent"), Some(&count), "{phases:?}");
+    assert_eq!(copies.len(), count);
+    assert_eq!(received, count, "none twice");
+}
+
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn two_replicas_send_once_and_the_standby_takes_over() {
+    let fake = Fake::start(Config::with_key("k")).await.expect("fake");
+    let scene = Scene::new("chaos-replicas").await;
+    scene.api_provider(Service::Resend, &fake.url, "k").await;
+    let mut a = ControllerProcess::spawn(&scene.ns, "replica-a", &[]);
+    let leader = support::eventually("a leader", Duration::from_secs(30), || async {
+        fixtures::lease_holder(&scene.client, &scene.ns, "mailroom").await
+    })
+    .await;
+    let mut b = ControllerProcess::spawn(&scene.ns, "replica-b", &[]);
+    assert_eq!(leader, "replica-a");
+    let count = 300;
+    create_messages(&scene, "api", count, at_least_once).await;
+    support::eventually("some messages sent", Duration::from_secs(60), || async {
+        (fake.accepted().len() >= count / 3).then_some(())
+    })
+    .await;
+    let killed = Instant::now();
+    a.kill9();
+    let new_leader =
+        support::eventually("the standby to lead", Duration::from_secs(30), || async {
+            fixtures::lease_holder(&scene.client, &scene.ns, "mailroom")
+                .await
+                .filter(|h| h == "replica-b")
+        })
+        .await;
+    let takeover = killed.elapsed();
+    let messages = all_finished(&scene, count, Duration::from_secs(180)).await;
+    b.terminate();
+    let phases = phase_counts(&messages);
+    let accepted = fake.accepted();
+    let posts = fake.posts().len();
+    println!(
+        "FIGURES two-replicas: messages={count} leader_killed_after={} takeover_by={new_leader} in {takeover:?} \
+         phases={phases:?} requests={posts} accepted={}",
+        count / 3,
+        accepted.len()
+    );
+    assert_eq!(phases.get("Sent"), Some(&count), "{phases:?}");
+    assert_eq!(accepted.len(), count, "no message sent twice");
+    assert!(
+        takeover < Duration::from_secs(15),
+        "took over in {takeover:?}"
+    );
+}

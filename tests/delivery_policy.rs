@@ -1,0 +1,220 @@
+//! The delivery contract's choices, on the real apiserver: what an
+//! interrupted attempt leads to under each delivery policy, the retry
+//! annotation, suspend, rate limits, and retry limits.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use mailroom::api::{EmailMessage, EmailMessageStatus, Phase};
+use mailroom_fakes::{Config, Failure, Fake, Service};
+use serde_json::json;
+use support::fixtures::{self, Scene};
+
+/// Leaves a message as a controller that died mid-send would: claimed
+/// (Sending, attempt 1) with no result.
+async fn interrupted_message(
+    scene: &Scene,
+    provider: &str,
+    subject: &str,
+    policy: &str,
+) -> EmailMessage {
+    let spec = json!({"providerRef": {"name": provider}, "to": ["x@example.org"], "subject": subject,
+                      "text": "hi", "deliveryPolicy": policy});
+    let mut message = scene.message("interrupted", spec).await;
+    message.status = Some(EmailMessageStatus {
+        phase: Some(Phase::Sending),
+        attempts: 1,
+        ..Default::default()
+    });
+    let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
+    api.replace_status("interrupted", &PostParams::default(), &message)
+        .await
+        .expect("writing the claim")
+}
+
+#[tokio::test]
+async fn at_most_once_interrupted_attempt_ends_unknown_until_a_person_retries_it() {
+    let scene = Scene::new("at-most-once").await;
+    scene.mailpit_provider().await;
+    let subject = support::unique("at most once");
+    interrupted_message(&scene, "mailpit", &subject, "AtMostOnce").await;
+    let controller = scene.controller().await;
+
+    let unknown = scene.wait_phase("interrupted", Phase::Unknown).await;
+    assert_eq!(fixtures::sent_reason(&unknown), "Interrupted");
+    let text = &unknown.status.clone().expect("status").conditions[0].message;
+    assert!(
+        text.contains("mailroom.dev/retry=true"),
+        "tells how to retry: {text}"
+    );
+    assert_eq!(
+        support::received_count(&subject).await,
+        0,
+        "not sent again on its own"
+    );
+
+    let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
+    let patch = json!({"metadata": {"annotations": {"mailroom.dev/retry": "true"}}});
+    api.patch(
+        "interrupted",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .expect("annotate");
+    let sent = scene.wait_phase("interrupted", Phase::Sent).await;
+    assert_eq!(sent.status.clone().expect("status").attempts, 2);
+    assert!(
+        !sent.annotations().contains_key("mailroom.dev/retry"),
+        "the request is used up"
+    );
+    support::received(&subject).await;
+    assert_eq!(support::received_count(&subject).await, 1);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn at_least_once_interrupted_attempt_is_sent_again() {
+    let scene = Scene::new("at-least-once").await;
+    scene.mailpit_provider().await;
+    let subject = support::unique("at least once");
+    interrupted_message(&scene, "mailpit", &subject, "AtLeastOnce").await;
+    let controller = scene.controller().await;
+    let sent = scene.wait_phase("interrupted", Phase::Sent).await;
+    let status = sent.status.expect("status");
+    assert_eq!(status.attempts, 2);
+    assert!(
+        status.conditions[0].message.contains("attempt 2"),
+        "{}",
+        status.conditions[0].message
+    );
+    support::received(&subject).await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotent_service_sends_an_interrupted_at_most_once_message_again() {
+    let (scene, fake, controller) =
+        fixtures::api_scene(Service::Resend, "idempotent", fixtures::VALID_API_KEY).await;
+    let message = interrupted_message(&scene, "api", "resend interrupted", "AtMostOnce").await;
+    scene.wait_phase("interrupted", Phase::Sent).await;
+    let accepted = fake.accepted();
+    assert_eq!(accepted.len(), 1);
+    let key = accepted[0].headers.get("idempotency-key").expect("key");
+    assert_eq!(key, &format!("mailroom/{}", message.uid().expect("uid")));
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_suspended_provider_holds_its_messages_until_resumed() {
+    let scene = Scene::new("suspend").await;
+    scene.mailpit_provider().await;
+    let providers: Api<mailroom::api::EmailProvider> =
+        Api::namespaced(scene.client.clone(), &scene.ns);
+    let suspend = |on: bool| json!({"spec": {"suspend": on}});
+    providers
+        .patch(
+            "mailpit",
+            &PatchParams::default(),
+            &Patch::Merge(&suspend(true)),
+        )
+        .await
+        .expect("suspend");
+    let controller = scene.controller().await;
+    let subject = support::unique("suspended");
+    scene.note("held", "mailpit", &subject).await;
+    let held = scene.wait_reason("held", "Suspended").await;
+    assert_eq!(held.status.expect("status").attempts, 0);
+    assert_eq!(support::received_count(&subject).await, 0);
+
+    providers
+        .patch(
+            "mailpit",
+            &PatchParams::default(),
+            &Patch::Merge(&suspend(false)),
+        )
+        .await
+        .expect("resume");
+    scene.wait_phase("held", Phase::Sent).await;
+    support::received(&subject).await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_spaces_the_sends_and_fails_none() {
+    let fake = Fake::start(Config::with_key("k")).await.expect("fake");
+    let scene = Scene::new("rate-limit").await;
+    scene.api_provider(Service::Postmark, &fake.url, "k").await;
+    let providers: Api<mailroom::api::EmailProvider> =
+        Api::namespaced(scene.client.clone(), &scene.ns);
+    let limit = json!({"spec": {"rateLimit": {"messagesPerSecond": 2, "burst": 1}}});
+    providers
+        .patch("api", &PatchParams::default(), &Patch::Merge(&limit))
+        .await
+        .expect("rate limit");
+    let controller = scene.controller().await;
+    scene.wait_provider("api", "Verified").await;
+    let count = 6;
+    for i in 0..count {
+        scene
+            .note(&format!("m{i}"), "api", &format!("limited {i}"))
+            .await;
+    }
+    for i in 0..count {
+        scene.wait_phase(&format!("m{i}"), Phase::Sent).await;
+    }
+    let mut times: Vec<_> = fake.accepted().into_iter().map(|r| r.at).collect();
+    times.sort();
+    assert_eq!(times.len(), count);
+    let span = times[count - 1].duration_since(times[0]).expect("ordered");
+    // 2 per second with a burst of 1: six sends need at least 2.5 s.
+    assert!(
+        span >= Duration::from_millis(2400),
+        "six sends within {span:?}"
+    );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_gives_up_after_its_own_max_attempts() {
+    let (scene, fake, controller) =
+        fixtures::api_scene(Service::SendGrid, "max-attempts", fixtures::VALID_API_KEY).await;
+    scene.wait_provider("api", "Verified").await;
+    fake.fail_next(Failure {
+        status: 503,
+        retry_after: None,
+        times: 10,
+        delay: Duration::ZERO,
+    });
+    let spec = json!({"providerRef": {"name": "api"}, "to": ["x@example.org"], "subject": "s", "text": "t",
+                      "retry": {"maxAttempts": 2}});
+    scene.message("stubborn", spec).await;
+    let failed = scene.wait_phase("stubborn", Phase::Failed).await;
+    let status = failed.status.expect("status");
+    assert_eq!(status.attempts, 2);
+    assert!(
+        status.conditions[0]
+            .message
+            .starts_with("gave up after 2 attempts"),
+        "{}",
+        status.conditions[0].message
+    );
+    assert_eq!(fake.posts().len(), 2);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_waiting_message_ends_when_its_deadline_passes() {
+    let scene = Scene::new("deadline").await;
+    let controller = scene.controller().await;
+    let spec = json!({"providerRef": {"name": "never-created"}, "to": ["x@example.org"], "subject": "s",
+                      "text": "t", "retry": {"deadlineSeconds": 2}});
+    scene.message("late", spec).await;
+    scene.wait_reason("late", "ProviderNotFound").await;
+    let failed = scene.wait_phase("late", Phase::Failed).await;
+    assert_eq!(fixtures::sent_reason(&failed), "DeadlineExceeded");
+    controller.stop().await;
+}
