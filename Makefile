@@ -5,7 +5,7 @@ CARGO ?= cargo
 TOOLS_BIN := .cache/tools/bin
 KUBECTL := $(TOOLS_BIN)/kubectl
 
-.PHONY: all build tools crds check-crds lint test chaos demo dev-up dev-down clean
+.PHONY: all build tools crds check-crds lint test chaos image demo dev-up dev-down clean
 
 all: build
 
@@ -17,14 +17,20 @@ build:
 tools:
 	hack/build-tools.sh
 
-## crds: regenerate crds/ from the Rust types
+CRD_COPIES := crds/mailroom.dev.yaml deploy/crds/mailroom.dev.yaml charts/mailroom/crds/mailroom.dev.yaml
+
+## crds: regenerate crds/ (and its copies in deploy/ and the Helm chart) from the Rust types
 crds:
 	$(CARGO) run -q -- crds > crds/mailroom.dev.yaml
+	cp crds/mailroom.dev.yaml deploy/crds/mailroom.dev.yaml
+	cp crds/mailroom.dev.yaml charts/mailroom/crds/mailroom.dev.yaml
 
-## check-crds: fail when crds/ differs from what the Rust types generate
+## check-crds: fail when crds/ or a copy differs from what the Rust types generate
 check-crds:
-	@$(CARGO) run -q -- crds | diff -u crds/mailroom.dev.yaml - \
-	  || { echo "crds/ is stale: run 'make crds' and commit the result" >&2; exit 1; }
+	@mkdir -p .cache
+	@$(CARGO) run -q -- crds > .cache/crds.yaml
+	@for f in $(CRD_COPIES); do diff -u $$f .cache/crds.yaml >/dev/null \
+	  || { echo "$$f is stale: run 'make crds' and commit the result" >&2; exit 1; }; done
 
 ## lint: formatting and clippy, warnings are errors
 lint:
@@ -38,6 +44,10 @@ test: tools check-crds
 ## chaos: fault tests (SIGKILL, SMTP outage, 429 window, apiserver restart, two replicas), one at a time
 chaos: tools check-crds
 	$(CARGO) test --test chaos -- --ignored --test-threads=1 --nocapture
+
+## image: build the controller's OCI image without a container engine, and check it
+image: tools
+	hack/build-image.sh
 
 ## demo: a local control plane and mailpit, the operator, example messages sent
 demo: tools

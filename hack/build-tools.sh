@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds the local control plane and test servers from the pinned Go modules in
-# tools/: kube-apiserver and kubectl (tools/kube), etcd (tools/etcd) and mailpit
-# (tools/mailpit). Each output lands in .cache/tools/<tool>-<version>-<hash>/,
+# tools/: kube-apiserver and kubectl (tools/kube), etcd (tools/etcd), mailpit
+# (tools/mailpit), helm (tools/helm) and crane (tools/crane). Each output lands in .cache/tools/<tool>-<version>-<hash>/,
 # keyed by the pinned version and a hash of the module files, so a binary is
 # rebuilt only when its pin changes. Prints the bin directory on the last line.
 #
-# Usage: hack/build-tools.sh [kube|etcd|mailpit ...]   (default: all)
+# Usage: hack/build-tools.sh [kube|etcd|mailpit|helm|crane ...]   (default: all)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,7 +49,7 @@ build() {
 command -v go >/dev/null || { log "Go is required (https://go.dev/dl/); none found on PATH"; exit 1; }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd mailpit kube)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd mailpit kube helm crane)
 
 for t in "${targets[@]}"; do
   case $t in
@@ -65,7 +65,12 @@ for t in "${targets[@]}"; do
       v=$(required_version "$root/tools/mailpit" github.com/axllent/mailpit)
       build mailpit github.com/axllent/mailpit mailpit github.com/axllent/mailpit "-X github.com/axllent/mailpit/config.Version=$v"
       ;;
-    *) log "unknown tool: $t (expected kube, etcd or mailpit)"; exit 2 ;;
+    helm)
+      v=$(required_version "$root/tools/helm" helm.sh/helm/v3)
+      build helm helm.sh/helm/v3 helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$v"
+      ;;
+    crane) build crane github.com/google/go-containerregistry crane github.com/google/go-containerregistry/cmd/crane ;;
+    *) log "unknown tool: $t (expected kube, etcd, mailpit, helm or crane)"; exit 2 ;;
   esac
 done
 echo "$bindir"

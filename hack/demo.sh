@@ -26,9 +26,13 @@ if [ -f "$dir/pids/mailroom.pid" ] && kill -0 "$(cat "$dir/pids/mailroom.pid")" 
   echo "already running"
 else
   mkdir -p "$dir/logs" "$dir/pids"
-  setsid target/debug/mailroom run --log-level info >"$dir/logs/mailroom.log" 2>&1 < /dev/null &
+  admin_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  echo "$admin_port" > "$dir/admin-port"
+  setsid target/debug/mailroom run --log-level info --admin-addr "127.0.0.1:$admin_port" \
+    >"$dir/logs/mailroom.log" 2>&1 < /dev/null &
   echo $! > "$dir/pids/mailroom.pid"
 fi
+admin_port=$(cat "$dir/admin-port")
 
 say "starting the local fake of the providers' HTTP APIs (log: $dir/logs/fakes.log)"
 if ! { [ -f "$dir/pids/fakes.pid" ] && kill -0 "$(cat "$dir/pids/fakes.pid")" 2>/dev/null; }; then
@@ -90,6 +94,7 @@ k -n "$ns" get emailmessage via-resend-fake -o jsonpath='providerMessageId={.sta
 cat <<MSG
 
 The mail is in mailpit's web UI: $MAILPIT_API
+The operator's metrics: http://127.0.0.1:$admin_port/metrics (readiness: /readyz)
 Everything keeps running. Try: KUBECONFIG=$KUBECONFIG .cache/tools/bin/kubectl -n $ns describe emailmessage welcome
 Stop it all with: make dev-down
 MSG

@@ -2,9 +2,11 @@
 //! to send, `EmailMessage` says what to send; the controller sends each message
 //! once and writes the outcome into its status.
 
+pub mod admin;
 pub mod api;
 pub mod compose;
 pub mod controller;
+pub mod metrics;
 pub mod telemetry;
 pub mod transport;
 

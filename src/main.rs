@@ -1,8 +1,11 @@
 //! The `mailroom` command: runs the controller, or prints the CRDs.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand};
+use mailroom::admin::Telemetry;
 use mailroom::controller::{self, Settings, leader};
 use mailroom::telemetry::{self, LogFormat};
 
@@ -54,6 +57,9 @@ struct RunArgs {
     /// host name and process id).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Where the admin server listens: /metrics, /livez, /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "MAILROOM_ADMIN_ADDR")]
+    admin_addr: std::net::SocketAddr,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MAILROOM_LOG_FORMAT")]
     log_format: LogFormat,
@@ -104,15 +110,30 @@ fn run(args: RunArgs) -> ExitCode {
             deadline_seconds: args.deadline_seconds,
             max_concurrent_sends: args.max_concurrent_sends,
         };
+        let telemetry = Arc::new(Telemetry::default());
+        let admin = args.admin_addr;
+        let admin_telemetry = telemetry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mailroom::admin::serve(admin, admin_telemetry).await {
+                tracing::error!(error = %e, %admin, "the admin server stopped; probes will fail");
+            }
+        });
         if !args.leader_election {
-            controller::run(client, settings, shutdown_signal()).await;
+            telemetry.metrics.leader.set(1);
+            controller::run(client, settings, telemetry, shutdown_signal()).await;
             return ExitCode::SUCCESS;
         }
         let identity = args.identity.clone().unwrap_or_else(default_identity);
         let namespace = args.lease_namespace.clone().unwrap_or_else(|| "default".into());
-        match leader::lead(client.clone(), &args.lease_name, &namespace, &identity, shutdown_signal()).await {
+        telemetry.health.standing_by.store(true, Ordering::SeqCst);
+        let elected =
+            leader::lead(client.clone(), &args.lease_name, &namespace, &identity, shutdown_signal()).await;
+        telemetry.health.standing_by.store(false, Ordering::SeqCst);
+        match elected {
             Ok(leader::Leading::Elected(lost)) => {
-                controller::run(client, settings, lost.stop()).await;
+                telemetry.metrics.leader.set(1);
+                controller::run(client, settings, telemetry.clone(), lost.stop()).await;
+                telemetry.metrics.leader.set(0);
                 lost.finish().await
             }
             Ok(leader::Leading::StoppedBeforeElected) => ExitCode::SUCCESS,

@@ -3,6 +3,11 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// A fresh id for one reconcile, to follow its log lines.
+pub fn trace_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

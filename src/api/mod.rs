@@ -54,8 +54,33 @@ fn without_unsigned_formats(crd: CustomResourceDefinition) -> CustomResourceDefi
 pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     let mut out = String::new();
     for crd in crds() {
+        let mut value = serde_json::to_value(&crd)
+            .map_err(<serde_yaml_ng::Error as serde::ser::Error>::custom)?;
+        whole_bounds_as_integers(&mut value);
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(&crd)?);
+        out.push_str(&serde_yaml_ng::to_string(&value)?);
     }
     Ok(out)
+}
+
+/// schemars writes range bounds as floats (`minimum: 1.0`); whole ones are
+/// written as integers, as kubectl and kustomize print them, so every copy of
+/// the CRDs reads the same.
+fn whole_bounds_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for key in ["minimum", "maximum"] {
+                let whole = map
+                    .get(key)
+                    .and_then(|v| v.as_f64())
+                    .filter(|f| f.fract() == 0.0);
+                if let Some(bound) = whole {
+                    map.insert(key.into(), serde_json::Value::from(bound as i64));
+                }
+            }
+            map.values_mut().for_each(whole_bounds_as_integers);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_bounds_as_integers),
+        _ => {}
+    }
 }

@@ -210,6 +210,8 @@ pub struct Context {
     pub rate_limits: RateLimits,
     /// Caps the sends in flight at once (`max_concurrent_sends`).
     pub sends: tokio::sync::Semaphore,
+    /// Metrics and probe state.
+    pub telemetry: Arc<crate::admin::Telemetry>,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
     /// The controller's settings.

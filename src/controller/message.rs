@@ -21,6 +21,7 @@ use crate::api::message::{DeliveryPolicy, LastError, RETRY_ANNOTATION, ServerRep
 use crate::api::provider::RetryPolicy;
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
 use crate::compose;
+use crate::metrics::{ProviderLabels, ReasonLabels, TransportLabels};
 use crate::transport::{Accepted, SendError};
 
 /// How soon a message looks again for a provider that is Ready but whose
@@ -62,7 +63,7 @@ impl Limits {
 }
 
 /// Reconciles one message.
-#[tracing::instrument(skip_all, fields(namespace = message.namespace().unwrap_or_default(), email = message.name_any()))]
+#[tracing::instrument(skip_all, fields(namespace = message.namespace().unwrap_or_default(), email = message.name_any(), trace_id = crate::telemetry::trace_id()))]
 pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<Action, Error> {
     let status = message.status.clone().unwrap_or_default();
     let retry_requested = message.annotations().contains_key(RETRY_ANNOTATION);
@@ -218,6 +219,16 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         .acquire(&key, provider.spec.rate_limit.as_ref())
         .await
     {
+        let labels = ProviderLabels {
+            namespace: namespace.clone(),
+            provider: provider_name.clone(),
+            transport: verified.transport.name().to_string(),
+        };
+        ctx.telemetry
+            .metrics
+            .rate_limit_waits
+            .get_or_create(&labels)
+            .inc();
         let rate = provider
             .spec
             .rate_limit
@@ -313,6 +324,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         message.spec.delivery_policy,
     );
     let elapsed = started.elapsed();
+    record_metrics(&ctx, &message, verified.transport.name(), &outcome, elapsed);
 
     let action = match outcome.phase {
         Some(Phase::Pending) => {
@@ -494,6 +506,51 @@ async fn record(
 }
 
 /// Logs the outcome and publishes an Event on Sent and on Failed.
+/// Counts an attempt's outcome and its duration.
+fn record_metrics(
+    ctx: &Context,
+    message: &EmailMessage,
+    transport: &str,
+    outcome: &EmailMessageStatus,
+    elapsed: Duration,
+) {
+    let metrics = &ctx.telemetry.metrics;
+    let transport_labels = TransportLabels {
+        transport: transport.to_string(),
+    };
+    metrics
+        .send_seconds
+        .get_or_create(&transport_labels)
+        .observe(elapsed.as_secs_f64());
+    let namespace = message.namespace().unwrap_or_default();
+    let provider = message.spec.provider_ref.name.clone();
+    match outcome.phase {
+        Some(Phase::Sent) => {
+            let labels = ProviderLabels {
+                namespace,
+                provider,
+                transport: transport.to_string(),
+            };
+            metrics.sent.get_or_create(&labels).inc();
+        }
+        Some(Phase::Failed | Phase::Unknown) => count_failure(ctx, message, outcome),
+        _ => {}
+    }
+}
+
+/// Counts a message that ended Failed or Unknown, by its reason.
+fn count_failure(ctx: &Context, message: &EmailMessage, status: &EmailMessageStatus) {
+    let reason = condition::find(&status.conditions, SENT)
+        .map(|c| c.reason.clone())
+        .unwrap_or_default();
+    let labels = ReasonLabels {
+        namespace: message.namespace().unwrap_or_default(),
+        provider: message.spec.provider_ref.name.clone(),
+        reason,
+    };
+    ctx.telemetry.metrics.failed.get_or_create(&labels).inc();
+}
+
 async fn announce(
     ctx: &Context,
     message: &EmailMessage,
@@ -518,17 +575,22 @@ async fn announce(
                 format!("accepted by the server{reply}"),
             )
         }
-        Some(Phase::Failed) => {
+        Some(phase @ (Phase::Failed | Phase::Unknown)) => {
             let error = status.last_error.as_ref();
             let why = error
                 .map(|e| format!("{}: {}", e.reason, e.message))
                 .unwrap_or_default();
+            let (event_reason, what) = if phase == Phase::Unknown {
+                ("Unknown", "outcome unknown")
+            } else {
+                ("Failed", "failed")
+            };
             warn!(
                 attempts = status.attempts,
                 reason = error.map(|e| e.reason.as_str()),
-                "failed"
+                "{what}"
             );
-            (EventType::Warning, "Failed", why)
+            (EventType::Warning, event_reason, why)
         }
         _ => {
             let error = status.last_error.as_ref();
@@ -589,6 +651,9 @@ async fn conclude(
     match replace_status(api, message, status).await {
         Ok(written) => {
             warn!(reason = why, message = %text, phase = ?phase, "concluded");
+            if let Some(status) = &written.status {
+                count_failure(ctx, &written, status);
+            }
             let event_reason = if phase == Phase::Unknown {
                 "Unknown"
             } else {

@@ -28,7 +28,10 @@ use tracing::{info, warn};
 pub use context::{Context, Settings};
 pub use error::Error;
 
-use crate::api::{EmailMessage, EmailProvider};
+use crate::admin::Telemetry;
+use crate::api::condition::{SENT, find};
+use crate::api::{EmailMessage, EmailProvider, Phase};
+use crate::metrics::{ControllerLabels, ReasonLabels};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -46,6 +49,7 @@ where
 pub async fn run(
     client: Client,
     settings: Settings,
+    telemetry: Arc<Telemetry>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = settings.namespace.clone();
@@ -64,6 +68,7 @@ pub async fn run(
         transports: Default::default(),
         providers: provider_store.clone(),
         unrecorded: Default::default(),
+        telemetry: telemetry.clone(),
         rate_limits: Default::default(),
         sends: tokio::sync::Semaphore::new(settings.max_concurrent_sends.max(1)),
         recorder: Recorder::new(client.clone(), reporter),
@@ -108,6 +113,12 @@ pub async fn run(
     let messages = Controller::new(api::<EmailMessage>(&client, ns.as_deref()), wc.clone())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
     let message_store = messages.store();
+    let observe = observe(
+        provider_store.clone(),
+        message_store.clone(),
+        telemetry.clone(),
+        shutdown.clone(),
+    );
     let ready_store = provider_store.clone();
     let message_run = async move {
         // Messages are judged against the providers, so the provider cache
@@ -152,7 +163,7 @@ pub async fn run(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
     );
-    futures::join!(provider_run, message_run);
+    futures::join!(provider_run, message_run, observe);
     info!("controller stopped");
 }
 
@@ -170,7 +181,70 @@ fn referencing(
         .collect()
 }
 
-fn provider_error_policy(_: Arc<EmailProvider>, error: &Error, _: Arc<Context>) -> Action {
+/// Marks the caches synced once both have listed everything, keeps the
+/// waiting-messages gauge current, and marks shutdown for /readyz.
+async fn observe(
+    providers: kube::runtime::reflector::Store<EmailProvider>,
+    messages: kube::runtime::reflector::Store<EmailMessage>,
+    telemetry: Arc<Telemetry>,
+    shutdown: impl Future<Output = ()>,
+) {
+    use std::sync::atomic::Ordering;
+    let count = async {
+        if providers.wait_until_ready().await.is_err() || messages.wait_until_ready().await.is_err()
+        {
+            return;
+        }
+        telemetry.health.caches_synced.store(true, Ordering::SeqCst);
+        loop {
+            count_waiting(&messages, &telemetry);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    };
+    tokio::select! {
+        _ = count => {},
+        _ = shutdown => {},
+    }
+    telemetry.health.shutting_down.store(true, Ordering::SeqCst);
+}
+
+/// Sets `messages_waiting` from the message cache (no API call).
+fn count_waiting(messages: &kube::runtime::reflector::Store<EmailMessage>, telemetry: &Telemetry) {
+    let mut counts: std::collections::HashMap<ReasonLabels, i64> = Default::default();
+    for m in messages.state() {
+        let Some(status) = &m.status else { continue };
+        if status.phase != Some(Phase::Pending) {
+            continue;
+        }
+        let reason = find(&status.conditions, SENT)
+            .map(|c| c.reason.clone())
+            .unwrap_or_default();
+        let labels = ReasonLabels {
+            namespace: m.namespace().unwrap_or_default(),
+            provider: m.spec.provider_ref.name.clone(),
+            reason,
+        };
+        *counts.entry(labels).or_default() += 1;
+    }
+    telemetry.metrics.waiting.clear();
+    for (labels, n) in counts {
+        telemetry.metrics.waiting.get_or_create(&labels).set(n);
+    }
+}
+
+fn count_error(ctx: &Context, controller: &str) {
+    let labels = ControllerLabels {
+        controller: controller.to_string(),
+    };
+    ctx.telemetry
+        .metrics
+        .reconcile_errors
+        .get_or_create(&labels)
+        .inc();
+}
+
+fn provider_error_policy(_: Arc<EmailProvider>, error: &Error, ctx: Arc<Context>) -> Action {
+    count_error(&ctx, "EmailProvider");
     if error.is_conflict() {
         Action::requeue(Duration::from_millis(500))
     } else {
@@ -178,7 +252,8 @@ fn provider_error_policy(_: Arc<EmailProvider>, error: &Error, _: Arc<Context>) 
     }
 }
 
-fn message_error_policy(_: Arc<EmailMessage>, error: &Error, _: Arc<Context>) -> Action {
+fn message_error_policy(_: Arc<EmailMessage>, error: &Error, ctx: Arc<Context>) -> Action {
+    count_error(&ctx, "EmailMessage");
     if error.is_conflict() {
         Action::requeue(Duration::from_millis(200))
     } else {

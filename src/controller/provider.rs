@@ -35,7 +35,7 @@ struct Outcome {
 }
 
 /// Reconciles one provider.
-#[tracing::instrument(skip_all, fields(namespace = provider.namespace().unwrap_or_default(), provider = provider.name_any()))]
+#[tracing::instrument(skip_all, fields(namespace = provider.namespace().unwrap_or_default(), provider = provider.name_any(), trace_id = crate::telemetry::trace_id()))]
 pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = provider.namespace().unwrap_or_default();
     let key = (namespace.clone(), provider.name_any());
@@ -226,6 +226,16 @@ async fn write_status(
     if verified_now && outcome.ready {
         new.last_verified_time = Some(Time(jiff::Timestamp::now()));
     }
+    let labels = crate::metrics::ProviderLabels {
+        namespace: provider.namespace().unwrap_or_default(),
+        provider: provider.name_any(),
+        transport: new.transport.clone().unwrap_or_default(),
+    };
+    ctx.telemetry
+        .metrics
+        .provider_ready
+        .get_or_create(&labels)
+        .set(i64::from(outcome.ready));
     let changed = !condition::same_meaning(&old.conditions, &new.conditions)
         || old.transport != new.transport
         || old.observed_generation != new.observed_generation

@@ -25,15 +25,26 @@ pub struct RunningController {
 impl RunningController {
     /// Starts a controller for `namespace`.
     pub async fn start(namespace: &str) -> Self {
-        let client = super::client().await;
+        Self::start_with(super::client().await, namespace)
+    }
+
+    /// Starts a controller for `namespace` that uses `client` (e.g. one that
+    /// impersonates the controller's ServiceAccount).
+    pub fn start_with(client: Client, namespace: &str) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let settings = Settings {
             namespace: Some(namespace.to_string()),
             ..Settings::default()
         };
-        let handle = tokio::spawn(mailroom::controller::run(client, settings, async move {
-            let _ = stopped.await;
-        }));
+        let telemetry = std::sync::Arc::new(mailroom::admin::Telemetry::default());
+        let handle = tokio::spawn(mailroom::controller::run(
+            client,
+            settings,
+            telemetry,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             stop: Some(stop),
             handle: Some(handle),
@@ -463,6 +474,11 @@ impl ControllerProcess {
                 "--lease-namespace",
                 namespace,
             ])
+            .args(if flags.contains(&"--admin-addr") {
+                &[][..]
+            } else {
+                &["--admin-addr", "127.0.0.1:0"][..]
+            })
             .args(flags)
             .env("KUBECONFIG", &env().kubeconfig)
             .env("RUST_LOG", "info")

@@ -1,0 +1,150 @@
+//! Prometheus metrics: what was sent and failed, how long sends take, what
+//! waits and why, reconcile errors, rate-limit waits, provider readiness and
+//! leadership. Served as Prometheus text on the admin server's `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A provider: its namespace, name and transport (SMTP, Resend, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// The provider's namespace.
+    pub namespace: String,
+    /// The provider's name.
+    pub provider: String,
+    /// The transport, e.g. `SMTP` or `Resend`.
+    pub transport: String,
+}
+
+/// A provider and a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The provider's namespace.
+    pub namespace: String,
+    /// The provider's name.
+    pub provider: String,
+    /// The condition reason, e.g. `Rejected` or `ProviderNotReady`.
+    pub reason: String,
+}
+
+/// A transport.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    /// The transport, e.g. `SMTP`.
+    pub transport: String,
+}
+
+/// A reconciler.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// `EmailMessage` or `EmailProvider`.
+    pub controller: String,
+}
+
+/// Every metric mailroom exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages the server accepted.
+    pub sent: Family<ProviderLabels, Counter>,
+    /// Messages that ended Failed or Unknown, by reason.
+    pub failed: Family<ReasonLabels, Counter>,
+    /// Time from the start of a send to the server's answer.
+    pub send_seconds: Family<TransportLabels, Histogram>,
+    /// Messages waiting now, by reason (Pending).
+    pub waiting: Family<ReasonLabels, Gauge>,
+    /// Reconciles that failed (Kubernetes API errors) and are retried.
+    pub reconcile_errors: Family<ControllerLabels, Counter>,
+    /// Times a message was held back by its provider's rate limit.
+    pub rate_limit_waits: Family<ProviderLabels, Counter>,
+    /// 1 when the provider is Ready, else 0.
+    pub provider_ready: Family<ProviderLabels, Gauge>,
+    /// 1 while this replica leads (or runs without leader election).
+    pub leader: Gauge,
+}
+
+fn send_buckets() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mailroom");
+        let sent = Family::default();
+        let failed = Family::default();
+        let send_seconds = Family::new_with_constructor(send_buckets as fn() -> Histogram);
+        let waiting = Family::default();
+        let reconcile_errors = Family::default();
+        let rate_limit_waits = Family::default();
+        let provider_ready = Family::default();
+        let leader = Gauge::default();
+        registry.register(
+            "messages_sent",
+            "Messages the server accepted",
+            sent.clone(),
+        );
+        registry.register(
+            "messages_failed",
+            "Messages that ended Failed or Unknown, by reason",
+            failed.clone(),
+        );
+        registry.register(
+            "send_duration_seconds",
+            "Time from the start of a send to the server's answer",
+            send_seconds.clone(),
+        );
+        registry.register(
+            "messages_waiting",
+            "Messages waiting now (Pending), by reason",
+            waiting.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed and are retried",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "rate_limit_waits",
+            "Times a message was held back by its provider's rate limit",
+            rate_limit_waits.clone(),
+        );
+        registry.register(
+            "provider_ready",
+            "1 when the provider is Ready, else 0",
+            provider_ready.clone(),
+        );
+        registry.register("leader", "1 while this replica leads", leader.clone());
+        // Counters that should read 0 rather than be absent before anything happens.
+        for controller in ["EmailMessage", "EmailProvider"] {
+            let _ = reconcile_errors.get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            });
+        }
+        Self {
+            registry,
+            sent,
+            failed,
+            send_seconds,
+            waiting,
+            reconcile_errors,
+            rate_limit_waits,
+            provider_ready,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

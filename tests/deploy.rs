@@ -1,0 +1,300 @@
+//! The install paths, proven on the real apiserver: the kustomize base and
+//! the Helm chart render the same objects and the apiserver accepts them
+//! (server-side dry run), and the controller's ServiceAccount, with exactly
+//! the RBAC they grant, can elect a leader and send, and nothing more.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use mailroom::api::{EmailMessage, Phase};
+use serde_json::{Value, json};
+use support::fixtures::{RunningController, Scene};
+
+const NS: &str = "mailroom-system";
+const SERVICE_ACCOUNT: &str = "system:serviceaccount:mailroom-system:mailroom";
+
+fn run(program: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("writing stdin");
+    }
+    let out = child.wait_with_output().expect("waiting");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {stderr}",
+        program.display()
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    let kubeconfig = support::env()
+        .kubeconfig
+        .to_str()
+        .expect("path")
+        .to_string();
+    let mut all = vec!["--kubeconfig", &kubeconfig];
+    all.extend_from_slice(args);
+    run(&support::tools_bin().join("kubectl"), &all, stdin)
+}
+
+fn kustomize_output() -> String {
+    let deploy = support::root().join("deploy");
+    kubectl(&["kustomize", deploy.to_str().expect("path")], None)
+}
+
+fn helm_output() -> String {
+    let chart = support::root().join("charts/mailroom");
+    let args = [
+        "template",
+        "mailroom",
+        chart.to_str().expect("path"),
+        "--namespace",
+        NS,
+        "--include-crds",
+        "--set",
+        "namespace.create=true",
+    ];
+    run(&support::tools_bin().join("helm"), &args, None)
+}
+
+/// The objects of a multi-document YAML stream, by kind/namespace/name.
+/// CRDs are compared by spec: kustomize labels them, Helm installs its crds/
+/// directory as is.
+fn objects(yaml: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value: Value = serde::Deserialize::deserialize(doc).expect("YAML document");
+        if value.is_null() {
+            continue;
+        }
+        let key = format!(
+            "{}/{}/{}",
+            value["kind"].as_str().unwrap_or_default(),
+            value["metadata"]["namespace"].as_str().unwrap_or_default(),
+            value["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        let value = if value["kind"] == "CustomResourceDefinition" {
+            value["spec"].clone()
+        } else {
+            value
+        };
+        out.insert(key, value);
+    }
+    out
+}
+
+#[tokio::test]
+async fn kustomize_and_helm_install_the_same_objects_and_the_apiserver_accepts_them() {
+    let kustomized = kustomize_output();
+    let charted = helm_output();
+    let (k, h) = (objects(&kustomized), objects(&charted));
+    assert_eq!(
+        k.keys().collect::<Vec<_>>(),
+        h.keys().collect::<Vec<_>>(),
+        "the same objects"
+    );
+    for (key, value) in &k {
+        assert_eq!(
+            value, &h[key],
+            "{key} differs between deploy/ and the chart"
+        );
+    }
+    for kind in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(
+            k.keys().any(|key| key.starts_with(&format!("{kind}/"))),
+            "deploy/ installs a {kind}"
+        );
+    }
+    let deployment = &k["Deployment/mailroom-system/mailroom"];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+
+    // The namespace must exist for a dry run of what goes in it.
+    kubectl(
+        &["create", "namespace", NS, "--dry-run=client", "-o", "yaml"],
+        None,
+    );
+    let ns_yaml = kubectl(
+        &["create", "namespace", NS, "--dry-run=client", "-o", "yaml"],
+        None,
+    );
+    kubectl(&["apply", "-f", "-"], Some(&ns_yaml));
+    for (what, yaml) in [("deploy/", &kustomized), ("the chart", &charted)] {
+        let out = kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ],
+            Some(yaml),
+        );
+        assert!(
+            out.contains("deployment.apps/mailroom serverside-applied (server dry run)"),
+            "{what}: {out}"
+        );
+    }
+}
+
+async fn install_rbac() {
+    let yaml = kustomize_output();
+    let rbac: Vec<String> = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .filter_map(|doc| {
+            let value: Value = serde::Deserialize::deserialize(doc).ok()?;
+            let kind = value["kind"].as_str()?.to_string();
+            [
+                "Namespace",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ]
+            .contains(&kind.as_str())
+            .then(|| serde_yaml_ng::to_string(&value).expect("yaml"))
+        })
+        .collect();
+    kubectl(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&rbac.join("---\n")),
+    );
+}
+
+#[tokio::test]
+async fn the_service_account_can_lead_and_send_and_nothing_more() {
+    install_rbac().await;
+    let groups = [
+        "system:serviceaccounts",
+        "system:serviceaccounts:mailroom-system",
+        "system:authenticated",
+    ];
+    let sa = support::impersonating_client(SERVICE_ACCOUNT, &groups).await;
+
+    // Leader election with exactly the Role's permissions.
+    let elected = mailroom::controller::leader::lead(
+        sa.clone(),
+        "mailroom-rbac-test",
+        NS,
+        "rbac-test",
+        async { std::future::pending::<()>().await },
+    )
+    .await
+    .expect("leader election with the ServiceAccount's RBAC");
+    let mailroom::controller::leader::Leading::Elected(lease) = elected else {
+        panic!("not elected")
+    };
+
+    // A whole send, as the ServiceAccount.
+    let scene = Scene::new("rbac-send").await;
+    scene.mailpit_provider().await;
+    let controller = RunningController::start_with(sa.clone(), &scene.ns);
+    let subject = support::unique("sent with the ServiceAccount's RBAC");
+    scene.note("rbac", "mailpit", &subject).await;
+    let sent = scene.wait_phase("rbac", Phase::Sent).await;
+    assert_eq!(sent.status.expect("status").attempts, 1);
+    support::received(&subject).await;
+    let events = support::fixtures::events_for(&scene.client, &scene.ns, "rbac").await;
+    assert!(
+        events.iter().any(|(_, r, _)| r == "Sent"),
+        "it could record the Event: {events:?}"
+    );
+    controller.stop().await;
+    drop(lease);
+
+    // And nothing more.
+    let forbidden = |result: Result<(), kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what} should be forbidden, got {other:?}"),
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(sa.clone(), &scene.ns);
+    forbidden(
+        secrets
+            .delete("smtp-credentials", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "deleting a Secret",
+    );
+    let secret = serde_json::from_value(json!({"metadata": {"name": "new"}})).expect("secret");
+    forbidden(
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .map(|_| ()),
+        "creating a Secret",
+    );
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(sa.clone(), &scene.ns);
+    forbidden(
+        pods.list(&ListParams::default()).await.map(|_| ()),
+        "listing Pods",
+    );
+    let messages: Api<EmailMessage> = Api::namespaced(sa.clone(), &scene.ns);
+    forbidden(
+        messages
+            .delete("rbac", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "deleting a message",
+    );
+    let new_message = serde_json::from_value(json!({
+        "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage", "metadata": {"name": "forged"},
+        "spec": {"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "subject": "s", "text": "t"}
+    }))
+    .expect("message");
+    forbidden(
+        messages
+            .create(&PostParams::default(), &new_message)
+            .await
+            .map(|_| ()),
+        "creating a message",
+    );
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(sa.clone(), &scene.ns);
+    let lease_object =
+        serde_json::from_value(json!({"metadata": {"name": "elsewhere"}})).expect("lease");
+    forbidden(
+        leases
+            .create(&PostParams::default(), &lease_object)
+            .await
+            .map(|_| ()),
+        "a Lease outside its namespace",
+    );
+}
