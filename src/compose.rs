@@ -32,6 +32,10 @@ pub struct Email {
     /// The message object's UID: the same for every attempt, used for
     /// idempotency keys.
     pub key: String,
+    /// Tags for the service's reporting.
+    pub tags: Vec<String>,
+    /// Metadata the service echoes in its events, in key order.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// Why a spec cannot be sent; it names the offending field.
@@ -144,6 +148,12 @@ pub fn compose(
         headers,
         message_id,
         key: uid.to_string(),
+        tags: spec.tags.clone(),
+        metadata: spec
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }
 
@@ -166,6 +176,10 @@ mod tests {
             headers: Default::default(),
             delivery_policy: Default::default(),
             retry: None,
+            send_at: None,
+            ttl_seconds_after_finished: None,
+            tags: vec![],
+            metadata: Default::default(),
         }
     }
 

@@ -267,13 +267,12 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
         "listing Pods",
     );
     let messages: Api<EmailMessage> = Api::namespaced(sa.clone(), &scene.ns);
-    forbidden(
-        messages
-            .delete("rbac", &DeleteParams::default())
-            .await
-            .map(|_| ()),
-        "deleting a message",
-    );
+    let providers: Api<mailroom::api::EmailProvider> = Api::namespaced(sa.clone(), &scene.ns);
+    let deleted = providers
+        .delete("mailpit", &DeleteParams::default())
+        .await
+        .map(|_| ());
+    forbidden(deleted, "deleting a provider");
     let new_message = serde_json::from_value(json!({
         "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage", "metadata": {"name": "forged"},
         "spec": {"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "subject": "s", "text": "t"}

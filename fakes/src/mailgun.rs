@@ -123,6 +123,9 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             "Need at least one of 'text', 'html', 'amp-html' or 'template' parameters specified",
         );
     }
+    if values("o:tag").len() > 3 {
+        return bad("Too many tags: a message can have at most 3 tags");
+    }
     let options: usize = fields
         .iter()
         .filter(|(n, _)| ["h:", "o:", "v:", "t:"].iter().any(|p| n.starts_with(p)))

@@ -107,6 +107,18 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     {
         return bad("'headers' must be an object of strings");
     }
+    if let Some(category) = object.get("category")
+        && !category
+            .as_str()
+            .is_some_and(|c| !c.is_empty() && c.len() <= 255)
+    {
+        return bad("'category' must be a string of at most 255 characters");
+    }
+    if let Some(variables) = object.get("custom_variables")
+        && !string_map(variables)
+    {
+        return bad("'custom_variables' must be an object of strings");
+    }
     let ids: Vec<String> = (0..recipients)
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();

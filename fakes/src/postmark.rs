@@ -153,6 +153,26 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             );
         }
     }
+    if object
+        .get("Tag")
+        .is_some_and(|t| t.as_str().is_none_or(|t| t.len() > 1000))
+    {
+        return error(
+            422,
+            403,
+            "Incompatible JSON: 'Tag' must be a string of at most 1000 characters.",
+        );
+    }
+    if object
+        .get("Metadata")
+        .is_some_and(|m| !crate::check::string_map(m))
+    {
+        return error(
+            422,
+            403,
+            "Incompatible JSON: 'Metadata' must be an object of strings.",
+        );
+    }
     let inactive: Vec<&str> = all
         .iter()
         .copied()

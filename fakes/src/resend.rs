@@ -157,6 +157,32 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             "`headers` must be an object of strings",
         );
     }
+    if let Some(tags) = object.get("tags") {
+        let valid = |v: &Value| {
+            v.as_str().is_some_and(|s| {
+                !s.is_empty()
+                    && s.len() <= 256
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+        };
+        let ok = tags.as_array().is_some_and(|list| {
+            list.iter().all(|t| {
+                t.as_object().is_some_and(|o| {
+                    unknown_key(o, &["name", "value"]).is_none()
+                        && o.get("name").is_some_and(valid)
+                        && o.get("value").is_some_and(valid)
+                })
+            })
+        });
+        if !ok {
+            return error(
+                422,
+                "validation_error",
+                "Tags should only contain ASCII letters, numbers, underscores, or dashes.",
+            );
+        }
+    }
     let id = uuid::Uuid::new_v4().to_string();
     Answer::json(200, json!({"id": id})).accepted_id(id)
 }

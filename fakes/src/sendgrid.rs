@@ -235,6 +235,29 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             );
         }
     }
+    if let Some(categories) = object.get("categories") {
+        let ok = categories.as_array().is_some_and(|list| {
+            list.len() <= 10
+                && list
+                    .iter()
+                    .all(|c| c.as_str().is_some_and(|c| !c.is_empty() && c.len() <= 255))
+        });
+        if !ok {
+            return bad(
+                Some("categories"),
+                "You may not have more than 10 categories per request, each at most 255 characters.",
+            );
+        }
+    }
+    if object
+        .get("custom_args")
+        .is_some_and(|a| !crate::check::string_map(a))
+    {
+        return bad(
+            Some("custom_args"),
+            "Invalid type. Expected: object of strings.",
+        );
+    }
     if let Some(headers) = object.get("headers") {
         let Some(map) = headers.as_object() else {
             return bad(Some("headers"), "Invalid type. Expected: object.");

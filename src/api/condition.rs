@@ -44,6 +44,8 @@ pub mod reason {
     pub const REJECTED: &str = "Rejected";
     /// The server or network failed in a way that may pass; retried.
     pub const TRANSIENT_FAILURE: &str = "TransientFailure";
+    /// The message waits for its `sendAt` time.
+    pub const SCHEDULED: &str = "Scheduled";
     /// The provider is suspended (spec.suspend).
     pub const SUSPENDED: &str = "Suspended";
     /// The provider's rate limit holds the message back for a moment.

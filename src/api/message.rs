@@ -120,6 +120,42 @@ pub struct EmailMessageSpec {
     /// Overrides the provider's retry limits for this message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<crate::api::provider::RetryPolicy>,
+
+    /// Send no earlier than this time (RFC 3339, e.g. `2026-12-01T09:00:00Z`).
+    /// Until then the message waits (reason Scheduled). Its retry deadline
+    /// counts from this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<Time>,
+
+    /// Delete the message this many seconds after it finished (Sent, Failed
+    /// or Unknown), so workloads that create many do not fill etcd. Defaults
+    /// to the provider's. Do not set it on messages a GitOps tool manages: it
+    /// would create the message again, and a re-created object is a new
+    /// message that is sent again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<u32>,
+
+    /// Tags for the service's reporting, each 1-64 letters, digits, `_` or
+    /// `-`: Mailtrap `category` (the first), Resend `tags`, Postmark `Tag`
+    /// (the first), Mailgun `o:tag` (up to 3), SendGrid `categories`, and an
+    /// `X-Tags` header over SMTP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 10),
+        inner(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))
+    )]
+    pub tags: Vec<String>,
+
+    /// Key/value metadata that the service echoes in its delivery events:
+    /// Mailtrap `custom_variables`, Resend `tags`, Postmark `Metadata`,
+    /// Mailgun `v:` variables, SendGrid `custom_args`, and an
+    /// `X-Mailroom-Metadata` header over SMTP. Keys are 1-64 letters, digits,
+    /// `_` or `-`; values at most 256 characters without line breaks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20, "additionalProperties" = {"type": "string", "maxLength": 256, "pattern": "^[^\\r\\n]*$"}))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9_-]{1,64}$'))").message("metadata keys must be 1-64 letters, digits, _ or -"))]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// What an interrupted attempt leads to.

@@ -54,6 +54,12 @@ pub struct EmailProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
 
+    /// Delete this provider's messages this many seconds after they finish,
+    /// unless a message sets its own `ttlSecondsAfterFinished`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<u32>,
+
     /// The sender used by messages that do not set `from`, as `address` or
     /// `Display Name <address>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

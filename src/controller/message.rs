@@ -49,7 +49,9 @@ impl Limits {
             |f: fn(&RetryPolicy) -> Option<u32>| own.and_then(f).or_else(|| inherited.and_then(f));
         let max_attempts = pick(|r| r.max_attempts).unwrap_or(ctx.settings.max_attempts);
         let seconds = pick(|r| r.deadline_seconds).unwrap_or(ctx.settings.deadline_seconds);
+        // The deadline counts from creation, or from sendAt when later.
         let created = message.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let created = created.max(message.spec.send_at.as_ref().map(|t| t.0));
         let deadline = created.map(|c| c + jiff::SignedDuration::from_secs(i64::from(seconds)));
         Self {
             max_attempts,
@@ -70,7 +72,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     match status.phase {
         // A person asked to send an Unknown message again.
         Some(Phase::Unknown) if retry_requested => {}
-        Some(phase) if phase.is_finished() => return Ok(Action::await_change()),
+        Some(phase) if phase.is_finished() => return clean_up(&message, &ctx, &status).await,
         _ => {}
     }
     let namespace = message.namespace().unwrap_or_default();
@@ -143,6 +145,25 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             .await;
         }
     };
+
+    if let Some(due) = message.spec.send_at.as_ref().and_then(remaining) {
+        let at = message
+            .spec
+            .send_at
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        let text = format!("scheduled: sendAt is {at}");
+        return wait(
+            &api,
+            &message,
+            reason::SCHEDULED,
+            text,
+            Some(due),
+            limits.deadline,
+        )
+        .await;
+    }
 
     if provider.spec.suspend {
         let text = format!("EmailProvider {provider_name:?} is suspended (spec.suspend)");
@@ -347,6 +368,56 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             ctx.unrecorded.keep(uid, outcome);
             Err(e)
         }
+    }
+}
+
+/// Deletes a finished message once its `ttlSecondsAfterFinished` (or its
+/// provider's) has passed; otherwise leaves it, or looks again when it is due.
+async fn clean_up(
+    message: &EmailMessage,
+    ctx: &Context,
+    status: &EmailMessageStatus,
+) -> Result<Action, Error> {
+    let namespace = message.namespace().unwrap_or_default();
+    let provider_ref =
+        ObjectRef::<EmailProvider>::new(&message.spec.provider_ref.name).within(&namespace);
+    let provider = ctx.providers.get(&provider_ref);
+    let ttl = message
+        .spec
+        .ttl_seconds_after_finished
+        .or_else(|| provider.and_then(|p| p.spec.ttl_seconds_after_finished));
+    let Some(ttl) = ttl else {
+        return Ok(Action::await_change());
+    };
+    let finished = status
+        .sent_time
+        .as_ref()
+        .or_else(|| condition::find(&status.conditions, SENT).map(|c| &c.last_transition_time))
+        .map(|t| t.0)
+        .unwrap_or_else(jiff::Timestamp::now);
+    let due = finished + jiff::SignedDuration::from_secs(i64::from(ttl));
+    if let Some(left) = remaining(&Time(due)) {
+        return Ok(Action::requeue(left));
+    }
+    let api: Api<EmailMessage> = Api::namespaced(ctx.client.clone(), &namespace);
+    let precondition = kube::api::Preconditions {
+        uid: message.uid(),
+        resource_version: message.resource_version(),
+    };
+    let params = kube::api::DeleteParams {
+        preconditions: Some(precondition),
+        ..Default::default()
+    };
+    match api.delete(&message.name_any(), &params).await {
+        Ok(_) => {
+            info!(
+                ttl_seconds = ttl,
+                "deleted after its ttlSecondsAfterFinished"
+            );
+            Ok(Action::await_change())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
+        Err(e) => Err(Error::Kube(e)),
     }
 }
 

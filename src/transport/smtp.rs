@@ -199,6 +199,22 @@ fn to_lettre(email: &Email) -> Result<Message, SendError> {
             builder = builder.reply_to(m);
         }
     }
+    if !email.tags.is_empty() {
+        let name = HeaderName::new_from_ascii_str("X-Tags");
+        builder = builder.raw_header(HeaderValue::new(name, email.tags.join(", ")));
+    }
+    if !email.metadata.is_empty() {
+        let map: serde_json::Map<String, serde_json::Value> = email
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        let name = HeaderName::new_from_ascii_str("X-Mailroom-Metadata");
+        builder = builder.raw_header(HeaderValue::new(
+            name,
+            serde_json::Value::Object(map).to_string(),
+        ));
+    }
     for (name, value) in &email.headers {
         let header_name =
             HeaderName::new_from_ascii(name.clone()).map_err(|e| header_error(name, e))?;

@@ -45,6 +45,13 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
         ));
     }
     wire::insert_common(&mut body, email, true);
+    // Mailtrap takes one category: the first tag.
+    if let Some(tag) = email.tags.first() {
+        body.insert("category".into(), tag.clone().into());
+    }
+    if !email.metadata.is_empty() {
+        body.insert("custom_variables".into(), wire::metadata_object(email));
+    }
     let inbox = target
         .spec
         .mailtrap

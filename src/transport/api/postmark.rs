@@ -52,6 +52,13 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             .collect();
         body.insert("Headers".into(), Value::from(headers));
     }
+    // Postmark takes one Tag: the first.
+    if let Some(tag) = email.tags.first() {
+        body.insert("Tag".into(), json!(tag));
+    }
+    if !email.metadata.is_empty() {
+        body.insert("Metadata".into(), wire::metadata_object(email));
+    }
     let stream = target
         .spec
         .postmark

@@ -32,6 +32,10 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
         body.insert("reply_to".into(), list(&email.reply_to));
     }
     wire::insert_common(&mut body, email, true);
+    let tags = tags(email)?;
+    if !tags.is_empty() {
+        body.insert("tags".into(), Value::from(tags));
+    }
     if email.to.is_empty() {
         return Err(SendError::new(
             FailureKind::InvalidRequest,
@@ -44,6 +48,34 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             .header("Idempotency-Key", idempotency_key(email))
             .with_body(Body::Json(Value::Object(body))),
     )
+}
+
+/// Resend's `tags`: each tag as `{name: tag, value: "true"}` and each
+/// metadata entry as `{name, value}`. Resend allows only ASCII letters,
+/// digits, `_` and `-` in both.
+fn tags(email: &Email) -> Result<Vec<Value>, SendError> {
+    let allowed = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let mut out: Vec<Value> = email
+        .tags
+        .iter()
+        .map(|t| json!({"name": t, "value": "true"}))
+        .collect();
+    for (key, value) in &email.metadata {
+        if !allowed(value) {
+            return Err(SendError::new(
+                FailureKind::InvalidRequest,
+                format!(
+                    "spec.metadata[{key}]: Resend allows only letters, digits, _ and - in tag values"
+                ),
+            ));
+        }
+        out.push(json!({"name": key, "value": value}));
+    }
+    Ok(out)
 }
 
 pub fn accepted(status: u16, body: &[u8]) -> Result<Accepted, SendError> {

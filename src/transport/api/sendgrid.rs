@@ -75,6 +75,12 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
         }
     }
     wire::insert_common(&mut body, email, false);
+    if !email.tags.is_empty() {
+        body.insert("categories".into(), json!(email.tags));
+    }
+    if !email.metadata.is_empty() {
+        body.insert("custom_args".into(), wire::metadata_object(email));
+    }
     let mut content = Vec::new();
     if let Some(text) = &email.text {
         content.push(json!({"type": "text/plain", "value": text}));

@@ -126,6 +126,17 @@ pub fn insert_common(body: &mut Map<String, Value>, email: &Email, with_bodies: 
     }
 }
 
+/// The message's metadata as a JSON object of strings.
+pub fn metadata_object(email: &Email) -> Value {
+    Value::Object(
+        email
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect(),
+    )
+}
+
 /// The text of the body, cut to a length fit for status.
 pub fn body_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);

@@ -1,0 +1,186 @@
+//! Scheduling (`sendAt`), cleanup (`ttlSecondsAfterFinished`), and tags and
+//! metadata mapped to each service's own fields and to SMTP headers.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::api::Api;
+use mailroom::api::{EmailMessage, Phase};
+use mailroom_fakes::Service;
+use serde_json::{Value, json};
+use support::Mailpit;
+use support::fixtures::{self, Scene};
+
+#[tokio::test]
+async fn send_at_holds_a_message_until_its_time() {
+    let scene = Scene::new("send-at").await;
+    scene.mailpit_provider().await;
+    let controller = scene.controller().await;
+    let subject = support::unique("scheduled");
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(5);
+    let at = jiff::Timestamp::from_second(at.as_second()).expect("whole second");
+    let spec = json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "subject": subject, "text": "later",
+                      "sendAt": at.to_string()});
+    scene.message("later", spec).await;
+    let waiting = scene.wait_reason("later", "Scheduled").await;
+    assert_eq!(waiting.status.expect("status").attempts, 0);
+    assert_eq!(
+        support::received_count(&subject).await,
+        0,
+        "not before its time"
+    );
+
+    let sent = scene.wait_phase("later", Phase::Sent).await;
+    let sent_time = sent.status.expect("status").sent_time.expect("sentTime").0;
+    assert!(sent_time >= at, "sent at {sent_time}, scheduled for {at}");
+    support::received(&subject).await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn finished_messages_are_deleted_after_their_ttl() {
+    let scene = Scene::new("ttl").await;
+    scene.mailpit_provider().await;
+    let controller = scene.controller().await;
+    let spec = |subject: &str, to: &str, ttl: Option<u32>| {
+        let mut spec = json!({"providerRef": {"name": "mailpit"}, "to": [to], "subject": subject, "text": "t"});
+        if let Some(ttl) = ttl {
+            spec["ttlSecondsAfterFinished"] = json!(ttl);
+        }
+        spec
+    };
+    scene
+        .message(
+            "short-lived",
+            spec(&support::unique("ttl"), "x@example.org", Some(2)),
+        )
+        .await;
+    scene
+        .message(
+            "failed-short-lived",
+            spec("ttl failed", "two..dots@example.org", Some(1)),
+        )
+        .await;
+    scene
+        .message(
+            "kept",
+            spec(&support::unique("kept"), "x@example.org", None),
+        )
+        .await;
+    scene.wait_phase("short-lived", Phase::Sent).await;
+    scene.wait_phase("kept", Phase::Sent).await;
+
+    let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
+    for name in ["short-lived", "failed-short-lived"] {
+        support::eventually(
+            &format!("{name} to be deleted"),
+            Duration::from_secs(20),
+            || async {
+                api.get_opt(name)
+                    .await
+                    .expect("get")
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    assert!(
+        api.get_opt("kept").await.expect("get").is_some(),
+        "a message without a TTL stays"
+    );
+    controller.stop().await;
+}
+
+fn tagged(subject: &str, provider: &str) -> Value {
+    json!({"providerRef": {"name": provider}, "to": ["x@example.org"], "subject": subject, "text": "t",
+           "tags": ["welcome", "onboarding"], "metadata": {"user_id": "42", "plan": "pro"}})
+}
+
+#[tokio::test]
+async fn tags_and_metadata_reach_each_service_as_it_documents_them() {
+    for service in [
+        Service::Mailtrap,
+        Service::Resend,
+        Service::Postmark,
+        Service::Mailgun,
+        Service::SendGrid,
+    ] {
+        let (scene, fake, controller) =
+            fixtures::api_scene(service, "tags", fixtures::VALID_API_KEY).await;
+        scene.message("tagged", tagged("tagged", "api")).await;
+        scene.wait_phase("tagged", Phase::Sent).await;
+        let body = fake.accepted()[0].body.clone();
+        let field = |name: &str| body.get(name).cloned().unwrap_or(Value::Null);
+        match service {
+            Service::Mailtrap => {
+                assert_eq!(field("category"), json!("welcome"));
+                assert_eq!(
+                    field("custom_variables"),
+                    json!({"plan": "pro", "user_id": "42"})
+                );
+            }
+            Service::Resend => assert_eq!(
+                field("tags"),
+                json!([{"name": "welcome", "value": "true"}, {"name": "onboarding", "value": "true"},
+                       {"name": "plan", "value": "pro"}, {"name": "user_id", "value": "42"}])
+            ),
+            Service::Postmark => {
+                assert_eq!(field("Tag"), json!("welcome"));
+                assert_eq!(field("Metadata"), json!({"plan": "pro", "user_id": "42"}));
+            }
+            Service::Mailgun => {
+                let fields: Vec<(String, String)> = body
+                    .as_array()
+                    .expect("form")
+                    .iter()
+                    .map(|f| {
+                        (
+                            f[0].as_str().unwrap_or_default().into(),
+                            f[1].as_str().unwrap_or_default().into(),
+                        )
+                    })
+                    .filter(|(n, _): &(String, String)| n == "o:tag" || n.starts_with("v:"))
+                    .collect();
+                let expected = [
+                    ("o:tag", "welcome"),
+                    ("o:tag", "onboarding"),
+                    ("v:plan", "pro"),
+                    ("v:user_id", "42"),
+                ];
+                let expected: Vec<(String, String)> = expected
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect();
+                assert_eq!(fields, expected);
+            }
+            Service::SendGrid => {
+                assert_eq!(field("categories"), json!(["welcome", "onboarding"]));
+                assert_eq!(
+                    field("custom_args"),
+                    json!({"plan": "pro", "user_id": "42"})
+                );
+            }
+        }
+        controller.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn tags_and_metadata_travel_as_headers_over_smtp() {
+    let scene = Scene::new("tags-smtp").await;
+    scene.mailpit_provider().await;
+    let controller = scene.controller().await;
+    let subject = support::unique("tagged smtp");
+    scene.message("tagged", tagged(&subject, "mailpit")).await;
+    scene.wait_phase("tagged", Phase::Sent).await;
+    let found = support::received(&subject).await;
+    let headers = Mailpit::shared().client_headers(&found[0].id).await;
+    assert!(headers.contains("X-Tags: welcome, onboarding"), "{headers}");
+    assert!(
+        headers.contains(r#"X-Mailroom-Metadata: {"plan":"pro","user_id":"42"}"#),
+        "{headers}"
+    );
+    controller.stop().await;
+}
