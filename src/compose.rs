@@ -177,6 +177,8 @@ mod tests {
             delivery_policy: Default::default(),
             retry: None,
             send_at: None,
+            template_ref: None,
+            data: None,
             ttl_seconds_after_finished: None,
             tags: vec![],
             metadata: Default::default(),

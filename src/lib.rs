@@ -7,6 +7,7 @@ pub mod api;
 pub mod compose;
 pub mod controller;
 pub mod metrics;
+pub mod render;
 pub mod telemetry;
 pub mod transport;
 

@@ -120,7 +120,7 @@ impl Default for Metrics {
         );
         registry.register("leader", "1 while this replica leads", leader.clone());
         // Counters that should read 0 rather than be absent before anything happens.
-        for controller in ["EmailMessage", "EmailProvider"] {
+        for controller in ["EmailMessage", "EmailProvider", "EmailTemplate"] {
             let _ = reconcile_errors.get_or_create(&ControllerLabels {
                 controller: controller.into(),
             });

@@ -180,7 +180,7 @@ async fn examples_are_accepted_by_the_apiserver_and_the_bad_one_refused() {
     let client = support::client().await;
     let ns = support::namespace(&client, "examples").await;
     let examples = support::root().join("examples");
-    let mut files: Vec<_> = ["smtp", "api"]
+    let mut files: Vec<_> = ["smtp", "api", "templates"]
         .iter()
         .flat_map(|dir| std::fs::read_dir(examples.join(dir)).expect("examples dir"))
         .map(|e| e.expect("entry").path())

@@ -44,6 +44,12 @@ pub mod reason {
     pub const REJECTED: &str = "Rejected";
     /// The server or network failed in a way that may pass; retried.
     pub const TRANSIENT_FAILURE: &str = "TransientFailure";
+    /// The template parses.
+    pub const PARSED: &str = "Parsed";
+    /// The template does not parse.
+    pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
+    /// The EmailTemplate named by the message does not exist.
+    pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
     /// The message waits for its `sendAt` time.
     pub const SCHEDULED: &str = "Scheduled";
     /// The provider is suspended (spec.suspend).

@@ -49,7 +49,10 @@ pub const RESERVED_HEADERS: &[&str] = &[
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new EmailMessage to send again"))]
 #[x_kube(validation = Rule::new("size(self.to) + size(self.cc) + size(self.bcc) > 0").message("at least one recipient is required in to, cc or bcc"))]
-#[x_kube(validation = Rule::new("has(self.text) || has(self.html)").message("a body is required: set text, html or both"))]
+#[x_kube(validation = Rule::new("has(self.text) || has(self.html) || has(self.templateRef)").message("a body is required: set text, html or both, or a templateRef"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || (!has(self.text) && !has(self.html) && self.subject == '')").message("templateRef supplies the subject and body: leave subject, text and html unset"))]
+#[x_kube(validation = Rule::new("has(self.templateRef) || self.subject != ''").message("a subject is required (or a templateRef)"))]
+#[x_kube(validation = Rule::new("!has(self.data) || has(self.templateRef)").message("data is only used with a templateRef"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailMessageSpec {
     /// The EmailProvider, in the same namespace, that sends this message.
@@ -82,9 +85,21 @@ pub struct EmailMessageSpec {
     #[schemars(schema_with = "schema::mailbox_list")]
     pub reply_to: Vec<String>,
 
-    /// The subject line. It may not contain line breaks.
+    /// The subject line. It may not contain line breaks. Leave it unset with
+    /// a templateRef.
+    #[serde(default)]
     #[schemars(length(max = 998), regex(pattern = r"^[^\r\n]*$"))]
     pub subject: String,
+
+    /// An EmailTemplate, in the same namespace, that supplies the subject and
+    /// body, rendered with `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<TemplateRef>,
+
+    /// The values the template refers to, e.g. `{name: Alice, items: [...]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::free_form_object")]
+    pub data: Option<serde_json::Value>,
 
     /// The plain-text body. With `html` too, the message is sent as
     /// multipart/alternative.
@@ -171,6 +186,14 @@ pub enum DeliveryPolicy {
 
 /// The annotation a person sets to send an Unknown message again.
 pub const RETRY_ANNOTATION: &str = "mailroom.dev/retry";
+
+/// A reference to an EmailTemplate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TemplateRef {
+    /// Name of the EmailTemplate in the message's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
 
 /// A reference to the EmailProvider that sends a message.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -5,9 +5,11 @@ pub mod condition;
 pub mod message;
 pub mod provider;
 pub mod schema;
+pub mod template;
 
 pub use message::{EmailMessage, EmailMessageSpec, EmailMessageStatus, Phase};
 pub use provider::{EmailProvider, EmailProviderSpec, EmailProviderStatus};
+pub use template::{EmailTemplate, EmailTemplateSpec, EmailTemplateStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -17,10 +19,14 @@ pub const GROUP: &str = "mailroom.dev";
 
 /// Every CustomResourceDefinition of the project, in install order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![EmailProvider::crd(), EmailMessage::crd()]
-        .into_iter()
-        .map(without_unsigned_formats)
-        .collect()
+    vec![
+        EmailProvider::crd(),
+        EmailMessage::crd(),
+        EmailTemplate::crd(),
+    ]
+    .into_iter()
+    .map(without_unsigned_formats)
+    .collect()
 }
 
 /// schemars marks unsigned integers with formats (`uint16`, `uint32`) that

@@ -43,6 +43,15 @@ pub fn mailbox_list(generator: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Schema of a free-form JSON object (template data): kept as given.
+pub fn free_form_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "nullable": true,
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
 /// Schema of `status.conditions`: a list keyed by condition type, so that
 /// server-side apply merges conditions one by one.
 pub fn conditions(generator: &mut SchemaGenerator) -> Schema {

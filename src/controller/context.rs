@@ -204,6 +204,8 @@ pub struct Context {
     pub transports: Transports,
     /// Every EmailProvider the controller watches.
     pub providers: Store<EmailProvider>,
+    /// Every EmailTemplate the controller watches.
+    pub templates: Store<crate::api::EmailTemplate>,
     /// Sent messages whose outcome is not written yet.
     pub unrecorded: Unrecorded,
     /// Token buckets of rate-limited providers.

@@ -22,6 +22,7 @@ use crate::api::provider::RetryPolicy;
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
 use crate::compose;
 use crate::metrics::{ProviderLabels, ReasonLabels, TransportLabels};
+use crate::render;
 use crate::transport::{Accepted, SendError};
 
 /// How soon a message looks again for a provider that is Ready but whose
@@ -125,7 +126,61 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         .await;
     };
 
-    let email = match compose::compose(&message.spec, provider.spec.default_from.as_deref(), &uid) {
+    // A template supplies the subject and body, rendered strictly with the
+    // message's data before anything else happens.
+    let rendered_spec;
+    let spec = match &message.spec.template_ref {
+        None => &message.spec,
+        Some(template_ref) => {
+            let found = ctx
+                .templates
+                .get(&ObjectRef::new(&template_ref.name).within(&namespace));
+            let Some(template) = found else {
+                let text = format!(
+                    "EmailTemplate {:?} not found in namespace {namespace:?}",
+                    template_ref.name
+                );
+                return wait(
+                    &api,
+                    &message,
+                    reason::TEMPLATE_NOT_FOUND,
+                    text,
+                    None,
+                    limits.deadline,
+                )
+                .await;
+            };
+            let data = message
+                .spec
+                .data
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({}));
+            match render::render(&template.spec, &data) {
+                Ok(out) => {
+                    let mut spec = message.spec.clone();
+                    spec.subject = out.subject;
+                    spec.text = out.text;
+                    spec.html = out.html;
+                    rendered_spec = spec;
+                    &rendered_spec
+                }
+                Err(e) => {
+                    let text = format!("spec.templateRef ({:?}): {e}", template_ref.name);
+                    return conclude(
+                        &api,
+                        &message,
+                        &ctx,
+                        Phase::Failed,
+                        reason::INVALID_REQUEST,
+                        text,
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+
+    let email = match compose::compose(spec, provider.spec.default_from.as_deref(), &uid) {
         Ok(mut email) => {
             if let Some(id) = &status.message_id {
                 email.message_id = id.clone();

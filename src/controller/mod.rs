@@ -10,6 +10,7 @@ pub mod error;
 pub mod leader;
 pub mod message;
 pub mod provider;
+pub mod template;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ pub use error::Error;
 
 use crate::admin::Telemetry;
 use crate::api::condition::{SENT, find};
-use crate::api::{EmailMessage, EmailProvider, Phase};
+use crate::api::{EmailMessage, EmailProvider, EmailTemplate, Phase};
 use crate::metrics::{ControllerLabels, ReasonLabels};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -58,6 +59,8 @@ pub async fn run(
 
     let providers = Controller::new(api::<EmailProvider>(&client, ns.as_deref()), wc.clone());
     let provider_store = providers.store();
+    let templates = Controller::new(api::<EmailTemplate>(&client, ns.as_deref()), wc.clone());
+    let template_store = templates.store();
 
     let reporter = Reporter {
         controller: "mailroom".into(),
@@ -67,6 +70,7 @@ pub async fn run(
         client: client.clone(),
         transports: Default::default(),
         providers: provider_store.clone(),
+        templates: template_store.clone(),
         unrecorded: Default::default(),
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
@@ -120,14 +124,48 @@ pub async fn run(
         shutdown.clone(),
     );
     let ready_store = provider_store.clone();
+    let template_run = templates
+        .graceful_shutdown_on(shutdown.clone())
+        .run(template::reconcile, template_error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "template reconcile failed");
+            }
+        });
+    let templates_ready = template_store.clone();
+    let template_messages = message_store.clone();
     let message_run = async move {
-        // Messages are judged against the providers, so the provider cache
-        // must be complete first: otherwise a message could be marked
+        // Messages are judged against providers and templates, so those
+        // caches must be complete first: otherwise a message could be marked
         // ProviderNotFound for a provider that exists.
-        if ready_store.wait_until_ready().await.is_err() {
+        if ready_store.wait_until_ready().await.is_err()
+            || templates_ready.wait_until_ready().await.is_err()
+        {
             return;
         }
         messages
+            .watches(
+                api::<EmailTemplate>(&client, ns.as_deref()),
+                wc.clone(),
+                move |template| {
+                    let ns = template.namespace();
+                    let name = template.name_any();
+                    template_messages
+                        .state()
+                        .into_iter()
+                        .filter(|m| {
+                            m.namespace() == ns
+                                && m.spec.template_ref.as_ref().is_some_and(|t| t.name == name)
+                                && !m
+                                    .status
+                                    .as_ref()
+                                    .and_then(|s| s.phase)
+                                    .is_some_and(|p| p.is_finished())
+                        })
+                        .map(|m| ObjectRef::from_obj(&*m))
+                        .collect::<Vec<_>>()
+                },
+            )
             .watches(
                 api::<EmailProvider>(&client, ns.as_deref()),
                 wc,
@@ -163,7 +201,7 @@ pub async fn run(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
     );
-    futures::join!(provider_run, message_run, observe);
+    futures::join!(provider_run, template_run, message_run, observe);
     info!("controller stopped");
 }
 
@@ -245,6 +283,15 @@ fn count_error(ctx: &Context, controller: &str) {
 
 fn provider_error_policy(_: Arc<EmailProvider>, error: &Error, ctx: Arc<Context>) -> Action {
     count_error(&ctx, "EmailProvider");
+    if error.is_conflict() {
+        Action::requeue(Duration::from_millis(500))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+fn template_error_policy(_: Arc<EmailTemplate>, error: &Error, ctx: Arc<Context>) -> Action {
+    count_error(&ctx, "EmailTemplate");
     if error.is_conflict() {
         Action::requeue(Duration::from_millis(500))
     } else {

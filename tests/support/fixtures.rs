@@ -416,6 +416,7 @@ impl Scene {
         use kube::api::{ApiResource, DynamicObject};
         let resource = match kind {
             "EmailMessage" => ApiResource::erase::<EmailMessage>(&()),
+            "EmailTemplate" => ApiResource::erase::<mailroom::api::EmailTemplate>(&()),
             _ => ApiResource::erase::<EmailProvider>(&()),
         };
         let api: Api<DynamicObject> =

@@ -1,0 +1,161 @@
+//! EmailTemplate: Handlebars subject and bodies rendered strictly with each
+//! message's data; a missing variable or a syntax error fails the message
+//! before anything is sent.
+
+mod support;
+
+use mailroom::api::{EmailTemplate, Phase};
+use serde_json::{Value, json};
+use support::Mailpit;
+use support::fixtures::{self, Scene};
+
+async fn template(scene: &Scene, name: &str, spec: Value) -> EmailTemplate {
+    let object = json!({"apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailTemplate",
+                        "metadata": {"name": name}, "spec": spec});
+    fixtures::create(&scene.client, &scene.ns, object).await
+}
+
+fn welcome() -> Value {
+    json!({"subject": "Welcome {{name}}", "text": "Hi {{name}}, your plan is {{plan}}.",
+           "html": "<p>Hi {{name}}</p><ul>{{#each items}}<li>{{this}}</li>{{/each}}</ul>"})
+}
+
+async fn template_reason(scene: &Scene, name: &str, reason: &str) -> EmailTemplate {
+    let api: kube::Api<EmailTemplate> = kube::Api::namespaced(scene.client.clone(), &scene.ns);
+    support::eventually(
+        &format!("template {name} {reason}"),
+        std::time::Duration::from_secs(30),
+        || async {
+            api.get(name).await.ok().filter(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| fixtures::reason_of(&s.conditions, "Ready") == reason)
+            })
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_templated_message_is_rendered_with_its_data_and_html_escaped() {
+    let scene = Scene::new("template-render").await;
+    scene.mailpit_provider().await;
+    template(&scene, "welcome", welcome()).await;
+    let controller = scene.controller().await;
+    template_reason(&scene, "welcome", "Parsed").await;
+    let name = support::unique("<Ann & Co>");
+    let spec = json!({"providerRef": {"name": "mailpit"}, "to": ["ann@example.org"], "templateRef": {"name": "welcome"},
+                      "data": {"name": name, "plan": "pro", "items": ["one", "two"]}});
+    scene.message("templated", spec).await;
+    scene.wait_phase("templated", Phase::Sent).await;
+
+    let found = support::received(&format!("Welcome {name}")).await;
+    let mail = Mailpit::shared().message(&found[0].id).await;
+    assert_eq!(
+        mail.subject,
+        format!("Welcome {name}"),
+        "the subject is not escaped"
+    );
+    assert_eq!(
+        mail.text.trim_end(),
+        format!("Hi {name}, your plan is pro.")
+    );
+    let escaped = name
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert!(
+        mail.html.contains(&format!("<p>Hi {escaped}</p>")),
+        "{}",
+        mail.html
+    );
+    assert!(
+        mail.html.contains("<li>one</li><li>two</li>"),
+        "{}",
+        mail.html
+    );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_variable_fails_the_message_before_any_send() {
+    let scene = Scene::new("template-missing").await;
+    scene.mailpit_provider().await;
+    template(&scene, "welcome", welcome()).await;
+    let controller = scene.controller().await;
+    let to = format!("missing-{}@example.org", support::namespace_suffix());
+    let spec = json!({"providerRef": {"name": "mailpit"}, "to": [to], "templateRef": {"name": "welcome"},
+                      "data": {"name": "Ann", "items": []}});
+    scene.message("incomplete", spec).await;
+    let failed = scene.wait_phase("incomplete", Phase::Failed).await;
+    let status = failed.status.expect("status");
+    let error = status.last_error.expect("error");
+    assert_eq!(error.reason, "InvalidRequest");
+    assert!(
+        error.message.contains("\"plan\""),
+        "names the variable: {}",
+        error.message
+    );
+    assert_eq!(status.attempts, 0, "nothing was attempted");
+    assert!(
+        Mailpit::shared()
+            .search(&format!("to:{to}"))
+            .await
+            .is_empty()
+    );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_template_that_does_not_parse_is_not_ready_and_fails_its_messages() {
+    let scene = Scene::new("template-syntax").await;
+    scene.mailpit_provider().await;
+    template(
+        &scene,
+        "broken",
+        json!({"subject": "Hi", "html": "<p>{{#if name}}never closed</p>"}),
+    )
+    .await;
+    let controller = scene.controller().await;
+    let broken = template_reason(&scene, "broken", "InvalidTemplate").await;
+    let ready = &broken.status.expect("status").conditions[0];
+    assert!(ready.message.starts_with("spec.html"), "{}", ready.message);
+    scene.message("doomed", json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "templateRef": {"name": "broken"}, "data": {"name": "x"}})).await;
+    let failed = scene.wait_phase("doomed", Phase::Failed).await;
+    assert_eq!(fixtures::sent_reason(&failed), "InvalidRequest");
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_waits_for_its_template_and_templates_are_checked_at_apply_time() {
+    let scene = Scene::new("template-later").await;
+    scene.mailpit_provider().await;
+    let controller = scene.controller().await;
+    let plan = support::unique("later");
+    let spec = json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "templateRef": {"name": "welcome"},
+                      "data": {"name": "Bo", "plan": plan, "items": []}});
+    scene.message("early", spec).await;
+    scene.wait_reason("early", "TemplateNotFound").await;
+    template(&scene, "welcome", welcome()).await;
+    scene.wait_phase("early", Phase::Sent).await;
+    controller.stop().await;
+
+    let with_subject = json!({"providerRef": {"name": "p"}, "to": ["x@example.org"], "subject": "s", "templateRef": {"name": "t"}});
+    scene
+        .assert_refused(
+            "EmailMessage",
+            "both",
+            with_subject,
+            "templateRef supplies the subject and body",
+        )
+        .await;
+    let data_alone = json!({"providerRef": {"name": "p"}, "to": ["x@example.org"], "subject": "s", "text": "t", "data": {"a": 1}});
+    scene
+        .assert_refused(
+            "EmailMessage",
+            "data",
+            data_alone,
+            "data is only used with a templateRef",
+        )
+        .await;
+}
