@@ -166,15 +166,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 }
                 Err(e) => {
                     let text = format!("spec.templateRef ({:?}): {e}", template_ref.name);
-                    return conclude(
-                        &api,
-                        &message,
-                        &ctx,
-                        Phase::Failed,
-                        reason::INVALID_REQUEST,
-                        text,
-                    )
-                    .await;
+                    return fail_invalid(&api, &message, &ctx, text).await;
                 }
             }
         }
@@ -189,15 +181,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         }
         Err(invalid) => {
             let text = invalid.to_string();
-            return conclude(
-                &api,
-                &message,
-                &ctx,
-                Phase::Failed,
-                reason::INVALID_REQUEST,
-                text,
-            )
-            .await;
+            return fail_invalid(&api, &message, &ctx, text).await;
         }
     };
 
@@ -748,6 +732,24 @@ async fn publish(
     if let Err(e) = ctx.recorder.publish(&event, &message.object_ref(&())).await {
         warn!(error = %e, "publishing the event failed");
     }
+}
+
+/// Fails a message that can never be sent (InvalidRequest), naming the field.
+async fn fail_invalid(
+    api: &Api<EmailMessage>,
+    message: &EmailMessage,
+    ctx: &Context,
+    text: String,
+) -> Result<Action, Error> {
+    conclude(
+        api,
+        message,
+        ctx,
+        Phase::Failed,
+        reason::INVALID_REQUEST,
+        text,
+    )
+    .await
 }
 
 /// Ends a message that will not be sent (Failed) or whose fate is not known

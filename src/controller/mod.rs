@@ -148,44 +148,20 @@ pub async fn run(
                 api::<EmailTemplate>(&client, ns.as_deref()),
                 wc.clone(),
                 move |template| {
-                    let ns = template.namespace();
                     let name = template.name_any();
-                    template_messages
-                        .state()
-                        .into_iter()
-                        .filter(|m| {
-                            m.namespace() == ns
-                                && m.spec.template_ref.as_ref().is_some_and(|t| t.name == name)
-                                && !m
-                                    .status
-                                    .as_ref()
-                                    .and_then(|s| s.phase)
-                                    .is_some_and(|p| p.is_finished())
-                        })
-                        .map(|m| ObjectRef::from_obj(&*m))
-                        .collect::<Vec<_>>()
+                    unfinished_messages(&template_messages, template.namespace(), |m| {
+                        m.spec.template_ref.as_ref().is_some_and(|t| t.name == name)
+                    })
                 },
             )
             .watches(
                 api::<EmailProvider>(&client, ns.as_deref()),
                 wc,
                 move |provider| {
-                    let ns = provider.namespace();
                     let name = provider.name_any();
-                    message_store
-                        .state()
-                        .into_iter()
-                        .filter(|m| {
-                            m.namespace() == ns
-                                && m.spec.provider_ref.name == name
-                                && !m
-                                    .status
-                                    .as_ref()
-                                    .and_then(|s| s.phase)
-                                    .is_some_and(|p| p.is_finished())
-                        })
-                        .map(|m| ObjectRef::from_obj(&*m))
-                        .collect::<Vec<_>>()
+                    unfinished_messages(&message_store, provider.namespace(), |m| {
+                        m.spec.provider_ref.name == name
+                    })
                 },
             )
             .graceful_shutdown_on(shutdown)
@@ -203,6 +179,28 @@ pub async fn run(
     );
     futures::join!(provider_run, template_run, message_run, observe);
     info!("controller stopped");
+}
+
+/// The unfinished messages of `namespace` that `names` picks: those a
+/// provider or template change must wake. Read from the cache, no API call.
+fn unfinished_messages(
+    store: &kube::runtime::reflector::Store<EmailMessage>,
+    namespace: Option<String>,
+    names: impl Fn(&EmailMessage) -> bool,
+) -> Vec<ObjectRef<EmailMessage>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|m| {
+            let finished = m
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p.is_finished());
+            m.namespace() == namespace && !finished && names(m)
+        })
+        .map(|m| ObjectRef::from_obj(&*m))
+        .collect()
 }
 
 fn referencing(
