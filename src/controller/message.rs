@@ -384,7 +384,6 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         message.spec.delivery_policy,
     );
     let elapsed = started.elapsed();
-    record_metrics(&ctx, &message, verified.transport.name(), &outcome, elapsed);
 
     let action = match outcome.phase {
         Some(Phase::Pending) => {
@@ -398,10 +397,13 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         _ => Action::await_change(),
     };
     match record(&api, &claimed, outcome.clone(), attempt).await {
-        Ok(recorded) => {
+        Ok(Some(recorded)) => {
+            record_metrics(&ctx, &message, verified.transport.name(), &outcome, elapsed);
             announce(&ctx, &recorded, &outcome, elapsed).await;
             Ok(action)
         }
+        // Another writer replaced the claim: its outcome stands, not this one.
+        Ok(None) => Ok(Action::await_change()),
         Err(e) => {
             warn!(error = %e, "the outcome could not be recorded; it is kept and written on the next reconcile");
             ctx.unrecorded.keep(uid, outcome);
@@ -584,13 +586,13 @@ async fn record(
     claimed: &EmailMessage,
     outcome: EmailMessageStatus,
     attempt: u32,
-) -> Result<EmailMessage, Error> {
+) -> Result<Option<EmailMessage>, Error> {
     let mut base = claimed.clone();
     let mut pause = Duration::from_millis(250);
     let mut last_error = None;
     for _ in 0..RECORD_TRIES {
         match replace_status(api, &base, outcome.clone()).await {
-            Ok(written) => return Ok(written),
+            Ok(written) => return Ok(Some(written)),
             Err(e) if e.is_conflict() => {
                 let fresh = api.get(&claimed.name_any()).await.map_err(Error::Kube)?;
                 let still_ours = fresh
@@ -601,7 +603,7 @@ async fn record(
                     warn!(
                         "the claim of attempt {attempt} was replaced by another writer; its outcome is not recorded"
                     );
-                    return Ok(fresh);
+                    return Ok(None);
                 }
                 base = fresh;
             }
@@ -615,7 +617,6 @@ async fn record(
     Err(last_error.unwrap_or(Error::Contended(RECORD_TRIES)))
 }
 
-/// Logs the outcome and publishes an Event on Sent and on Failed.
 /// Counts an attempt's outcome and its duration.
 fn record_metrics(
     ctx: &Context,
@@ -661,6 +662,7 @@ fn count_failure(ctx: &Context, message: &EmailMessage, status: &EmailMessageSta
     ctx.telemetry.metrics.failed.get_or_create(&labels).inc();
 }
 
+/// Logs the outcome and publishes an Event on Sent, Failed and Unknown.
 async fn announce(
     ctx: &Context,
     message: &EmailMessage,
@@ -837,11 +839,14 @@ async fn wait(
     {
         retry = retry.min(left + Duration::from_millis(100));
     }
+    // Rewrite only when the status would say something new: another phase or
+    // reason, or a wait whose scheduled time has already passed.
+    let schedule_current =
+        until.is_none() || old.next_attempt_time.as_ref().and_then(remaining).is_some();
     let unchanged = old.phase == status.phase
-        && condition::find(&old.conditions, SENT).map(|c| &c.reason)
-            == Some(&wait_reason.to_string())
-        && (until.is_none() || old.next_attempt_time.is_some());
-    if unchanged && condition::same_meaning(&old.conditions, &status.conditions) {
+        && schedule_current
+        && condition::same_meaning(&old.conditions, &status.conditions);
+    if unchanged {
         return Ok(Action::requeue(retry));
     }
     info!(reason = wait_reason, message = %text, "waiting");
