@@ -32,7 +32,7 @@ else
     >"$dir/logs/mailroom.log" 2>&1 < /dev/null &
   echo $! > "$dir/pids/mailroom.pid"
 fi
-admin_port=$(cat "$dir/admin-port")
+admin_port=$(cat "$dir/admin-port" 2>/dev/null || echo "(see $dir/logs/mailroom.log)")
 
 say "starting the local fake of the providers' HTTP APIs (log: $dir/logs/fakes.log)"
 if ! { [ -f "$dir/pids/fakes.pid" ] && kill -0 "$(cat "$dir/pids/fakes.pid")" 2>/dev/null; }; then
