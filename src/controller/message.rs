@@ -25,9 +25,10 @@ use crate::metrics::{ProviderLabels, ReasonLabels, TransportLabels};
 use crate::render;
 use crate::transport::{Accepted, SendError};
 
-/// How soon a message looks again for a provider that is Ready but whose
-/// transport this controller has not verified yet (just after a restart, or
-/// while another replica's verification is being repeated here).
+/// How soon a message looks again for a provider whose verification is under
+/// way, or that is Ready but whose transport this controller has not verified
+/// yet (just after a restart, or while another replica's verification is being
+/// repeated here).
 const TRANSPORT_WARMUP_RETRY: Duration = Duration::from_secs(2);
 /// How often a waiting message looks again on its own; provider changes wake
 /// it sooner.
@@ -240,10 +241,11 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 )
                 .await
             }
-            // Verification is under way; its status write wakes this message.
-            // Waiting quietly keeps a message applied together with its
-            // provider within two status writes.
-            None => Ok(Action::requeue(WAITING_RETRY)),
+            // Verification is under way. Its status write usually wakes this
+            // message, but that event can reach the message controller before
+            // the provider cache holds it (two watches), so look again soon
+            // rather than trust the wake-up alone.
+            None => Ok(Action::requeue(TRANSPORT_WARMUP_RETRY)),
         };
     };
 
