@@ -36,6 +36,40 @@ pub struct Email {
     pub tags: Vec<String>,
     /// Metadata the service echoes in its events, in key order.
     pub metadata: Vec<(String, String)>,
+    /// Files sent with the email, read when it is sent.
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file sent with an email, its bytes already read.
+#[derive(Clone, PartialEq)]
+pub struct Attachment {
+    /// The file name the recipient sees.
+    pub filename: String,
+    /// The MIME type, e.g. `image/png`.
+    pub content_type: String,
+    /// The file itself.
+    pub content: Vec<u8>,
+    /// Set for an inline attachment: the id the html refers to as `cid:ID`.
+    pub content_id: Option<String>,
+}
+
+impl Attachment {
+    /// Whether the html shows it (it has a content id) rather than it being
+    /// a file to download.
+    pub fn is_inline(&self) -> bool {
+        self.content_id.is_some()
+    }
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("filename", &self.filename)
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.content.len())
+            .field("content_id", &self.content_id)
+            .finish()
+    }
 }
 
 /// Why a spec cannot be sent; it names the offending field.
@@ -154,6 +188,7 @@ pub fn compose(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        attachments: Vec::new(),
     })
 }
 
@@ -182,6 +217,7 @@ mod tests {
             ttl_seconds_after_finished: None,
             tags: vec![],
             metadata: Default::default(),
+            attachments: vec![],
         }
     }
 

@@ -100,13 +100,7 @@ fn tagged(subject: &str, provider: &str) -> Value {
 
 #[tokio::test]
 async fn tags_and_metadata_reach_each_service_as_it_documents_them() {
-    for service in [
-        Service::Mailtrap,
-        Service::Resend,
-        Service::Postmark,
-        Service::Mailgun,
-        Service::SendGrid,
-    ] {
+    for service in Service::ALL {
         let (scene, fake, controller) =
             fixtures::api_scene(service, "tags", fixtures::VALID_API_KEY).await;
         scene.message("tagged", tagged("tagged", "api")).await;

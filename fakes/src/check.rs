@@ -38,8 +38,12 @@ async fn multipart_fields(content_type: &str, raw: &[u8]) -> Option<Value> {
         match field.file_name().map(str::to_string) {
             Some(file_name) => {
                 let content_type = field.content_type().map(|m| m.to_string());
-                let size = field.bytes().await.map(|b| b.len()).unwrap_or(0);
-                fields.push(json!([name, {"filename": file_name, "contentType": content_type, "size": size}]));
+                let bytes = field.bytes().await.unwrap_or_default();
+                let content = {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(&bytes)
+                };
+                fields.push(json!([name, {"filename": file_name, "contentType": content_type, "size": bytes.len(), "content": content}]));
             }
             None => fields.push(json!([name, field.text().await.unwrap_or_default()])),
         }
@@ -108,6 +112,116 @@ pub fn string_map(value: &Value) -> bool {
     value
         .as_object()
         .is_some_and(|m| m.values().all(Value::is_string))
+}
+
+/// A service's attachment object: its key names and what it requires.
+pub struct AttachmentRules {
+    /// The base64 content key (always required).
+    pub content: &'static str,
+    /// The file name key (always required).
+    pub filename: &'static str,
+    /// The MIME type key.
+    pub content_type: &'static str,
+    /// Whether the type is required.
+    pub content_type_required: bool,
+    /// The disposition key (`attachment` | `inline`), where there is one.
+    pub disposition: Option<&'static str>,
+    /// The content id key.
+    pub content_id: &'static str,
+    /// What a content id must start with (Postmark: `cid:`).
+    pub cid_prefix: &'static str,
+    /// A key that may stand in for the content (Resend's remote `path`).
+    pub content_alternative: Option<&'static str>,
+}
+
+/// The attachment object Mailtrap and SendGrid share.
+pub const DISPOSITION_ATTACHMENTS: AttachmentRules = AttachmentRules {
+    content: "content",
+    filename: "filename",
+    content_type: "type",
+    content_type_required: false,
+    disposition: Some("disposition"),
+    content_id: "content_id",
+    cid_prefix: "",
+    content_alternative: None,
+};
+
+/// The first problem with an attachments array, as the service words it
+/// closely enough for a test: unknown keys, missing or non-base64 content,
+/// a missing file name or type, a bad disposition, an inline part without an id.
+pub fn attachments(value: &Value, field: &str, rules: &AttachmentRules) -> Result<(), String> {
+    use base64::Engine;
+    let list = value
+        .as_array()
+        .ok_or_else(|| format!("'{field}' must be an array"))?;
+    for (i, item) in list.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let object = item
+            .as_object()
+            .ok_or_else(|| format!("'{at}' must be an object"))?;
+        let mut allowed = vec![
+            rules.content,
+            rules.filename,
+            rules.content_type,
+            rules.content_id,
+        ];
+        allowed.extend(rules.disposition);
+        allowed.extend(rules.content_alternative);
+        if let Some(key) = unknown_key(object, &allowed) {
+            return Err(format!("'{at}.{key}' is not a permitted field"));
+        }
+        let alternative = rules
+            .content_alternative
+            .and_then(|key| non_empty_str(object, key));
+        match non_empty_str(object, rules.content) {
+            Some(content) => {
+                if base64::engine::general_purpose::STANDARD
+                    .decode(content)
+                    .is_err()
+                {
+                    return Err(format!("'{at}.{}' must be base64-encoded", rules.content));
+                }
+            }
+            None if alternative.is_some() => {}
+            None => return Err(format!("'{at}.{}' is required", rules.content)),
+        }
+        if non_empty_str(object, rules.filename).is_none() {
+            return Err(format!("'{at}.{}' is required", rules.filename));
+        }
+        match object.get(rules.content_type) {
+            None if rules.content_type_required => {
+                return Err(format!("'{at}.{}' is required", rules.content_type));
+            }
+            None => {}
+            Some(Value::String(t)) if t.contains('/') => {}
+            Some(_) => return Err(format!("'{at}.{}' must be a MIME type", rules.content_type)),
+        }
+        let id = object.get(rules.content_id);
+        if let Some(id) = id
+            && !id.as_str().is_some_and(|id| {
+                id.len() > rules.cid_prefix.len() && id.starts_with(rules.cid_prefix)
+            })
+        {
+            return Err(format!(
+                "'{at}.{}' must be a string starting with '{}'",
+                rules.content_id, rules.cid_prefix
+            ));
+        }
+        if let Some(key) = rules.disposition {
+            match object.get(key).map(|d| d.as_str()) {
+                None | Some(Some("attachment")) => {}
+                Some(Some("inline")) if id.is_some() => {}
+                Some(Some("inline")) => {
+                    return Err(format!(
+                        "'{at}.{}' is required when '{key}' is inline",
+                        rules.content_id
+                    ));
+                }
+                Some(_) => return Err(format!("'{at}.{key}' must be attachment or inline")),
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

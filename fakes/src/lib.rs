@@ -33,6 +33,17 @@ pub enum Service {
     SendGrid,
 }
 
+impl Service {
+    /// Every service, in the order the docs list them.
+    pub const ALL: [Service; 5] = [
+        Service::Mailtrap,
+        Service::Resend,
+        Service::Postmark,
+        Service::Mailgun,
+        Service::SendGrid,
+    ];
+}
+
 /// What the fakes accept.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -123,6 +123,11 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             "Need at least one of 'text', 'html', 'amp-html' or 'template' parameters specified",
         );
     }
+    for field in ["attachment", "inline"] {
+        if values(field).iter().any(|v| !v.is_object()) {
+            return bad(&format!("'{field}' must be a file part"));
+        }
+    }
     if values("o:tag").len() > 3 {
         return bad("Too many tags: a message can have at most 3 tags");
     }

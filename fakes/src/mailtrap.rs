@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-use crate::check::{is_address, non_empty_str, string_map, unknown_key};
+use crate::check::{
+    DISPOSITION_ATTACHMENTS, attachments, is_address, non_empty_str, string_map, unknown_key,
+};
 use crate::{Answer, Config, Incoming, Service};
 
 const FIELDS: &[&str] = &[
@@ -118,6 +120,11 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         && !string_map(variables)
     {
         return bad("'custom_variables' must be an object of strings");
+    }
+    if let Some(list) = object.get("attachments")
+        && let Err(e) = attachments(list, "attachments", &DISPOSITION_ATTACHMENTS)
+    {
+        return bad(&e);
     }
     let ids: Vec<String> = (0..recipients)
         .map(|_| uuid::Uuid::new_v4().to_string())

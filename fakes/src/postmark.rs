@@ -6,7 +6,25 @@
 
 use serde_json::{Value, json};
 
-use crate::check::{named_address, unknown_key};
+use crate::check::{AttachmentRules, attachments, named_address, unknown_key};
+
+const ATTACHMENTS: AttachmentRules = AttachmentRules {
+    content: "Content",
+    filename: "Name",
+    content_type: "ContentType",
+    content_type_required: true,
+    disposition: None,
+    content_id: "ContentID",
+    cid_prefix: "cid:",
+    content_alternative: None,
+};
+
+/// File types Postmark refuses as attachments (ErrorCode 411).
+const FORBIDDEN_EXTENSIONS: &[&str] = &[
+    "vbs", "exe", "bin", "bat", "chm", "com", "cpl", "crt", "hlp", "hta", "inf", "ins", "isp",
+    "jse", "lnk", "mdb", "pcd", "pif", "reg", "scr", "sct", "shs", "vbe", "vba", "wsf", "wsh",
+    "wsl", "msc", "msi", "msp", "mst",
+];
 use crate::{Answer, Config, Incoming, Service};
 
 const FIELDS: &[&str] = &[
@@ -172,6 +190,21 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             403,
             "Incompatible JSON: 'Metadata' must be an object of strings.",
         );
+    }
+    if let Some(list) = object.get("Attachments") {
+        if let Err(e) = attachments(list, "Attachments", &ATTACHMENTS) {
+            return error(422, 300, &format!("Invalid attachment: {e}"));
+        }
+        let forbidden = list.as_array().into_iter().flatten().find_map(|a| {
+            let name = a.get("Name")?.as_str()?;
+            let extension = name.rsplit_once('.')?.1.to_ascii_lowercase();
+            FORBIDDEN_EXTENSIONS
+                .contains(&extension.as_str())
+                .then_some(name)
+        });
+        if let Some(name) = forbidden {
+            return error(422, 411, &format!("Forbidden attachment type: {name}"));
+        }
     }
     let inactive: Vec<&str> = all
         .iter()

@@ -8,7 +8,18 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::check::{named_address, string_map, unknown_key};
+use crate::check::{AttachmentRules, attachments, named_address, string_map, unknown_key};
+
+const ATTACHMENTS: AttachmentRules = AttachmentRules {
+    content: "content",
+    filename: "filename",
+    content_type: "content_type",
+    content_type_required: false,
+    disposition: None,
+    content_id: "content_id",
+    cid_prefix: "",
+    content_alternative: Some("path"),
+};
 use crate::{Answer, Config, Incoming, Service};
 
 const FIELDS: &[&str] = &[
@@ -182,6 +193,11 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
                 "Tags should only contain ASCII letters, numbers, underscores, or dashes.",
             );
         }
+    }
+    if let Some(list) = object.get("attachments")
+        && let Err(e) = attachments(list, "attachments", &ATTACHMENTS)
+    {
+        return error(422, "invalid_attachment", &e);
     }
     let id = uuid::Uuid::new_v4().to_string();
     Answer::json(200, json!({"id": id})).accepted_id(id)

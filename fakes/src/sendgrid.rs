@@ -7,7 +7,8 @@
 
 use serde_json::{Value, json};
 
-use crate::check::{is_address, unknown_key};
+use crate::check::{DISPOSITION_ATTACHMENTS, attachments, is_address, unknown_key};
+
 use crate::{Answer, Config, Incoming, Service};
 
 const FIELDS: &[&str] = &[
@@ -276,6 +277,11 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
                 );
             }
         }
+    }
+    if let Some(list) = object.get("attachments")
+        && let Err(e) = attachments(list, "attachments", &DISPOSITION_ATTACHMENTS)
+    {
+        return bad(Some("attachments"), &e);
     }
     let id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
     Answer::empty(202)

@@ -48,6 +48,8 @@ pub mod reason {
     pub const PARSED: &str = "Parsed";
     /// The template does not parse.
     pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
+    /// A Secret or ConfigMap key an attachment names does not exist (yet).
+    pub const ATTACHMENT_NOT_FOUND: &str = "AttachmentNotFound";
     /// The EmailTemplate named by the message does not exist.
     pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
     /// The message waits for its `sendAt` time.

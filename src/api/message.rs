@@ -171,6 +171,55 @@ pub struct EmailMessageSpec {
     #[schemars(extend("maxProperties" = 20, "additionalProperties" = {"type": "string", "maxLength": 256, "pattern": "^[^\\r\\n]*$"}))]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9_-]{1,64}$'))").message("metadata keys must be 1-64 letters, digits, _ or -"))]
     pub metadata: BTreeMap<String, String>,
+
+    /// Files sent with the message, read from Secret or ConfigMap keys in the
+    /// message's namespace when it is sent. One with a `contentId` is inline:
+    /// the html body shows it as `<img src="cid:ID">`. Their total size may
+    /// not pass the provider's `maxAttachmentBytes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.filename == a.filename))").message("attachment filenames must be unique"))]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file sent with a message: its name, its type, and where its bytes are.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)").message("set exactly one of secretKeyRef or configMapKeyRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    /// The file name the recipient sees, e.g. `invoice.pdf`. No line breaks,
+    /// quotes, slashes or backslashes.
+    #[schemars(length(min = 1, max = 255), regex(pattern = r#"^[^\r\n"/\\]+$"#))]
+    pub filename: String,
+
+    /// The MIME type, e.g. `application/pdf`. Defaults to the type the file
+    /// name's extension implies, else `application/octet-stream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 127),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
+    )]
+    pub content_type: Option<String>,
+
+    /// Makes the attachment inline, shown where the html body says
+    /// `<img src="cid:ID">`. Letters, digits, `.`, `_`, `-` and one `@`.
+    /// Mailgun names inline parts by file name, so there the file is sent
+    /// under this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9._-]+(@[A-Za-z0-9._-]+)?$")
+    )]
+    pub content_id: Option<String>,
+
+    /// A key of a Secret in the message's namespace holding the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<crate::api::provider::KeyRef>,
+
+    /// A key of a ConfigMap in the message's namespace holding the file
+    /// (`data` for text, `binaryData` for bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<crate::api::provider::KeyRef>,
 }
 
 /// What an interrupted attempt leads to.

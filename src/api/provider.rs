@@ -65,7 +65,18 @@ pub struct EmailProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::optional_mailbox")]
     pub default_from: Option<String>,
+
+    /// The most bytes a message's attachments may add up to, before
+    /// encoding (default 10 MiB, Postmark's limit; Mailgun takes 25 MB,
+    /// SendGrid 30 MB, Resend 40 MB). A message over it fails with
+    /// InvalidRequest naming the attachment, and nothing is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 52428800))]
+    pub max_attachment_bytes: Option<u32>,
 }
+
+/// The attachment cap a provider gets when it sets none: 10 MiB.
+pub const DEFAULT_MAX_ATTACHMENT_BYTES: u32 = 10 * 1024 * 1024;
 
 /// The SMTP transport.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -7,6 +7,9 @@ pub enum Error {
     /// A call to the Kubernetes API failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+    /// A message's attachments could not be read from the API.
+    #[error("attachments: {0}")]
+    Attachments(#[source] super::attachments::LoadError),
     /// A status write kept conflicting with other writers.
     #[error("the status write conflicted {0} times in a row")]
     Contended(u32),

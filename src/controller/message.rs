@@ -13,12 +13,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::attachments::{self, LoadError};
 use super::context::Context;
 use super::error::Error;
 use super::{backoff, provider};
 use crate::api::condition::{self, READY, SENT, reason};
 use crate::api::message::{DeliveryPolicy, LastError, RETRY_ANNOTATION, ServerReply};
-use crate::api::provider::RetryPolicy;
+use crate::api::provider::{DEFAULT_MAX_ATTACHMENT_BYTES, RetryPolicy};
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
 use crate::compose;
 use crate::metrics::{ProviderLabels, ReasonLabels, TransportLabels};
@@ -33,6 +34,9 @@ const TRANSPORT_WARMUP_RETRY: Duration = Duration::from_secs(2);
 /// How often a waiting message looks again on its own; provider changes wake
 /// it sooner.
 const WAITING_RETRY: Duration = Duration::from_secs(300);
+/// How often a message looks again for an attachment's missing Secret or
+/// ConfigMap (nothing wakes it when one appears).
+const ATTACHMENT_RETRY: Duration = Duration::from_secs(15);
 /// How many times a result is written before it is kept for a later reconcile.
 const RECORD_TRIES: u32 = 6;
 
@@ -173,7 +177,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         }
     };
 
-    let email = match compose::compose(spec, provider.spec.default_from.as_deref(), &uid) {
+    let mut email = match compose::compose(spec, provider.spec.default_from.as_deref(), &uid) {
         Ok(mut email) => {
             if let Some(id) = &status.message_id {
                 email.message_id = id.clone();
@@ -274,6 +278,40 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             text,
         )
         .await;
+    }
+
+    // Attachments are read last, just before the send, so a file is never
+    // held longer than one attempt.
+    if !message.spec.attachments.is_empty() {
+        let cap = provider
+            .spec
+            .max_attachment_bytes
+            .unwrap_or(DEFAULT_MAX_ATTACHMENT_BYTES);
+        match attachments::load(
+            &ctx.client,
+            &namespace,
+            &message.spec.attachments,
+            u64::from(cap),
+        )
+        .await
+        {
+            Ok(files) => email.attachments = files,
+            Err(e @ LoadError::Missing { .. }) => {
+                return wait(
+                    &api,
+                    &message,
+                    reason::ATTACHMENT_NOT_FOUND,
+                    e.to_string(),
+                    Some(ATTACHMENT_RETRY),
+                    limits.deadline,
+                )
+                .await;
+            }
+            Err(e @ LoadError::TooLarge { .. }) => {
+                return fail_invalid(&api, &message, &ctx, e.to_string()).await;
+            }
+            Err(e @ LoadError::Api { .. }) => return Err(Error::Attachments(e)),
+        }
     }
 
     if let Some(wait_for) = ctx

@@ -3,6 +3,7 @@
 //! Providers are re-verified when they or their Secrets/ConfigMaps change;
 //! messages wake up when their provider changes.
 
+pub mod attachments;
 pub mod backoff;
 pub mod context;
 pub mod credentials;

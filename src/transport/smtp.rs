@@ -220,13 +220,44 @@ fn to_lettre(email: &Email) -> Result<Message, SendError> {
             HeaderName::new_from_ascii(name.clone()).map_err(|e| header_error(name, e))?;
         builder = builder.raw_header(HeaderValue::new(header_name, value.clone()));
     }
-    let built = match (&email.text, &email.html) {
-        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
+    let built = match mime_tree(email)? {
+        Part::Single(part) => builder.singlepart(part),
+        Part::Multi(part) => builder.multipart(part),
+    };
+    built.map_err(|e| {
+        SendError::new(
+            FailureKind::InvalidRequest,
+            format!("the message cannot be built: {e}"),
+        )
+    })
+}
+
+/// A MIME body: one part, or a multipart tree.
+enum Part {
+    Single(SinglePart),
+    Multi(MultiPart),
+}
+
+impl Part {
+    fn into_multipart(self, outer: MultiPart) -> MultiPart {
+        match self {
+            Part::Single(part) => outer.singlepart(part),
+            Part::Multi(part) => outer.multipart(part),
+        }
+    }
+}
+
+/// The body's MIME tree: `multipart/mixed` (when there are files) around
+/// `multipart/related` (when there are inline images) around the text and
+/// html (`multipart/alternative` when both are set).
+fn mime_tree(email: &Email) -> Result<Part, SendError> {
+    let mut tree = match (&email.text, &email.html) {
+        (Some(text), Some(html)) => Part::Multi(MultiPart::alternative_plain_html(
             text.clone(),
             html.clone(),
         )),
-        (Some(text), None) => builder.singlepart(SinglePart::plain(text.clone())),
-        (None, Some(html)) => builder.singlepart(
+        (Some(text), None) => Part::Single(SinglePart::plain(text.clone())),
+        (None, Some(html)) => Part::Single(
             SinglePart::builder()
                 .header(ContentType::TEXT_HTML)
                 .body(html.clone()),
@@ -238,10 +269,38 @@ fn to_lettre(email: &Email) -> Result<Message, SendError> {
             ));
         }
     };
-    built.map_err(|e| {
+    let (inline, files): (Vec<_>, Vec<_>) = email
+        .attachments
+        .iter()
+        .enumerate()
+        .partition(|(_, a)| a.is_inline());
+    if !inline.is_empty() {
+        let mut related = tree.into_multipart(MultiPart::related().build());
+        for (i, file) in inline {
+            let id = file.content_id.clone().unwrap_or_default();
+            let part = lettre::message::Attachment::new_inline_with_name(id, file.filename.clone())
+                .body(file.content.clone(), content_type(i, &file.content_type)?);
+            related = related.singlepart(part);
+        }
+        tree = Part::Multi(related);
+    }
+    if !files.is_empty() {
+        let mut mixed = tree.into_multipart(MultiPart::mixed().build());
+        for (i, file) in files {
+            let part = lettre::message::Attachment::new(file.filename.clone())
+                .body(file.content.clone(), content_type(i, &file.content_type)?);
+            mixed = mixed.singlepart(part);
+        }
+        tree = Part::Multi(mixed);
+    }
+    Ok(tree)
+}
+
+fn content_type(index: usize, value: &str) -> Result<ContentType, SendError> {
+    ContentType::parse(value).map_err(|e| {
         SendError::new(
             FailureKind::InvalidRequest,
-            format!("the message cannot be built: {e}"),
+            format!("spec.attachments[{index}].contentType: {value:?} is not a MIME type: {e}"),
         )
     })
 }

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::Target;
-use super::wire::{self, Body, ErrorDetail, Request};
+use super::wire::{self, Body, ErrorDetail, FilePart, Request};
 use crate::compose::Email;
 use crate::transport::{Accepted, FailureKind, SendError};
 
@@ -90,8 +90,25 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             .iter()
             .map(|(k, v)| (format!("v:{k}"), v.clone())),
     );
+    // Files are real file parts; Mailgun names an inline part's `cid:` by its
+    // file name, so an inline part is sent under its content id.
+    let files = email
+        .attachments
+        .iter()
+        .map(|a| FilePart {
+            field: if a.is_inline() {
+                "inline"
+            } else {
+                "attachment"
+            }
+            .into(),
+            filename: a.content_id.clone().unwrap_or_else(|| a.filename.clone()),
+            content_type: a.content_type.clone(),
+            content: a.content.clone(),
+        })
+        .collect();
     let url = format!("{}/v3/{}/messages", target.base, domain(target)?);
-    Ok(authenticated(Request::new(Method::POST, url), target).with_body(Body::Form(fields)))
+    Ok(authenticated(Request::new(Method::POST, url), target).with_body(Body::Form(fields, files)))
 }
 
 pub fn accepted(status: u16, body: &[u8]) -> Result<Accepted, SendError> {

@@ -52,6 +52,10 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     if !email.metadata.is_empty() {
         body.insert("custom_variables".into(), wire::metadata_object(email));
     }
+    if !email.attachments.is_empty() {
+        let keys = &wire::DISPOSITION_ATTACHMENT_KEYS;
+        body.insert("attachments".into(), wire::attachments_json(email, keys));
+    }
     let inbox = target
         .spec
         .mailtrap

@@ -92,10 +92,22 @@ impl ApiTransport {
         builder = match request.body {
             Body::None => builder,
             Body::Json(value) => builder.json(&value),
-            Body::Form(fields) => {
+            Body::Form(fields, files) => {
                 let mut form = reqwest::multipart::Form::new();
                 for (name, value) in fields {
                     form = form.text(name, value);
+                }
+                for file in files {
+                    let part = reqwest::multipart::Part::bytes(file.content)
+                        .file_name(file.filename)
+                        .mime_str(&file.content_type)
+                        .map_err(|e| {
+                            SendError::new(
+                                FailureKind::InvalidRequest,
+                                format!("attachment content type: {e}"),
+                            )
+                        })?;
+                    form = form.part(file.field, part);
                 }
                 builder.multipart(form)
             }

@@ -59,6 +59,18 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     if !email.metadata.is_empty() {
         body.insert("Metadata".into(), wire::metadata_object(email));
     }
+    if !email.attachments.is_empty() {
+        // Postmark wants the `cid:` prefix on an inline image's ContentID.
+        let keys = wire::AttachmentKeys {
+            content: "Content",
+            filename: "Name",
+            content_type: "ContentType",
+            disposition: None,
+            content_id: "ContentID",
+            cid_prefix: "cid:",
+        };
+        body.insert("Attachments".into(), wire::attachments_json(email, &keys));
+    }
     let stream = target
         .spec
         .postmark

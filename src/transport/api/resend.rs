@@ -36,6 +36,17 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     if !tags.is_empty() {
         body.insert("tags".into(), Value::from(tags));
     }
+    if !email.attachments.is_empty() {
+        let keys = wire::AttachmentKeys {
+            content: "content",
+            filename: "filename",
+            content_type: "content_type",
+            disposition: None,
+            content_id: "content_id",
+            cid_prefix: "",
+        };
+        body.insert("attachments".into(), wire::attachments_json(email, &keys));
+    }
     if email.to.is_empty() {
         return Err(SendError::new(
             FailureKind::InvalidRequest,

@@ -60,8 +60,22 @@ pub enum Body {
     None,
     /// `application/json`.
     Json(Value),
-    /// `multipart/form-data` text fields, in order; a name may repeat.
-    Form(Vec<(String, String)>),
+    /// `multipart/form-data`: text fields in order (a name may repeat), then
+    /// file parts.
+    Form(Vec<(String, String)>, Vec<FilePart>),
+}
+
+/// A file part of a `multipart/form-data` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilePart {
+    /// The form field name, e.g. `attachment`.
+    pub field: String,
+    /// The part's file name.
+    pub filename: String,
+    /// The part's Content-Type.
+    pub content_type: String,
+    /// The file.
+    pub content: Vec<u8>,
 }
 
 /// A service's own description of an error.
@@ -124,6 +138,69 @@ pub fn insert_common(body: &mut Map<String, Value>, email: &Email, with_bodies: 
             .collect();
         body.insert("headers".into(), Value::Object(headers));
     }
+}
+
+/// The attachments as JSON objects, with the service's own key names for the
+/// base64 content, file name, type, disposition and content id (`None` where
+/// the service has no such key). An inline attachment's id is written as
+/// `cid_prefix` + id.
+pub struct AttachmentKeys {
+    /// The base64 content.
+    pub content: &'static str,
+    /// The file name.
+    pub filename: &'static str,
+    /// The MIME type.
+    pub content_type: &'static str,
+    /// `attachment` or `inline`, where the service has such a key.
+    pub disposition: Option<&'static str>,
+    /// The inline content id.
+    pub content_id: &'static str,
+    /// What the service wants before the id (Postmark: `cid:`).
+    pub cid_prefix: &'static str,
+}
+
+/// The attachment object Mailtrap and SendGrid share: `content`, `filename`,
+/// `type`, `disposition` (`attachment` | `inline`) and `content_id`.
+pub const DISPOSITION_ATTACHMENT_KEYS: AttachmentKeys = AttachmentKeys {
+    content: "content",
+    filename: "filename",
+    content_type: "type",
+    disposition: Some("disposition"),
+    content_id: "content_id",
+    cid_prefix: "",
+};
+
+/// `email`'s attachments in the JSON shape `keys` names.
+pub fn attachments_json(email: &Email, keys: &AttachmentKeys) -> Value {
+    use base64::Engine;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    Value::from(
+        email
+            .attachments
+            .iter()
+            .map(|a| {
+                let mut object = Map::new();
+                object.insert(keys.content.into(), json!(encode(&a.content)));
+                object.insert(keys.filename.into(), json!(a.filename));
+                object.insert(keys.content_type.into(), json!(a.content_type));
+                if let Some(key) = keys.disposition {
+                    let disposition = if a.is_inline() {
+                        "inline"
+                    } else {
+                        "attachment"
+                    };
+                    object.insert(key.into(), json!(disposition));
+                }
+                if let Some(id) = &a.content_id {
+                    object.insert(
+                        keys.content_id.into(),
+                        json!(format!("{}{id}", keys.cid_prefix)),
+                    );
+                }
+                Value::Object(object)
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The message's metadata as a JSON object of strings.
