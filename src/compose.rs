@@ -38,6 +38,19 @@ pub struct Email {
     pub metadata: Vec<(String, String)>,
     /// Files sent with the email, read when it is sent.
     pub attachments: Vec<Attachment>,
+    /// A template stored at the service that supplies the body instead.
+    pub stored_template: Option<StoredTemplate>,
+}
+
+/// A template stored at the email service, and the values it is rendered with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTemplate {
+    /// The service's template id.
+    pub id: String,
+    /// The version, where the service picks one (Mailgun).
+    pub version: Option<String>,
+    /// The values, a JSON object.
+    pub data: serde_json::Value,
 }
 
 /// A file sent with an email, its bytes already read.
@@ -142,7 +155,15 @@ pub fn compose(
     if spec.subject.contains(['\r', '\n']) {
         return Err(invalid("spec.subject", "line breaks are not allowed"));
     }
-    if spec.text.is_none() && spec.html.is_none() {
+    let stored_template = spec.provider_template.as_ref().map(|t| StoredTemplate {
+        id: t.id.clone(),
+        version: t.version.clone(),
+        data: spec
+            .data
+            .clone()
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+    });
+    if spec.text.is_none() && spec.html.is_none() && stored_template.is_none() {
         return Err(invalid(
             "spec.text",
             "a body is required: set text, html or both",
@@ -189,6 +210,7 @@ pub fn compose(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         attachments: Vec::new(),
+        stored_template,
     })
 }
 
@@ -218,6 +240,7 @@ mod tests {
             tags: vec![],
             metadata: Default::default(),
             attachments: vec![],
+            provider_template: None,
         }
     }
 

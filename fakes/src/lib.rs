@@ -53,7 +53,20 @@ pub struct Config {
     pub mailgun_domain: String,
     /// Addresses Postmark treats as inactive (hard bounced or suppressed).
     pub inactive: Vec<String>,
+    /// The ids of the templates stored at every service (see [`TEMPLATES`]);
+    /// any other id is refused as the service refuses an unknown template.
+    pub templates: Vec<String>,
 }
+
+/// The templates the fakes hold by default: an alias or name (Postmark,
+/// Mailgun, Resend), a numeric Postmark id, a Mailtrap UUID and a SendGrid
+/// dynamic template id.
+pub const TEMPLATES: &[&str] = &[
+    "welcome",
+    "1234567",
+    "b81aabcd-1a1e-41cf-91b6-eca0254b3d96",
+    "d-0123456789abcdef0123456789abcdef",
+];
 
 impl Config {
     /// One key for every service.
@@ -69,6 +82,7 @@ impl Config {
             keys: services.into_iter().map(|s| (s, key.to_string())).collect(),
             mailgun_domain: "mg.example.com".into(),
             inactive: vec!["inactive@example.org".into()],
+            templates: TEMPLATES.iter().map(|t| t.to_string()).collect(),
         }
     }
 }
@@ -324,7 +338,9 @@ fn service_of(method: &Method, path: &str) -> Option<Service> {
     match (method.as_str(), segments.as_slice()) {
         ("POST", ["api", "send"]) | ("POST", ["api", "send", _]) => Some(Service::Mailtrap),
         ("POST", ["emails"]) => Some(Service::Resend),
-        ("POST", ["email"]) | ("GET", ["server"]) => Some(Service::Postmark),
+        ("POST", ["email"]) | ("POST", ["email", "withTemplate"]) | ("GET", ["server"]) => {
+            Some(Service::Postmark)
+        }
         ("POST", ["v3", "mail", "send"]) | ("GET", ["v3", "scopes"]) => Some(Service::SendGrid),
         ("POST", ["v3", _, "messages"]) | ("GET", ["v3", "domains", _]) => Some(Service::Mailgun),
         _ => None,

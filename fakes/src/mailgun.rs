@@ -128,6 +128,23 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             return bad(&format!("'{field}' must be a file part"));
         }
     }
+    if let Some(template) = values("template").first() {
+        let known = template
+            .as_str()
+            .is_some_and(|t| config.templates.iter().any(|k| k == t));
+        if !known {
+            return Answer::json(404, json!({"message": "template not found"}));
+        }
+    }
+    for variables in values("t:variables") {
+        let object = variables
+            .as_str()
+            .and_then(|v| serde_json::from_str::<Value>(v).ok())
+            .is_some_and(|v| v.is_object());
+        if !object {
+            return bad("t:variables must be a JSON object");
+        }
+    }
     if values("o:tag").len() > 3 {
         return bad("Too many tags: a message can have at most 3 tags");
     }

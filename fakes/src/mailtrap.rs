@@ -27,6 +27,10 @@ const FIELDS: &[&str] = &[
     "template_variables",
 ];
 
+fn is_uuid(id: &str) -> bool {
+    uuid::Uuid::try_parse(id).is_ok() && id.len() == 36
+}
+
 fn bad(message: &str) -> Answer {
     Answer::json(400, json!({"success": false, "errors": [message]}))
 }
@@ -95,14 +99,35 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     {
         return bad(&e);
     }
-    if object.contains_key("template_uuid") {
-        return bad("templates are not supported by this fake");
-    }
-    if non_empty_str(object, "subject").is_none() {
-        return bad("'subject' is required");
-    }
-    if non_empty_str(object, "text").is_none() && non_empty_str(object, "html").is_none() {
-        return bad("must specify either text or html body");
+    if let Some(template) = object.get("template_uuid") {
+        // The EmailFromTemplate schema: no subject, body or category.
+        for field in ["subject", "text", "html", "category"] {
+            if object.contains_key(field) {
+                return bad(&format!("'{field}' is not permitted with 'template_uuid'"));
+            }
+        }
+        let Some(id) = template.as_str().filter(|id| is_uuid(id)) else {
+            return bad("'template_uuid' must be a UUID");
+        };
+        if !config.templates.iter().any(|t| t == id) {
+            return bad("template not found");
+        }
+        if object
+            .get("template_variables")
+            .is_some_and(|v| !v.is_object())
+        {
+            return bad("'template_variables' must be an object");
+        }
+    } else {
+        if object.contains_key("template_variables") {
+            return bad("'template_variables' needs 'template_uuid'");
+        }
+        if non_empty_str(object, "subject").is_none() {
+            return bad("'subject' is required");
+        }
+        if non_empty_str(object, "text").is_none() && non_empty_str(object, "html").is_none() {
+            return bad("must specify either text or html body");
+        }
     }
     if let Some(headers) = object.get("headers")
         && !string_map(headers)

@@ -27,15 +27,13 @@ const FORBIDDEN_EXTENSIONS: &[&str] = &[
 ];
 use crate::{Answer, Config, Incoming, Service};
 
-const FIELDS: &[&str] = &[
+/// Fields both send endpoints take.
+const COMMON_FIELDS: &[&str] = &[
     "From",
     "To",
     "Cc",
     "Bcc",
     "ReplyTo",
-    "Subject",
-    "HtmlBody",
-    "TextBody",
     "Tag",
     "Metadata",
     "Headers",
@@ -44,6 +42,12 @@ const FIELDS: &[&str] = &[
     "Attachments",
     "MessageStream",
 ];
+
+/// `/email` only: the message's own subject and bodies.
+const BODY_FIELDS: &[&str] = &["Subject", "HtmlBody", "TextBody"];
+
+/// `/email/withTemplate` (TemplatedMessage) only: the body comes from the template.
+const TEMPLATE_FIELDS: &[&str] = &["TemplateId", "TemplateAlias", "TemplateModel", "InlineCss"];
 
 fn error(status: u16, code: i64, message: &str) -> Answer {
     Answer::json(status, json!({"ErrorCode": code, "Message": message}))
@@ -60,6 +64,41 @@ fn recipients<'a>(value: &'a Value, field: &str) -> Result<Vec<&'a str>, String>
                 .ok_or_else(|| format!("Invalid '{field}' address: '{}'.", part.trim()))
         })
         .collect()
+}
+
+/// The template of a TemplatedMessage: exactly one of TemplateId (a number)
+/// and TemplateAlias, a known one (ErrorCode 1101 otherwise), and an object
+/// TemplateModel.
+fn template(config: &Config, object: &serde_json::Map<String, Value>) -> Result<(), Answer> {
+    let id = match (object.get("TemplateId"), object.get("TemplateAlias")) {
+        (Some(Value::Number(id)), None) => id.to_string(),
+        (None, Some(Value::String(alias))) => alias.clone(),
+        (Some(_), Some(_)) => {
+            return Err(error(
+                422,
+                1123,
+                "Use either TemplateId or TemplateAlias, not both.",
+            ));
+        }
+        _ => {
+            return Err(error(
+                422,
+                403,
+                "Incompatible JSON: TemplateId must be a number or TemplateAlias a string.",
+            ));
+        }
+    };
+    if !config.templates.contains(&id) {
+        return Err(error(422, 1101, "Template not found."));
+    }
+    if object.get("TemplateModel").is_some_and(|m| !m.is_object()) {
+        return Err(error(
+            422,
+            403,
+            "Incompatible JSON: TemplateModel must be an object.",
+        ));
+    }
+    Ok(())
 }
 
 pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer {
@@ -98,7 +137,13 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     let Some(object) = body.as_object() else {
         return error(422, 402, "Invalid JSON.");
     };
-    if let Some(key) = unknown_key(object, FIELDS) {
+    let templated = incoming.path.ends_with("/withTemplate");
+    let own = if templated {
+        TEMPLATE_FIELDS
+    } else {
+        BODY_FIELDS
+    };
+    if let Some(key) = unknown_key(object, &[COMMON_FIELDS, own].concat()) {
         return error(
             422,
             403,
@@ -137,7 +182,11 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     {
         return error(422, 300, &message);
     }
-    if !object.get("Subject").is_some_and(Value::is_string) {
+    if templated {
+        if let Err(answer) = template(config, object) {
+            return answer;
+        }
+    } else if !object.get("Subject").is_some_and(Value::is_string) {
         return error(422, 300, "'Subject' must be a string.");
     }
     let has = |k: &str| {
@@ -146,7 +195,7 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             .and_then(Value::as_str)
             .is_some_and(|s| !s.is_empty())
     };
-    if !has("TextBody") && !has("HtmlBody") {
+    if !templated && !has("TextBody") && !has("HtmlBody") {
         return error(
             422,
             300,

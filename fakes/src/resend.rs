@@ -159,6 +159,34 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     {
         return error(422, "validation_error", "Missing `html` or `text` field.");
     }
+    if let Some(template) = object.get("template") {
+        if object.contains_key("html") || object.contains_key("text") {
+            return error(
+                422,
+                "validation_error",
+                "`html` and `text` cannot be used with `template`.",
+            );
+        }
+        let valid = template.as_object().is_some_and(|t| {
+            unknown_key(t, &["id", "variables"]).is_none()
+                && t.get("id").and_then(Value::as_str).is_some()
+                && t.get("variables").is_none_or(|v| {
+                    v.as_object()
+                        .is_some_and(|v| v.values().all(|x| x.is_string() || x.is_number()))
+                })
+        });
+        if !valid {
+            return error(
+                422,
+                "validation_error",
+                "`template` must be {id, variables} with string or number variables.",
+            );
+        }
+        let id = template["id"].as_str().unwrap_or_default();
+        if !config.templates.iter().any(|t| t == id) {
+            return error(404, "not_found", "Template not found");
+        }
+    }
     if let Some(headers) = object.get("headers")
         && !string_map(headers)
     {

@@ -131,6 +131,17 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         );
     }
     let templated = object.contains_key("template_id");
+    if let Some(id) = object.get("template_id") {
+        let known = id
+            .as_str()
+            .is_some_and(|id| config.templates.iter().any(|t| t == id));
+        if !known {
+            return bad(
+                Some("template_id"),
+                "The template_id must be a valid GUID, you provided an invalid or unknown template id.",
+            );
+        }
+    }
     let mut total = 0;
     for (i, p) in personalizations.iter().enumerate() {
         let Some(p) = p.as_object() else {

@@ -49,10 +49,11 @@ pub const RESERVED_HEADERS: &[&str] = &[
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new EmailMessage to send again"))]
 #[x_kube(validation = Rule::new("size(self.to) + size(self.cc) + size(self.bcc) > 0").message("at least one recipient is required in to, cc or bcc"))]
-#[x_kube(validation = Rule::new("has(self.text) || has(self.html) || has(self.templateRef)").message("a body is required: set text, html or both, or a templateRef"))]
+#[x_kube(validation = Rule::new("has(self.text) || has(self.html) || has(self.templateRef) || has(self.providerTemplate)").message("a body is required: set text, html or both, a templateRef or a providerTemplate"))]
 #[x_kube(validation = Rule::new("!has(self.templateRef) || (!has(self.text) && !has(self.html) && self.subject == '')").message("templateRef supplies the subject and body: leave subject, text and html unset"))]
-#[x_kube(validation = Rule::new("has(self.templateRef) || self.subject != ''").message("a subject is required (or a templateRef)"))]
-#[x_kube(validation = Rule::new("!has(self.data) || has(self.templateRef)").message("data is only used with a templateRef"))]
+#[x_kube(validation = Rule::new("!has(self.providerTemplate) || (!has(self.text) && !has(self.html) && !has(self.templateRef))").message("providerTemplate supplies the body: leave text, html and templateRef unset"))]
+#[x_kube(validation = Rule::new("has(self.templateRef) || has(self.providerTemplate) || self.subject != ''").message("a subject is required (or a templateRef or providerTemplate)"))]
+#[x_kube(validation = Rule::new("!has(self.data) || has(self.templateRef) || has(self.providerTemplate)").message("data is only used with a templateRef or a providerTemplate"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailMessageSpec {
     /// The EmailProvider, in the same namespace, that sends this message.
@@ -96,7 +97,15 @@ pub struct EmailMessageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_ref: Option<TemplateRef>,
 
-    /// The values the template refers to, e.g. `{name: Alice, items: [...]}`.
+    /// A template stored at the email service, rendered there with `data`
+    /// instead of a body: Mailtrap `template_uuid`, Postmark `TemplateAlias`
+    /// (or `TemplateId` when the id is a number), SendGrid `template_id`,
+    /// Mailgun `template`, Resend `template.id`. Not for SMTP providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_template: Option<ProviderTemplate>,
+
+    /// The values the template (templateRef or providerTemplate) refers to,
+    /// e.g. `{name: Alice, items: [...]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::free_form_object")]
     pub data: Option<serde_json::Value>,
@@ -242,6 +251,22 @@ pub struct TemplateRef {
     /// Name of the EmailTemplate in the message's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+}
+
+/// A template stored at the email service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderTemplate {
+    /// The service's id for the template: a UUID (Mailtrap), an alias or a
+    /// numeric id (Postmark), `d-...` (SendGrid), a name (Mailgun), an id
+    /// or alias (Resend).
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^\s]+$"))]
+    pub id: String,
+    /// The template version to use (Mailgun `t:version`); the active one
+    /// when unset. Other services always use their active version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[^\s]+$"))]
+    pub version: Option<String>,
 }
 
 /// A reference to the EmailProvider that sends a message.

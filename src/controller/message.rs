@@ -280,6 +280,14 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         .await;
     }
 
+    if email.stored_template.is_some() && !verified.transport.stores_templates() {
+        let text = format!(
+            "spec.providerTemplate: EmailProvider {provider_name:?} sends over {}, which keeps no templates; use a templateRef",
+            verified.transport.name()
+        );
+        return fail_invalid(&api, &message, &ctx, text).await;
+    }
+
     // Attachments are read last, just before the send, so a file is never
     // held longer than one attempt.
     if !message.spec.attachments.is_empty() {

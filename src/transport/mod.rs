@@ -67,6 +67,12 @@ pub trait Transport: Send + Sync {
         false
     }
 
+    /// Whether the service keeps templates of its own that a message can
+    /// name (`providerTemplate`): the HTTP APIs do, SMTP servers do not.
+    fn stores_templates(&self) -> bool {
+        false
+    }
+
     /// Checks that the server can be reached and accepts the credentials,
     /// without sending anything.
     async fn verify(&self) -> Result<Verification, SendError>;

@@ -60,7 +60,16 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             "spec.to: Mailgun requires at least one 'to' recipient",
         ));
     }
-    fields.push(("subject".into(), email.subject.clone()));
+    if !email.subject.is_empty() {
+        fields.push(("subject".into(), email.subject.clone()));
+    }
+    if let Some(template) = &email.stored_template {
+        fields.push(("template".into(), template.id.clone()));
+        if let Some(version) = &template.version {
+            fields.push(("t:version".into(), version.clone()));
+        }
+        fields.push(("t:variables".into(), template.data.to_string()));
+    }
     if let Some(text) = &email.text {
         fields.push(("text".into(), text.clone()));
     }

@@ -38,16 +38,34 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             ));
         }
     }
-    if email.subject.is_empty() {
-        return Err(SendError::new(
-            FailureKind::InvalidRequest,
-            "spec.subject: Mailtrap requires a subject",
-        ));
-    }
-    wire::insert_common(&mut body, email, true);
-    // Mailtrap takes one category: the first tag.
-    if let Some(tag) = email.tags.first() {
-        body.insert("category".into(), tag.clone().into());
+    match &email.stored_template {
+        Some(template) => {
+            wire::no_subject_with_template(email, "Mailtrap")?;
+            if !is_uuid(&template.id) {
+                let text = "spec.providerTemplate.id: Mailtrap template ids are UUIDs";
+                return Err(SendError::new(FailureKind::InvalidRequest, text));
+            }
+            if !email.tags.is_empty() {
+                let text = "spec.tags: Mailtrap takes no category with a template";
+                return Err(SendError::new(FailureKind::InvalidRequest, text));
+            }
+            body.insert("template_uuid".into(), template.id.clone().into());
+            body.insert("template_variables".into(), template.data.clone());
+            wire::insert_common(&mut body, email, false);
+        }
+        None => {
+            if email.subject.is_empty() {
+                return Err(SendError::new(
+                    FailureKind::InvalidRequest,
+                    "spec.subject: Mailtrap requires a subject",
+                ));
+            }
+            wire::insert_common(&mut body, email, true);
+            // Mailtrap takes one category: the first tag.
+            if let Some(tag) = email.tags.first() {
+                body.insert("category".into(), tag.clone().into());
+            }
+        }
     }
     if !email.metadata.is_empty() {
         body.insert("custom_variables".into(), wire::metadata_object(email));
@@ -68,6 +86,15 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     Ok(Request::new(Method::POST, url)
         .header("Authorization", format!("Bearer {}", target.key))
         .with_body(Body::Json(Value::Object(body))))
+}
+
+/// `8-4-4-4-12` hex digits.
+fn is_uuid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 pub fn accepted(status: u16, body: &[u8]) -> Result<Accepted, SendError> {

@@ -180,6 +180,10 @@ impl Transport for ApiTransport {
         self.provider == ApiProvider::Resend
     }
 
+    fn stores_templates(&self) -> bool {
+        true
+    }
+
     async fn verify(&self) -> Result<Verification, SendError> {
         let request = match self.provider {
             ApiProvider::Postmark => postmark::verify(&self.target),

@@ -37,13 +37,28 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             body.insert(field.into(), json!(wire::mailbox_list_text(list)));
         }
     }
-    body.insert("Subject".into(), json!(email.subject));
-    if let Some(text) = &email.text {
-        body.insert("TextBody".into(), json!(text));
-    }
-    if let Some(html) = &email.html {
-        body.insert("HtmlBody".into(), json!(html));
-    }
+    let path = match &email.stored_template {
+        Some(template) => {
+            wire::no_subject_with_template(email, "Postmark")?;
+            // A number is a TemplateId; anything else is an alias.
+            match template.id.parse::<u64>() {
+                Ok(id) => body.insert("TemplateId".into(), json!(id)),
+                Err(_) => body.insert("TemplateAlias".into(), json!(template.id)),
+            };
+            body.insert("TemplateModel".into(), template.data.clone());
+            "email/withTemplate"
+        }
+        None => {
+            body.insert("Subject".into(), json!(email.subject));
+            if let Some(text) = &email.text {
+                body.insert("TextBody".into(), json!(text));
+            }
+            if let Some(html) = &email.html {
+                body.insert("HtmlBody".into(), json!(html));
+            }
+            "email"
+        }
+    };
     if !email.headers.is_empty() {
         let headers: Vec<Value> = email
             .headers
@@ -78,7 +93,7 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
         .map_or("outbound", |p| p.message_stream.as_str());
     body.insert("MessageStream".into(), json!(stream));
     Ok(authenticated(
-        Request::new(Method::POST, format!("{}/email", target.base)),
+        Request::new(Method::POST, format!("{}/{path}", target.base)),
         target,
     )
     .with_body(Body::Json(Value::Object(body))))

@@ -10,6 +10,21 @@ use super::wire::{self, Body, ErrorDetail, Request};
 use crate::compose::Email;
 use crate::transport::{Accepted, FailureKind, SendError};
 
+/// Resend template variables are strings or numbers.
+fn check_variables(data: &Value) -> Result<(), SendError> {
+    let Some(object) = data.as_object() else {
+        let text = "spec.data: Resend template variables must be an object";
+        return Err(SendError::new(FailureKind::InvalidRequest, text));
+    };
+    for (key, value) in object {
+        if !(value.is_string() || value.is_number()) {
+            let text = format!("spec.data.{key}: Resend template variables are strings or numbers");
+            return Err(SendError::new(FailureKind::InvalidRequest, text));
+        }
+    }
+    Ok(())
+}
+
 /// The Idempotency-Key of a message: the same for every attempt.
 pub fn idempotency_key(email: &Email) -> String {
     format!("mailroom/{}", email.key)
@@ -31,7 +46,21 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     if !email.reply_to.is_empty() {
         body.insert("reply_to".into(), list(&email.reply_to));
     }
-    wire::insert_common(&mut body, email, true);
+    match &email.stored_template {
+        Some(template) => {
+            if email.subject.is_empty() {
+                let text = "spec.subject: Resend requires a subject, also with a template";
+                return Err(SendError::new(FailureKind::InvalidRequest, text));
+            }
+            check_variables(&template.data)?;
+            body.insert(
+                "template".into(),
+                json!({"id": template.id, "variables": template.data}),
+            );
+            wire::insert_common(&mut body, email, false);
+        }
+        None => wire::insert_common(&mut body, email, true),
+    }
     let tags = tags(email)?;
     if !tags.is_empty() {
         body.insert("tags".into(), Value::from(tags));

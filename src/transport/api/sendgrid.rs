@@ -60,6 +60,14 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
         personalization.insert("bcc".into(), list(&email.bcc));
     }
     let mut body = Map::new();
+    if let Some(template) = &email.stored_template {
+        if !template.id.starts_with("d-") {
+            let text = "spec.providerTemplate.id: mailroom sends SendGrid dynamic templates, whose ids start with d-";
+            return Err(SendError::new(FailureKind::InvalidRequest, text));
+        }
+        personalization.insert("dynamic_template_data".into(), template.data.clone());
+        body.insert("template_id".into(), json!(template.id));
+    }
     body.insert(
         "personalizations".into(),
         json!([Value::Object(personalization)]),
@@ -92,7 +100,9 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     if let Some(html) = &email.html {
         content.push(json!({"type": "text/html", "value": html}));
     }
-    body.insert("content".into(), Value::from(content));
+    if !content.is_empty() {
+        body.insert("content".into(), Value::from(content));
+    }
     Ok(authenticated(
         Request::new(Method::POST, format!("{}/v3/mail/send", target.base)),
         target,

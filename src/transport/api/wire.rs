@@ -118,10 +118,13 @@ pub fn json_str(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// Inserts `subject`, `text`, `html` and `headers` (as a name→value object)
-/// under those names: the common shape of Mailtrap, Resend and SendGrid.
+/// Inserts `subject` (when set), `text`, `html` and `headers` (as a
+/// name→value object) under those names: the common shape of Mailtrap,
+/// Resend and SendGrid.
 pub fn insert_common(body: &mut Map<String, Value>, email: &Email, with_bodies: bool) {
-    body.insert("subject".into(), json!(email.subject));
+    if !email.subject.is_empty() {
+        body.insert("subject".into(), json!(email.subject));
+    }
     if with_bodies {
         if let Some(text) = &email.text {
             body.insert("text".into(), json!(text));
@@ -201,6 +204,21 @@ pub fn attachments_json(email: &Email, keys: &AttachmentKeys) -> Value {
             })
             .collect::<Vec<_>>(),
     )
+}
+
+/// Refuses a subject next to a stored template of a service whose template
+/// supplies it (Mailtrap, Postmark): the message would say one thing and send
+/// another.
+pub fn no_subject_with_template(email: &Email, service: &str) -> Result<(), SendError> {
+    if email.stored_template.is_some() && !email.subject.is_empty() {
+        let text =
+            format!("spec.subject: a {service} template supplies the subject; leave it unset");
+        return Err(SendError::new(
+            crate::transport::FailureKind::InvalidRequest,
+            text,
+        ));
+    }
+    Ok(())
 }
 
 /// The message's metadata as a JSON object of strings.
