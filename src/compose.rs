@@ -221,7 +221,10 @@ mod tests {
 
     fn spec() -> EmailMessageSpec {
         EmailMessageSpec {
-            provider_ref: ProviderRef { name: "p".into() },
+            provider_ref: ProviderRef {
+                kind: Default::default(),
+                name: "p".into(),
+            },
             from: Some("Sender <sender@example.com>".into()),
             to: vec!["a@example.org".into()],
             cc: vec![],

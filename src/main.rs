@@ -60,6 +60,10 @@ struct RunArgs {
     /// Where the admin server listens: /metrics, /livez, /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "MAILROOM_ADMIN_ADDR")]
     admin_addr: std::net::SocketAddr,
+    /// The namespace holding ClusterEmailProviders' Secrets and ConfigMaps:
+    /// the controller's own. Unset, ClusterEmailProviders are not served.
+    #[arg(long, env = "MAILROOM_CLUSTER_PROVIDER_NAMESPACE")]
+    cluster_provider_namespace: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MAILROOM_LOG_FORMAT")]
     log_format: LogFormat,
@@ -109,6 +113,7 @@ fn run(args: RunArgs) -> ExitCode {
             max_attempts: args.max_attempts,
             deadline_seconds: args.deadline_seconds,
             max_concurrent_sends: args.max_concurrent_sends,
+            cluster_provider_namespace: args.cluster_provider_namespace.clone(),
         };
         let telemetry = Arc::new(Telemetry::default());
         let admin = args.admin_addr;

@@ -240,6 +240,18 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
     controller.stop().await;
     drop(lease);
 
+    // What ClusterEmailProviders need: list them, read one Namespace's labels.
+    let cluster_providers: Api<mailroom::api::ClusterEmailProvider> = Api::all(sa.clone());
+    cluster_providers
+        .list(&ListParams::default())
+        .await
+        .expect("listing ClusterEmailProviders");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(sa.clone());
+    namespaces
+        .get(&scene.ns)
+        .await
+        .expect("reading a Namespace's labels");
+
     // And nothing more.
     let forbidden = |result: Result<(), kube::Error>, what: &str| match result {
         Err(kube::Error::Api(s)) if s.code == 403 => {}
@@ -284,6 +296,22 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
             .await
             .map(|_| ()),
         "creating a message",
+    );
+    forbidden(
+        namespaces.list(&ListParams::default()).await.map(|_| ()),
+        "listing Namespaces",
+    );
+    let forged_provider = serde_json::from_value(json!({
+        "apiVersion": "mailroom.dev/v1alpha1", "kind": "ClusterEmailProvider", "metadata": {"name": "forged"},
+        "spec": {"smtp": {"host": "smtp.example.org"}}
+    }))
+    .expect("cluster provider");
+    forbidden(
+        cluster_providers
+            .create(&PostParams::default(), &forged_provider)
+            .await
+            .map(|_| ()),
+        "creating a ClusterEmailProvider",
     );
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(sa.clone(), &scene.ns);

@@ -29,6 +29,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The provider named by the message does not exist.
     pub const PROVIDER_NOT_FOUND: &str = "ProviderNotFound";
+    /// The message's namespace may not use the ClusterEmailProvider it names.
+    pub const DENIED: &str = "Denied";
     /// The provider exists but is not Ready.
     pub const PROVIDER_NOT_READY: &str = "ProviderNotReady";
     /// The message has not been sent yet and waits for nothing in particular.

@@ -269,12 +269,32 @@ pub struct ProviderTemplate {
     pub version: Option<String>,
 }
 
-/// A reference to the EmailProvider that sends a message.
+/// A reference to the provider that sends a message.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ProviderRef {
-    /// Name of the EmailProvider in the message's namespace.
+    /// `EmailProvider` (default), in the message's namespace, or
+    /// `ClusterEmailProvider`, cluster-wide, if it allows this namespace.
+    #[serde(default, skip_serializing_if = "ProviderKind::is_default")]
+    pub kind: ProviderKind,
+    /// Name of the provider.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+}
+
+/// Which kind of provider a message names.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// An EmailProvider in the message's namespace.
+    #[default]
+    EmailProvider,
+    /// A cluster-scoped ClusterEmailProvider.
+    ClusterEmailProvider,
+}
+
+impl ProviderKind {
+    fn is_default(&self) -> bool {
+        *self == ProviderKind::EmailProvider
+    }
 }
 
 /// Where a message is in its life.

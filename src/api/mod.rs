@@ -1,12 +1,15 @@
 //! The custom resources of the `mailroom.dev/v1alpha1` API: what to send
-//! ([`EmailMessage`]) and how to send it ([`EmailProvider`]).
+//! ([`EmailMessage`], [`EmailTemplate`]) and how to send it
+//! ([`EmailProvider`], [`ClusterEmailProvider`]).
 
+pub mod cluster_provider;
 pub mod condition;
 pub mod message;
 pub mod provider;
 pub mod schema;
 pub mod template;
 
+pub use cluster_provider::{ClusterEmailProvider, ClusterEmailProviderSpec};
 pub use message::{EmailMessage, EmailMessageSpec, EmailMessageStatus, Phase};
 pub use provider::{EmailProvider, EmailProviderSpec, EmailProviderStatus};
 pub use template::{EmailTemplate, EmailTemplateSpec, EmailTemplateStatus};
@@ -21,6 +24,7 @@ pub const GROUP: &str = "mailroom.dev";
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         EmailProvider::crd(),
+        ClusterEmailProvider::crd(),
         EmailMessage::crd(),
         EmailTemplate::crd(),
     ]

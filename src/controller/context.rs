@@ -182,6 +182,9 @@ pub struct Settings {
     pub deadline_seconds: u32,
     /// The most sends in flight at once, over all providers.
     pub max_concurrent_sends: usize,
+    /// Where ClusterEmailProviders' Secrets and ConfigMaps live (the
+    /// controller's namespace). `None` leaves ClusterEmailProviders alone.
+    pub cluster_provider_namespace: Option<String>,
 }
 
 impl Default for Settings {
@@ -192,6 +195,7 @@ impl Default for Settings {
             max_attempts: 10,
             deadline_seconds: 86_400,
             max_concurrent_sends: 32,
+            cluster_provider_namespace: None,
         }
     }
 }
@@ -204,6 +208,8 @@ pub struct Context {
     pub transports: Transports,
     /// Every EmailProvider the controller watches.
     pub providers: Store<EmailProvider>,
+    /// Every ClusterEmailProvider (empty unless the controller serves them).
+    pub cluster_providers: Store<crate::api::ClusterEmailProvider>,
     /// Every EmailTemplate the controller watches.
     pub templates: Store<crate::api::EmailTemplate>,
     /// Sent messages whose outcome is not written yet.

@@ -42,13 +42,18 @@ pub struct Built {
     pub fingerprint: String,
 }
 
-/// Builds the transport a provider names.
-pub async fn build(client: &Client, provider: &EmailProvider) -> Result<Built, ResolveError> {
-    let namespace = provider.namespace().unwrap_or_default();
+/// Builds the transport a provider names, reading its Secrets and ConfigMaps
+/// in `namespace` (the provider's own, or the controller's for a
+/// ClusterEmailProvider).
+pub async fn build(
+    client: &Client,
+    provider: &EmailProvider,
+    namespace: &str,
+) -> Result<Built, ResolveError> {
     let mut fingerprint = format!("gen={}", provider.metadata.generation.unwrap_or_default());
     let transport = match (&provider.spec.smtp, &provider.spec.api) {
-        (Some(smtp), _) => build_smtp(client, &namespace, smtp, &mut fingerprint).await?,
-        (None, Some(api)) => build_api(client, &namespace, api, &mut fingerprint).await?,
+        (Some(smtp), _) => build_smtp(client, namespace, smtp, &mut fingerprint).await?,
+        (None, Some(api)) => build_api(client, namespace, api, &mut fingerprint).await?,
         (None, None) => {
             let text = "spec: no transport is set (smtp or api)";
             return Err(ResolveError::new(reason::INVALID_SPEC, text));

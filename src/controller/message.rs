@@ -13,14 +13,16 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::access::{self, Access};
 use super::attachments::{self, LoadError};
 use super::context::Context;
 use super::error::Error;
 use super::{backoff, provider};
 use crate::api::condition::{self, READY, SENT, reason};
+use crate::api::message::ProviderKind;
 use crate::api::message::{DeliveryPolicy, LastError, RETRY_ANNOTATION, ServerReply};
 use crate::api::provider::{DEFAULT_MAX_ATTACHMENT_BYTES, RetryPolicy};
-use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
+use crate::api::{ClusterEmailProvider, EmailMessage, EmailMessageStatus, EmailProvider, Phase};
 use crate::compose;
 use crate::metrics::{ProviderLabels, ReasonLabels, TransportLabels};
 use crate::render;
@@ -98,9 +100,22 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     }
 
     let provider_name = &message.spec.provider_ref.name;
-    let provider = ctx
-        .providers
-        .get(&ObjectRef::<EmailProvider>::new(provider_name).within(&namespace));
+    let provider_kind = message.spec.provider_ref.kind;
+    let cluster_provider = match provider_kind {
+        ProviderKind::EmailProvider => None,
+        ProviderKind::ClusterEmailProvider => {
+            ctx.cluster_providers
+                .get(&ObjectRef::<ClusterEmailProvider>::new(provider_name))
+        }
+    };
+    let provider = match provider_kind {
+        ProviderKind::EmailProvider => ctx
+            .providers
+            .get(&ObjectRef::<EmailProvider>::new(provider_name).within(&namespace)),
+        ProviderKind::ClusterEmailProvider => {
+            cluster_provider.as_ref().map(|c| Arc::new(c.as_provider()))
+        }
+    };
     let limits = Limits::of(&message, provider.as_deref(), &ctx);
     if limits.passed() {
         let text = format!(
@@ -119,7 +134,21 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         .await;
     }
     let Some(provider) = provider else {
-        let text = format!("EmailProvider {provider_name:?} not found in namespace {namespace:?}");
+        let text = match provider_kind {
+            ProviderKind::EmailProvider => {
+                format!("EmailProvider {provider_name:?} not found in namespace {namespace:?}")
+            }
+            ProviderKind::ClusterEmailProvider
+                if ctx.settings.cluster_provider_namespace.is_none() =>
+            {
+                format!(
+                    "ClusterEmailProvider {provider_name:?}: this controller serves no ClusterEmailProviders (--cluster-provider-namespace is unset)"
+                )
+            }
+            ProviderKind::ClusterEmailProvider => {
+                format!("ClusterEmailProvider {provider_name:?} not found")
+            }
+        };
         return wait(
             &api,
             &message,
@@ -130,6 +159,16 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         )
         .await;
     };
+
+    // A cluster-wide provider serves only the namespaces it allows.
+    if let Some(cluster) = &cluster_provider {
+        let access = access::check(&ctx.client, cluster, &namespace)
+            .await
+            .map_err(Error::Kube)?;
+        if let Access::Denied(text) = access {
+            return conclude(&api, &message, &ctx, Phase::Failed, reason::DENIED, text).await;
+        }
+    }
 
     // A template supplies the subject and body, rendered strictly with the
     // message's data before anything else happens.
@@ -222,7 +261,10 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         .await;
     }
 
-    let key = (namespace.clone(), provider_name.clone());
+    let key = (
+        provider.namespace().unwrap_or_default(),
+        provider_name.clone(),
+    );
     let Some(verified) = ctx.transports.get(&key) else {
         let ready = provider
             .status

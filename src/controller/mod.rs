@@ -3,6 +3,7 @@
 //! Providers are re-verified when they or their Secrets/ConfigMaps change;
 //! messages wake up when their provider changes.
 
+pub mod access;
 pub mod attachments;
 pub mod backoff;
 pub mod context;
@@ -32,7 +33,8 @@ pub use error::Error;
 
 use crate::admin::Telemetry;
 use crate::api::condition::{SENT, find};
-use crate::api::{EmailMessage, EmailProvider, EmailTemplate, Phase};
+use crate::api::message::ProviderKind;
+use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate, Phase};
 use crate::metrics::{ControllerLabels, ReasonLabels};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -62,6 +64,15 @@ pub async fn run(
     let provider_store = providers.store();
     let templates = Controller::new(api::<EmailTemplate>(&client, ns.as_deref()), wc.clone());
     let template_store = templates.store();
+    // ClusterEmailProviders are served only where their Secrets live is known.
+    let cluster_namespace = settings.cluster_provider_namespace.clone();
+    let cluster_providers = cluster_namespace
+        .as_ref()
+        .map(|_| Controller::new(Api::<ClusterEmailProvider>::all(client.clone()), wc.clone()));
+    let cluster_store = match &cluster_providers {
+        Some(controller) => controller.store(),
+        None => kube::runtime::reflector::store().0,
+    };
 
     let reporter = Reporter {
         controller: "mailroom".into(),
@@ -71,6 +82,7 @@ pub async fn run(
         client: client.clone(),
         transports: Default::default(),
         providers: provider_store.clone(),
+        cluster_providers: cluster_store.clone(),
         templates: template_store.clone(),
         unrecorded: Default::default(),
         telemetry: telemetry.clone(),
@@ -115,6 +127,40 @@ pub async fn run(
             }
         });
 
+    let (cluster_client, cluster_wc, cluster_shutdown, cluster_ctx) =
+        (client.clone(), wc.clone(), shutdown.clone(), ctx.clone());
+    let cluster_secrets = cluster_store.clone();
+    let cluster_run = async move {
+        let (Some(controller), Some(namespace)) = (cluster_providers, cluster_namespace.clone())
+        else {
+            return;
+        };
+        let config_map_store = cluster_secrets.clone();
+        controller
+            .watches(
+                Api::<Secret>::namespaced(cluster_client.clone(), &namespace),
+                cluster_wc.clone(),
+                move |secret| cluster_referencing(&cluster_secrets, "Secret", &secret.name_any()),
+            )
+            .watches(
+                Api::<ConfigMap>::namespaced(cluster_client, &namespace),
+                cluster_wc,
+                move |map| cluster_referencing(&config_map_store, "ConfigMap", &map.name_any()),
+            )
+            .graceful_shutdown_on(cluster_shutdown)
+            .run(
+                provider::reconcile_cluster,
+                cluster_provider_error_policy,
+                cluster_ctx,
+            )
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    warn!(error = %e, "cluster provider reconcile failed");
+                }
+            })
+            .await;
+    };
+
     let messages = Controller::new(api::<EmailMessage>(&client, ns.as_deref()), wc.clone())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
     let message_store = messages.store();
@@ -135,15 +181,34 @@ pub async fn run(
         });
     let templates_ready = template_store.clone();
     let template_messages = message_store.clone();
+    let cluster_messages = message_store.clone();
+    let clusters_ready = cluster_store.clone();
+    let serves_cluster_providers = settings.cluster_provider_namespace.is_some();
     let message_run = async move {
         // Messages are judged against providers and templates, so those
         // caches must be complete first: otherwise a message could be marked
         // ProviderNotFound for a provider that exists.
         if ready_store.wait_until_ready().await.is_err()
             || templates_ready.wait_until_ready().await.is_err()
+            || (serves_cluster_providers && clusters_ready.wait_until_ready().await.is_err())
         {
             return;
         }
+        let messages = if serves_cluster_providers {
+            messages.watches(
+                Api::<ClusterEmailProvider>::all(client.clone()),
+                wc.clone(),
+                move |provider| {
+                    let name = provider.name_any();
+                    unfinished_messages(&cluster_messages, None, |m| {
+                        m.spec.provider_ref.kind == ProviderKind::ClusterEmailProvider
+                            && m.spec.provider_ref.name == name
+                    })
+                },
+            )
+        } else {
+            messages
+        };
         messages
             .watches(
                 api::<EmailTemplate>(&client, ns.as_deref()),
@@ -161,7 +226,8 @@ pub async fn run(
                 move |provider| {
                     let name = provider.name_any();
                     unfinished_messages(&message_store, provider.namespace(), |m| {
-                        m.spec.provider_ref.name == name
+                        m.spec.provider_ref.kind == ProviderKind::EmailProvider
+                            && m.spec.provider_ref.name == name
                     })
                 },
             )
@@ -178,12 +244,19 @@ pub async fn run(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
     );
-    futures::join!(provider_run, template_run, message_run, observe);
+    futures::join!(
+        provider_run,
+        cluster_run,
+        template_run,
+        message_run,
+        observe
+    );
     info!("controller stopped");
 }
 
-/// The unfinished messages of `namespace` that `names` picks: those a
-/// provider or template change must wake. Read from the cache, no API call.
+/// The unfinished messages of `namespace` (of every namespace when `None`,
+/// for a cluster-scoped provider) that `names` picks: those a provider or
+/// template change must wake. Read from the cache, no API call.
 fn unfinished_messages(
     store: &kube::runtime::reflector::Store<EmailMessage>,
     namespace: Option<String>,
@@ -198,7 +271,8 @@ fn unfinished_messages(
                 .as_ref()
                 .and_then(|s| s.phase)
                 .is_some_and(|p| p.is_finished());
-            m.namespace() == namespace && !finished && names(m)
+            let in_scope = namespace.is_none() || m.namespace() == namespace;
+            in_scope && !finished && names(m)
         })
         .map(|m| ObjectRef::from_obj(&*m))
         .collect()
@@ -214,6 +288,21 @@ fn referencing(
         .state()
         .into_iter()
         .filter(|p| p.namespace() == namespace && credentials::references(p, kind, name))
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
+
+/// The ClusterEmailProviders that reference Secret or ConfigMap `name` of
+/// the controller's namespace.
+fn cluster_referencing(
+    store: &kube::runtime::reflector::Store<ClusterEmailProvider>,
+    kind: &str,
+    name: &str,
+) -> Vec<ObjectRef<ClusterEmailProvider>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|p| credentials::references(&p.as_provider(), kind, name))
         .map(|p| ObjectRef::from_obj(&*p))
         .collect()
 }
@@ -282,6 +371,19 @@ fn count_error(ctx: &Context, controller: &str) {
 
 fn provider_error_policy(_: Arc<EmailProvider>, error: &Error, ctx: Arc<Context>) -> Action {
     count_error(&ctx, "EmailProvider");
+    if error.is_conflict() {
+        Action::requeue(Duration::from_millis(500))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+fn cluster_provider_error_policy(
+    _: Arc<ClusterEmailProvider>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    count_error(&ctx, "ClusterEmailProvider");
     if error.is_conflict() {
         Action::requeue(Duration::from_millis(500))
     } else {

@@ -15,7 +15,7 @@ use super::context::{Context, Verified};
 use super::credentials;
 use super::error::Error;
 use crate::api::condition::{self, READY, reason};
-use crate::api::{EmailProvider, EmailProviderStatus};
+use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderStatus};
 use crate::transport::{FailureKind, Verification};
 
 /// How often a Ready provider is verified again.
@@ -34,6 +34,39 @@ struct Outcome {
     retry: Duration,
 }
 
+/// Reconciles a ClusterEmailProvider as the provider it describes.
+pub async fn reconcile_cluster(
+    provider: Arc<ClusterEmailProvider>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    reconcile(Arc::new(provider.as_provider()), ctx).await
+}
+
+/// Patches a provider's status: an EmailProvider's, or a
+/// ClusterEmailProvider's when it has no namespace.
+async fn patch_status(
+    ctx: &Context,
+    provider: &EmailProvider,
+    patch: &serde_json::Value,
+) -> Result<(), kube::Error> {
+    let name = provider.name_any();
+    let params = PatchParams::default();
+    match provider.namespace() {
+        Some(namespace) => {
+            let api: Api<EmailProvider> = Api::namespaced(ctx.client.clone(), &namespace);
+            api.patch_status(&name, &params, &Patch::Merge(patch))
+                .await
+                .map(drop)
+        }
+        None => {
+            let api: Api<ClusterEmailProvider> = Api::all(ctx.client.clone());
+            api.patch_status(&name, &params, &Patch::Merge(patch))
+                .await
+                .map(drop)
+        }
+    }
+}
+
 /// Reconciles one provider.
 #[tracing::instrument(skip_all, fields(namespace = provider.namespace().unwrap_or_default(), provider = provider.name_any(), trace_id = crate::telemetry::trace_id()))]
 pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -46,7 +79,11 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
     let generation = provider.metadata.generation;
     let status = provider.status.clone().unwrap_or_default();
 
-    let built = match credentials::build(&ctx.client, &provider).await {
+    let secrets_namespace = provider
+        .namespace()
+        .or_else(|| ctx.settings.cluster_provider_namespace.clone())
+        .unwrap_or_default();
+    let built = match credentials::build(&ctx.client, &provider, &secrets_namespace).await {
         Ok(built) => built,
         Err(e) => {
             ctx.transports.remove(&key);
@@ -170,19 +207,8 @@ pub async fn mark_unverified(
         reason = why,
         "a send failed for the provider's own reason"
     );
-    let api: Api<EmailProvider> = Api::namespaced(
-        ctx.client.clone(),
-        &provider.namespace().unwrap_or_default(),
-    );
     let patch = serde_json::json!({ "status": { "conditions": status.conditions } });
-    if let Err(e) = api
-        .patch_status(
-            &provider.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
+    if let Err(e) = patch_status(ctx, provider, &patch).await {
         warn!(error = %e, "marking the provider not Ready failed; it is verified again on its schedule");
     }
 }
@@ -246,18 +272,10 @@ async fn write_status(
         } else {
             warn!(reason = outcome.reason, message = %outcome.message, "provider not ready");
         }
-        let api: Api<EmailProvider> = Api::namespaced(
-            ctx.client.clone(),
-            &provider.namespace().unwrap_or_default(),
-        );
         let patch = serde_json::json!({ "status": new });
-        api.patch_status(
-            &provider.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(Error::Kube)?;
+        patch_status(ctx, provider, &patch)
+            .await
+            .map_err(Error::Kube)?;
     }
     Ok(Action::requeue(outcome.retry))
 }

@@ -31,11 +31,16 @@ impl RunningController {
     /// Starts a controller for `namespace` that uses `client` (e.g. one that
     /// impersonates the controller's ServiceAccount).
     pub fn start_with(client: Client, namespace: &str) -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let settings = Settings {
             namespace: Some(namespace.to_string()),
             ..Settings::default()
         };
+        Self::start_with_settings(client, settings)
+    }
+
+    /// Starts a controller with `settings`.
+    pub fn start_with_settings(client: Client, settings: Settings) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let telemetry = std::sync::Arc::new(mailroom::admin::Telemetry::default());
         let handle = tokio::spawn(mailroom::controller::run(
             client,

@@ -1,0 +1,147 @@
+//! ClusterEmailProvider: one provider for many namespaces, its credentials in
+//! the controller's namespace, and an allow-list of namespace names and
+//! labels. A message from a namespace it does not allow ends Denied and
+//! nothing is sent.
+//!
+//! Cluster-scoped objects are seen by every controller that serves them, so
+//! this file holds one test with its own controllers.
+
+mod support;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, Patch, PatchParams};
+use mailroom::api::{ClusterEmailProvider, Phase};
+use mailroom::controller::Settings;
+use serde_json::json;
+use support::fixtures::{self, RunningController, Scene};
+
+/// A controller for `namespace` that serves ClusterEmailProviders with
+/// Secrets in `secrets`.
+fn serving(scene: &Scene, secrets: &str) -> RunningController {
+    let settings = Settings {
+        namespace: Some(scene.ns.clone()),
+        cluster_provider_namespace: Some(secrets.to_string()),
+        ..Settings::default()
+    };
+    RunningController::start_with_settings(scene.client.clone(), settings)
+}
+
+fn note(provider: &str, subject: &str) -> serde_json::Value {
+    json!({"providerRef": {"kind": "ClusterEmailProvider", "name": provider},
+           "to": ["x@example.org"], "subject": subject, "text": "hi"})
+}
+
+#[tokio::test]
+async fn a_cluster_provider_sends_for_the_namespaces_it_allows_and_denies_the_rest() {
+    // The controller's namespace holds the credentials; no other does.
+    let home = Scene::new("cluster-home").await;
+    fixtures::smtp_secret(
+        &home.client,
+        &home.ns,
+        "smtp-credentials",
+        &support::env().smtp_password,
+    )
+    .await;
+    fixtures::ca_config_map(&home.client, &home.ns).await;
+
+    let by_name = Scene::new("cluster-by-name").await;
+    let by_label = Scene::new("cluster-by-label").await;
+    let other = Scene::new("cluster-other").await;
+    let team = support::namespace_suffix();
+    let namespaces: Api<Namespace> = Api::all(home.client.clone());
+    namespaces
+        .patch(
+            &by_label.ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"mailroom.dev/team": team}}})),
+        )
+        .await
+        .expect("labelling the namespace");
+
+    let name = format!("shared-{team}");
+    let provider: ClusterEmailProvider = serde_json::from_value(json!({"apiVersion": "mailroom.dev/v1alpha1", "kind": "ClusterEmailProvider",
+               "metadata": {"name": name},
+               "spec": {"defaultFrom": "platform <platform@mailroom.dev>",
+                        "smtp": fixtures::mailpit_smtp("smtp-credentials"),
+                        "allowedNamespaces": {"names": [by_name.ns],
+                                              "selector": {"matchLabels": {"mailroom.dev/team": team}}}}}),
+    )
+    .expect("provider JSON");
+    let providers: Api<ClusterEmailProvider> = Api::all(home.client.clone());
+    providers
+        .create(&Default::default(), &provider)
+        .await
+        .expect("creating the cluster provider");
+
+    let controllers = [
+        serving(&by_name, &home.ns),
+        serving(&by_label, &home.ns),
+        serving(&other, &home.ns),
+    ];
+    let ready = support::eventually(
+        "the cluster provider Verified",
+        std::time::Duration::from_secs(30),
+        || async {
+            providers.get(&name).await.ok().filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.first())
+                    .is_some_and(|c| c.reason == "Verified")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        ready.status.and_then(|s| s.transport).as_deref(),
+        Some("SMTP")
+    );
+
+    let (subject_a, subject_b, subject_c) = (
+        support::unique("cluster by name"),
+        support::unique("cluster by label"),
+        support::unique("cluster denied"),
+    );
+    by_name.message("hello", note(&name, &subject_a)).await;
+    by_label.message("hello", note(&name, &subject_b)).await;
+    other.message("hello", note(&name, &subject_c)).await;
+    by_name
+        .message("nowhere", note("no-such-provider", "x"))
+        .await;
+
+    by_name.wait_phase("hello", Phase::Sent).await;
+    by_label.wait_phase("hello", Phase::Sent).await;
+    let received = support::received(&subject_a).await;
+    assert_eq!(received.len(), 1);
+    support::received(&subject_b).await;
+
+    let denied = other.wait_phase("hello", Phase::Failed).await;
+    let status = denied.status.expect("status");
+    let error = status.last_error.expect("lastError");
+    assert_eq!(error.reason, "Denied");
+    assert!(
+        error.message.contains(&other.ns) && error.message.contains(&name),
+        "{}",
+        error.message
+    );
+    assert_eq!(status.attempts, 0);
+    assert_eq!(support::received_count(&subject_c).await, 0, "nothing sent");
+
+    let missing = by_name.wait_reason("nowhere", "ProviderNotFound").await;
+    let text = &missing.status.expect("status").conditions[0].message;
+    assert!(text.contains("ClusterEmailProvider"), "{text}");
+
+    // A kind that does not exist is refused at apply time.
+    let mut bad = note(&name, "s");
+    bad["providerRef"]["kind"] = json!("Provider");
+    by_name
+        .assert_refused("EmailMessage", "bad-kind", bad, "Unsupported value")
+        .await;
+
+    for controller in controllers {
+        controller.stop().await;
+    }
+    providers
+        .delete(&name, &Default::default())
+        .await
+        .expect("deleting the cluster provider");
+}
