@@ -30,7 +30,7 @@ api_port=$(free_port)
 mkdir -p "$dir"
 start "$dir" "$name" "$bin/mailpit" \
   --smtp "127.0.0.1:$smtp_port" --listen "127.0.0.1:$api_port" \
-  --database "$dir/$name.db" --disable-version-check --smtp-disable-rdns \
+  --database "$dir/$name.db" --disable-version-check --smtp-disable-rdns --max 50000 \
   "${flags[@]}"
 wait_for "mailpit API" 20 "$dir" "$name" curl -fsS "http://127.0.0.1:$api_port/api/v1/info"
 wait_for "mailpit SMTP" 20 "$dir" "$name" bash -c "exec 3<>/dev/tcp/127.0.0.1/$smtp_port"

@@ -244,6 +244,7 @@ mod tests {
             metadata: Default::default(),
             attachments: vec![],
             provider_template: None,
+            recipients: vec![],
         }
     }
 

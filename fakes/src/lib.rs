@@ -8,6 +8,7 @@
 //! Tests start one per test ([`Fake::start`]), read what it received
 //! ([`Fake::requests`]) and make it fail on purpose ([`Fake::fail_next`]).
 
+mod batch;
 mod check;
 mod mailgun;
 mod mailtrap;
@@ -102,8 +103,13 @@ pub struct Recorded {
     pub body: Value,
     /// The status the fake answered.
     pub status: u16,
-    /// The message id the fake gave, when it accepted a send.
+    /// The message id the fake gave, when it accepted a send (the first one
+    /// for a batch).
     pub id: Option<String>,
+    /// How many emails the real service would deliver for this request: 1
+    /// for a send, the accepted items of a batch, the personalizations
+    /// (SendGrid) or recipient-variables recipients (Mailgun).
+    pub delivered: usize,
     /// When it arrived.
     pub at: SystemTime,
 }
@@ -222,6 +228,11 @@ impl Fake {
             .collect()
     }
 
+    /// How many emails the accepted requests so far would deliver.
+    pub fn delivered(&self) -> usize {
+        self.accepted().iter().map(|r| r.delivered).sum()
+    }
+
     /// Makes the next `failure.times` send requests fail as described.
     pub fn fail_next(&self, failure: Failure) {
         lock(&self.state).failures.push(failure);
@@ -257,6 +268,8 @@ pub(crate) struct Answer {
     pub body: Option<Value>,
     pub text: Option<String>,
     pub id: Option<String>,
+    /// How many emails an accepted answer delivers.
+    pub count: usize,
 }
 
 impl Answer {
@@ -267,6 +280,7 @@ impl Answer {
             body: Some(body),
             text: None,
             id: None,
+            count: 1,
         }
     }
 
@@ -277,6 +291,7 @@ impl Answer {
             body: None,
             text: Some(text.to_string()),
             id: None,
+            count: 1,
         }
     }
 
@@ -287,6 +302,7 @@ impl Answer {
             body: None,
             text: None,
             id: None,
+            count: 1,
         }
     }
 
@@ -297,6 +313,12 @@ impl Answer {
 
     pub fn accepted_id(mut self, id: String) -> Self {
         self.id = Some(id);
+        self
+    }
+
+    /// An accepted answer that delivers `count` emails (a batch).
+    pub fn delivering(mut self, count: usize) -> Self {
+        self.count = count;
         self
     }
 }
@@ -336,11 +358,13 @@ impl Incoming<'_> {
 fn service_of(method: &Method, path: &str) -> Option<Service> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
-        ("POST", ["api", "send"]) | ("POST", ["api", "send", _]) => Some(Service::Mailtrap),
-        ("POST", ["emails"]) => Some(Service::Resend),
-        ("POST", ["email"]) | ("POST", ["email", "withTemplate"]) | ("GET", ["server"]) => {
-            Some(Service::Postmark)
+        ("POST", ["api", "send" | "batch"]) | ("POST", ["api", "send" | "batch", _]) => {
+            Some(Service::Mailtrap)
         }
+        ("POST", ["emails"]) | ("POST", ["emails", "batch"]) => Some(Service::Resend),
+        ("POST", ["email"])
+        | ("POST", ["email", "withTemplate" | "batch" | "batchWithTemplates"])
+        | ("GET", ["server"]) => Some(Service::Postmark),
         ("POST", ["v3", "mail", "send"]) | ("GET", ["v3", "scopes"]) => Some(Service::SendGrid),
         ("POST", ["v3", _, "messages"]) | ("GET", ["v3", "domains", _]) => Some(Service::Mailgun),
         _ => None,
@@ -403,10 +427,20 @@ async fn handle(
             injected_answer(service, config, &failure)
         }
         None => match service {
+            Service::Mailtrap if path.starts_with("/api/batch") => {
+                batch::mailtrap(config, &incoming, &body)
+            }
             Service::Mailtrap => mailtrap::handle(config, &incoming, &body),
             Service::Resend => {
-                let answer = resend::handle(config, &incoming, &body);
+                let answer = if path == "/emails/batch" {
+                    batch::resend(config, &incoming, &body)
+                } else {
+                    resend::handle(config, &incoming, &body)
+                };
                 resend::idempotent(&mut lock(state).idempotency, &incoming, &body, answer)
+            }
+            Service::Postmark if path.starts_with("/email/batch") => {
+                batch::postmark(config, &incoming, &body)
             }
             Service::Postmark => postmark::handle(config, &incoming, &body),
             Service::Mailgun => mailgun::handle(config, &incoming, &body),
@@ -429,6 +463,7 @@ async fn handle(
         body,
         status: answer.status,
         id: answer.id.clone(),
+        delivered: if answer.id.is_some() { answer.count } else { 0 },
         at: SystemTime::now(),
     };
     lock(state).requests.push(recorded);

@@ -145,6 +145,29 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             return bad("t:variables must be a JSON object");
         }
     }
+    // With recipient-variables, each `to` address gets an email of its own.
+    let to_count: usize = values("to")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .map(|v| v.split(',').count())
+        .sum();
+    let mut delivered = 1;
+    if let Some(variables) = values("recipient-variables").first() {
+        let Some(map) = variables
+            .as_str()
+            .and_then(|v| serde_json::from_str::<Value>(v).ok())
+            .and_then(|v| v.as_object().cloned())
+        else {
+            return bad("recipient-variables must be a JSON object");
+        };
+        if to_count > 1000 {
+            return bad("Too many recipients: at most 1000 with recipient-variables");
+        }
+        if map.values().any(|v| !v.is_object()) {
+            return bad("recipient-variables values must be objects");
+        }
+        delivered = to_count;
+    }
     if values("o:tag").len() > 3 {
         return bad("Too many tags: a message can have at most 3 tags");
     }
@@ -164,7 +187,9 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         uuid::Uuid::new_v4().simple(),
         config.mailgun_domain
     );
-    Answer::json(200, json!({"id": id, "message": "Queued. Thank you."})).accepted_id(id)
+    Answer::json(200, json!({"id": id, "message": "Queued. Thank you."}))
+        .accepted_id(id)
+        .delivering(delivered)
 }
 
 fn chrono_like_stamp() -> u64 {

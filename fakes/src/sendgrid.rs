@@ -298,4 +298,5 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     Answer::empty(202)
         .header("x-message-id", id.clone())
         .accepted_id(id)
+        .delivering(personalizations.len())
 }

@@ -39,6 +39,8 @@ pub mod reason {
     pub const SENDING: &str = "Sending";
     /// The server accepted the message.
     pub const ACCEPTED: &str = "Accepted";
+    /// A bulk message: some recipients were accepted, some failed.
+    pub const PARTIALLY_ACCEPTED: &str = "PartiallyAccepted";
     /// The message itself is unusable (an address or header the server
     /// would refuse); it will never be sent.
     pub const INVALID_REQUEST: &str = "InvalidRequest";

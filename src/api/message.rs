@@ -48,7 +48,9 @@ pub const RESERVED_HEADERS: &[&str] = &[
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new EmailMessage to send again"))]
-#[x_kube(validation = Rule::new("size(self.to) + size(self.cc) + size(self.bcc) > 0").message("at least one recipient is required in to, cc or bcc"))]
+#[x_kube(validation = Rule::new("size(self.to) + size(self.cc) + size(self.bcc) > 0 || (has(self.recipients) && size(self.recipients) > 0)").message("at least one recipient is required in to, cc or bcc (or recipients)"))]
+#[x_kube(validation = Rule::new("!has(self.recipients) || size(self.recipients) == 0 || size(self.to) + size(self.cc) + size(self.bcc) == 0").message("recipients sends one email to each: leave to, cc and bcc empty"))]
+#[x_kube(validation = Rule::new("!has(self.recipients) || size(self.recipients) == 0 || !has(self.attachments) || size(self.attachments) == 0").message("attachments cannot be combined with recipients"))]
 #[x_kube(validation = Rule::new("has(self.text) || has(self.html) || has(self.templateRef) || has(self.providerTemplate)").message("a body is required: set text, html or both, a templateRef or a providerTemplate"))]
 #[x_kube(validation = Rule::new("!has(self.templateRef) || (!has(self.text) && !has(self.html) && self.subject == '')").message("templateRef supplies the subject and body: leave subject, text and html unset"))]
 #[x_kube(validation = Rule::new("!has(self.providerTemplate) || (!has(self.text) && !has(self.html) && !has(self.templateRef))").message("providerTemplate supplies the body: leave text, html and templateRef unset"))]
@@ -181,6 +183,15 @@ pub struct EmailMessageSpec {
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9_-]{1,64}$'))").message("metadata keys must be 1-64 letters, digits, _ or -"))]
     pub metadata: BTreeMap<String, String>,
 
+    /// Sends one email to each entry instead of one email to `to`, `cc` and
+    /// `bcc` (which stay empty): a bulk send. With a template (templateRef
+    /// or providerTemplate), each is rendered with its own `data` laid over
+    /// the message's. Sent through the service's batch endpoint where it
+    /// has one, over pooled connections for SMTP; status.bulk counts them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000))]
+    pub recipients: Vec<Recipient>,
+
     /// Files sent with the message, read from Secret or ConfigMap keys in the
     /// message's namespace when it is sent. One with a `contentId` is inline:
     /// the html body shows it as `<img src="cid:ID">`. Their total size may
@@ -189,6 +200,20 @@ pub struct EmailMessageSpec {
     #[schemars(length(max = 20))]
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.filename == a.filename))").message("attachment filenames must be unique"))]
     pub attachments: Vec<Attachment>,
+}
+
+/// One recipient of a bulk message, and the values for its email.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recipient {
+    /// The recipient, `address` or `Display Name <address>`.
+    #[schemars(schema_with = "schema::mailbox")]
+    pub to: String,
+    /// Values for this recipient's email, laid over the message's `data`
+    /// (top-level keys replace the message's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::free_form_object")]
+    pub data: Option<serde_json::Value>,
 }
 
 /// A file sent with a message: its name, its type, and where its bytes are.
@@ -356,6 +381,9 @@ pub struct EmailMessageStatus {
     /// Every id the service gave, where it gives one per recipient (Mailtrap).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provider_message_ids: Vec<String>,
+    /// The progress of a bulk message (one with `recipients`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<BulkStatus>,
     /// Why the last attempt failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
@@ -366,6 +394,43 @@ pub struct EmailMessageStatus {
     /// The generation of the spec the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// How far a bulk message has got.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkStatus {
+    /// How many recipients the message has.
+    pub total: u32,
+    /// How many of them the server accepted.
+    pub sent: u32,
+    /// How many failed for good.
+    pub failed: u32,
+    /// How many have been handled, in order: the next batch starts here.
+    pub next: u32,
+    /// How many times in a row the current batch stopped on a failure of
+    /// the server or network; reset when one goes through.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// The first failures (at most 20): who, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<RecipientFailure>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Why one recipient of a bulk message was not sent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipientFailure {
+    /// The recipient.
+    pub to: String,
+    /// A machine-readable reason, e.g. Rejected or InvalidRequest.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
 }
 
 /// A server's reply.

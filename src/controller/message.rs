@@ -11,18 +11,23 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
+use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::access::{self, Access};
 use super::attachments::{self, LoadError};
 use super::context::Context;
 use super::error::Error;
-use super::{backoff, provider};
+use super::{backoff, bulk, provider};
 use crate::api::condition::{self, READY, SENT, reason};
 use crate::api::message::ProviderKind;
-use crate::api::message::{DeliveryPolicy, LastError, RETRY_ANNOTATION, ServerReply};
+use crate::api::message::{
+    DeliveryPolicy, EmailMessageSpec, LastError, RETRY_ANNOTATION, ServerReply,
+};
 use crate::api::provider::{DEFAULT_MAX_ATTACHMENT_BYTES, RetryPolicy};
-use crate::api::{ClusterEmailProvider, EmailMessage, EmailMessageStatus, EmailProvider, Phase};
+use crate::api::{
+    ClusterEmailProvider, EmailMessage, EmailMessageStatus, EmailProvider, EmailTemplate, Phase,
+};
 use crate::compose;
 use crate::metrics::{ProviderLabels, ReasonLabels, TransportLabels};
 use crate::render;
@@ -39,13 +44,15 @@ const WAITING_RETRY: Duration = Duration::from_secs(300);
 /// How often a message looks again for an attachment's missing Secret or
 /// ConfigMap (nothing wakes it when one appears).
 const ATTACHMENT_RETRY: Duration = Duration::from_secs(15);
+/// How soon a message whose claim met a newer version is looked at again.
+pub(super) const CLAIM_CONFLICT_RETRY: Duration = Duration::from_millis(200);
 /// How many times a result is written before it is kept for a later reconcile.
 const RECORD_TRIES: u32 = 6;
 
 /// The retry limits that apply to one message.
-struct Limits {
-    max_attempts: u32,
-    deadline: Option<jiff::Timestamp>,
+pub(super) struct Limits {
+    pub(super) max_attempts: u32,
+    pub(super) deadline: Option<jiff::Timestamp>,
 }
 
 impl Limits {
@@ -172,9 +179,8 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
 
     // A template supplies the subject and body, rendered strictly with the
     // message's data before anything else happens.
-    let rendered_spec;
-    let spec = match &message.spec.template_ref {
-        None => &message.spec,
+    let template = match &message.spec.template_ref {
+        None => None,
         Some(template_ref) => {
             let found = ctx
                 .templates
@@ -194,38 +200,31 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 )
                 .await;
             };
-            let data = message
-                .spec
-                .data
-                .clone()
-                .unwrap_or_else(|| serde_json::json!({}));
-            match render::render(&template.spec, &data) {
-                Ok(out) => {
-                    let mut spec = message.spec.clone();
-                    spec.subject = out.subject;
-                    spec.text = out.text;
-                    spec.html = out.html;
-                    rendered_spec = spec;
-                    &rendered_spec
-                }
-                Err(e) => {
-                    let text = format!("spec.templateRef ({:?}): {e}", template_ref.name);
-                    return fail_invalid(&api, &message, &ctx, text).await;
-                }
-            }
+            Some(template)
         }
     };
 
-    let mut email = match compose::compose(spec, provider.spec.default_from.as_deref(), &uid) {
-        Ok(mut email) => {
-            if let Some(id) = &status.message_id {
-                email.message_id = id.clone();
+    // A bulk message builds each recipient's email when its batch goes out.
+    let bulk = !message.spec.recipients.is_empty();
+    let mut email = if bulk {
+        None
+    } else {
+        let data = message.spec.data.clone().unwrap_or_else(|| json!({}));
+        let default_from = provider.spec.default_from.as_deref();
+        match build_email(
+            &message.spec,
+            template.as_deref(),
+            &data,
+            default_from,
+            &uid,
+        ) {
+            Ok(mut email) => {
+                if let Some(id) = &status.message_id {
+                    email.message_id = id.clone();
+                }
+                Some(email)
             }
-            email
-        }
-        Err(invalid) => {
-            let text = invalid.to_string();
-            return fail_invalid(&api, &message, &ctx, text).await;
+            Err(text) => return fail_invalid(&api, &message, &ctx, text).await,
         }
     };
 
@@ -322,7 +321,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         .await;
     }
 
-    if email.stored_template.is_some() && !verified.transport.stores_templates() {
+    if message.spec.provider_template.is_some() && !verified.transport.stores_templates() {
         let text = format!(
             "spec.providerTemplate: EmailProvider {provider_name:?} sends over {}, which keeps no templates; use a templateRef",
             verified.transport.name()
@@ -345,7 +344,11 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         )
         .await
         {
-            Ok(files) => email.attachments = files,
+            Ok(files) => {
+                if let Some(email) = email.as_mut() {
+                    email.attachments = files;
+                }
+            }
             Err(e @ LoadError::Missing { .. }) => {
                 return wait(
                     &api,
@@ -398,6 +401,20 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         .await;
     }
 
+    let Some(email) = email else {
+        let job = bulk::Job {
+            api: &api,
+            message: &message,
+            ctx: &ctx,
+            provider: &provider,
+            verified: &verified,
+            template: template.as_deref(),
+            limits: &limits,
+            uid: &uid,
+        };
+        return bulk::send(job).await;
+    };
+
     // A person's retry of an Unknown message: take the annotation away first,
     // so the retry happens once per request.
     let base = if retry_requested {
@@ -449,13 +466,8 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         claim_text,
         message.metadata.generation,
     );
-    let claimed = match replace_status(&api, &base, claim).await {
-        Ok(claimed) => claimed,
-        Err(e) if e.is_conflict() => {
-            debug!("the message changed since it was read; reconciling the newer version");
-            return Ok(Action::requeue(Duration::from_millis(200)));
-        }
-        Err(e) => return Err(e),
+    let Some(claimed) = write_claim(&api, &base, claim).await? else {
+        return Ok(Action::requeue(CLAIM_CONFLICT_RETRY));
     };
 
     let started = std::time::Instant::now();
@@ -500,6 +512,37 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             Err(e)
         }
     }
+}
+
+/// The email `spec` describes: its template (if it names one) rendered
+/// strictly with `data`, then composed and checked. The error names the field.
+pub(super) fn build_email(
+    spec: &EmailMessageSpec,
+    template: Option<&EmailTemplate>,
+    data: &serde_json::Value,
+    default_from: Option<&str>,
+    uid: &str,
+) -> Result<compose::Email, String> {
+    let rendered;
+    let spec = match (template, &spec.template_ref) {
+        (Some(template), Some(template_ref)) => match render::render(&template.spec, data) {
+            Ok(out) => {
+                let mut with_body = spec.clone();
+                with_body.subject = out.subject;
+                with_body.text = out.text;
+                with_body.html = out.html;
+                rendered = with_body;
+                &rendered
+            }
+            Err(e) => return Err(format!("spec.templateRef ({:?}): {e}", template_ref.name)),
+        },
+        _ => spec,
+    };
+    let mut email = compose::compose(spec, default_from, uid).map_err(|e| e.to_string())?;
+    if let Some(stored) = email.stored_template.as_mut() {
+        stored.data = data.clone();
+    }
+    Ok(email)
 }
 
 /// Deletes a finished message once its `ttlSecondsAfterFinished` (or its
@@ -671,7 +714,7 @@ fn outcome(
 /// label, say) since the claim: the write is repeated on the fresh object as
 /// long as the claim of this attempt still stands. Other failures (the
 /// apiserver restarting) are retried with growing pauses.
-async fn record(
+pub(super) async fn record(
     api: &Api<EmailMessage>,
     claimed: &EmailMessage,
     outcome: EmailMessageStatus,
@@ -708,7 +751,7 @@ async fn record(
 }
 
 /// Counts an attempt's outcome and its duration.
-fn record_metrics(
+pub(super) fn record_metrics(
     ctx: &Context,
     message: &EmailMessage,
     transport: &str,
@@ -753,7 +796,7 @@ fn count_failure(ctx: &Context, message: &EmailMessage, status: &EmailMessageSta
 }
 
 /// Logs the outcome and publishes an Event on Sent, Failed and Unknown.
-async fn announce(
+pub(super) async fn announce(
     ctx: &Context,
     message: &EmailMessage,
     status: &EmailMessageStatus,
@@ -947,6 +990,24 @@ async fn wait(
     }
 }
 
+/// Writes a claim (status Sending) guarded by the resourceVersion read.
+/// `None` when the message changed meanwhile: a newer version is reconciled
+/// instead, and nothing is sent.
+pub(super) async fn write_claim(
+    api: &Api<EmailMessage>,
+    base: &EmailMessage,
+    claim: EmailMessageStatus,
+) -> Result<Option<EmailMessage>, Error> {
+    match replace_status(api, base, claim).await {
+        Ok(claimed) => Ok(Some(claimed)),
+        Err(e) if e.is_conflict() => {
+            debug!("the message changed since it was read; reconciling the newer version");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Replaces the status of `message`, guarded by its resourceVersion.
 async fn replace_status(
     api: &Api<EmailMessage>,
@@ -962,7 +1023,7 @@ async fn replace_status(
 
 /// `from + delay`, rounded up to a whole second: status times are stored to
 /// the second, and a retry must never come earlier than the server asked.
-fn not_before(from: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
+pub(super) fn not_before(from: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
     let due = from + delay;
     let whole = jiff::Timestamp::from_second(due.as_second()).unwrap_or(due);
     if whole < due {
@@ -972,7 +1033,7 @@ fn not_before(from: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
     }
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 

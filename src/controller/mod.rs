@@ -6,6 +6,7 @@
 pub mod access;
 pub mod attachments;
 pub mod backoff;
+pub mod bulk;
 pub mod context;
 pub mod credentials;
 pub mod error;

@@ -92,4 +92,13 @@ impl SendError {
             FailureKind::Auth | FailureKind::Tls | FailureKind::Unreachable
         )
     }
+
+    /// Whether the failure belongs to the message itself (refused, or
+    /// invalid), so another message may still go through.
+    pub fn is_message_failure(&self) -> bool {
+        matches!(
+            self.kind,
+            FailureKind::Rejected | FailureKind::InvalidRequest
+        )
+    }
 }

@@ -49,6 +49,37 @@ impl Accepted {
     }
 }
 
+/// What a batch send did: one result per email handled, in order, and the
+/// failure that stopped it before the rest. The emails after the results
+/// were not sent and are tried again later.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// The result of each email handled, in the order given.
+    pub results: Vec<Result<Accepted, SendError>>,
+    /// Why the batch stopped early (the server, the network or the
+    /// credentials failed), if it did.
+    pub stopped: Option<SendError>,
+}
+
+impl BatchOutcome {
+    /// Every email of a batch refused for one reason that belongs to the
+    /// emails themselves (the request was invalid or rejected), or the whole
+    /// batch stopped for any other reason.
+    pub fn whole(count: usize, error: SendError) -> Self {
+        if error.is_message_failure() {
+            Self {
+                results: (0..count).map(|_| Err(error.clone())).collect(),
+                stopped: None,
+            }
+        } else {
+            Self {
+                results: Vec::new(),
+                stopped: Some(error),
+            }
+        }
+    }
+}
+
 /// One configured way of sending, built from an EmailProvider and its Secrets.
 #[async_trait]
 pub trait Transport: Send + Sync {
@@ -79,4 +110,34 @@ pub trait Transport: Send + Sync {
 
     /// Sends one email. `Ok` means the server accepted it.
     async fn send(&self, email: &Email) -> Result<Accepted, SendError>;
+
+    /// How many emails of a bulk message go in one batch: the service's
+    /// batch limit, or for SMTP how many are sent (over the pooled
+    /// connections) between two status writes.
+    fn batch_size(&self) -> usize {
+        50
+    }
+
+    /// Sends emails that are each complete (one recipient each). By default
+    /// one after another; a refusal of one email is its own result, while a
+    /// failure of the server, network or credentials stops the batch there.
+    async fn send_batch(&self, emails: &[Email]) -> BatchOutcome {
+        one_by_one(self, emails).await
+    }
+}
+
+/// Sends `emails` one after another through `transport`, stopping at the
+/// first failure that is not the email's own.
+pub async fn one_by_one<T: Transport + ?Sized>(transport: &T, emails: &[Email]) -> BatchOutcome {
+    let mut outcome = BatchOutcome::default();
+    for email in emails {
+        match transport.send(email).await {
+            Err(e) if !e.is_message_failure() => {
+                outcome.stopped = Some(e);
+                break;
+            }
+            result => outcome.results.push(result),
+        }
+    }
+    outcome
 }

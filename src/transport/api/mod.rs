@@ -3,6 +3,7 @@
 //! error answers. [`ApiTransport`] runs those requests over one reqwest
 //! client per provider (connections are reused) with a timeout.
 
+mod batch;
 mod mailgun;
 mod mailtrap;
 mod postmark;
@@ -182,6 +183,30 @@ impl Transport for ApiTransport {
 
     fn stores_templates(&self) -> bool {
         true
+    }
+
+    fn batch_size(&self) -> usize {
+        batch::size(self.provider)
+    }
+
+    async fn send_batch(&self, emails: &[Email]) -> super::BatchOutcome {
+        let request = match batch::request(self.provider, &self.target, emails) {
+            Ok(Some(request)) => request,
+            Ok(None) => return super::one_by_one(self, emails).await,
+            Err(e) => return super::BatchOutcome::whole(emails.len(), e),
+        };
+        let (status, headers, body) = match self.execute(request).await {
+            Ok(answer) => answer,
+            Err(e) => return super::BatchOutcome::whole(emails.len(), e),
+        };
+        if !(200..300).contains(&status) {
+            let error = self.error(status, &headers, &body);
+            return super::BatchOutcome::whole(emails.len(), error);
+        }
+        super::BatchOutcome {
+            results: batch::results(self.provider, status, &headers, &body, emails.len()),
+            stopped: None,
+        }
     }
 
     async fn verify(&self) -> Result<Verification, SendError> {

@@ -1,0 +1,245 @@
+//! Batch sends of a bulk message's emails (one recipient each) through each
+//! service's batch form: Mailtrap `POST /api/batch` (500), Resend
+//! `POST /emails/batch` (100, permissive validation, one Idempotency-Key per
+//! batch), Postmark `POST /email/batch` or `/email/batchWithTemplates` (500),
+//! and, when every email has the same content, SendGrid personalizations
+//! (1000) and Mailgun `recipient-variables` (1000). Each request is built
+//! from the service's single-send request, so both say the same thing.
+
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+use super::wire::{self, Body, ErrorDetail, Request};
+use super::{Target, mailgun, mailtrap, postmark, resend, sendgrid};
+use crate::api::provider::ApiProvider;
+use crate::compose::Email;
+use crate::transport::{Accepted, SendError};
+
+/// The most emails one batch request of `provider` carries.
+pub fn size(provider: ApiProvider) -> usize {
+    match provider {
+        ApiProvider::Resend => 100,
+        ApiProvider::Mailtrap | ApiProvider::Postmark => 500,
+        ApiProvider::SendGrid | ApiProvider::Mailgun => 1000,
+    }
+}
+
+/// The batch request for `emails`, or `None` when the service has no batch
+/// form that fits them (SendGrid and Mailgun with differing content): then
+/// they are sent one by one.
+pub fn request(
+    provider: ApiProvider,
+    target: &Target,
+    emails: &[Email],
+) -> Result<Option<Request>, SendError> {
+    let Some(first) = emails.first() else {
+        return Ok(None);
+    };
+    let bodies = || -> Result<Vec<Value>, SendError> {
+        emails
+            .iter()
+            .map(|e| single(provider, target, e).map(|r| json_body(&r)))
+            .collect()
+    };
+    let request = match provider {
+        ApiProvider::Mailtrap => {
+            let single = mailtrap::request(target, first)?;
+            let url = single.url.replacen("/api/send", "/api/batch", 1);
+            Request {
+                url,
+                body: Body::Json(json!({ "requests": bodies()? })),
+                ..single
+            }
+        }
+        ApiProvider::Resend => {
+            let single = resend::request(target, first)?;
+            let mut request = Request {
+                url: format!("{}/emails/batch", target.base),
+                body: Body::Json(Value::from(bodies()?)),
+                ..single
+            };
+            request
+                .headers
+                .retain(|(name, _)| name != "Idempotency-Key");
+            request
+                .header(
+                    "Idempotency-Key",
+                    format!("{}/batch", resend::idempotency_key(first)),
+                )
+                .header("x-batch-validation", "permissive")
+        }
+        ApiProvider::Postmark => {
+            let single = postmark::request(target, first)?;
+            let (url, body) = if single.url.ends_with("/withTemplate") {
+                (
+                    format!("{}/email/batchWithTemplates", target.base),
+                    json!({ "Messages": bodies()? }),
+                )
+            } else {
+                (
+                    format!("{}/email/batch", target.base),
+                    Value::from(bodies()?),
+                )
+            };
+            Request {
+                url,
+                body: Body::Json(body),
+                ..single
+            }
+        }
+        ApiProvider::SendGrid if same_content(emails) => {
+            let mut single = sendgrid::request(target, first)?;
+            let personalizations: Vec<Value> = emails
+                .iter()
+                .map(|e| {
+                    let mut p = json!({ "to": [wire::mailbox_object(&e.to[0])] });
+                    if let Some(t) = &e.stored_template {
+                        p["dynamic_template_data"] = t.data.clone();
+                    }
+                    p
+                })
+                .collect();
+            if let Body::Json(body) = &mut single.body {
+                body["personalizations"] = Value::from(personalizations);
+            }
+            single
+        }
+        ApiProvider::Mailgun if same_content(emails) && same_template_data(emails) => {
+            let mut single = mailgun::request(target, first)?;
+            if let Body::Form(fields, _) = &mut single.body {
+                fields.retain(|(name, _)| name != "to");
+                let mut variables = serde_json::Map::new();
+                for e in emails {
+                    let address = e.to[0].email.to_string();
+                    fields.push(("to".into(), wire::mailbox_text(&e.to[0])));
+                    variables.insert(address, json!({}));
+                }
+                fields.push((
+                    "recipient-variables".into(),
+                    Value::Object(variables).to_string(),
+                ));
+            }
+            single
+        }
+        ApiProvider::SendGrid | ApiProvider::Mailgun => return Ok(None),
+    };
+    Ok(Some(request))
+}
+
+fn single(provider: ApiProvider, target: &Target, email: &Email) -> Result<Request, SendError> {
+    match provider {
+        ApiProvider::Mailtrap => mailtrap::request(target, email),
+        ApiProvider::Resend => resend::request(target, email),
+        ApiProvider::Postmark => postmark::request(target, email),
+        ApiProvider::Mailgun => mailgun::request(target, email),
+        ApiProvider::SendGrid => sendgrid::request(target, email),
+    }
+}
+
+fn json_body(request: &Request) -> Value {
+    match &request.body {
+        Body::Json(value) => value.clone(),
+        _ => Value::Null,
+    }
+}
+
+/// Whether the emails differ only in their recipient (and stored template
+/// data, which SendGrid carries per personalization).
+fn same_content(emails: &[Email]) -> bool {
+    emails.windows(2).all(|pair| {
+        let (a, b) = (&pair[0], &pair[1]);
+        a.subject == b.subject
+            && a.text == b.text
+            && a.html == b.html
+            && a.stored_template.as_ref().map(|t| (&t.id, &t.version))
+                == b.stored_template.as_ref().map(|t| (&t.id, &t.version))
+            && a.to.len() == 1
+            && b.to.len() == 1
+    }) && emails.iter().all(|e| e.to.len() == 1)
+}
+
+fn same_template_data(emails: &[Email]) -> bool {
+    emails
+        .windows(2)
+        .all(|pair| pair[0].stored_template == pair[1].stored_template)
+}
+
+/// The result of each email from a batch's 2xx answer, in order.
+pub fn results(
+    provider: ApiProvider,
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    count: usize,
+) -> Vec<Result<Accepted, SendError>> {
+    let value: Value = serde_json::from_slice(body).unwrap_or_default();
+    match provider {
+        ApiProvider::Mailtrap => (0..count)
+            .map(|i| {
+                let item = &value["responses"][i];
+                if item["success"] == json!(true) {
+                    let id = item["message_ids"][0].as_str().map(str::to_string);
+                    Ok(Accepted::new(id, status, "accepted"))
+                } else {
+                    Err(item_error(
+                        provider,
+                        mailtrap::error(item.to_string().as_bytes()),
+                    ))
+                }
+            })
+            .collect(),
+        ApiProvider::Resend => {
+            let failed: std::collections::HashMap<u64, String> = value["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    let message = e["message"].as_str().unwrap_or("refused").to_string();
+                    Some((e["index"].as_u64()?, message))
+                })
+                .collect();
+            let mut ids = value["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| d["id"].as_str().map(str::to_string));
+            (0..count as u64)
+                .map(|i| match failed.get(&i) {
+                    Some(message) => Err(item_error(
+                        provider,
+                        ErrorDetail {
+                            code: Some("validation_error".into()),
+                            message: message.clone(),
+                            ..ErrorDetail::default()
+                        },
+                    )),
+                    None => Ok(Accepted::new(ids.next().flatten(), status, "accepted")),
+                })
+                .collect()
+        }
+        ApiProvider::Postmark => (0..count)
+            .map(|i| {
+                let item = &value[i];
+                if item["ErrorCode"] == json!(0) {
+                    postmark::accepted(status, item.to_string().as_bytes())
+                } else {
+                    Err(item_error(
+                        provider,
+                        postmark::error(item.to_string().as_bytes()),
+                    ))
+                }
+            })
+            .collect(),
+        ApiProvider::SendGrid => (0..count)
+            .map(|_| sendgrid::accepted(status, headers))
+            .collect(),
+        ApiProvider::Mailgun => (0..count)
+            .map(|_| mailgun::accepted(status, body))
+            .collect(),
+    }
+}
+
+/// One item's refusal inside a batch the service accepted as a whole.
+fn item_error(provider: ApiProvider, detail: ErrorDetail) -> SendError {
+    wire::classify(provider, 422, &HeaderMap::new(), detail)
+}
