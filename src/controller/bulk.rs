@@ -245,6 +245,8 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
     let elapsed = started.elapsed();
     match record(api, &claimed, new.clone(), attempt).await {
         Ok(Some(recorded)) => {
+            ctx.written
+                .note(uid, recorded.metadata.resource_version.as_deref());
             if finished {
                 record_metrics(ctx, message, verified.transport.name(), &new, elapsed);
                 announce(ctx, &recorded, &new, elapsed).await;

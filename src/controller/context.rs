@@ -119,6 +119,46 @@ impl Unrecorded {
     }
 }
 
+/// The resourceVersion of the last outcome this controller wrote, by message
+/// UID, kept until the cache shows that version. The watch that feeds the
+/// cache can lag behind a write; a reconcile of the older version would find
+/// the message still `Sending` and try to claim it again (a claim the
+/// apiserver refuses with a conflict: a wasted write). Such a reconcile waits
+/// for the cache instead.
+#[derive(Default)]
+pub struct Written {
+    inner: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Written {
+    /// Remembers that this controller wrote version `resource_version`.
+    pub fn note(&self, uid: &str, resource_version: Option<&str>) {
+        if let Some(version) = resource_version.and_then(|v| v.parse().ok()) {
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(uid.to_string(), version);
+        }
+    }
+
+    /// Whether `resource_version` is older than what this controller wrote.
+    /// Once the cache has caught up the entry is dropped. Versions are etcd
+    /// revisions; one that is not a number is never called stale.
+    pub fn is_stale(&self, uid: &str, resource_version: Option<&str>) -> bool {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(&written) = map.get(uid) else {
+            return false;
+        };
+        match resource_version.and_then(|v| v.parse::<u64>().ok()) {
+            Some(seen) if seen < written => true,
+            _ => {
+                map.remove(uid);
+                false
+            }
+        }
+    }
+}
+
 /// The token buckets of providers with a `rateLimit`, by provider.
 #[derive(Default)]
 pub struct RateLimits {
@@ -214,6 +254,8 @@ pub struct Context {
     pub templates: Store<crate::api::EmailTemplate>,
     /// Sent messages whose outcome is not written yet.
     pub unrecorded: Unrecorded,
+    /// Outcomes written that the cache may not show yet.
+    pub written: Written,
     /// Token buckets of rate-limited providers.
     pub rate_limits: RateLimits,
     /// Caps the sends in flight at once (`max_concurrent_sends`).
@@ -224,4 +266,24 @@ pub struct Context {
     pub recorder: Recorder,
     /// The controller's settings.
     pub settings: Settings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Written;
+
+    #[test]
+    fn an_older_cached_version_is_stale_until_the_cache_catches_up() {
+        let written = Written::default();
+        assert!(!written.is_stale("u", Some("5")), "nothing written yet");
+        written.note("u", Some("10"));
+        assert!(written.is_stale("u", Some("9")));
+        assert!(!written.is_stale("u", Some("10")), "caught up");
+        assert!(
+            !written.is_stale("u", Some("9")),
+            "forgotten once caught up"
+        );
+        written.note("v", Some("10"));
+        assert!(!written.is_stale("v", Some("not-a-number")));
+    }
 }

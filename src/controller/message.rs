@@ -44,6 +44,9 @@ const WAITING_RETRY: Duration = Duration::from_secs(300);
 /// How often a message looks again for an attachment's missing Secret or
 /// ConfigMap (nothing wakes it when one appears).
 const ATTACHMENT_RETRY: Duration = Duration::from_secs(15);
+/// How soon a message is looked at again when the cache is older than an
+/// outcome this controller wrote (normally its watch event comes first).
+const STALE_CACHE_RETRY: Duration = Duration::from_secs(1);
 /// How soon a message whose claim met a newer version is looked at again.
 pub(super) const CLAIM_CONFLICT_RETRY: Duration = Duration::from_millis(200);
 /// How many times a result is written before it is kept for a later reconcile.
@@ -82,6 +85,15 @@ impl Limits {
 /// Reconciles one message.
 #[tracing::instrument(skip_all, fields(namespace = message.namespace().unwrap_or_default(), email = message.name_any(), trace_id = crate::telemetry::trace_id()))]
 pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // The cache has not caught up with an outcome written here: its newer
+    // version brings a reconcile of its own.
+    let uid = message.uid().unwrap_or_default();
+    if ctx
+        .written
+        .is_stale(&uid, message.metadata.resource_version.as_deref())
+    {
+        return Ok(Action::requeue(STALE_CACHE_RETRY));
+    }
     let status = message.status.clone().unwrap_or_default();
     let retry_requested = message.annotations().contains_key(RETRY_ANNOTATION);
     match status.phase {
@@ -92,7 +104,6 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     }
     let namespace = message.namespace().unwrap_or_default();
     let api: Api<EmailMessage> = Api::namespaced(ctx.client.clone(), &namespace);
-    let uid = message.uid().unwrap_or_default();
 
     // A result that was sent but could not be written yet: write it, never send again.
     if let Some(outcome) = ctx.unrecorded.take(&uid) {
@@ -500,6 +511,8 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     };
     match record(&api, &claimed, outcome.clone(), attempt).await {
         Ok(Some(recorded)) => {
+            ctx.written
+                .note(&uid, recorded.metadata.resource_version.as_deref());
             record_metrics(&ctx, &message, verified.transport.name(), &outcome, elapsed);
             announce(&ctx, &recorded, &outcome, elapsed).await;
             Ok(action)

@@ -86,6 +86,7 @@ pub async fn run(
         cluster_providers: cluster_store.clone(),
         templates: template_store.clone(),
         unrecorded: Default::default(),
+        written: Default::default(),
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
         sends: tokio::sync::Semaphore::new(settings.max_concurrent_sends.max(1)),
