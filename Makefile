@@ -5,7 +5,7 @@ CARGO ?= cargo
 TOOLS_BIN := .cache/tools/bin
 KUBECTL := $(TOOLS_BIN)/kubectl
 
-.PHONY: all build tools crds check-crds lint test chaos image demo dev-up dev-down clean
+.PHONY: all build tools crds check-crds lint test chaos bench bench-smoke image demo dev-up dev-down clean
 
 all: build
 
@@ -44,6 +44,18 @@ test: tools check-crds
 ## chaos: fault tests (SIGKILL, SMTP outage, 429 window, apiserver restart, two replicas), one at a time
 chaos: tools check-crds
 	$(CARGO) test --test chaos -- --ignored --test-threads=1 --nocapture
+
+## bench: throughput, latency, memory and apiserver cost at N=1000 and 10000 over SMTP and an API
+##        fake, against the control plane's own limit (BENCH_ARGS="--sizes 30000" and so on)
+BENCH_ARGS ?=
+bench: tools
+	$(CARGO) build --release -p mailroom -p mailroom-bench
+	target/release/mailroom-bench $(BENCH_ARGS)
+
+## bench-smoke: the benchmark at N=200, printing its figures (no threshold), as CI runs it
+bench-smoke: tools
+	$(CARGO) build --release -p mailroom -p mailroom-bench
+	target/release/mailroom-bench --sizes 200 --out target/bench-smoke
 
 ## image: build the controller's OCI image without a container engine, and check it
 image: tools

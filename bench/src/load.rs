@@ -1,0 +1,243 @@
+//! The load client and the two runs it makes: the limit run (exactly the
+//! apiserver writes one message costs, with no controller and no email) and
+//! the operator run (create messages, wait until every one is Sent).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use mailroom::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
+use serde_json::{Value, json};
+
+use crate::Error;
+
+/// One message of the load.
+pub fn message(i: usize) -> Result<EmailMessage, Error> {
+    let object = json!({
+        "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage",
+        "metadata": {"name": format!("m-{i:06}")},
+        "spec": {"providerRef": {"name": "bench"}, "to": [format!("user{i}@example.org")],
+                 "subject": format!("bench {i}"), "text": "a benchmark message"}
+    });
+    serde_json::from_value(object).map_err(|e| Error::Setup(format!("message JSON: {e}")))
+}
+
+/// Creates namespace `name`.
+pub async fn namespace(client: &Client, name: &str) -> Result<(), Error> {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))
+        .map_err(|e| Error::Setup(e.to_string()))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .map_err(|e| Error::Kube("creating the namespace", e))?;
+    Ok(())
+}
+
+/// Deletes namespace `name` without waiting.
+pub async fn drop_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+/// Creates `object` in `namespace`.
+pub async fn create<K>(client: &Client, namespace: &str, object: Value) -> Result<K, Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let object: K = serde_json::from_value(object).map_err(|e| Error::Setup(e.to_string()))?;
+    Api::<K>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &object)
+        .await
+        .map_err(|e| Error::Kube("creating a fixture", e))
+}
+
+/// The limit run: for each of `n` messages, the create and the two status
+/// replaces (claim, outcome) the controller makes, `concurrency` at a time.
+/// Returns the seconds it took.
+pub async fn limit_run(
+    client: &Client,
+    namespace: &str,
+    n: usize,
+    concurrency: usize,
+) -> Result<f64, Error> {
+    let api: Api<EmailMessage> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let created = api
+                    .create(&PostParams::default(), &message(i)?)
+                    .await
+                    .map_err(|e| Error::Kube("create", e))?;
+                let mut claimed = created.clone();
+                claimed.status = Some(EmailMessageStatus {
+                    phase: Some(Phase::Sending),
+                    attempts: 1,
+                    ..Default::default()
+                });
+                let claimed = api
+                    .replace_status(&created.name_any(), &PostParams::default(), &claimed)
+                    .await
+                    .map_err(|e| Error::Kube("claim", e))?;
+                let mut sent = claimed.clone();
+                if let Some(status) = sent.status.as_mut() {
+                    status.phase = Some(Phase::Sent);
+                }
+                api.replace_status(&claimed.name_any(), &PostParams::default(), &sent)
+                    .await
+                    .map_err(|e| Error::Kube("outcome", e))?;
+                Ok::<(), Error>(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// When each message was created and seen Sent.
+#[derive(Default)]
+pub struct Timings {
+    /// Seconds from the run's start to each message's create request.
+    pub created: HashMap<String, f64>,
+    /// Seconds from the run's start to the watch event that showed it Sent.
+    pub sent: HashMap<String, f64>,
+}
+
+impl Timings {
+    /// Create->Sent latencies, seconds, sorted.
+    pub fn latencies(&self) -> Vec<f64> {
+        let mut out: Vec<f64> = self
+            .sent
+            .iter()
+            .filter_map(|(name, at)| Some(at - self.created.get(name)?))
+            .collect();
+        out.sort_by(f64::total_cmp);
+        out
+    }
+}
+
+/// Waits until provider `bench` in `namespace` is Ready.
+pub async fn provider_ready(client: &Client, namespace: &str) -> Result<(), Error> {
+    let api: Api<EmailProvider> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let ready = api.get_opt("bench").await.ok().flatten().is_some_and(|p| {
+            p.status
+                .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.status == "True")
+        });
+        if ready {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(Error::Setup(
+        "provider bench did not become Ready in 60 s".into(),
+    ))
+}
+
+/// The operator run: creates `n` messages, `concurrency` at a time (or one
+/// every `pace` when set), and waits until every one is Sent.
+pub async fn operator_run(
+    client: &Client,
+    namespace: &str,
+    n: usize,
+    concurrency: usize,
+    pace: Option<Duration>,
+) -> Result<(f64, Timings), Error> {
+    let api: Api<EmailMessage> = Api::namespaced(client.clone(), namespace);
+    let timings = Arc::new(Mutex::new(Timings::default()));
+    let started = Instant::now();
+
+    let watched = timings.clone();
+    let watch_api = api.clone();
+    let watch = tokio::spawn(async move {
+        let stream = watcher(watch_api, watcher::Config::default());
+        futures::pin_mut!(stream);
+        while let Ok(Some(event)) = stream.try_next().await {
+            let objects: Vec<EmailMessage> = match event {
+                watcher::Event::Apply(m) | watcher::Event::InitApply(m) => vec![m],
+                _ => continue,
+            };
+            let now = started.elapsed().as_secs_f64();
+            let mut t = watched.lock().unwrap_or_else(|e| e.into_inner());
+            for m in objects {
+                if m.status.as_ref().and_then(|s| s.phase) == Some(Phase::Sent) {
+                    t.sent.entry(m.name_any()).or_insert(now);
+                }
+            }
+            if t.sent.len() >= n {
+                return;
+            }
+        }
+    });
+
+    let creating = timings.clone();
+    let create_one = |i: usize| {
+        let api = api.clone();
+        let creating = creating.clone();
+        async move {
+            let object = message(i)?;
+            let at = started.elapsed().as_secs_f64();
+            creating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .created
+                .insert(object.name_any(), at);
+            api.create(&PostParams::default(), &object)
+                .await
+                .map_err(|e| Error::Kube("create", e))?;
+            Ok::<(), Error>(())
+        }
+    };
+    match pace {
+        None => {
+            futures::stream::iter(0..n)
+                .map(create_one)
+                .buffer_unordered(concurrency)
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+        Some(every) => {
+            let mut tick = tokio::time::interval(every);
+            let mut pending = Vec::with_capacity(n);
+            for i in 0..n {
+                tick.tick().await;
+                pending.push(tokio::spawn(create_one(i)));
+            }
+            for handle in pending {
+                handle
+                    .await
+                    .map_err(|e| Error::Setup(format!("create task: {e}")))??;
+            }
+        }
+    }
+
+    let limit = Duration::from_secs(120 + n as u64 / 5);
+    tokio::time::timeout(limit, watch)
+        .await
+        .map_err(|_| Error::Setup(format!("not every message was Sent within {limit:?}")))?
+        .map_err(|e| Error::Setup(format!("watch task: {e}")))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let timings = std::mem::take(&mut *timings.lock().unwrap_or_else(|e| e.into_inner()));
+    if timings.sent.len() < n {
+        return Err(Error::Setup(format!(
+            "{} of {n} messages Sent",
+            timings.sent.len()
+        )));
+    }
+    Ok((seconds, timings))
+}

@@ -1,0 +1,302 @@
+//! `mailroom-bench`: measures the operator against the control plane's own
+//! limit, in one run on one machine. It starts the local control plane and
+//! mailpit (`hack/dev-up.sh`), the API fakes, and per run the release
+//! controller; then for each size N:
+//! - the limit run: the apiserver writes one message costs (create, claim,
+//!   outcome) with no controller and no email;
+//! - the operator run per transport: N messages created, waited on until
+//!   Sent: throughput, create->Sent latency, controller CPU and peak RSS, and
+//!   apiserver requests per message by verb;
+//! - optionally a paced run at half the operator's rate, for latency.
+//!
+//! Figures go to `--out` (results.json, results.md, throughput.png,
+//! latency.png) and the table to stdout. Usage: see `--help` or `make bench`.
+
+mod apiserver;
+mod env;
+mod load;
+mod process;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use kube::Client;
+use mailroom_fakes::{Config, Fake};
+use serde_json::json;
+
+use env::Env;
+use report::Run;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Starting or driving the environment failed.
+    #[error("{0}")]
+    Setup(String),
+    /// A Kubernetes API call failed.
+    #[error("{0}: {1}")]
+    Kube(&'static str, #[source] kube::Error),
+}
+
+#[derive(Parser)]
+#[command(
+    about = "mailroom's benchmark: throughput, latency, memory and apiserver cost against the control plane's limit"
+)]
+struct Args {
+    /// Message counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+    sizes: Vec<usize>,
+    /// Transports for the operator runs: smtp (mailpit), api (the Postmark fake).
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("smtp"), String::from("api")])]
+    transports: Vec<String>,
+    /// Creates in flight at once, in the limit and operator runs.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Also run N=min(1000, smallest size) over the first transport paced at
+    /// half the rate its operator run reached, for latency under load.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    paced: bool,
+    /// The controller binary (a release build).
+    #[arg(long, default_value = "target/release/mailroom")]
+    controller: PathBuf,
+    /// Where the figures and plots go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    mailroom::install_crypto_provider();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mailroom-bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailroom-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(args: Args) -> Result<(), Error> {
+    let root = std::env::current_dir().map_err(|e| Error::Setup(e.to_string()))?;
+    if !args.controller.exists() {
+        return Err(Error::Setup(format!(
+            "{} not found: build it with cargo build --release",
+            args.controller.display()
+        )));
+    }
+    let dir = std::env::temp_dir().join(format!("mailroom-bench-{}", std::process::id()));
+    eprintln!(
+        "starting the control plane and mailpit in {}",
+        dir.display()
+    );
+    let env = Env::start(&root, &dir)?;
+    let client = env.client().await?;
+    let fake = Fake::start(Config::with_key("bench-key"))
+        .await
+        .map_err(|e| Error::Setup(format!("starting the API fakes: {e}")))?;
+
+    let mut runs: Vec<Run> = Vec::new();
+    for &n in &args.sizes {
+        let run = limit(&client, &env.dir, n, args.concurrency).await?;
+        eprintln!("limit N={n}: {:.1} msg/s", run.per_second);
+        runs.push(run);
+        for transport in &args.transports {
+            let run = operator(&env, &client, &fake.url, &args, transport, n, None).await?;
+            eprintln!(
+                "operator {transport} N={n}: {:.1} msg/s, p99 {:.0} ms",
+                run.per_second,
+                run.latency_ms.map_or(0.0, |p| p.p99)
+            );
+            runs.push(run);
+        }
+    }
+    if args.paced
+        && let (Some(transport), Some(&smallest)) =
+            (args.transports.first(), args.sizes.iter().min())
+        && let Some(full) = runs
+            .iter()
+            .find(|r| r.kind == "operator" && &r.transport == transport && r.n == smallest)
+    {
+        let n = smallest.min(1000);
+        let rate = full.per_second / 2.0;
+        let every = Duration::from_secs_f64(1.0 / rate.max(0.1));
+        let run = operator(&env, &client, &fake.url, &args, transport, n, Some(every)).await?;
+        eprintln!(
+            "paced {transport} N={n} at {rate:.1} msg/s: p99 {:.0} ms",
+            run.latency_ms.map_or(0.0, |p| p.p99)
+        );
+        runs.push(run);
+    }
+    report::write(&args.out, &runs)?;
+    println!("{}", report::markdown(&runs));
+    println!("figures and plots in {}", args.out.display());
+    Ok(())
+}
+
+/// CPU seconds spent per process between two readings.
+fn cpu_spent(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> std::collections::BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(name, t)| (name.clone(), t - before.get(name).copied().unwrap_or(0.0)))
+        .collect()
+}
+
+fn suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    )
+}
+
+async fn limit(
+    client: &Client,
+    dir: &std::path::Path,
+    n: usize,
+    concurrency: usize,
+) -> Result<Run, Error> {
+    let ns = format!("bench-limit-{n}-{}", suffix());
+    load::namespace(client, &ns).await?;
+    let before = apiserver::counts(client).await?;
+    let cpu_before = process::environment_cpu(dir);
+    let seconds = load::limit_run(client, &ns, n, concurrency).await?;
+    let cpu = cpu_spent(&cpu_before, &process::environment_cpu(dir));
+    let after = apiserver::counts(client).await?;
+    load::drop_namespace(client, &ns).await;
+    let requests = apiserver::per_message(&before, &after, n);
+    Ok(Run {
+        kind: "limit".into(),
+        transport: "none".into(),
+        n,
+        concurrency,
+        seconds,
+        per_second: n as f64 / seconds,
+        latency_ms: None,
+        controller: None,
+        cpu_seconds: cpu,
+        writes_per_message: apiserver::writes(&requests, "emailmessages"),
+        event_writes_per_message: apiserver::writes(&requests, "events"),
+        requests_per_message: requests,
+        sent_per_second: Vec::new(),
+        latencies: Vec::new(),
+    })
+}
+
+/// Creates provider `bench` for `transport` (and its Secret and CA).
+async fn provider(
+    env: &Env,
+    client: &Client,
+    ns: &str,
+    fake_url: &str,
+    transport: &str,
+) -> Result<(), Error> {
+    let spec = match transport {
+        "smtp" => {
+            load::create::<k8s_openapi::api::core::v1::Secret>(
+                client,
+                ns,
+                json!({
+                "metadata": {"name": "smtp"},
+                "stringData": {"username": env.smtp_user.0, "password": env.smtp_user.1}}),
+            )
+            .await?;
+            load::create::<k8s_openapi::api::core::v1::ConfigMap>(
+                client,
+                ns,
+                json!({
+                "metadata": {"name": "smtp-ca"}, "data": {"ca.crt": env.ca_pem}}),
+            )
+            .await?;
+            let (host, port) = env.smtp.rsplit_once(':').unwrap_or((&env.smtp, "25"));
+            json!({"smtp": {"host": host, "port": port.parse::<u16>().unwrap_or(25),
+                            "caBundle": {"configMapKeyRef": {"name": "smtp-ca", "key": "ca.crt"}},
+                            "auth": {"secretRef": {"name": "smtp"}}}})
+        }
+        "api" => {
+            load::create::<k8s_openapi::api::core::v1::Secret>(
+                client,
+                ns,
+                json!({
+                "metadata": {"name": "api"}, "stringData": {"apiKey": "bench-key"}}),
+            )
+            .await?;
+            json!({"api": {"provider": "Postmark", "secretRef": {"name": "api"}, "endpoint": fake_url}})
+        }
+        other => {
+            return Err(Error::Setup(format!(
+                "unknown transport {other:?}: smtp or api"
+            )));
+        }
+    };
+    let mut spec = spec;
+    spec["defaultFrom"] = json!("bench <bench@mailroom.dev>");
+    load::create::<mailroom::api::EmailProvider>(
+        client,
+        ns,
+        json!({
+        "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailProvider",
+        "metadata": {"name": "bench"}, "spec": spec}),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn operator(
+    env: &Env,
+    client: &Client,
+    fake_url: &str,
+    args: &Args,
+    transport: &str,
+    n: usize,
+    pace: Option<Duration>,
+) -> Result<Run, Error> {
+    let kind = if pace.is_some() { "paced" } else { "operator" };
+    let ns = format!("bench-{kind}-{transport}-{n}-{}", suffix());
+    load::namespace(client, &ns).await?;
+    provider(env, client, &ns, fake_url, transport).await?;
+    let log = env.dir.join(format!("{ns}.log"));
+    let controller = process::Controller::start(&args.controller, &env.kubeconfig, &ns, &log)?;
+    load::provider_ready(client, &ns).await?;
+    let before = apiserver::counts(client).await?;
+    let cpu_before = process::environment_cpu(&env.dir);
+    let controller_before = controller.usage().cpu_seconds;
+    let (seconds, timings) = load::operator_run(client, &ns, n, args.concurrency, pace).await?;
+    let mut cpu = cpu_spent(&cpu_before, &process::environment_cpu(&env.dir));
+    let usage = controller.usage();
+    cpu.insert("controller".into(), usage.cpu_seconds - controller_before);
+    let after = apiserver::counts(client).await?;
+    controller.stop();
+    load::drop_namespace(client, &ns).await;
+    let requests = apiserver::per_message(&before, &after, n);
+    let latencies = timings.latencies();
+    Ok(Run {
+        kind: kind.into(),
+        transport: transport.into(),
+        n,
+        concurrency: if pace.is_some() { 0 } else { args.concurrency },
+        seconds,
+        per_second: n as f64 / seconds,
+        latency_ms: report::percentiles(&latencies),
+        controller: Some(usage),
+        cpu_seconds: cpu,
+        writes_per_message: apiserver::writes(&requests, "emailmessages"),
+        event_writes_per_message: apiserver::writes(&requests, "events"),
+        requests_per_message: requests,
+        sent_per_second: report::per_second(timings.sent.values().copied()),
+        latencies,
+    })
+}

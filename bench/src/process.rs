@@ -1,0 +1,139 @@
+//! The controller under test: the release `mailroom` binary as its own
+//! process, and what the kernel says it used (CPU seconds, peak RSS).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::Error;
+
+/// A running controller process.
+pub struct Controller {
+    child: Child,
+}
+
+/// What the controller used, from /proc.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Usage {
+    /// User plus system CPU seconds since it started.
+    pub cpu_seconds: f64,
+    /// Peak resident memory (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+}
+
+impl Controller {
+    /// Starts `binary run` for `namespace`, without leader election, logging
+    /// to `log`.
+    pub fn start(
+        binary: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        log: &Path,
+    ) -> Result<Self, Error> {
+        let log = std::fs::File::create(log)
+            .map_err(|e| Error::Setup(format!("controller log {}: {e}", log.display())))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| Error::Setup(format!("controller log: {e}")))?;
+        let child = Command::new(binary)
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--leader-election=false",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--log-level",
+                "warn",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| Error::Setup(format!("starting {}: {e}", binary.display())))?;
+        Ok(Self { child })
+    }
+
+    /// CPU seconds and peak RSS so far.
+    pub fn usage(&self) -> Usage {
+        let pid = self.child.id();
+        let cpu_seconds = cpu_seconds(pid);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let peak_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        Usage {
+            cpu_seconds,
+            peak_rss_mib: peak_kib / 1024.0,
+        }
+    }
+
+    /// Stops it with SIGTERM and waits.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// User plus system CPU seconds process `pid` has used (0 when it is gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+/// CPU seconds so far of each process the environment recorded
+/// (`<dir>/pids/<name>.pid`: etcd, kube-apiserver, mailpit).
+pub fn environment_cpu(dir: &Path) -> std::collections::BTreeMap<String, f64> {
+    let Ok(entries) = std::fs::read_dir(dir.join("pids")) else {
+        return Default::default();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e
+                .file_name()
+                .to_string_lossy()
+                .strip_suffix(".pid")?
+                .to_string();
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name, cpu_seconds(pid)))
+        })
+        .collect()
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`), 100 when unknown.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}

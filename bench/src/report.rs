@@ -1,0 +1,332 @@
+//! The figures of a benchmark: one record per run, written as JSON and a
+//! markdown table, and drawn as PNG plots (throughput over time, latency
+//! distribution) with plotters.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::Error;
+use crate::apiserver::Counts;
+use crate::process::Usage;
+
+/// One run's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// `limit`, `operator` or `paced`.
+    pub kind: String,
+    /// `none` (limit run), `smtp` or `api`.
+    pub transport: String,
+    /// Messages.
+    pub n: usize,
+    /// Creates in flight at once (0 for a paced run).
+    pub concurrency: usize,
+    /// Wall-clock seconds from the first create until the last Sent.
+    pub seconds: f64,
+    /// Messages per second.
+    pub per_second: f64,
+    /// Create->Sent latency percentiles, milliseconds (operator runs).
+    pub latency_ms: Option<Percentiles>,
+    /// What the controller used (operator runs).
+    pub controller: Option<Usage>,
+    /// CPU seconds each part of the environment (etcd, kube-apiserver,
+    /// mailpit) and the controller used during the run: where the time went.
+    pub cpu_seconds: std::collections::BTreeMap<String, f64>,
+    /// apiserver requests per message on emailmessages, by verb.
+    pub requests_per_message: Counts,
+    /// Of those, writes to emailmessages (create, update, patch, delete).
+    pub writes_per_message: f64,
+    /// Event writes per message (the controller records one per outcome).
+    pub event_writes_per_message: f64,
+    /// Messages seen Sent in each second of the run.
+    pub sent_per_second: Vec<u32>,
+    /// Every create->Sent latency, seconds, sorted (for the plot).
+    #[serde(skip)]
+    pub latencies: Vec<f64>,
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Percentiles of sorted `seconds`.
+pub fn percentiles(seconds: &[f64]) -> Option<Percentiles> {
+    let at = |q: f64| {
+        let i = ((seconds.len() as f64 * q).ceil() as usize).clamp(1, seconds.len()) - 1;
+        seconds[i] * 1000.0
+    };
+    (!seconds.is_empty()).then(|| Percentiles {
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+        max: at(1.0),
+    })
+}
+
+/// Counts of `times` (seconds from the start) per whole second.
+pub fn per_second(times: impl Iterator<Item = f64>) -> Vec<u32> {
+    let mut buckets: Vec<u32> = Vec::new();
+    for t in times {
+        let i = t.max(0.0) as usize;
+        if buckets.len() <= i {
+            buckets.resize(i + 1, 0);
+        }
+        buckets[i] += 1;
+    }
+    buckets
+}
+
+/// The markdown table of `runs`, with the operator/limit ratio per size.
+pub fn markdown(runs: &[Run]) -> String {
+    let mut out = String::from(
+        "| run | transport | N | msg/s | vs limit | p50 ms | p95 ms | p99 ms | message writes/msg | event writes/msg | requests/msg | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        let limit = runs
+            .iter()
+            .find(|r| r.kind == "limit" && r.n == run.n)
+            .map(|r| r.per_second);
+        let ratio = match (run.kind.as_str(), limit) {
+            ("operator", Some(limit)) if limit > 0.0 => format!("{:.2}", run.per_second / limit),
+            _ => "-".into(),
+        };
+        let (p50, p95, p99) = run
+            .latency_ms
+            .map_or(("-".into(), "-".into(), "-".into()), |p| {
+                (
+                    format!("{:.0}", p.p50),
+                    format!("{:.0}", p.p95),
+                    format!("{:.0}", p.p99),
+                )
+            });
+        let requests = run
+            .requests_per_message
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (cpu, rss) = run.controller.map_or(("-".into(), "-".into()), |u| {
+            (
+                format!("{:.1}", u.cpu_seconds),
+                format!("{:.1}", u.peak_rss_mib),
+            )
+        });
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {ratio} | {p50} | {p95} | {p99} | {:.2} | {:.2} | {requests} | {cpu} | {rss} |\n",
+            run.kind,
+            run.transport,
+            run.n,
+            run.per_second,
+            run.writes_per_message,
+            run.event_writes_per_message
+        ));
+    }
+    out.push_str(&cpu_table(runs));
+    out
+}
+
+/// Where the CPU went in each run: seconds per process, and their sum as a
+/// share of the machine's cores over the run.
+fn cpu_table(runs: &[Run]) -> String {
+    let names: std::collections::BTreeSet<&String> =
+        runs.iter().flat_map(|r| r.cpu_seconds.keys()).collect();
+    if names.is_empty() {
+        return String::new();
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut out = format!(
+        "\nCPU seconds per process during each run ({cores} cores):\n\n| run | transport | N | {} | busy |\n|---|---|---|{}---|\n",
+        names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(names.len())
+    );
+    for run in runs {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|n| {
+                run.cpu_seconds
+                    .get(*n)
+                    .map_or("-".into(), |s| format!("{s:.1}"))
+            })
+            .collect();
+        let total: f64 = run.cpu_seconds.values().sum();
+        let busy = total / (run.seconds * cores) * 100.0;
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {busy:.0}% |\n",
+            run.kind,
+            run.transport,
+            run.n,
+            cells.join(" | ")
+        ));
+    }
+    out
+}
+
+/// Writes `results.json`, `results.md` and the plots into `dir`.
+pub fn write(dir: &Path, runs: &[Run]) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Setup(format!("{}: {e}", dir.display())))?;
+    let json = serde_json::to_string_pretty(runs).map_err(|e| Error::Setup(e.to_string()))?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text)
+            .map_err(|e| Error::Setup(format!("writing {name}: {e}")))
+    };
+    write("results.json", &json)?;
+    write("results.md", &markdown(runs))?;
+    match font() {
+        Some(font) => {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+                .map_err(|_| Error::Setup("the plot font could not be loaded".into()))?;
+            throughput_plot(&dir.join("throughput.png"), runs)?;
+            latency_plot(&dir.join("latency.png"), runs)?;
+        }
+        None => eprintln!("no DejaVu font found: plots skipped (install fonts-dejavu-core)"),
+    }
+    Ok(())
+}
+
+fn font() -> Option<&'static [u8]> {
+    let bytes = [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read(p).ok())?;
+    Some(Box::leak(bytes.into_boxed_slice()))
+}
+
+const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+
+fn plot_error(e: impl std::fmt::Display) -> Error {
+    Error::Setup(format!("drawing a plot: {e}"))
+}
+
+fn throughput_plot(path: &Path, runs: &[Run]) -> Result<(), Error> {
+    let shown: Vec<&Run> = runs.iter().filter(|r| r.kind != "limit").collect();
+    let x_max = shown
+        .iter()
+        .map(|r| r.sent_per_second.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let y_max = shown
+        .iter()
+        .flat_map(|r| r.sent_per_second.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("messages Sent per second", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0usize..x_max, 0u32..(y_max + y_max / 10 + 1))
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the first create")
+        .y_desc("Sent / s")
+        .draw()
+        .map_err(plot_error)?;
+    for (i, run) in shown.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let label = format!("{} {} N={}", run.kind, run.transport, run.n);
+        chart
+            .draw_series(LineSeries::new(
+                run.sent_per_second.iter().enumerate().map(|(x, y)| (x, *y)),
+                color.stroke_width(2),
+            ))
+            .map_err(plot_error)?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)
+}
+
+fn latency_plot(path: &Path, runs: &[Run]) -> Result<(), Error> {
+    let shown: Vec<&Run> = runs.iter().filter(|r| !r.latencies.is_empty()).collect();
+    let x_max = shown
+        .iter()
+        .filter_map(|r| r.latencies.last().copied())
+        .fold(0.1f64, f64::max);
+    let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "create -> Sent latency (cumulative share of messages)",
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..x_max * 1.05, 0f64..1.0)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("share Sent")
+        .draw()
+        .map_err(plot_error)?;
+    for (i, run) in shown.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let n = run.latencies.len() as f64;
+        let label = format!("{} {} N={}", run.kind, run.transport, run.n);
+        chart
+            .draw_series(LineSeries::new(
+                run.latencies
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| (*s, (j + 1) as f64 / n)),
+                color.stroke_width(2),
+            ))
+            .map_err(plot_error)?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let seconds: Vec<f64> = (1..=100).map(|i| i as f64 / 100.0).collect();
+        let p = percentiles(&seconds).expect("some");
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (500.0, 950.0, 990.0, 1000.0));
+        assert!(percentiles(&[]).is_none());
+    }
+
+    #[test]
+    fn counts_per_second() {
+        assert_eq!(per_second([0.1, 0.9, 2.5].into_iter()), vec![2, 0, 1]);
+    }
+}
