@@ -60,6 +60,10 @@ struct RunArgs {
     /// Where the admin server listens: /metrics, /livez, /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "MAILROOM_ADMIN_ADDR")]
     admin_addr: std::net::SocketAddr,
+    /// Record a Normal Event for every Sent message (one more apiserver write
+    /// per message). Failed and Unknown messages always get a Warning Event.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MAILROOM_SENT_EVENTS")]
+    sent_events: bool,
     /// The namespace holding ClusterEmailProviders' Secrets and ConfigMaps:
     /// the controller's own. Unset, ClusterEmailProviders are not served.
     #[arg(long, env = "MAILROOM_CLUSTER_PROVIDER_NAMESPACE")]
@@ -113,6 +117,7 @@ fn run(args: RunArgs) -> ExitCode {
             max_attempts: args.max_attempts,
             deadline_seconds: args.deadline_seconds,
             max_concurrent_sends: args.max_concurrent_sends,
+            sent_events: args.sent_events,
             cluster_provider_namespace: args.cluster_provider_namespace.clone(),
         };
         let telemetry = Arc::new(Telemetry::default());

@@ -188,3 +188,39 @@ async fn probes_metrics_and_logs_tell_the_truth_and_keep_secrets() {
         "the search covered real output"
     );
 }
+
+#[tokio::test]
+async fn sent_events_can_be_turned_off_while_failures_still_get_one() {
+    use mailroom::controller::Settings;
+    use support::fixtures::{self, RunningController};
+    let scene = Scene::new("quiet-events").await;
+    scene.mailpit_provider().await;
+    let settings = Settings {
+        namespace: Some(scene.ns.clone()),
+        sent_events: false,
+        ..Settings::default()
+    };
+    let controller = RunningController::start_with_settings(scene.client.clone(), settings);
+    let subject = support::unique("no event");
+    scene.note("quiet", "mailpit", &subject).await;
+    scene
+        .message(
+            "broken",
+            json!({"providerRef": {"name": "mailpit"}, "to": ["two..dots@example.org"], "subject": "s", "text": "t"}),
+        )
+        .await;
+    scene.wait_phase("quiet", Phase::Sent).await;
+    scene.wait_phase("broken", Phase::Failed).await;
+    support::received(&subject).await;
+    let failed = support::eventually("the Failed event", Duration::from_secs(10), || async {
+        let events = fixtures::events_for(&scene.client, &scene.ns, "broken").await;
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "Failed")
+            .then_some(())
+    });
+    failed.await;
+    let quiet = fixtures::events_for(&scene.client, &scene.ns, "quiet").await;
+    assert!(quiet.is_empty(), "no Sent event: {quiet:?}");
+    controller.stop().await;
+}

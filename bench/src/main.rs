@@ -61,6 +61,9 @@ struct Args {
     /// The controller binary (a release build).
     #[arg(long, default_value = "target/release/mailroom")]
     controller: PathBuf,
+    /// An extra flag for the controller (repeatable), e.g. `--sent-events=false`.
+    #[arg(long = "controller-flag", allow_hyphen_values = true)]
+    controller_flags: Vec<String>,
     /// Where the figures and plots go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -269,7 +272,13 @@ async fn operator(
     load::namespace(client, &ns).await?;
     provider(env, client, &ns, fake_url, transport).await?;
     let log = env.dir.join(format!("{ns}.log"));
-    let controller = process::Controller::start(&args.controller, &env.kubeconfig, &ns, &log)?;
+    let controller = process::Controller::start(
+        &args.controller,
+        &args.controller_flags,
+        &env.kubeconfig,
+        &ns,
+        &log,
+    )?;
     load::provider_ready(client, &ns).await?;
     let before = apiserver::counts(client).await?;
     let cpu_before = process::environment_cpu(&env.dir);

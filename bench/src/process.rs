@@ -25,6 +25,7 @@ impl Controller {
     /// to `log`.
     pub fn start(
         binary: &Path,
+        flags: &[String],
         kubeconfig: &Path,
         namespace: &str,
         log: &Path,
@@ -45,6 +46,7 @@ impl Controller {
                 "--log-level",
                 "warn",
             ])
+            .args(flags)
             .env("KUBECONFIG", kubeconfig)
             .stdin(Stdio::null())
             .stdout(log)

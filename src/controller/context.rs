@@ -222,6 +222,9 @@ pub struct Settings {
     pub deadline_seconds: u32,
     /// The most sends in flight at once, over all providers.
     pub max_concurrent_sends: usize,
+    /// Whether a Sent message gets a Normal Event (one more apiserver write
+    /// per message); Failed and Unknown ones always get a Warning.
+    pub sent_events: bool,
     /// Where ClusterEmailProviders' Secrets and ConfigMaps live (the
     /// controller's namespace). `None` leaves ClusterEmailProviders alone.
     pub cluster_provider_namespace: Option<String>,
@@ -235,6 +238,7 @@ impl Default for Settings {
             max_attempts: 10,
             deadline_seconds: 86_400,
             max_concurrent_sends: 32,
+            sent_events: true,
             cluster_provider_namespace: None,
         }
     }

@@ -822,6 +822,9 @@ pub(super) async fn announce(
                 ms = elapsed.as_millis() as u64,
                 "sent"
             );
+            if !ctx.settings.sent_events {
+                return;
+            }
             let reply = status
                 .server_reply
                 .as_ref()
