@@ -26,6 +26,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -163,9 +164,17 @@ pub async fn run(
             .await;
     };
 
-    let messages = Controller::new(api::<EmailMessage>(&client, ns.as_deref()), wc.clone())
+    // Messages are cached without managedFields and kubectl's
+    // last-applied-configuration, which nothing here reads: the cache holds
+    // every message of the namespaces served, so this is most of its memory.
+    let (message_store, message_writer) = kube::runtime::reflector::store();
+    let message_stream = watcher(api::<EmailMessage>(&client, ns.as_deref()), wc.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(message_writer)
+        .applied_objects();
+    let messages = Controller::for_stream(message_stream, message_store.clone())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
-    let message_store = messages.store();
     let observe = observe(
         provider_store.clone(),
         message_store.clone(),
@@ -254,6 +263,14 @@ pub async fn run(
         observe
     );
     info!("controller stopped");
+}
+
+/// Drops what the controller never reads from a cached message.
+fn slim(message: &mut EmailMessage) {
+    message.managed_fields_mut().clear();
+    message
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// The unfinished messages of `namespace` (of every namespace when `None`,
