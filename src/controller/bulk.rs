@@ -90,9 +90,12 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
     for (i, recipient) in recipients.iter().enumerate().take(end).skip(start) {
         let mut spec = base.clone();
         spec.to = vec![recipient.to.clone()];
-        let data = merged_data(message.spec.data.as_ref(), recipient.data.as_ref());
+        spec.data = Some(merged_data(
+            message.spec.data.as_ref(),
+            recipient.data.as_ref(),
+        ));
         let key = format!("{uid}.{i}");
-        match build_email(&spec, template, &data, default_from, &key) {
+        match build_email(&spec, template, default_from, &key) {
             Ok(email) => {
                 emails.push(email);
                 indices.push(i);
@@ -294,7 +297,7 @@ fn conclude(
         let why = progress
             .failures
             .first()
-            .map_or(reason::REJECTED, |f| reason_name(&f.reason));
+            .map_or(reason::REJECTED, |f| f.reason.as_str());
         let text =
             format!("none of the {total} recipients was accepted (see status.bulk.failures)");
         (Phase::Failed, false, why, text)
@@ -305,21 +308,6 @@ fn conclude(
     }
     status.phase = Some(phase);
     condition::set(&mut status.conditions, SENT, ready, why, text, generation);
-}
-
-/// The static reason name matching a recorded reason string.
-fn reason_name(recorded: &str) -> &'static str {
-    [
-        reason::INVALID_REQUEST,
-        reason::OUTCOME_UNKNOWN,
-        reason::AUTH_FAILED,
-        reason::TLS_FAILED,
-        reason::UNREACHABLE,
-        reason::TRANSIENT_FAILURE,
-    ]
-    .into_iter()
-    .find(|r| *r == recorded)
-    .unwrap_or(reason::REJECTED)
 }
 
 #[cfg(test)]

@@ -220,15 +220,8 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     let mut email = if bulk {
         None
     } else {
-        let data = message.spec.data.clone().unwrap_or_else(|| json!({}));
         let default_from = provider.spec.default_from.as_deref();
-        match build_email(
-            &message.spec,
-            template.as_deref(),
-            &data,
-            default_from,
-            &uid,
-        ) {
+        match build_email(&message.spec, template.as_deref(), default_from, &uid) {
             Ok(mut email) => {
                 if let Some(id) = &status.message_id {
                     email.message_id = id.clone();
@@ -340,8 +333,42 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         return fail_invalid(&api, &message, &ctx, text).await;
     }
 
-    // Attachments are read last, just before the send, so a file is never
-    // held longer than one attempt.
+    if let Some(wait_for) = ctx
+        .rate_limits
+        .acquire(&key, provider.spec.rate_limit.as_ref())
+        .await
+    {
+        let labels = ProviderLabels {
+            namespace: namespace.clone(),
+            provider: provider_name.clone(),
+            transport: verified.transport.name().to_string(),
+        };
+        ctx.telemetry
+            .metrics
+            .rate_limit_waits
+            .get_or_create(&labels)
+            .inc();
+        let rate = provider
+            .spec
+            .rate_limit
+            .as_ref()
+            .map_or(0, |r| r.messages_per_second);
+        let text = format!(
+            "EmailProvider {provider_name:?} allows {rate} message(s) per second; waiting for a slot"
+        );
+        return wait(
+            &api,
+            &message,
+            reason::RATE_LIMITED,
+            text,
+            Some(wait_for),
+            limits.deadline,
+        )
+        .await;
+    }
+
+    // Attachments are read last, after the rate limit and just before the
+    // send, so a file is read once per attempt and held no longer.
     if !message.spec.attachments.is_empty() {
         let cap = provider
             .spec
@@ -376,40 +403,6 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             }
             Err(e @ LoadError::Api { .. }) => return Err(Error::Attachments(e)),
         }
-    }
-
-    if let Some(wait_for) = ctx
-        .rate_limits
-        .acquire(&key, provider.spec.rate_limit.as_ref())
-        .await
-    {
-        let labels = ProviderLabels {
-            namespace: namespace.clone(),
-            provider: provider_name.clone(),
-            transport: verified.transport.name().to_string(),
-        };
-        ctx.telemetry
-            .metrics
-            .rate_limit_waits
-            .get_or_create(&labels)
-            .inc();
-        let rate = provider
-            .spec
-            .rate_limit
-            .as_ref()
-            .map_or(0, |r| r.messages_per_second);
-        let text = format!(
-            "EmailProvider {provider_name:?} allows {rate} message(s) per second; waiting for a slot"
-        );
-        return wait(
-            &api,
-            &message,
-            reason::RATE_LIMITED,
-            text,
-            Some(wait_for),
-            limits.deadline,
-        )
-        .await;
     }
 
     let Some(email) = email else {
@@ -528,17 +521,18 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
 }
 
 /// The email `spec` describes: its template (if it names one) rendered
-/// strictly with `data`, then composed and checked. The error names the field.
+/// strictly with the spec's `data`, then composed and checked. The error
+/// names the field.
 pub(super) fn build_email(
     spec: &EmailMessageSpec,
     template: Option<&EmailTemplate>,
-    data: &serde_json::Value,
     default_from: Option<&str>,
     uid: &str,
 ) -> Result<compose::Email, String> {
+    let data = spec.data.clone().unwrap_or_else(|| json!({}));
     let rendered;
     let spec = match (template, &spec.template_ref) {
-        (Some(template), Some(template_ref)) => match render::render(&template.spec, data) {
+        (Some(template), Some(template_ref)) => match render::render(&template.spec, &data) {
             Ok(out) => {
                 let mut with_body = spec.clone();
                 with_body.subject = out.subject;
@@ -551,11 +545,7 @@ pub(super) fn build_email(
         },
         _ => spec,
     };
-    let mut email = compose::compose(spec, default_from, uid).map_err(|e| e.to_string())?;
-    if let Some(stored) = email.stored_template.as_mut() {
-        stored.data = data.clone();
-    }
-    Ok(email)
+    compose::compose(spec, default_from, uid).map_err(|e| e.to_string())
 }
 
 /// Deletes a finished message once its `ttlSecondsAfterFinished` (or its

@@ -123,7 +123,11 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(provider::reconcile, provider_error_policy, ctx.clone())
+        .run(
+            provider::reconcile,
+            error_policy("EmailProvider"),
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "provider reconcile failed");
@@ -153,7 +157,7 @@ pub async fn run(
             .graceful_shutdown_on(cluster_shutdown)
             .run(
                 provider::reconcile_cluster,
-                cluster_provider_error_policy,
+                error_policy("ClusterEmailProvider"),
                 cluster_ctx,
             )
             .for_each(|result| async move {
@@ -184,7 +188,11 @@ pub async fn run(
     let ready_store = provider_store.clone();
     let template_run = templates
         .graceful_shutdown_on(shutdown.clone())
-        .run(template::reconcile, template_error_policy, ctx.clone())
+        .run(
+            template::reconcile,
+            error_policy("EmailTemplate"),
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "template reconcile failed");
@@ -388,34 +396,17 @@ fn count_error(ctx: &Context, controller: &str) {
         .inc();
 }
 
-fn provider_error_policy(_: Arc<EmailProvider>, error: &Error, ctx: Arc<Context>) -> Action {
-    count_error(&ctx, "EmailProvider");
-    if error.is_conflict() {
-        Action::requeue(Duration::from_millis(500))
-    } else {
-        Action::requeue(Duration::from_secs(5))
-    }
-}
-
-fn cluster_provider_error_policy(
-    _: Arc<ClusterEmailProvider>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    count_error(&ctx, "ClusterEmailProvider");
-    if error.is_conflict() {
-        Action::requeue(Duration::from_millis(500))
-    } else {
-        Action::requeue(Duration::from_secs(5))
-    }
-}
-
-fn template_error_policy(_: Arc<EmailTemplate>, error: &Error, ctx: Arc<Context>) -> Action {
-    count_error(&ctx, "EmailTemplate");
-    if error.is_conflict() {
-        Action::requeue(Duration::from_millis(500))
-    } else {
-        Action::requeue(Duration::from_secs(5))
+/// The error policy of a controller that only verifies or parses (providers,
+/// cluster providers, templates): count the error under `kind`, look again
+/// soon after a conflict, in 5 s otherwise.
+fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |_, error, ctx| {
+        count_error(&ctx, kind);
+        if error.is_conflict() {
+            Action::requeue(Duration::from_millis(500))
+        } else {
+            Action::requeue(Duration::from_secs(5))
+        }
     }
 }
 

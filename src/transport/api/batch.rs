@@ -146,16 +146,17 @@ fn json_body(request: &Request) -> Value {
 /// Whether the emails differ only in their recipient (and stored template
 /// data, which SendGrid carries per personalization).
 fn same_content(emails: &[Email]) -> bool {
-    emails.windows(2).all(|pair| {
-        let (a, b) = (&pair[0], &pair[1]);
-        a.subject == b.subject
-            && a.text == b.text
-            && a.html == b.html
-            && a.stored_template.as_ref().map(|t| (&t.id, &t.version))
-                == b.stored_template.as_ref().map(|t| (&t.id, &t.version))
-            && a.to.len() == 1
-            && b.to.len() == 1
-    }) && emails.iter().all(|e| e.to.len() == 1)
+    let template = |e: &Email| {
+        e.stored_template
+            .as_ref()
+            .map(|t| (t.id.clone(), t.version.clone()))
+    };
+    emails.iter().all(|e| e.to.len() == 1)
+        && emails.windows(2).all(|pair| {
+            let (a, b) = (&pair[0], &pair[1]);
+            (&a.subject, &a.text, &a.html) == (&b.subject, &b.text, &b.html)
+                && template(a) == template(b)
+        })
 }
 
 fn same_template_data(emails: &[Email]) -> bool {
