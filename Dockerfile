@@ -9,6 +9,6 @@ RUN cargo build --release --locked --bin mailroom
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/mailroom /usr/local/bin/mailroom
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 8081
 ENTRYPOINT ["/usr/local/bin/mailroom"]
 CMD ["run"]

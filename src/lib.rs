@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod render;
 pub mod telemetry;
 pub mod transport;
+pub mod webhook;
 
 /// Selects ring as the process-wide TLS crypto provider. The kube client,
 /// lettre and reqwest all use rustls; call this once before any of them.

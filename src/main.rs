@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (uses the in-cluster config or KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
 }
@@ -60,6 +60,22 @@ struct RunArgs {
     /// Where the admin server listens: /metrics, /livez, /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "MAILROOM_ADMIN_ADDR")]
     admin_addr: std::net::SocketAddr,
+    /// Where the delivery webhook receiver listens
+    /// (`POST /webhooks/{namespace}/{provider}`).
+    #[arg(long, default_value = "0.0.0.0:8081", env = "MAILROOM_WEBHOOK_ADDR")]
+    webhook_addr: std::net::SocketAddr,
+    /// Run the delivery webhook receiver.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MAILROOM_WEBHOOKS")]
+    webhooks: bool,
+    /// Seconds a webhook request waits for its status writes before it is
+    /// answered 503 (the service then retries). Keep it under the services'
+    /// timeouts (Mailtrap 30 s).
+    #[arg(
+        long,
+        default_value_t = 10,
+        env = "MAILROOM_WEBHOOK_ACK_TIMEOUT_SECONDS"
+    )]
+    webhook_ack_timeout_seconds: u64,
     /// Record a Normal Event for every Sent message (one more apiserver write
     /// per message). Failed and Unknown messages always get a Warning Event.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MAILROOM_SENT_EVENTS")]
@@ -89,7 +105,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     }
 }
 
@@ -128,6 +144,30 @@ fn run(args: RunArgs) -> ExitCode {
                 tracing::error!(error = %e, %admin, "the admin server stopped; probes will fail");
             }
         });
+        if args.webhooks {
+            let settings = mailroom::webhook::Settings {
+                namespace: args.namespace.clone(),
+                cluster_provider_namespace: args.cluster_provider_namespace.clone(),
+                ack_timeout: std::time::Duration::from_secs(args.webhook_ack_timeout_seconds),
+                ..Default::default()
+            };
+            let addr = args.webhook_addr;
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!(error = %e, %addr, "binding the webhook receiver");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let (client, telemetry) = (client.clone(), telemetry.clone());
+            tokio::spawn(async move {
+                let served =
+                    mailroom::webhook::serve(listener, client, settings, telemetry, shutdown_signal());
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, %addr, "the webhook receiver stopped");
+                }
+            });
+        }
         if !args.leader_election {
             telemetry.metrics.leader.set(1);
             controller::run(client, settings, telemetry, shutdown_signal()).await;

@@ -1,6 +1,7 @@
 //! Prometheus metrics: what was sent and failed, how long sends take, what
-//! waits and why, reconcile errors, rate-limit waits, provider readiness and
-//! leadership. Served as Prometheus text on the admin server's `/metrics`.
+//! waits and why, reconcile errors, rate-limit waits, provider readiness,
+//! leadership, and the delivery webhooks (events, refusals, unknown ids,
+//! response times). Served as Prometheus text on the admin server's `/metrics`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -38,6 +39,27 @@ pub struct TransportLabels {
     pub transport: String,
 }
 
+/// A provider whose webhook was called, and its service.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The provider: `namespace/name`, or `ClusterEmailProvider/name`.
+    pub provider: String,
+    /// The service, e.g. `Resend`.
+    pub service: String,
+}
+
+/// A webhook provider and an event type or refusal reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookDetailLabels {
+    /// The provider: `namespace/name`, or `ClusterEmailProvider/name`.
+    pub provider: String,
+    /// The service, e.g. `Resend`.
+    pub service: String,
+    /// The event type (`Delivered`, ..., `Ignored`) or why a request was
+    /// refused (`Mismatch`, `Stale`, `Missing`, `Malformed`, `Credentials`).
+    pub detail: String,
+}
+
 /// A reconciler.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -64,6 +86,16 @@ pub struct Metrics {
     pub provider_ready: Family<ProviderLabels, Gauge>,
     /// 1 while this replica leads (or runs without leader election).
     pub leader: Gauge,
+    /// Verified webhook events, by provider and type.
+    pub webhook_events: Family<WebhookDetailLabels, Counter>,
+    /// Webhook requests refused for their signature or credentials.
+    pub webhook_refused: Family<WebhookDetailLabels, Counter>,
+    /// Webhook events about messages mailroom does not know (acknowledged).
+    pub webhook_unknown: Family<WebhookLabels, Counter>,
+    /// Time from a webhook request's arrival to its answer.
+    pub webhook_seconds: Family<WebhookLabels, Histogram>,
+    /// Webhook writes queued or under way.
+    pub webhook_queue: Gauge,
 }
 
 fn send_buckets() -> Histogram {
@@ -83,6 +115,11 @@ impl Default for Metrics {
         let rate_limit_waits = Family::default();
         let provider_ready = Family::default();
         let leader = Gauge::default();
+        let webhook_events = Family::default();
+        let webhook_refused = Family::default();
+        let webhook_unknown = Family::default();
+        let webhook_seconds = Family::new_with_constructor(send_buckets as fn() -> Histogram);
+        let webhook_queue = Gauge::default();
         registry.register(
             "messages_sent",
             "Messages the server accepted",
@@ -119,6 +156,31 @@ impl Default for Metrics {
             provider_ready.clone(),
         );
         registry.register("leader", "1 while this replica leads", leader.clone());
+        registry.register(
+            "webhook_events",
+            "Verified delivery webhook events, by provider and event type (Ignored: types not recorded)",
+            webhook_events.clone(),
+        );
+        registry.register(
+            "webhook_signature_failures",
+            "Webhook requests refused for a missing, wrong or stale signature or credentials",
+            webhook_refused.clone(),
+        );
+        registry.register(
+            "webhook_unknown_messages",
+            "Webhook events about messages mailroom does not know (acknowledged, not recorded)",
+            webhook_unknown.clone(),
+        );
+        registry.register(
+            "webhook_request_duration_seconds",
+            "Time from a webhook request's arrival to its answer",
+            webhook_seconds.clone(),
+        );
+        registry.register(
+            "webhook_queue_depth",
+            "Webhook status writes queued or under way",
+            webhook_queue.clone(),
+        );
         // Counters that should read 0 rather than be absent before anything happens.
         for controller in ["EmailMessage", "EmailProvider", "EmailTemplate"] {
             let _ = reconcile_errors.get_or_create(&ControllerLabels {
@@ -135,6 +197,11 @@ impl Default for Metrics {
             rate_limit_waits,
             provider_ready,
             leader,
+            webhook_events,
+            webhook_refused,
+            webhook_unknown,
+            webhook_seconds,
+            webhook_queue,
         }
     }
 }

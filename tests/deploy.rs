@@ -1,7 +1,8 @@
 //! The install paths, proven on the real apiserver: the kustomize base and
 //! the Helm chart render the same objects and the apiserver accepts them
 //! (server-side dry run), and the controller's ServiceAccount, with exactly
-//! the RBAC they grant, can elect a leader and send, and nothing more.
+//! the RBAC they grant, can elect a leader, send, and record delivery
+//! webhooks, and nothing more.
 
 mod support;
 
@@ -11,8 +12,13 @@ use std::process::{Command, Stdio};
 
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use mailroom::api::{EmailMessage, Phase};
+use mailroom_fakes::Service;
+use mailroom_fakes::webhook::{Event, Happened};
 use serde_json::{Value, json};
 use support::fixtures::{RunningController, Scene};
+use support::webhooks::{Receiver, post, webhook_provider};
+
+const KEY: &str = support::fixtures::VALID_API_KEY;
 
 const NS: &str = "mailroom-system";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:mailroom-system:mailroom";
@@ -239,6 +245,27 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
     );
     controller.stop().await;
     drop(lease);
+
+    // Delivery webhooks as the ServiceAccount: the provider and its webhook
+    // Secret read, messages watched, the event written into status.
+    let hooks = Scene::new("rbac-hooks").await;
+    let fake = mailroom_fakes::Fake::start(mailroom_fakes::Config::with_key(KEY))
+        .await
+        .expect("fake");
+    hooks.api_provider(Service::Resend, &fake.url, KEY).await;
+    let signer = webhook_provider(&hooks, Service::Resend, "api").await;
+    let controller = RunningController::start_with(sa.clone(), &hooks.ns);
+    hooks.note("hooked", "api", "hooked").await;
+    let sent = hooks.wait_phase("hooked", Phase::Sent).await;
+    let id = sent.status.and_then(|s| s.provider_message_id).expect("id");
+    let receiver = Receiver::start(&hooks, sa.clone()).await;
+    let now = jiff::Timestamp::now().as_second();
+    let delivered = Event::new(Happened::Delivered, &id, "x@example.org", now);
+    let request = &signer.requests(&[delivered], now)[0];
+    let url = format!("{}/api", receiver.base);
+    assert_eq!(post(&reqwest::Client::new(), &url, request).await, 200);
+    hooks.wait_phase("hooked", Phase::Delivered).await;
+    controller.stop().await;
 
     // What ClusterEmailProviders need: list them, read one Namespace's labels.
     let cluster_providers: Api<mailroom::api::ClusterEmailProvider> = Api::all(sa.clone());

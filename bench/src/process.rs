@@ -43,6 +43,8 @@ impl Controller {
                 "--leader-election=false",
                 "--admin-addr",
                 "127.0.0.1:0",
+                "--webhook-addr",
+                "127.0.0.1:0",
                 "--log-level",
                 "warn",
             ])

@@ -15,6 +15,7 @@ mod mailtrap;
 mod postmark;
 mod resend;
 mod sendgrid;
+pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 /// `Sent` on an EmailMessage: the server accepted it (or why not yet).
 pub const SENT: &str = "Sent";
+/// `Delivered` on an EmailMessage: what the service's delivery events say.
+pub const DELIVERED: &str = "Delivered";
 
 /// The reasons mailroom puts on conditions and in `lastError.reason`.
 pub mod reason {
@@ -56,6 +58,16 @@ pub mod reason {
     pub const ATTACHMENT_NOT_FOUND: &str = "AttachmentNotFound";
     /// The EmailTemplate named by the message does not exist.
     pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
+    /// The service reported the message delivered (or opened or clicked).
+    pub const DELIVERED: &str = "Delivered";
+    /// Delivery is delayed or soft-bounced; the service keeps trying.
+    pub const DEFERRED: &str = "Deferred";
+    /// The recipient's server refused the message for good.
+    pub const BOUNCED: &str = "Bounced";
+    /// The service dropped the message after accepting it.
+    pub const DROPPED: &str = "Dropped";
+    /// The recipient marked the message as spam.
+    pub const COMPLAINED: &str = "Complained";
     /// The message waits for its `sendAt` time.
     pub const SCHEDULED: &str = "Scheduled";
     /// The provider is suspended (spec.suspend).
@@ -81,7 +93,27 @@ pub fn set(
     message: impl Into<String>,
     observed_generation: Option<i64>,
 ) {
-    let status = if status { "True" } else { "False" }.to_string();
+    let status = if status { "True" } else { "False" };
+    set_status(
+        conditions,
+        type_,
+        status,
+        reason,
+        message,
+        observed_generation,
+    );
+}
+
+/// Like [`set`], with the status spelled out: `True`, `False` or `Unknown`.
+pub fn set_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+) {
+    let status = status.to_string();
     let now = Time(jiff::Timestamp::now());
     let previous = conditions.iter().position(|c| c.type_ == type_);
     let last_transition_time = match previous {

@@ -337,12 +337,47 @@ pub enum Phase {
     /// server may or may not have it. Annotate `mailroom.dev/retry=true` to
     /// send again.
     Unknown,
+    /// Sent, and the service reported it delivered to the recipient's
+    /// server (or opened or clicked, which imply it).
+    Delivered,
+    /// Sent, but the service reported a hard bounce or dropped it: it will
+    /// not reach the recipient. The `Delivered` condition says why.
+    Bounced,
+    /// Delivered, and the recipient marked it as spam.
+    Complained,
 }
 
 impl Phase {
     /// Whether the message has reached an end state.
     pub fn is_finished(self) -> bool {
-        matches!(self, Phase::Sent | Phase::Failed | Phase::Unknown)
+        matches!(
+            self,
+            Phase::Sent
+                | Phase::Failed
+                | Phase::Unknown
+                | Phase::Delivered
+                | Phase::Bounced
+                | Phase::Complained
+        )
+    }
+
+    /// Whether the server accepted the message (Sent, or a later delivery
+    /// outcome).
+    pub fn was_sent(self) -> bool {
+        self.delivery_rank().is_some()
+    }
+
+    /// Orders the phases a sent message goes through by delivery events;
+    /// a message only ever moves up. `None` for phases before or without a
+    /// send.
+    pub fn delivery_rank(self) -> Option<u8> {
+        match self {
+            Phase::Sent => Some(0),
+            Phase::Delivered => Some(1),
+            Phase::Bounced => Some(2),
+            Phase::Complained => Some(3),
+            Phase::Pending | Phase::Sending | Phase::Failed | Phase::Unknown => None,
+        }
     }
 }
 
@@ -350,7 +385,9 @@ impl Phase {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EmailMessageStatus {
-    /// Pending, Sending, Sent or Failed.
+    /// Pending, Sending, Sent, Failed or Unknown; after Sent, the
+    /// service's delivery events may move it on to Delivered, Bounced or
+    /// Complained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// How many send attempts have been started.
@@ -387,7 +424,13 @@ pub struct EmailMessageStatus {
     /// Why the last attempt failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
-    /// `Sent` tells whether the message was accepted, and if not, why.
+    /// The latest delivery events the service reported through its
+    /// webhook (at most 20, oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub delivery_events: Vec<DeliveryEvent>,
+    /// `Sent` tells whether the message was accepted, and if not, why;
+    /// `Delivered`, once the service reports it, whether it arrived.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::conditions")]
     pub conditions: Vec<Condition>,
@@ -419,6 +462,63 @@ pub struct BulkStatus {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// One delivery event a service reported about the message.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryEvent {
+    /// The service's id for the event (made from the record's fields for
+    /// Postmark, which gives none); a repeat of an id changes nothing.
+    #[schemars(length(max = 512))]
+    pub id: String,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub type_: DeliveryEventType,
+    /// When it happened, as the service reports it.
+    pub time: Time,
+    /// The recipient it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// Hard (permanent) or Soft (temporary), for bounces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce: Option<BounceKind>,
+    /// The service's explanation: the bounce or failure reason, the
+    /// receiving server's reply, or the link clicked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub detail: Option<String>,
+}
+
+/// The kinds of delivery events mailroom records.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryEventType {
+    /// The recipient's server accepted it.
+    Delivered,
+    /// Delivery is delayed; the service keeps trying.
+    Deferred,
+    /// The recipient's server refused it (see `bounce`).
+    Bounced,
+    /// The recipient marked it as spam.
+    Complained,
+    /// The recipient opened it.
+    Opened,
+    /// The recipient clicked a link.
+    Clicked,
+    /// The recipient unsubscribed.
+    Unsubscribed,
+    /// The service dropped it after accepting it (suppressed address,
+    /// quota, policy): it was never delivered.
+    Failed,
+}
+
+/// Whether a bounce is permanent.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BounceKind {
+    /// Permanent: the address does not take mail.
+    Hard,
+    /// Temporary: a full mailbox, a block, a delay.
+    Soft,
 }
 
 /// Why one recipient of a bulk message was not sent.

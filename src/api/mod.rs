@@ -10,7 +10,10 @@ pub mod schema;
 pub mod template;
 
 pub use cluster_provider::{ClusterEmailProvider, ClusterEmailProviderSpec};
-pub use message::{EmailMessage, EmailMessageSpec, EmailMessageStatus, Phase};
+pub use message::{
+    BounceKind, DeliveryEvent, DeliveryEventType, EmailMessage, EmailMessageSpec,
+    EmailMessageStatus, Phase,
+};
 pub use provider::{EmailProvider, EmailProviderSpec, EmailProviderStatus};
 pub use template::{EmailTemplate, EmailTemplateSpec, EmailTemplateStatus};
 

@@ -27,6 +27,7 @@ use super::schema;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("[has(self.smtp), has(self.api)].filter(t, t).size() == 1").message("exactly one transport must be set: smtp or api"))]
+#[x_kube(validation = Rule::new("!has(self.webhook) || has(self.api)").message("webhook needs an api provider: SMTP servers send no delivery webhooks"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailProviderSpec {
     /// Send over SMTP to a relay or mail server.
@@ -73,6 +74,36 @@ pub struct EmailProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 52428800))]
     pub max_attachment_bytes: Option<u32>,
+
+    /// Receive the service's delivery webhooks (API providers only): the
+    /// controller verifies each request with the key in this Secret and
+    /// records delivered, bounced and complained in the message's status.
+    /// Register `https://<your host>/webhooks/<namespace>/<name>` at the
+    /// service (`/webhooks/_cluster/<name>` for a ClusterEmailProvider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// How the controller checks that a delivery webhook came from the service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// The Secret, in the provider's namespace, with the service's webhook
+    /// key: `signingSecret` for Resend (`whsec_...`) and Mailtrap,
+    /// `signingKey` for Mailgun (its HTTP webhook signing key),
+    /// `verificationKey` for SendGrid (the signed event webhook's public
+    /// key, base64), `username` and `password` for Postmark (the basic auth
+    /// credentials put in the webhook URL).
+    pub secret_ref: SecretRef,
+    /// How old a signed timestamp may be, in seconds (Resend, SendGrid,
+    /// Mailgun): older requests are refused as replays. Default 300.
+    #[serde(default = "default_webhook_tolerance_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub tolerance_seconds: u32,
+}
+
+fn default_webhook_tolerance_seconds() -> u32 {
+    300
 }
 
 /// The attachment cap a provider gets when it sets none: 10 MiB.

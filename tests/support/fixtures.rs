@@ -395,8 +395,18 @@ impl Scene {
             json!({"metadata": {"name": "api-key"}, "stringData": {"apiKey": key}}),
         )
         .await;
-        let name = format!("{service:?}");
-        let mut api = json!({"provider": name, "secretRef": {"name": "api-key"}, "endpoint": url, "timeoutSeconds": 5});
+        self.api_provider_named(service, url, "api").await
+    }
+
+    /// Another provider `name` like [`Self::api_provider`]'s, using its Secret.
+    pub async fn api_provider_named(
+        &self,
+        service: mailroom_fakes::Service,
+        url: &str,
+        name: &str,
+    ) -> EmailProvider {
+        let kind = format!("{service:?}");
+        let mut api = json!({"provider": kind, "secretRef": {"name": "api-key"}, "endpoint": url, "timeoutSeconds": 5});
         if service == mailroom_fakes::Service::Mailgun {
             api["mailgun"] = json!({"domain": "mg.example.com"});
         }
@@ -405,7 +415,7 @@ impl Scene {
             &self.ns,
             json!({
                 "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailProvider",
-                "metadata": {"name": "api"},
+                "metadata": {"name": name},
                 "spec": {"defaultFrom": "mailroom tests <tests@mailroom.dev>", "api": api}
             }),
         )
@@ -484,6 +494,11 @@ impl ControllerProcess {
                 &[][..]
             } else {
                 &["--admin-addr", "127.0.0.1:0"][..]
+            })
+            .args(if flags.contains(&"--webhook-addr") {
+                &[][..]
+            } else {
+                &["--webhook-addr", "127.0.0.1:0"][..]
             })
             .args(flags)
             .env("KUBECONFIG", &env().kubeconfig)

@@ -1,0 +1,188 @@
+//! One webhook request: find the provider's key, check the signature, read
+//! the events, match them to messages, queue the status writes and answer
+//! once they are done (200), or with why not: 401 (signature), 400
+//! (unreadable), 404 (no such provider or no webhook), 503 (not ready,
+//! queue full, write failed or slow: the service retries).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use kube::runtime::reflector::ObjectRef;
+use tracing::{debug, warn};
+
+use super::Receiver;
+use super::index::Scope;
+use super::keys::REFRESH_AFTER;
+use super::payload;
+use super::queue::Applied;
+use super::signature::{self, Refused};
+use crate::api::{DeliveryEvent, EmailMessage};
+use crate::metrics::{WebhookDetailLabels, WebhookLabels};
+
+type Answer = (StatusCode, String);
+
+pub(super) async fn namespaced(
+    State(receiver): State<Arc<Receiver>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let scope = Scope::Namespaced { namespace, name };
+    receive(&receiver, scope, &headers, &body).await
+}
+
+pub(super) async fn cluster(
+    State(receiver): State<Arc<Receiver>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    receive(&receiver, Scope::Cluster { name }, &headers, &body).await
+}
+
+async fn receive(receiver: &Receiver, scope: Scope, headers: &HeaderMap, body: &[u8]) -> Answer {
+    let started = Instant::now();
+    let (endpoint, age) = receiver.keys.get(&scope, false).await;
+    let mut endpoint = match endpoint {
+        Ok(endpoint) => endpoint,
+        Err(e) if e.is_not_found() => {
+            debug!(provider = %scope, error = %e, "webhook for no provider");
+            return (StatusCode::NOT_FOUND, e.to_string());
+        }
+        Err(e) => {
+            warn!(provider = %scope, error = %e, "webhook cannot be checked");
+            return (StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
+    };
+    let labels = WebhookLabels {
+        provider: scope.to_string(),
+        service: endpoint.service.name().to_string(),
+    };
+    let metrics = &receiver.telemetry.metrics;
+    let answer = |answer: Answer| {
+        metrics
+            .webhook_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        answer
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let check = |key| signature::verify(key, headers, body, now, endpoint.tolerance_seconds);
+    let mut verdict = check(&endpoint.key);
+    // A key rotated since it was cached: read it again and check once more.
+    let mismatch = matches!(verdict, Err(Refused::Mismatch | Refused::Credentials));
+    if mismatch
+        && age >= REFRESH_AFTER
+        && let (Ok(fresh), _) = receiver.keys.get(&scope, true).await
+    {
+        verdict = signature::verify(&fresh.key, headers, body, now, fresh.tolerance_seconds);
+        endpoint = fresh;
+    }
+    if let Err(refused) = verdict {
+        metrics
+            .webhook_refused
+            .get_or_create(&detail(&labels, refused.label()))
+            .inc();
+        warn!(provider = %scope, reason = %refused, "webhook refused");
+        return answer((StatusCode::UNAUTHORIZED, refused.to_string()));
+    }
+    let payload = match payload::read(endpoint.service, headers, body) {
+        Ok(payload) => payload,
+        Err(e) => {
+            warn!(provider = %scope, error = %e, "webhook payload unreadable");
+            return answer((StatusCode::BAD_REQUEST, e.to_string()));
+        }
+    };
+    for reported in &payload.reported {
+        let type_ = format!("{:?}", reported.event.type_);
+        metrics
+            .webhook_events
+            .get_or_create(&detail(&labels, &type_))
+            .inc();
+    }
+    if !payload.ignored.is_empty() {
+        metrics
+            .webhook_events
+            .get_or_create(&detail(&labels, "Ignored"))
+            .inc_by(payload.ignored.len() as u64);
+    }
+    if !receiver.index.synced() {
+        return answer((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: messages are still being listed".into(),
+        ));
+    }
+    let grace_until = tokio::time::Instant::now() + receiver.settings.unknown_grace;
+    let mut by_message: HashMap<ObjectRef<EmailMessage>, Vec<DeliveryEvent>> = HashMap::new();
+    let mut unknown = 0;
+    for reported in payload.reported {
+        let candidates = payload::candidate_ids(endpoint.service, &reported.message_id);
+        let grace = grace_until.saturating_duration_since(tokio::time::Instant::now());
+        match receiver.index.find(&scope, &candidates, grace).await {
+            Some(message) => by_message.entry(message).or_default().push(reported.event),
+            None => {
+                debug!(provider = %scope, id = %reported.message_id, "event for an unknown message");
+                unknown += 1;
+            }
+        }
+    }
+    let mut pending = Vec::with_capacity(by_message.len());
+    for (message, events) in by_message {
+        match receiver.queue.submit(message, events) {
+            Ok(done) => pending.push(done),
+            Err(full) => {
+                warn!(provider = %scope, "{full}: asking the service to retry");
+                return answer((StatusCode::SERVICE_UNAVAILABLE, full.to_string()));
+            }
+        }
+    }
+    metrics.webhook_queue.set(receiver.queue.depth());
+    let written = tokio::time::timeout(
+        receiver.settings.ack_timeout,
+        futures::future::join_all(pending),
+    )
+    .await;
+    metrics.webhook_queue.set(receiver.queue.depth());
+    let Ok(results) = written else {
+        warn!(provider = %scope, "status writes are slow: asking the service to retry");
+        return answer((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the events are queued but not written yet: retry".into(),
+        ));
+    };
+    for result in results {
+        match result {
+            Ok(Ok(Applied::Gone)) => unknown += 1,
+            Ok(Ok(Applied::Recorded | Applied::Unchanged)) => {}
+            Ok(Err(e)) => {
+                warn!(provider = %scope, error = %e, "webhook events not written");
+                return answer((StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
+            }
+            Err(_) => {
+                return answer((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the writer stopped: retry".into(),
+                ));
+            }
+        }
+    }
+    if unknown > 0 {
+        metrics
+            .webhook_unknown
+            .get_or_create(&labels)
+            .inc_by(unknown);
+    }
+    answer((StatusCode::OK, "ok".into()))
+}
+
+fn detail(labels: &WebhookLabels, detail: &str) -> WebhookDetailLabels {
+    WebhookDetailLabels {
+        provider: labels.provider.clone(),
+        service: labels.service.clone(),
+        detail: detail.to_string(),
+    }
+}

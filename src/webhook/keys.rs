@@ -1,0 +1,227 @@
+//! The webhook settings of the provider a URL names: which service it is,
+//! and the key from the Secret in its `spec.webhook`. Cached for a few
+//! seconds so a burst of requests costs no API calls; a signature that does
+//! not match re-reads them (at most once per `REFRESH_AFTER`), so a rotated
+//! key takes effect at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::Api;
+
+use super::index::Scope;
+use super::signature::{KeyError, WebhookKey};
+use crate::api::provider::{ApiProvider, WebhookSpec};
+use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderSpec};
+
+/// How long settings are used before they are read again.
+const TTL: Duration = Duration::from_secs(10);
+/// The youngest cached settings a mismatch may re-read.
+pub const REFRESH_AFTER: Duration = Duration::from_secs(2);
+
+/// What a provider's webhook requests are checked with.
+pub struct Endpoint {
+    /// The service.
+    pub service: ApiProvider,
+    /// Its key.
+    pub key: WebhookKey,
+    /// The timestamp tolerance in seconds.
+    pub tolerance_seconds: u32,
+}
+
+/// Why a provider's webhook cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// No such provider (or cluster providers are not served).
+    #[error("no provider {0}")]
+    NotFound(Scope),
+    /// The provider sets no `spec.webhook`, or is not an API provider.
+    #[error("provider {0} does not take webhooks (no spec.webhook on an api provider)")]
+    NoWebhook(Scope),
+    /// The webhook Secret does not exist.
+    #[error("provider {scope}: webhook Secret {namespace}/{name} not found")]
+    SecretNotFound {
+        /// The provider.
+        scope: Scope,
+        /// The Secret's namespace.
+        namespace: String,
+        /// The Secret's name.
+        name: String,
+    },
+    /// The Secret lacks the key the service needs.
+    #[error("provider {scope}: webhook Secret {name} has no key {key}")]
+    KeyMissing {
+        /// The provider.
+        scope: Scope,
+        /// The Secret's name.
+        name: String,
+        /// The missing key.
+        key: &'static str,
+    },
+    /// The key is not in the service's form.
+    #[error("provider {scope}: webhook Secret {name}: {source}")]
+    BadKey {
+        /// The provider.
+        scope: Scope,
+        /// The Secret's name.
+        name: String,
+        /// What is wrong.
+        source: KeyError,
+    },
+    /// The Kubernetes API failed.
+    #[error("reading {what}: {source}")]
+    Kube {
+        /// What was being read.
+        what: String,
+        /// The error.
+        source: kube::Error,
+    },
+}
+
+impl Unavailable {
+    /// Whether the provider does not exist or takes no webhooks (404), as
+    /// opposed to a state that may pass (503).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Unavailable::NotFound(_) | Unavailable::NoWebhook(_))
+    }
+}
+
+type Cached = (Instant, Result<Arc<Endpoint>, Arc<Unavailable>>);
+
+/// The cache of providers' webhook settings.
+pub struct Keys {
+    client: Client,
+    cluster_namespace: Option<String>,
+    cache: Mutex<HashMap<Scope, Cached>>,
+}
+
+impl Keys {
+    /// Reads providers with `client`; ClusterEmailProviders' Secrets from
+    /// `cluster_namespace` (unset: they are not served).
+    pub fn new(client: Client, cluster_namespace: Option<String>) -> Self {
+        Self {
+            client,
+            cluster_namespace,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings of `scope`, and how old they are. `refresh` re-reads
+    /// settings older than [`REFRESH_AFTER`].
+    pub async fn get(
+        &self,
+        scope: &Scope,
+        refresh: bool,
+    ) -> (Result<Arc<Endpoint>, Arc<Unavailable>>, Duration) {
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(scope).cloned());
+        if let Some((at, result)) = cached {
+            let age = at.elapsed();
+            let limit = if refresh { REFRESH_AFTER } else { TTL };
+            if age < limit {
+                return (result, age);
+            }
+        }
+        let result = self.read(scope).await.map(Arc::new).map_err(Arc::new);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(scope.clone(), (Instant::now(), result.clone()));
+        }
+        (result, Duration::ZERO)
+    }
+
+    async fn read(&self, scope: &Scope) -> Result<Endpoint, Unavailable> {
+        let kube_error = |what: String| move |source| Unavailable::Kube { what, source };
+        let (spec, secret_namespace): (EmailProviderSpec, String) = match scope {
+            Scope::Namespaced { namespace, name } => {
+                let api: Api<EmailProvider> = Api::namespaced(self.client.clone(), namespace);
+                let provider = api
+                    .get_opt(name)
+                    .await
+                    .map_err(kube_error(format!("EmailProvider {scope}")))?
+                    .ok_or_else(|| Unavailable::NotFound(scope.clone()))?;
+                (provider.spec, namespace.clone())
+            }
+            Scope::Cluster { name } => {
+                let Some(namespace) = self.cluster_namespace.clone() else {
+                    return Err(Unavailable::NotFound(scope.clone()));
+                };
+                let api: Api<ClusterEmailProvider> = Api::all(self.client.clone());
+                let provider = api
+                    .get_opt(name)
+                    .await
+                    .map_err(kube_error(format!("ClusterEmailProvider {name}")))?
+                    .ok_or_else(|| Unavailable::NotFound(scope.clone()))?;
+                (provider.spec.provider, namespace)
+            }
+        };
+        let (Some(api), Some(webhook)) = (spec.api, spec.webhook) else {
+            return Err(Unavailable::NoWebhook(scope.clone()));
+        };
+        let key = self
+            .key(scope, api.provider, &webhook, &secret_namespace)
+            .await?;
+        Ok(Endpoint {
+            service: api.provider,
+            key,
+            tolerance_seconds: webhook.tolerance_seconds,
+        })
+    }
+
+    async fn key(
+        &self,
+        scope: &Scope,
+        service: ApiProvider,
+        webhook: &WebhookSpec,
+        namespace: &str,
+    ) -> Result<WebhookKey, Unavailable> {
+        let name = &webhook.secret_ref.name;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(|source| Unavailable::Kube {
+                what: format!("Secret {namespace}/{name}"),
+                source,
+            })?
+            .ok_or_else(|| Unavailable::SecretNotFound {
+                scope: scope.clone(),
+                namespace: namespace.to_string(),
+                name: name.clone(),
+            })?;
+        let value = |key: &'static str| -> Result<String, Unavailable> {
+            secret
+                .data
+                .as_ref()
+                .and_then(|data| data.get(key))
+                .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+                .ok_or_else(|| Unavailable::KeyMissing {
+                    scope: scope.clone(),
+                    name: name.clone(),
+                    key,
+                })
+        };
+        let bad_key = |source| Unavailable::BadKey {
+            scope: scope.clone(),
+            name: name.clone(),
+            source,
+        };
+        Ok(match service {
+            ApiProvider::Resend => WebhookKey::svix(&value("signingSecret")?).map_err(bad_key)?,
+            ApiProvider::Mailtrap => WebhookKey::mailtrap(&value("signingSecret")?),
+            ApiProvider::Mailgun => WebhookKey::mailgun(&value("signingKey")?),
+            ApiProvider::SendGrid => {
+                WebhookKey::sendgrid(&value("verificationKey")?).map_err(bad_key)?
+            }
+            ApiProvider::Postmark => WebhookKey::Postmark {
+                username: value("username")?,
+                password: value("password")?,
+            },
+        })
+    }
+}

@@ -1,0 +1,411 @@
+//! Delivery webhooks, end to end: a message is sent through a service's
+//! fake, then the service's own webhook requests (its payload format and
+//! signature, built by `mailroom_fakes::webhook`) are posted to the
+//! receiver, and the message's status is read back. A 200 means the events
+//! are written, so status is checked right after each answer.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::Api;
+use mailroom::api::condition::{self, DELIVERED};
+use mailroom::api::{BounceKind, DeliveryEventType, EmailMessage, Phase};
+use mailroom_fakes::Service;
+use mailroom_fakes::webhook::{Event, Happened, Request, Signer};
+use support::fixtures::{RunningController, Scene, api_scene};
+use support::webhooks::{Receiver, post, post_timed, webhook_provider};
+
+const RECIPIENT: &str = "x@example.org";
+
+/// A provider `api` on a fake service with its webhook set up, a
+/// controller, and a receiver.
+struct Hooked {
+    scene: Scene,
+    _fake: mailroom_fakes::Fake,
+    _controller: RunningController,
+    receiver: Receiver,
+    signer: Signer,
+    http: reqwest::Client,
+}
+
+impl Hooked {
+    async fn new(service: Service, test: &str) -> Self {
+        let (scene, fake, controller) =
+            api_scene(service, test, support::fixtures::VALID_API_KEY).await;
+        let signer = webhook_provider(&scene, service, "api").await;
+        let receiver = Receiver::start(&scene, scene.client.clone()).await;
+        Self {
+            scene,
+            _fake: fake,
+            _controller: controller,
+            receiver,
+            signer,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/api", self.receiver.base)
+    }
+
+    /// Sends message `name` and answers the id the service gave it.
+    async fn send(&self, name: &str) -> String {
+        self.scene.note(name, "api", name).await;
+        let sent = self.scene.wait_phase(name, Phase::Sent).await;
+        sent.status
+            .and_then(|s| s.provider_message_id)
+            .expect("a provider message id")
+    }
+
+    /// Posts `events` signed now; answers each request's status.
+    async fn report(&self, events: &[Event]) -> Vec<u16> {
+        self.report_at(events, jiff::Timestamp::now().as_second())
+            .await
+    }
+
+    async fn report_at(&self, events: &[Event], now: i64) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        for request in self.signer.requests(events, now) {
+            statuses.push(post(&self.http, &self.url(), &request).await);
+        }
+        statuses
+    }
+
+    async fn message(&self, name: &str) -> EmailMessage {
+        Api::<EmailMessage>::namespaced(self.scene.client.clone(), &self.scene.ns)
+            .get(name)
+            .await
+            .expect("reading the message")
+    }
+}
+
+fn phase(m: &EmailMessage) -> Option<Phase> {
+    m.status.as_ref().and_then(|s| s.phase)
+}
+
+fn delivered(m: &EmailMessage) -> (String, String, String) {
+    let status = m.status.as_ref().expect("status");
+    let c = condition::find(&status.conditions, DELIVERED).expect("a Delivered condition");
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+fn events(m: &EmailMessage) -> Vec<(DeliveryEventType, Option<BounceKind>)> {
+    m.status
+        .as_ref()
+        .map(|s| {
+            s.delivery_events
+                .iter()
+                .map(|e| (e.type_, e.bounce))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Each service's events move its messages as a user would expect, and
+/// nothing unsigned, wrongly signed or replayed gets in.
+async fn service_scenario(service: Service) {
+    let h = Hooked::new(service, "hooks").await;
+    let (a, b) = (h.send("a").await, h.send("b").await);
+    let t = jiff::Timestamp::now().as_second() - 60;
+
+    // Refused: another key, no signature, a stale timestamp. Nothing changes.
+    let stranger = Signer::generate(service);
+    let delivered_a = Event::new(Happened::Delivered, &a, RECIPIENT, t + 1);
+    for request in stranger.requests(std::slice::from_ref(&delivered_a), t + 60) {
+        assert_eq!(
+            post(&h.http, &h.url(), &request).await,
+            401,
+            "{service:?}: another key"
+        );
+    }
+    for mut request in h
+        .signer
+        .requests(std::slice::from_ref(&delivered_a), t + 60)
+    {
+        request.headers.retain(|(name, _)| name == "content-type");
+        if service == Service::Mailgun {
+            let mut body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            body.as_object_mut().unwrap().remove("signature");
+            request.body = body.to_string().into_bytes();
+        }
+        assert_eq!(
+            post(&h.http, &h.url(), &request).await,
+            401,
+            "{service:?}: unsigned"
+        );
+    }
+    if matches!(
+        service,
+        Service::Resend | Service::SendGrid | Service::Mailgun
+    ) {
+        let replayed = h
+            .report_at(std::slice::from_ref(&delivered_a), t - 600)
+            .await;
+        assert!(
+            replayed.iter().all(|s| *s == 401),
+            "{service:?}: replay answered {replayed:?}"
+        );
+    }
+    let untouched = h.message("a").await;
+    assert_eq!(phase(&untouched), Some(Phase::Sent), "{service:?}");
+    assert!(
+        events(&untouched).is_empty(),
+        "{service:?}: {:?}",
+        events(&untouched)
+    );
+    assert!(
+        h.receiver
+            .metric("mailroom_webhook_signature_failures_total", "")
+            >= 2.0,
+        "{service:?}: refusals counted"
+    );
+
+    // Delivered (an ignored "processed" event alongside), then a repeat.
+    let processed = Event::new(Happened::Processed, &a, RECIPIENT, t);
+    let answers = h.report(&[processed, delivered_a.clone()]).await;
+    assert!(
+        answers.iter().all(|s| *s == 200),
+        "{service:?}: {answers:?}"
+    );
+    let m = h.message("a").await;
+    assert_eq!(phase(&m), Some(Phase::Delivered), "{service:?}");
+    let (value, reason, text) = delivered(&m);
+    assert_eq!(
+        (value.as_str(), reason.as_str()),
+        ("True", "Delivered"),
+        "{service:?}: {text}"
+    );
+    assert!(text.contains(RECIPIENT), "{service:?}: {text}");
+    let recorded = &m.status.as_ref().unwrap().delivery_events;
+    assert_eq!(
+        events(&m),
+        [(DeliveryEventType::Delivered, None)],
+        "{service:?}"
+    );
+    assert_eq!(
+        recorded[0].recipient.as_deref(),
+        Some(RECIPIENT),
+        "{service:?}"
+    );
+    assert_eq!(recorded[0].time.0.as_second(), t + 1, "{service:?}");
+    let again = h.report(std::slice::from_ref(&delivered_a)).await;
+    assert!(again.iter().all(|s| *s == 200), "{service:?}: {again:?}");
+    assert_eq!(
+        h.message("a").await.status,
+        m.status,
+        "{service:?}: a repeat changed status"
+    );
+
+    // Opened, then a complaint: Complained.
+    h.report(&[Event::new(Happened::Opened, &a, RECIPIENT, t + 2)])
+        .await;
+    h.report(&[Event::new(Happened::Complained, &a, RECIPIENT, t + 3)])
+        .await;
+    let m = h.message("a").await;
+    assert_eq!(phase(&m), Some(Phase::Complained), "{service:?}");
+    assert_eq!(delivered(&m).1, "Complained", "{service:?}");
+    assert_eq!(events(&m).len(), 3, "{service:?}: {:?}", events(&m));
+
+    // Deferred, then a hard bounce, then a late open: stays Bounced.
+    h.report(&[Event::new(Happened::Deferred, &b, RECIPIENT, t)])
+        .await;
+    let m = h.message("b").await;
+    assert_eq!(phase(&m), Some(Phase::Sent), "{service:?}");
+    assert_eq!(
+        (delivered(&m).0.as_str(), delivered(&m).1.as_str()),
+        ("Unknown", "Deferred"),
+        "{service:?}"
+    );
+    h.report(&[Event::new(Happened::HardBounce, &b, RECIPIENT, t + 1)])
+        .await;
+    h.report(&[Event::new(Happened::Opened, &b, RECIPIENT, t + 5)])
+        .await;
+    let m = h.message("b").await;
+    assert_eq!(phase(&m), Some(Phase::Bounced), "{service:?}");
+    let (value, reason, text) = delivered(&m);
+    assert_eq!(
+        (value.as_str(), reason.as_str()),
+        ("False", "Bounced"),
+        "{service:?}"
+    );
+    assert!(
+        text.starts_with("hard bounce to x@example.org: "),
+        "{service:?}: {text}"
+    );
+    assert_eq!(
+        events(&m).last(),
+        Some(&(DeliveryEventType::Opened, None)),
+        "{service:?}: the open is recorded"
+    );
+
+    // An event for a message nobody sent is acknowledged and counted.
+    let unknown = Event::new(Happened::Delivered, "no-such-message", RECIPIENT, t);
+    assert!(h.report(&[unknown]).await.iter().all(|s| *s == 200));
+    assert_eq!(
+        h.receiver
+            .metric("mailroom_webhook_unknown_messages_total", ""),
+        1.0,
+        "{service:?}"
+    );
+    assert!(
+        h.receiver
+            .metric("mailroom_webhook_events_total", "detail=\"Delivered\"")
+            >= 2.0
+    );
+}
+
+#[tokio::test]
+async fn mailtrap_events_update_status() {
+    service_scenario(Service::Mailtrap).await;
+}
+
+#[tokio::test]
+async fn resend_events_update_status() {
+    service_scenario(Service::Resend).await;
+}
+
+#[tokio::test]
+async fn postmark_events_update_status() {
+    service_scenario(Service::Postmark).await;
+}
+
+#[tokio::test]
+async fn mailgun_events_update_status() {
+    service_scenario(Service::Mailgun).await;
+}
+
+#[tokio::test]
+async fn sendgrid_events_update_status() {
+    service_scenario(Service::SendGrid).await;
+}
+
+/// Events out of order and a batch repeating itself: the list ends in time
+/// order with each event once.
+#[tokio::test]
+async fn out_of_order_and_repeated_events_in_one_batch() {
+    let h = Hooked::new(Service::SendGrid, "order").await;
+    let id = h.send("m").await;
+    let t = jiff::Timestamp::now().as_second() - 60;
+    let click = Event::new(Happened::Clicked, &id, RECIPIENT, t + 10);
+    let delivered = Event::new(Happened::Delivered, &id, RECIPIENT, t + 1);
+    let batch = [click.clone(), delivered.clone(), click.clone()];
+    assert_eq!(h.report(&batch).await, [200]);
+    assert_eq!(h.report(&batch).await, [200]);
+    let m = h.message("m").await;
+    assert_eq!(phase(&m), Some(Phase::Delivered));
+    assert_eq!(
+        events(&m),
+        [
+            (DeliveryEventType::Delivered, None),
+            (DeliveryEventType::Clicked, None)
+        ]
+    );
+}
+
+/// Providers that cannot take webhooks answer 404; a request too large 413.
+#[tokio::test]
+async fn unknown_providers_and_providers_without_webhook_are_not_found() {
+    let h = Hooked::new(Service::Resend, "notfound").await;
+    let id = h.send("m").await;
+    let request = &h
+        .signer
+        .requests(&[Event::new(Happened::Delivered, &id, RECIPIENT, 1)], 1)[0];
+    let nope = format!("{}/nope", h.receiver.base);
+    assert_eq!(post(&h.http, &nope, request).await, 404);
+    h.scene
+        .api_provider_named(Service::Resend, "http://127.0.0.1:9", "plain")
+        .await;
+    let plain = format!("{}/plain", h.receiver.base);
+    assert_eq!(post(&h.http, &plain, request).await, 404);
+}
+
+/// 5,000 events for 1,000 messages, posted 64 at a time as Postmark posts
+/// them (one per request): every one is recorded.
+#[tokio::test]
+async fn a_burst_of_5000_events_is_recorded_whole() {
+    const MESSAGES: usize = 1000;
+    let h = Hooked::new(Service::Postmark, "burst").await;
+    let messages: Api<EmailMessage> = Api::namespaced(h.scene.client.clone(), &h.scene.ns);
+    futures::future::join_all((0..MESSAGES).map(|i| {
+        let scene = &h.scene;
+        async move {
+            scene.note(&format!("m{i}"), "api", "burst").await;
+        }
+    }))
+    .await;
+    let ids: Vec<(String, String)> =
+        support::eventually("1,000 sent", Duration::from_secs(180), || async {
+            let list = messages.list(&Default::default()).await.ok()?;
+            let sent: Vec<_> = list
+                .items
+                .iter()
+                .filter_map(|m| {
+                    let s = m.status.as_ref()?;
+                    (s.phase == Some(Phase::Sent)).then(|| {
+                        (
+                            m.metadata.name.clone().unwrap_or_default(),
+                            s.provider_message_id.clone().unwrap_or_default(),
+                        )
+                    })
+                })
+                .collect();
+            (sent.len() == MESSAGES).then_some(sent)
+        })
+        .await;
+
+    let t = jiff::Timestamp::now().as_second() - 600;
+    let kinds = [
+        Happened::Delivered,
+        Happened::Opened,
+        Happened::Opened,
+        Happened::Clicked,
+        Happened::Clicked,
+    ];
+    let now = jiff::Timestamp::now().as_second();
+    let requests: Vec<Request> = ids
+        .iter()
+        .flat_map(|(_, id)| {
+            kinds
+                .iter()
+                .enumerate()
+                .map(|(k, happened)| Event::new(*happened, id, RECIPIENT, t + k as i64))
+                .collect::<Vec<_>>()
+        })
+        .flat_map(|event| h.signer.requests(&[event], now))
+        .collect();
+    assert_eq!(requests.len(), 5000);
+
+    let started = Instant::now();
+    let url = h.url();
+    let timed: Vec<(u16, Duration, u32)> = futures::stream::iter(requests.iter())
+        .map(|request| post_timed(&h.http, &url, request))
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    assert!(timed.iter().all(|(s, _, _)| *s == 200), "all acknowledged");
+
+    let mut latencies: Vec<Duration> = timed.iter().map(|(_, d, _)| *d).collect();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let retried = timed.iter().filter(|(_, _, tries)| *tries > 1).count();
+    println!(
+        "burst: 5000 events for {MESSAGES} messages in {:.1} s ({:.0} events/s); response p50 {} ms, p95 {} ms, p99 {} ms, max {} ms; {retried} retried after 503",
+        elapsed.as_secs_f64(),
+        5000.0 / elapsed.as_secs_f64(),
+        pct(0.50).as_millis(),
+        pct(0.95).as_millis(),
+        pct(0.99).as_millis(),
+        latencies.last().unwrap().as_millis(),
+    );
+
+    let list = messages.list(&Default::default()).await.expect("listing");
+    let complete = list
+        .items
+        .iter()
+        .filter(|m| phase(m) == Some(Phase::Delivered) && events(m).len() == kinds.len())
+        .count();
+    assert_eq!(complete, MESSAGES, "every message holds its 5 events");
+}
