@@ -1,6 +1,7 @@
 //! Fault tests: the controller killed with SIGKILL at random points, the SMTP
 //! server down for 30 s, an API answering 429 for 10 s, the kube-apiserver
-//! restarted mid-run, and two replicas with the leader killed. Each prints its
+//! restarted mid-run, two replicas with the leader killed, and the controller
+//! killed during a burst of delivery webhooks. Each prints its
 //! figures. They are slow and disturb the shared control plane, so they run
 //! one at a time through `make chaos` (which CI runs), not `make test`.
 
@@ -15,6 +16,7 @@ use mailroom_fakes::{Config, Fake, Outage, Service};
 use serde_json::json;
 use support::Mailpit;
 use support::fixtures::{self, ControllerProcess, Scene};
+use support::webhooks::webhook_provider;
 
 /// An extra mailpit without TLS that keeps every message; a provider `smtp`
 /// for it. Returns the mailpit's name (for restarts) and client.
@@ -392,4 +394,146 @@ async fn two_replicas_send_once_and_the_standby_takes_over() {
         takeover < Duration::from_secs(15),
         "took over in {takeover:?}"
     );
+}
+
+/// Posts `request` as a service does: again and again (every 200 ms) until
+/// it gets a 200, however the controller fails meanwhile.
+async fn post_until_acknowledged(
+    http: &reqwest::Client,
+    url: &str,
+    request: &mailroom_fakes::webhook::Request,
+) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for tries in 1.. {
+        let mut builder = http.post(url).body(request.body.clone());
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        if let Ok(res) = builder.send().await
+            && res.status().as_u16() == 200
+        {
+            return tries;
+        }
+        assert!(Instant::now() < deadline, "{url} never acknowledged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    unreachable!()
+}
+
+/// The controller is SIGKILLed in the middle of a burst of Postmark
+/// webhooks: every event it acknowledged before dying is already in status
+/// (read while it is down), and once the service's retries reach the new
+/// process every event is recorded once.
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn sigkill_during_a_webhook_burst_loses_no_acknowledged_event() {
+    use mailroom_fakes::webhook::Event;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let scene = Scene::new("chaos-hooks").await;
+    let key = fixtures::VALID_API_KEY;
+    let fake = Fake::start(Config::with_key(key)).await.expect("fake");
+    scene.api_provider(Service::Postmark, &fake.url, key).await;
+    let signer = webhook_provider(&scene, Service::Postmark, "api").await;
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let flags = ["--leader-election=false", "--webhook-addr", addr.as_str()];
+    let mut controller = ControllerProcess::spawn(&scene.ns, "h0", &flags);
+    let count = 200;
+    create_messages(&scene, "api", count, at_least_once).await;
+    let messages = all_finished(&scene, count, Duration::from_secs(120)).await;
+
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        - 600;
+    let kinds = support::webhooks::BURST_EVENTS;
+    let events: Vec<Event> = messages
+        .iter()
+        .flat_map(|m| {
+            let id = m
+                .status
+                .as_ref()
+                .and_then(|s| s.provider_message_id.clone())
+                .expect("id");
+            kinds
+                .iter()
+                .enumerate()
+                .map(move |(k, h)| Event::new(*h, &id, "x@example.org", t + k as i64))
+        })
+        .collect();
+    let now = t + 600;
+    let url = format!("http://{addr}/webhooks/{}/api", scene.ns);
+    let http = reqwest::Client::new();
+    let acknowledged: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    let killed = AtomicBool::new(false);
+    let started = Instant::now();
+    let posting = futures::stream::iter(events.iter().enumerate())
+        .map(|(i, event)| {
+            let (http, url, acknowledged, killed, signer) =
+                (&http, &url, &acknowledged, &killed, &signer);
+            async move {
+                let request = &signer.requests(std::slice::from_ref(event), now)[0];
+                let tries = post_until_acknowledged(http, url, request).await;
+                if !killed.load(Ordering::SeqCst) {
+                    acknowledged.lock().expect("lock").push(i);
+                }
+                tries
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<u32>>();
+    let killing = async {
+        support::eventually(
+            "300 events acknowledged",
+            Duration::from_secs(60),
+            || async { (acknowledged.lock().expect("lock").len() >= 300).then_some(()) },
+        )
+        .await;
+        killed.store(true, Ordering::SeqCst);
+        controller.kill9();
+        let before: Vec<usize> = acknowledged.lock().expect("lock").clone();
+        // Read while no controller runs: what was acknowledged is in etcd.
+        let stored = fixtures::all_messages(&scene.client, &scene.ns).await;
+        let missing = before
+            .iter()
+            .filter(|&&i| {
+                let e = &events[i];
+                !stored.iter().any(|m| {
+                    let s = m.status.as_ref();
+                    s.and_then(|s| s.provider_message_id.as_deref()) == Some(e.message_id.as_str())
+                        && s.is_some_and(|s| {
+                            s.delivery_events
+                                .iter()
+                                .any(|d| d.time.0.as_second() == e.at)
+                        })
+                })
+            })
+            .count();
+        controller = ControllerProcess::spawn(&scene.ns, "h1", &flags);
+        (before.len(), missing)
+    };
+    let (tries, (acknowledged_before_kill, missing)) = futures::join!(posting, killing);
+    let elapsed = started.elapsed();
+    let retried = tries.iter().filter(|t| **t > 1).count();
+    let stored = fixtures::all_messages(&scene.client, &scene.ns).await;
+    let complete = stored
+        .iter()
+        .filter(|m| {
+            let s = m.status.as_ref().expect("status");
+            s.phase == Some(Phase::Delivered) && s.delivery_events.len() == kinds.len()
+        })
+        .count();
+    println!(
+        "FIGURES sigkill/webhooks: events={} acknowledged_before_kill={acknowledged_before_kill} \
+         missing_after_kill={missing} retried={retried} complete_messages={complete}/{count} elapsed={elapsed:?}",
+        events.len()
+    );
+    assert_eq!(missing, 0, "an acknowledged event was lost");
+    assert_eq!(
+        complete, count,
+        "every event recorded once the retries got through"
+    );
+    drop(controller);
 }

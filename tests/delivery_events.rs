@@ -9,15 +9,19 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use mailroom::api::ClusterEmailProvider;
 use mailroom::api::condition::{self, DELIVERED};
 use mailroom::api::{BounceKind, DeliveryEventType, EmailMessage, Phase};
 use mailroom_fakes::Service;
 use mailroom_fakes::webhook::{Event, Happened, Request, Signer};
-use support::fixtures::{RunningController, Scene, api_scene};
+use serde_json::json;
+use support::fixtures::{RunningController, Scene, api_scene, create};
 use support::webhooks::{Receiver, post, post_timed, webhook_provider};
 
 const RECIPIENT: &str = "x@example.org";
+const KEY: &str = support::fixtures::VALID_API_KEY;
 
 /// A provider `api` on a fake service with its webhook set up, a
 /// controller, and a receiver.
@@ -356,13 +360,7 @@ async fn a_burst_of_5000_events_is_recorded_whole() {
         .await;
 
     let t = jiff::Timestamp::now().as_second() - 600;
-    let kinds = [
-        Happened::Delivered,
-        Happened::Opened,
-        Happened::Opened,
-        Happened::Clicked,
-        Happened::Clicked,
-    ];
+    let kinds = support::webhooks::BURST_EVENTS;
     let now = jiff::Timestamp::now().as_second();
     let requests: Vec<Request> = ids
         .iter()
@@ -408,4 +406,71 @@ async fn a_burst_of_5000_events_is_recorded_whole() {
         .filter(|m| phase(m) == Some(Phase::Delivered) && events(m).len() == kinds.len())
         .count();
     assert_eq!(complete, MESSAGES, "every message holds its 5 events");
+}
+
+/// A ClusterEmailProvider's webhook: its own URL, its key from the
+/// controller's namespace; the namespaced URL of the same name does not
+/// reach its messages.
+#[tokio::test]
+async fn a_cluster_provider_takes_webhooks_at_its_own_url() {
+    let home = Scene::new("hooks-home").await;
+    let team = Scene::new("hooks-team").await;
+    let fake = mailroom_fakes::Fake::start(mailroom_fakes::Config::with_key(KEY))
+        .await
+        .expect("fake");
+    let signer = Signer::generate(Service::Postmark);
+    create::<Secret>(
+        &home.client,
+        &home.ns,
+        json!({"metadata": {"name": "api-key"}, "stringData": {"apiKey": KEY}}),
+    )
+    .await;
+    create::<Secret>(
+        &home.client,
+        &home.ns,
+        json!({"metadata": {"name": "hooks"}, "stringData": signer.secret_data()}),
+    )
+    .await;
+    let name = format!("hooked-{}", support::namespace_suffix());
+    let provider: ClusterEmailProvider = serde_json::from_value(json!({
+        "apiVersion": "mailroom.dev/v1alpha1", "kind": "ClusterEmailProvider",
+        "metadata": {"name": name},
+        "spec": {"defaultFrom": "platform <platform@mailroom.dev>",
+                 "api": {"provider": "Postmark", "secretRef": {"name": "api-key"}, "endpoint": fake.url},
+                 "webhook": {"secretRef": {"name": "hooks"}},
+                 "allowedNamespaces": {"names": [team.ns]}}
+    }))
+    .expect("provider JSON");
+    Api::<ClusterEmailProvider>::all(home.client.clone())
+        .create(&Default::default(), &provider)
+        .await
+        .expect("creating the cluster provider");
+
+    let settings = mailroom::controller::Settings {
+        namespace: Some(team.ns.clone()),
+        cluster_provider_namespace: Some(home.ns.clone()),
+        ..Default::default()
+    };
+    let _controller = RunningController::start_with_settings(team.client.clone(), settings);
+    let spec = json!({"providerRef": {"kind": "ClusterEmailProvider", "name": name},
+                      "to": [RECIPIENT], "subject": "shared", "text": "hi"});
+    team.message("shared", spec).await;
+    let sent = team.wait_phase("shared", Phase::Sent).await;
+    let id = sent.status.and_then(|s| s.provider_message_id).expect("id");
+
+    let receiver = Receiver::start_with(&team, team.client.clone(), Some(home.ns.clone())).await;
+    let now = jiff::Timestamp::now().as_second();
+    let request = &signer.requests(&[Event::new(Happened::Delivered, &id, RECIPIENT, now)], now)[0];
+    let http = reqwest::Client::new();
+    let namespaced = format!("{}/{name}", receiver.base);
+    assert_eq!(post(&http, &namespaced, request).await, 404);
+    let base = receiver.base.rsplit_once('/').expect("base").0;
+    let cluster = format!("{base}/_cluster/{name}");
+    assert_eq!(post(&http, &cluster, request).await, 200);
+    let m = team.wait_phase("shared", Phase::Delivered).await;
+    assert_eq!(events(&m), [(DeliveryEventType::Delivered, None)]);
+    Api::<ClusterEmailProvider>::all(home.client.clone())
+        .delete(&name, &Default::default())
+        .await
+        .expect("deleting the cluster provider");
 }

@@ -15,14 +15,6 @@ use support::fixtures::{ControllerProcess, Scene};
 const API_KEY: &str = "KNOWN-API-KEY-c0ffee-4b1d";
 const BODY_MARKER: &str = "BODY-MARKER-7e57-d00d";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 async fn get(url: &str) -> (u16, String) {
     match reqwest::get(url).await {
         Ok(res) => (res.status().as_u16(), res.text().await.unwrap_or_default()),
@@ -49,7 +41,7 @@ async fn probes_metrics_and_logs_tell_the_truth_and_keep_secrets() {
     scene
         .api_provider(Service::Postmark, &fake.url, API_KEY)
         .await;
-    let port = free_port();
+    let port = support::free_port();
     let admin = format!("127.0.0.1:{port}");
     let base = format!("http://{admin}");
     let flags = [

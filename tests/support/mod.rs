@@ -239,6 +239,15 @@ where
     }
 }
 
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 /// A subject unique to this run, starting with `what`.
 pub fn unique(what: &str) -> String {
     format!("{what} {}", namespace_suffix())

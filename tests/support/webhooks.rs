@@ -11,10 +11,20 @@ use kube::api::{Api, Patch, PatchParams};
 use mailroom::admin::Telemetry;
 use mailroom::api::EmailProvider;
 use mailroom_fakes::Service;
-use mailroom_fakes::webhook::{Request, Signer};
+use mailroom_fakes::webhook::{Happened, Request, Signer};
 use serde_json::json;
 
 use super::fixtures::{Scene, create};
+
+/// What the burst tests report about each message: delivered, opened
+/// twice, clicked twice (one second apart).
+pub const BURST_EVENTS: [Happened; 5] = [
+    Happened::Delivered,
+    Happened::Opened,
+    Happened::Opened,
+    Happened::Clicked,
+    Happened::Clicked,
+];
 
 /// Gives provider `name` a webhook whose key is in a new Secret
 /// `{name}-webhook`; answers the service's signer for it.
@@ -47,6 +57,16 @@ pub struct Receiver {
 impl Receiver {
     /// Starts one for the scene's namespace that uses `client`.
     pub async fn start(scene: &Scene, client: Client) -> Self {
+        Self::start_with(scene, client, None).await
+    }
+
+    /// Starts one that also serves ClusterEmailProviders, whose Secrets are
+    /// in `cluster_namespace`.
+    pub async fn start_with(
+        scene: &Scene,
+        client: Client,
+        cluster_namespace: Option<String>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding");
@@ -54,6 +74,7 @@ impl Receiver {
         let telemetry = Arc::new(Telemetry::default());
         let settings = mailroom::webhook::Settings {
             namespace: Some(scene.ns.clone()),
+            cluster_provider_namespace: cluster_namespace,
             ..Default::default()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
