@@ -60,6 +60,15 @@ pub struct WebhookDetailLabels {
     pub detail: String,
 }
 
+/// A provider and the phase its message moved to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The provider: `namespace/name`, or `ClusterEmailProvider/name`.
+    pub provider: String,
+    /// `Delivered`, `Bounced` or `Complained`.
+    pub phase: String,
+}
+
 /// A reconciler.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -96,6 +105,8 @@ pub struct Metrics {
     pub webhook_seconds: Family<WebhookLabels, Histogram>,
     /// Webhook writes queued or under way.
     pub webhook_queue: Gauge,
+    /// Messages moved to Delivered, Bounced or Complained by webhook events.
+    pub delivery_outcomes: Family<OutcomeLabels, Counter>,
 }
 
 fn send_buckets() -> Histogram {
@@ -120,6 +131,7 @@ impl Default for Metrics {
         let webhook_unknown = Family::default();
         let webhook_seconds = Family::new_with_constructor(send_buckets as fn() -> Histogram);
         let webhook_queue = Gauge::default();
+        let delivery_outcomes = Family::default();
         registry.register(
             "messages_sent",
             "Messages the server accepted",
@@ -177,6 +189,11 @@ impl Default for Metrics {
             webhook_seconds.clone(),
         );
         registry.register(
+            "delivery_outcomes",
+            "Messages moved to Delivered, Bounced or Complained by the services' webhook events",
+            delivery_outcomes.clone(),
+        );
+        registry.register(
             "webhook_queue_depth",
             "Webhook status writes queued or under way",
             webhook_queue.clone(),
@@ -202,6 +219,7 @@ impl Default for Metrics {
             webhook_unknown,
             webhook_seconds,
             webhook_queue,
+            delivery_outcomes,
         }
     }
 }

@@ -17,7 +17,7 @@ use mailroom::api::{BounceKind, DeliveryEventType, EmailMessage, Phase};
 use mailroom_fakes::Service;
 use mailroom_fakes::webhook::{Event, Happened, Request, Signer};
 use serde_json::json;
-use support::fixtures::{RunningController, Scene, api_scene, create};
+use support::fixtures::{RunningController, Scene, api_scene, create, events_for};
 use support::webhooks::{Receiver, post, post_timed, webhook_provider};
 
 const RECIPIENT: &str = "x@example.org";
@@ -243,6 +243,30 @@ async fn service_scenario(service: Service) {
         Some(&(DeliveryEventType::Opened, None)),
         "{service:?}: the open is recorded"
     );
+
+    // Bounced and Complained are told by a Warning Event too, and counted.
+    for (name, reason) in [("b", "Bounced"), ("a", "Complained")] {
+        let what = format!("a {reason} Event on {name}");
+        support::eventually(&what, Duration::from_secs(10), || async {
+            let events = events_for(&h.scene.client, &h.scene.ns, name).await;
+            events
+                .iter()
+                .any(|(type_, r, note)| {
+                    type_ == "Warning" && r == reason && note.contains(RECIPIENT)
+                })
+                .then_some(())
+        })
+        .await;
+    }
+    for phase in ["Delivered", "Bounced", "Complained"] {
+        let labels = format!("phase=\"{phase}\"");
+        assert_eq!(
+            h.receiver
+                .metric("mailroom_delivery_outcomes_total", &labels),
+            1.0,
+            "{service:?}: {phase}"
+        );
+    }
 
     // An event for a message nobody sent is acknowledged and counted.
     let unknown = Event::new(Happened::Delivered, "no-such-message", RECIPIENT, t);

@@ -84,7 +84,12 @@ pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> 
     let receiver = Arc::new(Receiver {
         keys: keys::Keys::new(client.clone(), settings.cluster_provider_namespace.clone()),
         index,
-        queue: queue::Queue::start(client, settings.workers, settings.queue_capacity),
+        queue: queue::Queue::start(
+            client,
+            settings.workers,
+            settings.queue_capacity,
+            telemetry.clone(),
+        ),
         telemetry,
         settings: settings.clone(),
     });

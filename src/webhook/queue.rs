@@ -3,21 +3,27 @@
 //! wait for the write; a worker takes everything queued for a message at
 //! once and writes it in one status update, so a burst costs one write per
 //! message rather than one per event. Writes are guarded by
-//! resourceVersion and retried on conflict.
+//! resourceVersion and retried on conflict. A message that moves to Bounced
+//! or Complained gets a Warning Event, after its requests are answered.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use super::index::Scope;
 use super::record;
-use crate::api::{DeliveryEvent, EmailMessage};
+use crate::admin::Telemetry;
+use crate::api::condition::{self, DELIVERED};
+use crate::api::{DeliveryEvent, EmailMessage, Phase};
+use crate::metrics::OutcomeLabels;
 
 /// How many jobs one worker takes at once.
 const DRAIN: usize = 512;
@@ -66,12 +72,27 @@ pub struct Queue {
 impl Queue {
     /// Starts `workers` workers writing with `client`, each holding up to
     /// `capacity` waiting jobs.
-    pub fn start(client: Client, workers: usize, capacity: usize) -> Self {
+    pub fn start(
+        client: Client,
+        workers: usize,
+        capacity: usize,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         let depth = Arc::new(AtomicI64::new(0));
+        let reporter = Reporter {
+            controller: "mailroom".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let writer = Arc::new(Writer {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            telemetry,
+            depth: depth.clone(),
+        });
         let shards = (0..workers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(capacity.max(1));
-                tokio::spawn(work(client.clone(), rx, depth.clone()));
+                tokio::spawn(writer.clone().work(rx));
                 tx
             })
             .collect();
@@ -107,29 +128,80 @@ impl Queue {
     }
 }
 
-async fn work(client: Client, mut inbox: mpsc::Receiver<Job>, depth: Arc<AtomicI64>) {
-    while let Some(first) = inbox.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < DRAIN {
-            match inbox.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+/// What the workers share.
+struct Writer {
+    client: Client,
+    recorder: Recorder,
+    telemetry: Arc<Telemetry>,
+    depth: Arc<AtomicI64>,
+}
+
+impl Writer {
+    async fn work(self: Arc<Self>, mut inbox: mpsc::Receiver<Job>) {
+        while let Some(first) = inbox.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < DRAIN {
+                match inbox.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
             }
-        }
-        let mut by_message: HashMap<ObjectRef<EmailMessage>, Vec<Job>> = HashMap::new();
-        for job in jobs {
-            by_message.entry(job.message.clone()).or_default().push(job);
-        }
-        for (message, jobs) in by_message {
-            let events: Vec<DeliveryEvent> =
-                jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
-            let result = write(&client, &message, &events).await;
-            depth.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
+            let mut by_message: HashMap<ObjectRef<EmailMessage>, Vec<Job>> = HashMap::new();
             for job in jobs {
-                let _ = job.done.send(result.clone());
+                by_message.entry(job.message.clone()).or_default().push(job);
+            }
+            for (message, jobs) in by_message {
+                let events: Vec<DeliveryEvent> =
+                    jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+                let (result, moved) = match write(&self.client, &message, &events).await {
+                    Ok((applied, moved)) => (Ok(applied), moved),
+                    Err(e) => (Err(e), None),
+                };
+                self.depth.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
+                for job in jobs {
+                    let _ = job.done.send(result.clone());
+                }
+                if let Some(moved) = moved {
+                    self.announce(moved).await;
+                }
             }
         }
     }
+
+    /// Counts a message's new phase; a Warning Event for Bounced and
+    /// Complained.
+    async fn announce(&self, moved: Moved) {
+        let labels = OutcomeLabels {
+            provider: moved.provider.to_string(),
+            phase: format!("{:?}", moved.phase),
+        };
+        self.telemetry
+            .metrics
+            .delivery_outcomes
+            .get_or_create(&labels)
+            .inc();
+        if !matches!(moved.phase, Phase::Bounced | Phase::Complained) {
+            return;
+        }
+        let event = Event {
+            type_: EventType::Warning,
+            reason: format!("{:?}", moved.phase),
+            note: Some(moved.note.chars().take(1024).collect()),
+            action: "Deliver".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &moved.object).await {
+            tracing::warn!(error = %e, "publishing the delivery event failed");
+        }
+    }
+}
+
+/// A message whose phase a write moved.
+struct Moved {
+    object: k8s_openapi::api::core::v1::ObjectReference,
+    provider: Scope,
+    phase: Phase,
+    note: String,
 }
 
 /// Reads the message, lays the events over its status and writes it back
@@ -138,7 +210,7 @@ async fn write(
     client: &Client,
     message: &ObjectRef<EmailMessage>,
     events: &[DeliveryEvent],
-) -> Result<Applied, WriteFailed> {
+) -> Result<(Applied, Option<Moved>), WriteFailed> {
     let namespace = message.namespace.clone().unwrap_or_default();
     let api: Api<EmailMessage> = Api::namespaced(client.clone(), &namespace);
     let failed = |why: String| WriteFailed {
@@ -149,13 +221,25 @@ async fn write(
     for _ in 0..ATTEMPTS {
         let current = match api.get_status(&message.name).await {
             Ok(current) => current,
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Applied::Gone),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok((Applied::Gone, None)),
             Err(e) => return Err(failed(e.to_string())),
         };
         let mut status = current.status.clone().unwrap_or_default();
+        let before = status.phase;
         if !record::apply(&mut status, events, current.metadata.generation) {
-            return Ok(Applied::Unchanged);
+            return Ok((Applied::Unchanged, None));
         }
+        let moved = (status.phase != before)
+            .then_some(status.phase)
+            .flatten()
+            .map(|phase| Moved {
+                object: current.object_ref(&()),
+                provider: Scope::of(&current),
+                phase,
+                note: condition::find(&status.conditions, DELIVERED)
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default(),
+            });
         let patch = json!({
             "metadata": {"resourceVersion": current.metadata.resource_version},
             "status": {
@@ -172,9 +256,9 @@ async fn write(
             )
             .await
         {
-            Ok(_) => return Ok(Applied::Recorded),
+            Ok(_) => return Ok((Applied::Recorded, moved)),
             Err(kube::Error::Api(e)) if e.code == 409 => last = e.message,
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Applied::Gone),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok((Applied::Gone, None)),
             Err(e) => return Err(failed(e.to_string())),
         }
     }
