@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a local control plane and mailpit, the CRDs, the operator, the
-# messages in examples/demo sent, and their status shown. Exits 0 when every
-# valid message is Sent (and the invalid one Failed, with its reason).
+# messages in examples/demo sent, and their status shown; then a signed
+# delivery webhook, as Resend posts it, turns the API message Delivered. Exits
+# 0 when every valid message is Sent (and the invalid one Failed, with its
+# reason) and the webhook is recorded.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -29,12 +31,14 @@ else
   admin_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   echo "$admin_port" > "$dir/admin-port"
   webhook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  echo "$webhook_port" > "$dir/webhook-port"
   setsid target/debug/mailroom run --log-level info --admin-addr "127.0.0.1:$admin_port" \
     --webhook-addr "127.0.0.1:$webhook_port" \
     >"$dir/logs/mailroom.log" 2>&1 < /dev/null &
   echo $! > "$dir/pids/mailroom.pid"
 fi
 admin_port=$(cat "$dir/admin-port" 2>/dev/null || echo "(see $dir/logs/mailroom.log)")
+webhook_port=$(cat "$dir/webhook-port" 2>/dev/null || echo 8081)
 
 say "starting the local fake of the providers' HTTP APIs (log: $dir/logs/fakes.log)"
 if ! { [ -f "$dir/pids/fakes.pid" ] && kill -0 "$(cat "$dir/pids/fakes.pid")" 2>/dev/null; }; then
@@ -55,6 +59,10 @@ MAILPIT_HOST=${MAILPIT_SMTP%:*} MAILPIT_PORT=${MAILPIT_SMTP##*:} \
 k -n "$ns" apply -f examples/demo/messages.yaml
 k -n "$ns" create secret generic resend-local-fake-key --from-literal=apiKey=demo-key \
   --dry-run=client -o yaml | k apply -f - >/dev/null
+# The demo's webhook signing secret (Resend's whsec_ form: base64 after the prefix).
+WEBHOOK_SECRET="whsec_$(printf 'mailroom-demo-signing-secret' | base64)"
+k -n "$ns" create secret generic resend-local-fake-webhook --from-literal=signingSecret="$WEBHOOK_SECRET" \
+  --dry-run=client -o yaml | k apply -f - >/dev/null
 FAKE_URL=$FAKE_URL envsubst '${FAKE_URL}' < examples/demo/api.yaml | k -n "$ns" apply -f -
 
 say "a message the apiserver refuses at apply time (examples/demo/rejected.yaml)"
@@ -65,7 +73,8 @@ fi
 
 say "waiting for the messages"
 for m in welcome newsletter team-update via-resend-fake; do
-  if ! k -n "$ns" wait --for=jsonpath='{.status.phase}'=Sent "emailmessage/$m" --timeout=60s >/dev/null; then
+  # Sent=True holds for Sent and for the delivery phases after it (a re-run).
+  if ! k -n "$ns" wait --for=condition=Sent "emailmessage/$m" --timeout=60s >/dev/null; then
     k -n "$ns" get emailmessage "$m" -o yaml >&2
     tail -n 30 "$dir/logs/mailroom.log" >&2
     echo "error: $m was not sent" >&2
@@ -93,10 +102,44 @@ for r in json.load(sys.stdin):
     print("  ", json.dumps(r["body"]))'
 k -n "$ns" get emailmessage via-resend-fake -o jsonpath='providerMessageId={.status.providerMessageId}{"\n"}'
 
+say "Resend reports via-resend-fake delivered: a signed webhook to the operator"
+email_id=$(k -n "$ns" get emailmessage via-resend-fake -o jsonpath='{.status.providerMessageId}')
+WEBHOOK_SECRET=$WEBHOOK_SECRET python3 - "http://127.0.0.1:$webhook_port/webhooks/$ns/resend-local-fake" "$email_id" <<'PY'
+# What Resend (through Svix) posts: the event, signed with HMAC-SHA256 over
+# "svix-id.svix-timestamp.body" with the webhook's secret.
+import base64, hashlib, hmac, json, os, sys, time, urllib.error, urllib.request, uuid
+url, email_id = sys.argv[1], sys.argv[2]
+now = int(time.time())
+body = json.dumps({"type": "email.delivered", "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)),
+                   "data": {"email_id": email_id, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)),
+                            "from": "mailroom demo <demo@mailroom.dev>", "to": ["dana@example.org"],
+                            "subject": "Sent through an HTTP API (Resend, local fake)"}}).encode()
+msg_id = "msg_" + uuid.uuid4().hex
+key = base64.b64decode(os.environ["WEBHOOK_SECRET"].removeprefix("whsec_"))
+signature = base64.b64encode(hmac.new(key, f"{msg_id}.{now}.".encode() + body, hashlib.sha256).digest()).decode()
+headers = {"content-type": "application/json", "svix-id": msg_id, "svix-timestamp": str(now), "svix-signature": f"v1,{signature}"}
+for _ in range(50):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers)) as res:
+            print("POST", url, "->", res.status, res.read().decode())
+            break
+    except urllib.error.HTTPError as e:
+        if e.code != 503:
+            sys.exit(f"error: the webhook was answered {e.code}: {e.read().decode()}")
+    except urllib.error.URLError:
+        pass
+    time.sleep(0.2)
+else:
+    sys.exit("error: the webhook receiver did not answer")
+PY
+k -n "$ns" wait --for=jsonpath='{.status.phase}'=Delivered emailmessage/via-resend-fake --timeout=30s >/dev/null
+k -n "$ns" get emailmessage via-resend-fake -o jsonpath='phase={.status.phase}{"\n"}{range .status.conditions[?(@.type=="Delivered")]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}{range .status.deliveryEvents[*]}event: {.type} {.recipient} at {.time}{"\n"}{end}'
+
 cat <<MSG
 
 The mail is in mailpit's web UI: $MAILPIT_API
 The operator's metrics: http://127.0.0.1:$admin_port/metrics (readiness: /readyz)
+Its webhook receiver: http://127.0.0.1:$webhook_port/webhooks/$ns/<provider>
 Everything keeps running. Try: KUBECONFIG=$KUBECONFIG .cache/tools/bin/kubectl -n $ns describe emailmessage welcome
 Stop it all with: make dev-down
 MSG
