@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use mailroom::api::ClusterEmailProvider;
 use mailroom::api::condition::{self, DELIVERED};
-use mailroom::api::{BounceKind, DeliveryEventType, EmailMessage, Phase};
+use mailroom::api::{BounceKind, DeliveryEventType, EmailMessage, EmailProvider, Phase};
 use mailroom_fakes::Service;
 use mailroom_fakes::webhook::{Event, Happened, Request, Signer};
 use serde_json::json;
-use support::fixtures::{RunningController, Scene, api_scene, create, events_for};
+use support::fixtures::{RunningController, Scene, api_scene, create, events_for, wait_provider};
 use support::webhooks::{Receiver, post, post_timed, webhook_provider};
 
 const RECIPIENT: &str = "x@example.org";
@@ -39,6 +39,16 @@ impl Hooked {
         let (scene, fake, controller) =
             api_scene(service, test, support::fixtures::VALID_API_KEY).await;
         let signer = webhook_provider(&scene, service, "api").await;
+        let what = "its webhook key loaded";
+        let provider = wait_provider(&scene.client, &scene.ns, "api", what, |p| {
+            webhook_condition(p).0 == "Configured"
+        })
+        .await;
+        let (_, message) = webhook_condition(&provider);
+        assert!(
+            message.contains(&format!("/webhooks/{}/api", scene.ns)),
+            "{message}"
+        );
         let receiver = Receiver::start(&scene, scene.client.clone()).await;
         Self {
             scene,
@@ -83,6 +93,15 @@ impl Hooked {
             .await
             .expect("reading the message")
     }
+}
+
+/// The provider's WebhookReady reason and message.
+fn webhook_condition(p: &EmailProvider) -> (String, String) {
+    p.status
+        .as_ref()
+        .and_then(|s| condition::find(&s.conditions, "WebhookReady"))
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
 }
 
 fn phase(m: &EmailMessage) -> Option<Phase> {
@@ -497,4 +516,92 @@ async fn a_cluster_provider_takes_webhooks_at_its_own_url() {
         .delete(&name, &Default::default())
         .await
         .expect("deleting the cluster provider");
+}
+
+/// A webhook Secret that is missing, lacks the key or holds a key in the
+/// wrong form shows on the provider (sending is not affected); a webhook on
+/// an SMTP provider is refused at apply time.
+#[tokio::test]
+async fn webhook_settings_are_checked_on_the_provider() {
+    let (scene, _fake, _controller) = api_scene(
+        Service::SendGrid,
+        "hookcheck",
+        support::fixtures::VALID_API_KEY,
+    )
+    .await;
+    let providers: Api<EmailProvider> = Api::namespaced(scene.client.clone(), &scene.ns);
+    let webhook = json!({"spec": {"webhook": {"secretRef": {"name": "sg-hook"}}}});
+    providers
+        .patch("api", &PatchParams::default(), &Patch::Merge(&webhook))
+        .await
+        .expect("adding the webhook");
+    let reason = |wanted: &'static str| move |p: &EmailProvider| webhook_condition(p).0 == wanted;
+    let missing = wait_provider(
+        &scene.client,
+        &scene.ns,
+        "api",
+        "SecretNotFound",
+        reason("SecretNotFound"),
+    )
+    .await;
+    assert!(
+        webhook_condition(&missing).1.contains("sg-hook"),
+        "{:?}",
+        webhook_condition(&missing)
+    );
+    assert_eq!(
+        support::fixtures::ready_reason(&missing),
+        "Verified",
+        "sending is not affected"
+    );
+
+    create::<Secret>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "sg-hook"}, "stringData": {"verificationKey": "not a key"}}),
+    )
+    .await;
+    let invalid = wait_provider(
+        &scene.client,
+        &scene.ns,
+        "api",
+        "InvalidSpec",
+        reason("InvalidSpec"),
+    )
+    .await;
+    assert!(
+        webhook_condition(&invalid)
+            .1
+            .contains("verificationKey is not an ECDSA P-256 public key"),
+        "{:?}",
+        webhook_condition(&invalid)
+    );
+
+    let signer = Signer::generate(Service::SendGrid);
+    let secrets: Api<Secret> = Api::namespaced(scene.client.clone(), &scene.ns);
+    secrets
+        .patch(
+            "sg-hook",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": signer.secret_data()})),
+        )
+        .await
+        .expect("fixing the key");
+    wait_provider(
+        &scene.client,
+        &scene.ns,
+        "api",
+        "Configured",
+        reason("Configured"),
+    )
+    .await;
+
+    scene
+        .assert_refused(
+            "EmailProvider",
+            "smtp-hook",
+            json!({"smtp": {"host": "smtp.example.com", "port": 587}, "webhook": {"secretRef": {"name": "x"}}}),
+            "webhook needs an api provider",
+        )
+        .await;
 }

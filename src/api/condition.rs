@@ -9,6 +9,8 @@ pub const READY: &str = "Ready";
 pub const SENT: &str = "Sent";
 /// `Delivered` on an EmailMessage: what the service's delivery events say.
 pub const DELIVERED: &str = "Delivered";
+/// `WebhookReady` on a provider with `spec.webhook`: its key can be used.
+pub const WEBHOOK_READY: &str = "WebhookReady";
 
 /// The reasons mailroom puts on conditions and in `lastError.reason`.
 pub mod reason {

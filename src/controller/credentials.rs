@@ -222,10 +222,16 @@ async fn ca_bundle(
     }
 }
 
-/// Whether a provider references the Secret or ConfigMap `name`.
+/// Whether a provider references the Secret or ConfigMap `name` (its
+/// credentials, CA bundle or webhook key).
 pub fn references(provider: &EmailProvider, kind: &str, name: &str) -> bool {
+    let webhook = provider
+        .spec
+        .webhook
+        .as_ref()
+        .is_some_and(|w| kind == "Secret" && w.secret_ref.name == name);
     if let Some(api) = &provider.spec.api {
-        return kind == "Secret" && api.secret_ref.name == name;
+        return webhook || (kind == "Secret" && api.secret_ref.name == name);
     }
     let Some(smtp) = &provider.spec.smtp else {
         return false;

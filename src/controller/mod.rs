@@ -14,6 +14,7 @@ pub mod leader;
 pub mod message;
 pub mod provider;
 pub mod template;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;

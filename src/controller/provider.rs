@@ -1,6 +1,7 @@
 //! Reconciles EmailProviders: builds the transport from the spec and its
 //! Secrets, verifies it against the server (connect, TLS, AUTH; nothing is
-//! sent), and reports the result in the `Ready` condition.
+//! sent), and reports the result in the `Ready` condition; checks its
+//! webhook key, if it has one (`WebhookReady`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tracing::{info, warn};
 use super::context::{Context, Verified};
 use super::credentials;
 use super::error::Error;
+use super::webhook::{self, WebhookState};
 use crate::api::condition::{self, READY, reason};
 use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderStatus};
 use crate::transport::{FailureKind, Verification};
@@ -83,6 +85,9 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         .namespace()
         .or_else(|| ctx.settings.cluster_provider_namespace.clone())
         .unwrap_or_default();
+    let hook = webhook::check(&ctx.client, &provider, &secrets_namespace)
+        .await
+        .map_err(Error::Kube)?;
     let built = match credentials::build(&ctx.client, &provider, &secrets_namespace).await {
         Ok(built) => built,
         Err(e) => {
@@ -93,7 +98,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
                 message: e.message,
                 retry: MISCONFIGURED_RETRY,
             };
-            return write_status(&provider, &ctx, status, outcome, false).await;
+            return write_status(&provider, &ctx, status, outcome, hook, false).await;
         }
     };
 
@@ -105,6 +110,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         .is_some_and(|c| c.status == "True" && c.observed_generation == generation);
     if unchanged
         && ready_now
+        && webhook::is_reported(&status.conditions, hook.as_ref())
         && let Some(due) = reverify_due_in(&status)
     {
         return Ok(Action::requeue(due));
@@ -172,7 +178,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
             }
         }
     };
-    write_status(&provider, &ctx, status, outcome, true).await
+    write_status(&provider, &ctx, status, outcome, hook, true).await
 }
 
 /// Marks a provider not Ready after a send through it failed for a reason of
@@ -228,6 +234,7 @@ async fn write_status(
     ctx: &Context,
     old: EmailProviderStatus,
     outcome: Outcome,
+    hook: Option<WebhookState>,
     verified_now: bool,
 ) -> Result<Action, Error> {
     let generation = provider.metadata.generation;
@@ -249,6 +256,7 @@ async fn write_status(
         &outcome.message,
         generation,
     );
+    webhook::report(&mut new.conditions, hook.as_ref(), generation);
     if verified_now && outcome.ready {
         new.last_verified_time = Some(Time(jiff::Timestamp::now()));
     }

@@ -163,65 +163,72 @@ impl Keys {
         let (Some(api), Some(webhook)) = (spec.api, spec.webhook) else {
             return Err(Unavailable::NoWebhook(scope.clone()));
         };
-        let key = self
-            .key(scope, api.provider, &webhook, &secret_namespace)
-            .await?;
+        let key = read_key(
+            &self.client,
+            scope,
+            api.provider,
+            &webhook,
+            &secret_namespace,
+        )
+        .await?;
         Ok(Endpoint {
             service: api.provider,
             key,
             tolerance_seconds: webhook.tolerance_seconds,
         })
     }
+}
 
-    async fn key(
-        &self,
-        scope: &Scope,
-        service: ApiProvider,
-        webhook: &WebhookSpec,
-        namespace: &str,
-    ) -> Result<WebhookKey, Unavailable> {
-        let name = &webhook.secret_ref.name;
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = api
-            .get_opt(name)
-            .await
-            .map_err(|source| Unavailable::Kube {
-                what: format!("Secret {namespace}/{name}"),
-                source,
-            })?
-            .ok_or_else(|| Unavailable::SecretNotFound {
-                scope: scope.clone(),
-                namespace: namespace.to_string(),
-                name: name.clone(),
-            })?;
-        let value = |key: &'static str| -> Result<String, Unavailable> {
-            secret
-                .data
-                .as_ref()
-                .and_then(|data| data.get(key))
-                .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
-                .ok_or_else(|| Unavailable::KeyMissing {
-                    scope: scope.clone(),
-                    name: name.clone(),
-                    key,
-                })
-        };
-        let bad_key = |source| Unavailable::BadKey {
-            scope: scope.clone(),
-            name: name.clone(),
+/// Reads the webhook key of `service` from the Secret `webhook` names, in
+/// `namespace`.
+pub async fn read_key(
+    client: &Client,
+    scope: &Scope,
+    service: ApiProvider,
+    webhook: &WebhookSpec,
+    namespace: &str,
+) -> Result<WebhookKey, Unavailable> {
+    let name = &webhook.secret_ref.name;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|source| Unavailable::Kube {
+            what: format!("Secret {namespace}/{name}"),
             source,
-        };
-        Ok(match service {
-            ApiProvider::Resend => WebhookKey::svix(&value("signingSecret")?).map_err(bad_key)?,
-            ApiProvider::Mailtrap => WebhookKey::mailtrap(&value("signingSecret")?),
-            ApiProvider::Mailgun => WebhookKey::mailgun(&value("signingKey")?),
-            ApiProvider::SendGrid => {
-                WebhookKey::sendgrid(&value("verificationKey")?).map_err(bad_key)?
-            }
-            ApiProvider::Postmark => WebhookKey::Postmark {
-                username: value("username")?,
-                password: value("password")?,
-            },
-        })
-    }
+        })?
+        .ok_or_else(|| Unavailable::SecretNotFound {
+            scope: scope.clone(),
+            namespace: namespace.to_string(),
+            name: name.clone(),
+        })?;
+    let value = |key: &'static str| -> Result<String, Unavailable> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+            .ok_or_else(|| Unavailable::KeyMissing {
+                scope: scope.clone(),
+                name: name.clone(),
+                key,
+            })
+    };
+    let bad_key = |source| Unavailable::BadKey {
+        scope: scope.clone(),
+        name: name.clone(),
+        source,
+    };
+    Ok(match service {
+        ApiProvider::Resend => WebhookKey::svix(&value("signingSecret")?).map_err(bad_key)?,
+        ApiProvider::Mailtrap => WebhookKey::mailtrap(&value("signingSecret")?),
+        ApiProvider::Mailgun => WebhookKey::mailgun(&value("signingKey")?),
+        ApiProvider::SendGrid => {
+            WebhookKey::sendgrid(&value("verificationKey")?).map_err(bad_key)?
+        }
+        ApiProvider::Postmark => WebhookKey::Postmark {
+            username: value("username")?,
+            password: value("password")?,
+        },
+    })
 }

@@ -1,0 +1,111 @@
+//! Checks a provider's `spec.webhook` when the provider is reconciled: that
+//! its Secret exists and holds the service's key in the right form. The
+//! result is the provider's `WebhookReady` condition, so a missing or
+//! malformed key shows in `kubectl get`/`describe` and not only as refused
+//! webhook requests. Sending does not depend on it.
+
+use kube::{Client, ResourceExt};
+
+use crate::api::EmailProvider;
+use crate::api::condition::{self, WEBHOOK_READY, reason};
+use crate::webhook::index::Scope;
+use crate::webhook::keys::{Unavailable, read_key};
+
+/// What `WebhookReady` says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookState {
+    /// Whether webhook requests can be checked.
+    pub ready: bool,
+    /// The condition reason.
+    pub reason: &'static str,
+    /// What to do, or where to register the URL.
+    pub message: String,
+}
+
+/// The state of `provider`'s webhook, with Secrets read from
+/// `secrets_namespace`; `None` when it sets no webhook.
+pub async fn check(
+    client: &Client,
+    provider: &EmailProvider,
+    secrets_namespace: &str,
+) -> Result<Option<WebhookState>, kube::Error> {
+    let (Some(webhook), Some(api)) = (&provider.spec.webhook, &provider.spec.api) else {
+        return Ok(None);
+    };
+    let name = provider.name_any();
+    let (scope, path) = match provider.namespace() {
+        Some(namespace) => (
+            Scope::Namespaced {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            },
+            format!("/webhooks/{namespace}/{name}"),
+        ),
+        None => (
+            Scope::Cluster { name: name.clone() },
+            format!("/webhooks/_cluster/{name}"),
+        ),
+    };
+    let service = api.provider.name();
+    let state = match read_key(client, &scope, api.provider, webhook, secrets_namespace).await {
+        Ok(_) => WebhookState {
+            ready: true,
+            reason: reason::CONFIGURED,
+            message: format!(
+                "the {service} webhook key in Secret {} is loaded; register https://<your host>{path} at {service}",
+                webhook.secret_ref.name
+            ),
+        },
+        Err(Unavailable::Kube { source, .. }) => return Err(source),
+        Err(e @ (Unavailable::SecretNotFound { .. } | Unavailable::KeyMissing { .. })) => {
+            WebhookState {
+                ready: false,
+                reason: reason::SECRET_NOT_FOUND,
+                message: format!("spec.webhook.secretRef: {e}"),
+            }
+        }
+        Err(e) => WebhookState {
+            ready: false,
+            reason: reason::INVALID_SPEC,
+            message: format!("spec.webhook.secretRef: {e}"),
+        },
+    };
+    Ok(Some(state))
+}
+
+/// Whether `conditions` already say `state` (or hold no `WebhookReady`
+/// when there is no webhook).
+pub fn is_reported(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    state: Option<&WebhookState>,
+) -> bool {
+    let current = condition::find(conditions, WEBHOOK_READY);
+    match (current, state) {
+        (None, None) => true,
+        (Some(c), Some(s)) => {
+            c.status == if s.ready { "True" } else { "False" }
+                && c.reason == s.reason
+                && c.message == s.message
+        }
+        _ => false,
+    }
+}
+
+/// Sets or removes `WebhookReady` in `conditions`.
+pub fn report(
+    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    state: Option<&WebhookState>,
+    generation: Option<i64>,
+) {
+    match state {
+        Some(s) => condition::set(
+            conditions,
+            WEBHOOK_READY,
+            s.ready,
+            s.reason,
+            &s.message,
+            generation,
+        ),
+        None => conditions.retain(|c| c.type_ != WEBHOOK_READY),
+    }
+}
