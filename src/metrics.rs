@@ -95,7 +95,7 @@ pub struct Metrics {
     pub provider_ready: Family<ProviderLabels, Gauge>,
     /// 1 while this replica leads (or runs without leader election).
     pub leader: Gauge,
-    /// Verified webhook events, by provider and type.
+    /// Acknowledged webhook events, by provider and type.
     pub webhook_events: Family<WebhookDetailLabels, Counter>,
     /// Webhook requests refused for their signature or credentials.
     pub webhook_refused: Family<WebhookDetailLabels, Counter>,
@@ -170,7 +170,7 @@ impl Default for Metrics {
         registry.register("leader", "1 while this replica leads", leader.clone());
         registry.register(
             "webhook_events",
-            "Verified delivery webhook events, by provider and event type (Ignored: types not recorded)",
+            "Acknowledged delivery webhook events, by provider and event type (Ignored: types not recorded)",
             webhook_events.clone(),
         );
         registry.register(

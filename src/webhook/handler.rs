@@ -71,8 +71,13 @@ async fn receive(receiver: &Receiver, scope: Scope, headers: &HeaderMap, body: &
         answer
     };
     let now = jiff::Timestamp::now().as_second();
-    let check = |key| signature::verify(key, headers, body, now, endpoint.tolerance_seconds);
-    let mut verdict = check(&endpoint.key);
+    let mut verdict = signature::verify(
+        &endpoint.key,
+        headers,
+        body,
+        now,
+        endpoint.tolerance_seconds,
+    );
     // A key rotated since it was cached: read it again and check once more.
     let mismatch = matches!(verdict, Err(Refused::Mismatch | Refused::Credentials));
     if mismatch
@@ -97,24 +102,21 @@ async fn receive(receiver: &Receiver, scope: Scope, headers: &HeaderMap, body: &
             return answer((StatusCode::BAD_REQUEST, e.to_string()));
         }
     };
-    for reported in &payload.reported {
-        let type_ = format!("{:?}", reported.event.type_);
-        metrics
-            .webhook_events
-            .get_or_create(&detail(&labels, &type_))
-            .inc();
-    }
-    if !payload.ignored.is_empty() {
-        metrics
-            .webhook_events
-            .get_or_create(&detail(&labels, "Ignored"))
-            .inc_by(payload.ignored.len() as u64);
-    }
     if !receiver.index.synced() {
         return answer((
             StatusCode::SERVICE_UNAVAILABLE,
             "starting: messages are still being listed".into(),
         ));
+    }
+    // Counted once acknowledged, so a retried request is not counted twice.
+    let mut types: HashMap<String, u64> = HashMap::new();
+    for reported in &payload.reported {
+        *types
+            .entry(format!("{:?}", reported.event.type_))
+            .or_default() += 1;
+    }
+    if !payload.ignored.is_empty() {
+        types.insert("Ignored".into(), payload.ignored.len() as u64);
     }
     let grace_until = tokio::time::Instant::now() + receiver.settings.unknown_grace;
     let mut by_message: HashMap<ObjectRef<EmailMessage>, Vec<DeliveryEvent>> = HashMap::new();
@@ -175,6 +177,12 @@ async fn receive(receiver: &Receiver, scope: Scope, headers: &HeaderMap, body: &
             .webhook_unknown
             .get_or_create(&labels)
             .inc_by(unknown);
+    }
+    for (type_, count) in types {
+        metrics
+            .webhook_events
+            .get_or_create(&detail(&labels, &type_))
+            .inc_by(count);
     }
     answer((StatusCode::OK, "ok".into()))
 }
