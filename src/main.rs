@@ -76,6 +76,15 @@ struct RunArgs {
         env = "MAILROOM_WEBHOOK_ACK_TIMEOUT_SECONDS"
     )]
     webhook_ack_timeout_seconds: u64,
+    /// Seconds an event for a message id not known yet waits for it to
+    /// appear before it is acknowledged as unknown (a webhook can arrive
+    /// before the watch shows the status that holds the id).
+    #[arg(
+        long,
+        default_value_t = 2,
+        env = "MAILROOM_WEBHOOK_UNKNOWN_GRACE_SECONDS"
+    )]
+    webhook_unknown_grace_seconds: u64,
     /// Record a Normal Event for every Sent message (one more apiserver write
     /// per message). Failed and Unknown messages always get a Warning Event.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MAILROOM_SENT_EVENTS")]
@@ -149,6 +158,7 @@ fn run(args: RunArgs) -> ExitCode {
                 namespace: args.namespace.clone(),
                 cluster_provider_namespace: args.cluster_provider_namespace.clone(),
                 ack_timeout: std::time::Duration::from_secs(args.webhook_ack_timeout_seconds),
+                unknown_grace: std::time::Duration::from_secs(args.webhook_unknown_grace_seconds),
                 ..Default::default()
             };
             let addr = args.webhook_addr;

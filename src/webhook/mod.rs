@@ -56,7 +56,7 @@ impl Default for Settings {
             namespace: None,
             cluster_provider_namespace: None,
             ack_timeout: Duration::from_secs(10),
-            unknown_grace: Duration::from_secs(1),
+            unknown_grace: Duration::from_secs(2),
             workers: 16,
             queue_capacity: 4096,
             max_body_bytes: 16 * 1024 * 1024,

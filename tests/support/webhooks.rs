@@ -75,6 +75,9 @@ impl Receiver {
         let settings = mailroom::webhook::Settings {
             namespace: Some(scene.ns.clone()),
             cluster_provider_namespace: cluster_namespace,
+            // Tests post right after they see Sent; under the load of the
+            // parallel tests the watch may take longer than the default.
+            unknown_grace: Duration::from_secs(5),
             ..Default::default()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
