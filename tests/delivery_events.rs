@@ -366,6 +366,11 @@ async fn unknown_providers_and_providers_without_webhook_are_not_found() {
         .await;
     let plain = format!("{}/plain", h.receiver.base);
     assert_eq!(post(&h.http, &plain, request).await, 404);
+    let too_large = Request {
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: vec![b' '; 17 * 1024 * 1024],
+    };
+    assert_eq!(post(&h.http, &h.url(), &too_large).await, 413);
 }
 
 /// 5,000 events for 1,000 messages, posted 64 at a time as Postmark posts

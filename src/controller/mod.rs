@@ -77,10 +77,6 @@ pub async fn run(
         None => kube::runtime::reflector::store().0,
     };
 
-    let reporter = Reporter {
-        controller: "mailroom".into(),
-        instance: std::env::var("POD_NAME").ok().or_else(hostname),
-    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         transports: Default::default(),
@@ -92,7 +88,7 @@ pub async fn run(
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
         sends: tokio::sync::Semaphore::new(settings.max_concurrent_sends.max(1)),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), event_reporter()),
         settings: settings.clone(),
     });
 
@@ -417,6 +413,14 @@ fn message_error_policy(_: Arc<EmailMessage>, error: &Error, ctx: Arc<Context>) 
         Action::requeue(Duration::from_millis(200))
     } else {
         Action::requeue(Duration::from_secs(2))
+    }
+}
+
+/// Who Events say reported them: mailroom, and this pod (or host).
+pub fn event_reporter() -> Reporter {
+    Reporter {
+        controller: "mailroom".into(),
+        instance: std::env::var("POD_NAME").ok().or_else(hostname),
     }
 }
 

@@ -108,9 +108,12 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         .is_some_and(|v| v.fingerprint == built.fingerprint);
     let ready_now = condition::find(&status.conditions, READY)
         .is_some_and(|c| c.status == "True" && c.observed_generation == generation);
+    let mut with_hook = status.conditions.clone();
+    webhook::report(&mut with_hook, hook.as_ref(), generation);
+    let hook_reported = condition::same_meaning(&status.conditions, &with_hook);
     if unchanged
         && ready_now
-        && webhook::is_reported(&status.conditions, hook.as_ref())
+        && hook_reported
         && let Some(due) = reverify_due_in(&status)
     {
         return Ok(Action::requeue(due));

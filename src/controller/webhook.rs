@@ -73,24 +73,6 @@ pub async fn check(
     Ok(Some(state))
 }
 
-/// Whether `conditions` already say `state` (or hold no `WebhookReady`
-/// when there is no webhook).
-pub fn is_reported(
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    state: Option<&WebhookState>,
-) -> bool {
-    let current = condition::find(conditions, WEBHOOK_READY);
-    match (current, state) {
-        (None, None) => true,
-        (Some(c), Some(s)) => {
-            c.status == if s.ready { "True" } else { "False" }
-                && c.reason == s.reason
-                && c.message == s.message
-        }
-        _ => false,
-    }
-}
-
 /// Sets or removes `WebhookReady` in `conditions`.
 pub fn report(
     conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,

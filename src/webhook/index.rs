@@ -100,16 +100,6 @@ impl Index {
         self.synced.load(Ordering::SeqCst)
     }
 
-    /// How many ids it holds.
-    pub fn len(&self) -> usize {
-        self.map.read().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// Whether it holds no id.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lookup(&self, scope: &Scope, candidates: &[String]) -> Option<ObjectRef<EmailMessage>> {
         let map = self.map.read().ok()?;
         candidates

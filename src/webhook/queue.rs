@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 use serde_json::json;
@@ -79,12 +79,8 @@ impl Queue {
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let depth = Arc::new(AtomicI64::new(0));
-        let reporter = Reporter {
-            controller: "mailroom".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         let writer = Arc::new(Writer {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), crate::controller::event_reporter()),
             client,
             telemetry,
             depth: depth.clone(),
