@@ -410,3 +410,70 @@ async fn options_of_another_service_are_refused_at_apply_time() {
             .await;
     }
 }
+
+/// Secrets and ConfigMaps are watched metadata-only: a change to the Secret a
+/// provider names still verifies it again at once (the next scheduled check
+/// is minutes away), while changes to Secrets and ConfigMaps it does not name
+/// (one of them a Helm release record, which the watch leaves out) verify
+/// nothing.
+#[tokio::test]
+async fn only_a_change_to_the_named_secret_verifies_the_provider_again() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use kube::api::{Api, Patch, PatchParams};
+    use support::fixtures::create;
+
+    let (scene, fake, controller) =
+        support::fixtures::api_scene(Service::Postmark, "secret-watch", KEY).await;
+    scene.wait_provider("api", "Verified").await;
+    let verifications = || -> Vec<Recorded> {
+        fake.requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path == "/server")
+            .collect()
+    };
+    let before = verifications().len();
+    assert!(before >= 1, "the provider was verified");
+
+    create::<Secret>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "unrelated"}, "stringData": {"apiKey": KEY}}),
+    )
+    .await;
+    create::<Secret>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "sh.helm.release.v1.app.v1"}, "type": "helm.sh/release.v1",
+               "stringData": {"release": "H4sIAAAA"}}),
+    )
+    .await;
+    create::<ConfigMap>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "unrelated"}, "data": {"k": "v"}}),
+    )
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(scene.client.clone(), &scene.ns);
+    let rotate = |key: &str| Patch::Merge(json!({"stringData": {"apiKey": key}}));
+    secrets
+        .patch("unrelated", &PatchParams::default(), &rotate("another"))
+        .await
+        .expect("changing the unrelated Secret");
+
+    // One watch carries the Secret changes in order: once the named Secret's
+    // change has been acted on, the unrelated ones were seen before it.
+    secrets
+        .patch("api-key", &PatchParams::default(), &rotate("a-revoked-key"))
+        .await
+        .expect("changing the named Secret");
+    scene.wait_provider("api", "AuthFailed").await;
+    let after: Vec<Option<String>> = verifications()[before..]
+        .iter()
+        .map(|r| r.headers.get("x-postmark-server-token").cloned())
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|k| k.as_deref() == Some("a-revoked-key")),
+        "every verification since Verified used the changed Secret's key: {after:?}"
+    );
+    controller.stop().await;
+}

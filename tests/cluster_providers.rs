@@ -137,6 +137,46 @@ async fn a_cluster_provider_sends_for_the_namespaces_it_allows_and_denies_the_re
         .assert_refused("EmailMessage", "bad-kind", bad, "Unsupported value")
         .await;
 
+    // Its Secret is watched (metadata only) in the controller's namespace:
+    // a changed password verifies the provider again at once, and so does
+    // the fix.
+    let reason_is = |want: &'static str| {
+        let providers = providers.clone();
+        let name = name.clone();
+        async move {
+            support::eventually(want, std::time::Duration::from_secs(30), || async {
+                providers.get(&name).await.ok().filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.first())
+                        .is_some_and(|c| c.reason == want)
+                })
+            })
+            .await
+        }
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(home.client.clone(), &home.ns);
+    let password = |p: &str| Patch::Merge(json!({"stringData": {"password": p}}));
+    secrets
+        .patch(
+            "smtp-credentials",
+            &PatchParams::default(),
+            &password("not-it"),
+        )
+        .await
+        .expect("changing the cluster provider's Secret");
+    reason_is("AuthFailed").await;
+    secrets
+        .patch(
+            "smtp-credentials",
+            &PatchParams::default(),
+            &password(&support::env().smtp_password),
+        )
+        .await
+        .expect("fixing the cluster provider's Secret");
+    reason_is("Verified").await;
+
     for controller in controllers {
         controller.stop().await;
     }

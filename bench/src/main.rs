@@ -7,12 +7,16 @@
 //! - the operator run per transport: N messages created, waited on until
 //!   Sent: throughput, create->Sent latency, controller CPU and peak RSS, and
 //!   apiserver requests per message by verb;
-//! - optionally a paced run at half the operator's rate, for latency.
+//! - optionally a paced run at half the operator's rate, for latency;
+//! - first, the cluster-shape run: the controller over every namespace of a
+//!   cluster that holds thousands of large Secrets and ConfigMaps it never
+//!   uses (time to the first Sent message, peak and steady RSS).
 //!
 //! Figures go to `--out` (results.json, results.md, throughput.png,
 //! latency.png) and the table to stdout. Usage: see `--help` or `make bench`.
 
 mod apiserver;
+mod cluster;
 mod env;
 mod load;
 mod process;
@@ -64,6 +68,19 @@ struct Args {
     /// An extra flag for the controller (repeatable), e.g. `--sent-events=false`.
     #[arg(long = "controller-flag", allow_hyphen_values = true)]
     controller_flags: Vec<String>,
+    /// The cluster-shape run: Secrets in an unrelated namespace (with
+    /// `--shape-config-maps 0` as well, 0 skips the run).
+    #[arg(long, default_value_t = 2000)]
+    shape_secrets: usize,
+    /// KiB of data in each of those Secrets.
+    #[arg(long, default_value_t = 200)]
+    shape_secret_kib: usize,
+    /// The cluster-shape run: ConfigMaps in the unrelated namespace.
+    #[arg(long, default_value_t = 2000)]
+    shape_config_maps: usize,
+    /// KiB of data in each of those ConfigMaps.
+    #[arg(long, default_value_t = 50)]
+    shape_config_map_kib: usize,
     /// Where the figures and plots go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -107,6 +124,33 @@ async fn bench(args: Args) -> Result<(), Error> {
         .await
         .map_err(|e| Error::Setup(format!("starting the API fakes: {e}")))?;
 
+    // First, while no other run's messages are in the cluster: this run's
+    // controller serves every namespace.
+    let shape = cluster::Shape {
+        secrets: args.shape_secrets,
+        secret_bytes: args.shape_secret_kib * 1024,
+        config_maps: args.shape_config_maps,
+        config_map_bytes: args.shape_config_map_kib * 1024,
+    };
+    let shape_run = if shape.secrets + shape.config_maps > 0 {
+        let run = cluster::run(
+            &env,
+            &client,
+            &args.controller,
+            &args.controller_flags,
+            shape,
+            100,
+        )
+        .await?;
+        eprintln!(
+            "cluster shape: first Sent after {:.1} s, peak RSS {:.1} MiB, steady {:.1} MiB",
+            run.first_sent_seconds, run.peak_rss_mib, run.steady_rss_mib
+        );
+        Some(run)
+    } else {
+        None
+    };
+
     let mut runs: Vec<Run> = Vec::new();
     for &n in &args.sizes {
         let run = limit(&client, &env.dir, n, args.concurrency).await?;
@@ -141,6 +185,10 @@ async fn bench(args: Args) -> Result<(), Error> {
     }
     report::write(&args.out, &runs)?;
     println!("{}", report::markdown(&runs));
+    if let Some(run) = &shape_run {
+        report::write_shape(&args.out, run)?;
+        println!("{}", cluster::markdown(run));
+    }
     println!("figures and plots in {}", args.out.display());
     Ok(())
 }
@@ -276,7 +324,7 @@ async fn operator(
         &args.controller,
         &args.controller_flags,
         &env.kubeconfig,
-        &ns,
+        Some(&ns),
         &log,
     )?;
     load::provider_ready(client, &ns).await?;

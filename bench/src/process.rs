@@ -21,13 +21,13 @@ pub struct Usage {
 }
 
 impl Controller {
-    /// Starts `binary run` for `namespace`, without leader election, logging
-    /// to `log`.
+    /// Starts `binary run` for `namespace` (every namespace when `None`),
+    /// without leader election, logging to `log`.
     pub fn start(
         binary: &Path,
         flags: &[String],
         kubeconfig: &Path,
-        namespace: &str,
+        namespace: Option<&str>,
         log: &Path,
     ) -> Result<Self, Error> {
         let log = std::fs::File::create(log)
@@ -35,11 +35,11 @@ impl Controller {
         let err = log
             .try_clone()
             .map_err(|e| Error::Setup(format!("controller log: {e}")))?;
+        let scope = namespace.map(|ns| ["--namespace", ns]);
         let child = Command::new(binary)
+            .arg("run")
+            .args(scope.iter().flatten())
             .args([
-                "run",
-                "--namespace",
-                namespace,
                 "--leader-election=false",
                 "--admin-addr",
                 "127.0.0.1:0",
@@ -60,18 +60,27 @@ impl Controller {
 
     /// CPU seconds and peak RSS so far.
     pub fn usage(&self) -> Usage {
+        Usage {
+            cpu_seconds: cpu_seconds(self.child.id()),
+            peak_rss_mib: self.status_mib("VmHWM:"),
+        }
+    }
+
+    /// Resident memory now, MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// A `/proc/<pid>/status` memory line (`VmHWM:`, `VmRSS:`), MiB.
+    fn status_mib(&self, field: &str) -> f64 {
         let pid = self.child.id();
-        let cpu_seconds = cpu_seconds(pid);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let peak_kib = status
+        let kib = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .unwrap_or(0.0);
-        Usage {
-            cpu_seconds,
-            peak_rss_mib: peak_kib / 1024.0,
-        }
+        kib / 1024.0
     }
 
     /// Stops it with SIGTERM and waits.

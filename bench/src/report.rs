@@ -193,6 +193,14 @@ pub fn write(dir: &Path, runs: &[Run]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes `shape.json` and `shape.md` (the cluster-shape run) into `dir`.
+pub fn write_shape(dir: &Path, run: &crate::cluster::ShapeRun) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(run).map_err(|e| Error::Setup(e.to_string()))?;
+    std::fs::write(dir.join("shape.json"), json)
+        .and_then(|()| std::fs::write(dir.join("shape.md"), crate::cluster::markdown(run)))
+        .map_err(|e| Error::Setup(format!("writing the cluster-shape figures: {e}")))
+}
+
 fn font() -> Option<&'static [u8]> {
     let bytes = [
         "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

@@ -1,7 +1,9 @@
 //! The controller: one reconciler for EmailProviders (verify, Ready) and one
 //! for EmailMessages (claim, send, record), sharing verified transports.
 //! Providers are re-verified when they or their Secrets/ConfigMaps change;
-//! messages wake up when their provider changes.
+//! messages wake up when their provider changes. Secrets, ConfigMaps and the
+//! message side's provider and template triggers are watched metadata-only
+//! (see `triggers`): no Secret or ConfigMap data ever arrives through a watch.
 
 pub mod access;
 pub mod attachments;
@@ -14,6 +16,7 @@ pub mod leader;
 pub mod message;
 pub mod provider;
 pub mod template;
+pub mod triggers;
 pub mod webhook;
 
 use std::future::Future;
@@ -21,8 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -95,30 +97,22 @@ pub async fn run(
     let secret_store = provider_store.clone();
     let config_map_store = provider_store.clone();
     let provider_run = providers
-        .watches(
-            api::<Secret>(&client, ns.as_deref()),
-            wc.clone(),
-            move |secret| {
-                referencing(
-                    &secret_store,
-                    "Secret",
-                    secret.namespace(),
-                    &secret.name_any(),
-                )
-            },
-        )
-        .watches(
-            api::<ConfigMap>(&client, ns.as_deref()),
-            wc.clone(),
-            move |map| {
-                referencing(
-                    &config_map_store,
-                    "ConfigMap",
-                    map.namespace(),
-                    &map.name_any(),
-                )
-            },
-        )
+        .watches_stream(triggers::secrets(&client, ns.as_deref()), move |secret| {
+            referencing(
+                &secret_store,
+                "Secret",
+                secret.namespace(),
+                &secret.name_any(),
+            )
+        })
+        .watches_stream(triggers::config_maps(&client, ns.as_deref()), move |map| {
+            referencing(
+                &config_map_store,
+                "ConfigMap",
+                map.namespace(),
+                &map.name_any(),
+            )
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(
             provider::reconcile,
@@ -131,8 +125,8 @@ pub async fn run(
             }
         });
 
-    let (cluster_client, cluster_wc, cluster_shutdown, cluster_ctx) =
-        (client.clone(), wc.clone(), shutdown.clone(), ctx.clone());
+    let (cluster_client, cluster_shutdown, cluster_ctx) =
+        (client.clone(), shutdown.clone(), ctx.clone());
     let cluster_secrets = cluster_store.clone();
     let cluster_run = async move {
         let (Some(controller), Some(namespace)) = (cluster_providers, cluster_namespace.clone())
@@ -141,14 +135,12 @@ pub async fn run(
         };
         let config_map_store = cluster_secrets.clone();
         controller
-            .watches(
-                Api::<Secret>::namespaced(cluster_client.clone(), &namespace),
-                cluster_wc.clone(),
+            .watches_stream(
+                triggers::secrets(&cluster_client, Some(&namespace)),
                 move |secret| cluster_referencing(&cluster_secrets, "Secret", &secret.name_any()),
             )
-            .watches(
-                Api::<ConfigMap>::namespaced(cluster_client, &namespace),
-                cluster_wc,
+            .watches_stream(
+                triggers::config_maps(&cluster_client, Some(&namespace)),
                 move |map| cluster_referencing(&config_map_store, "ConfigMap", &map.name_any()),
             )
             .graceful_shutdown_on(cluster_shutdown)
@@ -211,9 +203,10 @@ pub async fn run(
             return;
         }
         let messages = if serves_cluster_providers {
-            messages.watches(
-                Api::<ClusterEmailProvider>::all(client.clone()),
-                wc.clone(),
+            messages.watches_stream(
+                triggers::metadata(Api::<PartialObjectMeta<ClusterEmailProvider>>::all(
+                    client.clone(),
+                )),
                 move |provider| {
                     let name = provider.name_any();
                     unfinished_messages(&cluster_messages, None, |m| {
@@ -226,9 +219,11 @@ pub async fn run(
             messages
         };
         messages
-            .watches(
-                api::<EmailTemplate>(&client, ns.as_deref()),
-                wc.clone(),
+            .watches_stream(
+                triggers::metadata(api::<PartialObjectMeta<EmailTemplate>>(
+                    &client,
+                    ns.as_deref(),
+                )),
                 move |template| {
                     let name = template.name_any();
                     unfinished_messages(&template_messages, template.namespace(), |m| {
@@ -236,9 +231,11 @@ pub async fn run(
                     })
                 },
             )
-            .watches(
-                api::<EmailProvider>(&client, ns.as_deref()),
-                wc,
+            .watches_stream(
+                triggers::metadata(api::<PartialObjectMeta<EmailProvider>>(
+                    &client,
+                    ns.as_deref(),
+                )),
                 move |provider| {
                     let name = provider.name_any();
                     unfinished_messages(&message_store, provider.namespace(), |m| {
