@@ -29,7 +29,8 @@ async fn files(scene: &Scene) {
     fixtures::create::<Secret>(
         &scene.client,
         &scene.ns,
-        json!({"metadata": {"name": "images"}, "data": {"logo.png": b64(LOGO)}}),
+        json!({"metadata": {"name": "images", "labels": {"mailroom.dev/attachable": "true"}},
+               "data": {"logo.png": b64(LOGO)}}),
     )
     .await;
     documents(scene).await;
@@ -202,7 +203,8 @@ async fn a_message_waits_for_its_attachment_and_is_sent_once_it_exists() {
     fixtures::create::<Secret>(
         &scene.client,
         &scene.ns,
-        json!({"metadata": {"name": "images"}, "data": {"logo.png": b64(LOGO)}}),
+        json!({"metadata": {"name": "images", "labels": {"mailroom.dev/attachable": "true"}},
+               "data": {"logo.png": b64(LOGO)}}),
     )
     .await;
     let controller = scene.controller().await;
@@ -230,6 +232,58 @@ async fn a_message_waits_for_its_attachment_and_is_sent_once_it_exists() {
     controller.stop().await;
 }
 
+/// Creating an EmailMessage must not be a way to read Secrets: a Secret the
+/// message's author could not read (the SMTP password here) is attached only
+/// when its owner labelled it `mailroom.dev/attachable: "true"`.
+#[tokio::test]
+async fn a_secret_that_did_not_opt_in_is_never_attached_and_nothing_is_sent() {
+    let scene = Scene::new("attach-denied").await;
+    scene.mailpit_provider().await;
+    fixtures::create::<Secret>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "images", "labels": {"mailroom.dev/attachable": "false"}},
+               "data": {"logo.png": b64(LOGO)}}),
+    )
+    .await;
+    let controller = scene.controller().await;
+    let steal = support::unique("steal the password");
+    let labelled_false = support::unique("labelled false");
+    scene
+        .message(
+            "steal",
+            json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "subject": steal,
+                   "text": "t", "attachments": [{"filename": "password.txt",
+                   "secretKeyRef": {"name": "smtp-credentials", "key": "password"}}]}),
+        )
+        .await;
+    scene
+        .message(
+            "false",
+            json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "subject": labelled_false,
+                   "text": "t", "attachments": [{"filename": "logo.png",
+                   "secretKeyRef": {"name": "images", "key": "logo.png"}}]}),
+        )
+        .await;
+    for (name, secret) in [("steal", "smtp-credentials"), ("false", "images")] {
+        let failed = scene.wait_phase(name, Phase::Failed).await;
+        let status = failed.status.expect("status");
+        let error = status.last_error.expect("lastError");
+        assert_eq!(error.reason, "AttachmentNotAllowed");
+        assert!(
+            error.message.contains("spec.attachments[0].secretKeyRef")
+                && error.message.contains(secret)
+                && error.message.contains("mailroom.dev/attachable"),
+            "{}",
+            error.message
+        );
+        assert_eq!(status.attempts, 0, "refused before any attempt");
+    }
+    assert_eq!(support::received_count(&steal).await, 0);
+    assert_eq!(support::received_count(&labelled_false).await, 0);
+    controller.stop().await;
+}
+
 #[tokio::test]
 async fn attachments_over_the_provider_cap_fail_naming_the_attachment_and_nothing_is_sent() {
     let scene = Scene::new("attach-cap").await;
@@ -253,7 +307,8 @@ async fn attachments_over_the_provider_cap_fail_naming_the_attachment_and_nothin
     fixtures::create::<Secret>(
         &scene.client,
         &scene.ns,
-        json!({"metadata": {"name": "big"}, "data": {"a.bin": chunk, "b.bin": chunk}}),
+        json!({"metadata": {"name": "big", "labels": {"mailroom.dev/attachable": "true"}},
+               "data": {"a.bin": chunk, "b.bin": chunk}}),
     )
     .await;
     let controller = scene.controller().await;

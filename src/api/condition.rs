@@ -58,6 +58,9 @@ pub mod reason {
     pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
     /// A Secret or ConfigMap key an attachment names does not exist (yet).
     pub const ATTACHMENT_NOT_FOUND: &str = "AttachmentNotFound";
+    /// An attachment names a Secret that has not opted in to being attached
+    /// (label `mailroom.dev/attachable: "true"`): nothing is sent.
+    pub const ATTACHMENT_NOT_ALLOWED: &str = "AttachmentNotAllowed";
     /// The EmailTemplate named by the message does not exist.
     pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
     /// The service reported the message delivered (or opened or clicked).

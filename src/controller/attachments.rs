@@ -1,6 +1,9 @@
 //! Reads a message's attachments from the Secret and ConfigMap keys it names,
 //! in the message's namespace, just before it is sent, and holds them to the
-//! provider's size cap. File contents are never logged.
+//! provider's size cap. File contents are never logged. A Secret is attached
+//! only when it carries the label `mailroom.dev/attachable: "true"`: whoever
+//! may create an EmailMessage must not be able to mail out Secrets their own
+//! RBAC does not let them read.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
@@ -20,6 +23,17 @@ pub enum LoadError {
         field: String,
         /// What is missing.
         what: String,
+    },
+    /// A Secret that has not opted in to being attached: the message can
+    /// never be sent as it is.
+    #[error(
+        "{field}: Secret {secret:?} may not be attached: only Secrets labelled {ATTACHABLE_LABEL}: \"true\" can be (set by whoever owns the Secret)"
+    )]
+    NotAllowed {
+        /// The field, e.g. `spec.attachments[0].secretKeyRef`.
+        field: String,
+        /// The Secret's name.
+        secret: String,
     },
     /// The attachments add up to more than the provider allows: the message
     /// can never be sent as it is.
@@ -44,6 +58,9 @@ pub enum LoadError {
         source: kube::Error,
     },
 }
+
+/// The label a Secret must carry, with the value `"true"`, to be attached.
+pub const ATTACHABLE_LABEL: &str = "mailroom.dev/attachable";
 
 /// Reads every attachment of a message in `namespace`, in order, failing
 /// once their total passes `cap` bytes.
@@ -91,6 +108,12 @@ async fn read(
     if let Some(key_ref) = &spec.secret_key_ref {
         let field = format!("{field}.secretKeyRef");
         let secret: Secret = fetch(client, namespace, key_ref, "Secret", &field).await?;
+        if !attachable(&secret) {
+            return Err(LoadError::NotAllowed {
+                field,
+                secret: key_ref.name.clone(),
+            });
+        }
         let bytes = secret
             .data
             .and_then(|mut data| data.remove(&key_ref.key))
@@ -145,6 +168,16 @@ where
             field: field.to_string(),
             what: format!("{kind} {:?} not found", key_ref.name),
         })
+}
+
+/// Whether the Secret's owner let it be attached.
+fn attachable(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(ATTACHABLE_LABEL))
+        .is_some_and(|value| value == "true")
 }
 
 fn no_key(field: String, kind: &str, key_ref: &KeyRef) -> LoadError {

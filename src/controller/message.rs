@@ -401,6 +401,10 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             Err(e @ LoadError::TooLarge { .. }) => {
                 return fail_invalid(&api, &message, &ctx, e.to_string()).await;
             }
+            Err(e @ LoadError::NotAllowed { .. }) => {
+                let why = reason::ATTACHMENT_NOT_ALLOWED;
+                return conclude(&api, &message, &ctx, Phase::Failed, why, e.to_string()).await;
+            }
             Err(e @ LoadError::Api { .. }) => return Err(Error::Attachments(e)),
         }
     }
