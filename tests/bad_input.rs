@@ -69,6 +69,15 @@ async fn refused_at_apply_time() {
             message("providerRef", json!({})),
             "spec.providerRef.name: Required value",
         ),
+        // Times a controller cannot add a deadline to, or decode at all.
+        (
+            message("sendAt", json!("9999-12-30T21:00:00Z")),
+            "sendAt must be before 2100-01-01T00:00:00Z",
+        ),
+        (
+            message("sendAt", json!("9999-12-31T23:59:59Z")),
+            "sendAt must be before 2100-01-01T00:00:00Z",
+        ),
     ];
     for (i, (spec, expected)) in messages.into_iter().enumerate() {
         scene

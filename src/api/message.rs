@@ -147,10 +147,11 @@ pub struct EmailMessageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<crate::api::provider::RetryPolicy>,
 
-    /// Send no earlier than this time (RFC 3339, e.g. `2026-12-01T09:00:00Z`).
-    /// Until then the message waits (reason Scheduled). Its retry deadline
-    /// counts from this time.
+    /// Send no earlier than this time (RFC 3339, e.g. `2026-12-01T09:00:00Z`),
+    /// before 2100. Until then the message waits (reason Scheduled). Its
+    /// retry deadline counts from this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self < timestamp('2100-01-01T00:00:00Z')").message("sendAt must be before 2100-01-01T00:00:00Z"))]
     pub send_at: Option<Time>,
 
     /// Delete the message this many seconds after it finished (Sent, Failed

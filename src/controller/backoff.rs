@@ -8,16 +8,19 @@ use std::time::Duration;
 pub const BASE: Duration = Duration::from_secs(5);
 /// The longest delay between two attempts.
 pub const MAX: Duration = Duration::from_secs(300);
+/// The longest Retry-After honoured: a server may answer any number, and a
+/// wait must stay within what timers and timestamps can hold.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
 /// The delay before the attempt after `attempt` (1-based): BASE·2^(attempt-1),
 /// capped at MAX, with ±20% jitter so retries of many messages spread out,
-/// and never less than `retry_after`.
+/// and never less than `retry_after` (itself capped at MAX_RETRY_AFTER).
 pub fn delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
     let exponent = attempt.saturating_sub(1).min(16);
     let raw = BASE.saturating_mul(1u32 << exponent).min(MAX);
     let jitter = 0.8 + fastrand::f64() * 0.4;
     let jittered = raw.mul_f64(jitter);
-    retry_after.map_or(jittered, |r| jittered.max(r))
+    retry_after.map_or(jittered, |r| jittered.max(r.min(MAX_RETRY_AFTER)))
 }
 
 #[cfg(test)]
@@ -39,5 +42,13 @@ mod tests {
     #[test]
     fn never_earlier_than_retry_after() {
         assert!(delay(1, Some(Duration::from_secs(60))) >= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_retry_after_past_any_timer_is_capped() {
+        assert_eq!(
+            delay(1, Some(Duration::from_secs(u64::MAX))),
+            MAX_RETRY_AFTER
+        );
     }
 }

@@ -70,7 +70,11 @@ impl Limits {
         // The deadline counts from creation, or from sendAt when later.
         let created = message.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let created = created.max(message.spec.send_at.as_ref().map(|t| t.0));
-        let deadline = created.map(|c| c + jiff::SignedDuration::from_secs(i64::from(seconds)));
+        // Checked: a sendAt near the end of time has no reachable deadline.
+        let deadline = created.and_then(|c| {
+            c.checked_add(jiff::SignedDuration::from_secs(i64::from(seconds)))
+                .ok()
+        });
         Self {
             max_attempts,
             deadline,
@@ -576,7 +580,9 @@ async fn clean_up(
         .or_else(|| condition::find(&status.conditions, SENT).map(|c| &c.last_transition_time))
         .map(|t| t.0)
         .unwrap_or_else(jiff::Timestamp::now);
-    let due = finished + jiff::SignedDuration::from_secs(i64::from(ttl));
+    let Ok(due) = finished.checked_add(jiff::SignedDuration::from_secs(i64::from(ttl))) else {
+        return Ok(Action::await_change());
+    };
     if let Some(left) = remaining(&Time(due)) {
         return Ok(Action::requeue(left));
     }
@@ -1033,11 +1039,17 @@ async fn replace_status(
 
 /// `from + delay`, rounded up to a whole second: status times are stored to
 /// the second, and a retry must never come earlier than the server asked.
+/// A delay past the end of representable time (a server may answer any
+/// Retry-After) saturates there.
 pub(super) fn not_before(from: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
-    let due = from + delay;
+    let Ok(due) = from.checked_add(delay) else {
+        return jiff::Timestamp::MAX;
+    };
     let whole = jiff::Timestamp::from_second(due.as_second()).unwrap_or(due);
     if whole < due {
-        whole + jiff::SignedDuration::from_secs(1)
+        whole
+            .checked_add(jiff::SignedDuration::from_secs(1))
+            .unwrap_or(due)
     } else {
         due
     }
@@ -1064,5 +1076,16 @@ mod tests {
         assert_eq!(due.as_millisecond(), 1_008_000);
         let exact = jiff::Timestamp::from_second(1_000).expect("time");
         assert_eq!(not_before(exact, Duration::from_secs(7)).as_second(), 1_007);
+    }
+
+    #[test]
+    fn a_delay_past_the_end_of_time_saturates_instead_of_panicking() {
+        let now = jiff::Timestamp::now();
+        assert_eq!(
+            not_before(now, Duration::from_secs(u64::MAX)),
+            jiff::Timestamp::MAX
+        );
+        let last = jiff::Timestamp::MAX;
+        assert_eq!(not_before(last, Duration::from_millis(1)), last);
     }
 }

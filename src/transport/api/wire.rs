@@ -260,7 +260,8 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .trim()
         .parse::<u64>()
         .ok()?;
-    let reset = SystemTime::UNIX_EPOCH + Duration::from_secs(reset);
+    // Checked: the number is the server's, and may be anything.
+    let reset = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(reset))?;
     Some(reset.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
@@ -313,6 +314,16 @@ mod tests {
             wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn a_rate_limit_reset_past_the_end_of_time_is_ignored() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-ratelimit-reset",
+            u64::MAX.to_string().parse().expect("value"),
+        );
+        assert_eq!(retry_after(&headers), None);
     }
 
     #[test]
