@@ -30,18 +30,18 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "MAILROOM_NAMESPACE")]
     namespace: Option<String>,
-    /// The most messages sent at once.
-    #[arg(long, default_value_t = 32, env = "MAILROOM_CONCURRENCY")]
+    /// The most messages reconciled at once.
+    #[arg(long, default_value_t = Settings::default().concurrency, env = "MAILROOM_CONCURRENCY")]
     concurrency: u16,
     /// Attempts before a retryable failure becomes final.
-    #[arg(long, default_value_t = 10, env = "MAILROOM_MAX_ATTEMPTS")]
+    #[arg(long, default_value_t = Settings::default().max_attempts, env = "MAILROOM_MAX_ATTEMPTS")]
     max_attempts: u32,
     /// Seconds after its creation after which a message is no longer tried
     /// (providers and messages may set their own).
-    #[arg(long, default_value_t = 86_400, env = "MAILROOM_DEADLINE_SECONDS")]
+    #[arg(long, default_value_t = Settings::default().deadline_seconds, env = "MAILROOM_DEADLINE_SECONDS")]
     deadline_seconds: u32,
     /// The most sends in flight at once, over all providers.
-    #[arg(long, default_value_t = 32, env = "MAILROOM_MAX_CONCURRENT_SENDS")]
+    #[arg(long, default_value_t = Settings::default().max_concurrent_sends, env = "MAILROOM_MAX_CONCURRENT_SENDS")]
     max_concurrent_sends: usize,
     /// Elect one leader among replicas with a coordination.k8s.io Lease; only
     /// the leader sends.

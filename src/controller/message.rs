@@ -564,9 +564,16 @@ async fn clean_up(
     status: &EmailMessageStatus,
 ) -> Result<Action, Error> {
     let namespace = message.namespace().unwrap_or_default();
-    let provider_ref =
-        ObjectRef::<EmailProvider>::new(&message.spec.provider_ref.name).within(&namespace);
-    let provider = ctx.providers.get(&provider_ref);
+    let name = &message.spec.provider_ref.name;
+    let provider = match message.spec.provider_ref.kind {
+        ProviderKind::EmailProvider => ctx
+            .providers
+            .get(&ObjectRef::<EmailProvider>::new(name).within(&namespace)),
+        ProviderKind::ClusterEmailProvider => ctx
+            .cluster_providers
+            .get(&ObjectRef::<ClusterEmailProvider>::new(name))
+            .map(|c| Arc::new(c.as_provider())),
+    };
     let ttl = message
         .spec
         .ttl_seconds_after_finished
