@@ -619,6 +619,32 @@ async fn webhook_settings_are_checked_on_the_provider() {
     )
     .await;
 
+    // Bytes that are not UTF-8 are refused as they are, never decoded
+    // lossily into another key.
+    secrets
+        .patch(
+            "sg-hook",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"verificationKey": "//79/A=="}})),
+        )
+        .await
+        .expect("a key that is not UTF-8");
+    let not_text = wait_provider(
+        &scene.client,
+        &scene.ns,
+        "api",
+        "InvalidSpec",
+        reason("InvalidSpec"),
+    )
+    .await;
+    assert!(
+        webhook_condition(&not_text)
+            .1
+            .contains("verificationKey is not UTF-8 text"),
+        "{:?}",
+        webhook_condition(&not_text)
+    );
+
     scene
         .assert_refused(
             "EmailProvider",

@@ -202,22 +202,29 @@ pub async fn read_key(
             namespace: namespace.to_string(),
             name: name.clone(),
         })?;
-    let value = |key: &'static str| -> Result<String, Unavailable> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|data| data.get(key))
-            .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
-            .ok_or_else(|| Unavailable::KeyMissing {
-                scope: scope.clone(),
-                name: name.clone(),
-                key,
-            })
-    };
     let bad_key = |source| Unavailable::BadKey {
         scope: scope.clone(),
         name: name.clone(),
         source,
+    };
+    // Strictly UTF-8, as an API key is: a lossy decode would turn a key in
+    // the wrong form into a different, working-looking one.
+    let value = |key: &'static str| -> Result<String, Unavailable> {
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .ok_or_else(|| Unavailable::KeyMissing {
+                scope: scope.clone(),
+                name: name.clone(),
+                key,
+            })?;
+        String::from_utf8(bytes.0.clone()).map_err(|_| {
+            bad_key(KeyError::Malformed {
+                key,
+                expected: "UTF-8 text",
+            })
+        })
     };
     Ok(match service {
         ApiProvider::Resend => WebhookKey::svix(&value("signingSecret")?).map_err(bad_key)?,
