@@ -76,6 +76,45 @@ async fn at_most_once_interrupted_attempt_ends_unknown_until_a_person_retries_it
     controller.stop().await;
 }
 
+/// The retry annotation is taken only on an Unknown message: on a Sent one
+/// it is answered with a Warning Event and removed, and nothing is sent.
+#[tokio::test]
+async fn a_retry_asked_of_a_sent_message_is_refused_and_removed() {
+    let scene = Scene::new("retry-sent").await;
+    scene.mailpit_provider().await;
+    let controller = scene.controller().await;
+    let subject = support::unique("retry a sent one");
+    scene.note("done", "mailpit", &subject).await;
+    scene.wait_phase("done", Phase::Sent).await;
+
+    let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
+    let patch = json!({"metadata": {"annotations": {"mailroom.dev/retry": "true"}}});
+    api.patch("done", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+    let answered = scene
+        .wait_message("done", "the retry annotation removed", |m| {
+            !m.annotations().contains_key("mailroom.dev/retry")
+        })
+        .await;
+    assert_eq!(answered.status.expect("status").phase, Some(Phase::Sent));
+    let events = support::eventually(
+        "the RetryRefused Event",
+        Duration::from_secs(10),
+        || async {
+            let events = fixtures::events_for(&scene.client, &scene.ns, "done").await;
+            events
+                .into_iter()
+                .find(|(_, reason, _)| reason == "RetryRefused")
+        },
+    )
+    .await;
+    assert_eq!(events.0, "Warning");
+    assert!(events.2.contains("Sent"), "{}", events.2);
+    assert_eq!(support::received_count(&subject).await, 1, "sent once");
+    controller.stop().await;
+}
+
 #[tokio::test]
 async fn at_least_once_interrupted_attempt_is_sent_again() {
     let scene = Scene::new("at-least-once").await;

@@ -100,14 +100,19 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     }
     let status = message.status.clone().unwrap_or_default();
     let retry_requested = message.annotations().contains_key(RETRY_ANNOTATION);
+    let namespace = message.namespace().unwrap_or_default();
+    let api: Api<EmailMessage> = Api::namespaced(ctx.client.clone(), &namespace);
     match status.phase {
         // A person asked to send an Unknown message again.
         Some(Phase::Unknown) if retry_requested => {}
+        // Only an Unknown message can be sent again: say so, and take the
+        // annotation off so it does not look pending.
+        Some(phase) if phase.is_finished() && retry_requested => {
+            return refuse_retry(&api, &message, &ctx, phase).await;
+        }
         Some(phase) if phase.is_finished() => return clean_up(&message, &ctx, &status).await,
         _ => {}
     }
-    let namespace = message.namespace().unwrap_or_default();
-    let api: Api<EmailMessage> = Api::namespaced(ctx.client.clone(), &namespace);
 
     // A result that was sent but could not be written yet: write it, never send again.
     if let Some(outcome) = ctx.unrecorded.take(&uid) {
@@ -613,6 +618,28 @@ async fn clean_up(
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
         Err(e) => Err(Error::Kube(e)),
     }
+}
+
+/// Answers a retry asked of a finished message that is not Unknown (a Sent
+/// one was accepted; a Failed one can never be sent as it is) with a Warning
+/// Event, and removes the annotation.
+async fn refuse_retry(
+    api: &Api<EmailMessage>,
+    message: &EmailMessage,
+    ctx: &Context,
+    phase: Phase,
+) -> Result<Action, Error> {
+    match clear_retry_annotation(api, message).await {
+        Ok(_) => {}
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => return Ok(Action::await_change()),
+        Err(e) if e.is_conflict() => return Ok(Action::requeue(CLAIM_CONFLICT_RETRY)),
+        Err(e) => return Err(e),
+    }
+    let note = format!(
+        "{RETRY_ANNOTATION} is only taken on an Unknown message; this one is {phase:?} and is not sent again (create a new EmailMessage to send it again)"
+    );
+    publish(ctx, message, EventType::Warning, "RetryRefused", note).await;
+    Ok(Action::await_change())
 }
 
 /// Removes the retry annotation; returns the updated object.
