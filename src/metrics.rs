@@ -21,6 +21,15 @@ pub struct ProviderLabels {
     pub transport: String,
 }
 
+/// A provider by namespace and name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlotLabels {
+    /// The provider's namespace (empty for a ClusterEmailProvider).
+    pub namespace: String,
+    /// The provider's name.
+    pub provider: String,
+}
+
 /// A provider and a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -107,6 +116,10 @@ pub struct Metrics {
     pub webhook_queue: Gauge,
     /// Messages moved to Delivered, Bounced or Complained by webhook events.
     pub delivery_outcomes: Family<OutcomeLabels, Counter>,
+    /// Send slots a provider holds now.
+    pub send_slots: Family<SlotLabels, Gauge>,
+    /// Attempts that ran longer than their provider's timeoutSeconds.
+    pub slow_attempts: Family<SlotLabels, Counter>,
 }
 
 fn send_buckets() -> Histogram {
@@ -132,6 +145,18 @@ impl Default for Metrics {
         let webhook_seconds = Family::new_with_constructor(send_buckets as fn() -> Histogram);
         let webhook_queue = Gauge::default();
         let delivery_outcomes = Family::default();
+        let send_slots = Family::default();
+        let slow_attempts = Family::default();
+        registry.register(
+            "send_slots_in_use",
+            "Send slots a provider holds now (a provider may hold a quarter of --max-concurrent-sends, a namespace half)",
+            send_slots.clone(),
+        );
+        registry.register(
+            "send_attempts_over_timeout",
+            "Send attempts that ran longer than their provider's timeoutSeconds (a slow or stalled server)",
+            slow_attempts.clone(),
+        );
         registry.register(
             "messages_sent",
             "Messages the server accepted",
@@ -220,6 +245,8 @@ impl Default for Metrics {
             webhook_seconds,
             webhook_queue,
             delivery_outcomes,
+            send_slots,
+            slow_attempts,
         }
     }
 }

@@ -439,3 +439,86 @@ async fn a_restarted_controller_does_not_send_a_sent_message_again() {
     );
     second.stop().await;
 }
+
+/// A server that stalls after the message body costs only its own messages:
+/// each attempt is cut off at twice the provider's timeoutSeconds (the wait
+/// for the reply to DATA included), and the provider holds at most its share
+/// of the send slots, so another provider's message is sent meanwhile.
+#[tokio::test]
+async fn a_stalled_server_delays_only_its_own_messages() {
+    use mailroom::controller::Settings;
+    use support::stalling_smtp::StallingSmtp;
+
+    let scene = Scene::new("stalled-server").await;
+    scene.mailpit_provider().await;
+    let stalling = StallingSmtp::start().await;
+    fixtures::provider(
+        &scene.client,
+        &scene.ns,
+        "stalled",
+        json!({"host": "127.0.0.1", "port": stalling.port, "tls": "None", "timeoutSeconds": 2}),
+    )
+    .await;
+    // Four slots: the stalled provider may hold one of them.
+    let settings = Settings {
+        namespace: Some(scene.ns.clone()),
+        max_concurrent_sends: 4,
+        ..Settings::default()
+    };
+    let controller =
+        fixtures::RunningController::start_with_settings(scene.client.clone(), settings);
+    scene.wait_provider("stalled", "Verified").await;
+    for i in 0..4 {
+        let spec = json!({"providerRef": {"name": "stalled"}, "to": ["x@example.org"],
+                          "subject": format!("stalled {i}"), "text": "t", "deliveryPolicy": "AtMostOnce"});
+        scene.message(&format!("stalled-{i}"), spec).await;
+    }
+    support::eventually(
+        "the stalled server holding a message",
+        std::time::Duration::from_secs(30),
+        || async { (stalling.bodies() >= 1).then_some(()) },
+    )
+    .await;
+
+    let subject = support::unique("not behind the stalled server");
+    scene.note("other", "mailpit", &subject).await;
+    scene.wait_phase("other", Phase::Sent).await;
+    let messages = fixtures::all_messages(&scene.client, &scene.ns).await;
+    let stalled_done = messages
+        .iter()
+        .filter(|m| {
+            m.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("stalled-"))
+        })
+        .filter(|m| m.status.as_ref().and_then(|s| s.phase) == Some(Phase::Unknown))
+        .count();
+    assert!(
+        stalled_done < 4,
+        "the other provider's message did not wait for all the stalled ones ({stalled_done} done)"
+    );
+    assert_eq!(support::received(&subject).await.len(), 1);
+
+    // Each stalled attempt ends at its limit (2 x 2 s), not when the server
+    // answers (never): AtMostOnce, so Unknown, and the reason says why.
+    let unknown = scene.wait_phase("stalled-0", Phase::Unknown).await;
+    let error = unknown
+        .status
+        .expect("status")
+        .last_error
+        .expect("lastError");
+    assert!(
+        error
+            .message
+            .contains("did not finish answering within 4 s"),
+        "{}",
+        error.message
+    );
+    for i in 1..4 {
+        scene
+            .wait_phase(&format!("stalled-{i}"), Phase::Unknown)
+            .await;
+    }
+    controller.stop().await;
+}

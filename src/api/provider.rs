@@ -153,8 +153,10 @@ pub struct SmtpSpec {
     )]
     pub helo_name: Option<String>,
 
-    /// Seconds to wait for the server on each network operation (connect,
-    /// each command) before the attempt fails as Unreachable.
+    /// Seconds to wait for the server to connect; a whole attempt
+    /// (greeting, every command, the reply to DATA) is cut off after twice
+    /// this, as Unreachable (a send cut off may have been delivered: see the
+    /// message's deliveryPolicy).
     #[serde(default = "default_timeout_seconds")]
     #[schemars(range(min = 1, max = 300))]
     pub timeout_seconds: u32,

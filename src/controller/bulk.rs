@@ -17,7 +17,7 @@ use super::context::{Context, Verified};
 use super::error::Error;
 use super::message::{
     CLAIM_CONFLICT_RETRY, Limits, announce, build_email, not_before, now, record, record_metrics,
-    write_claim,
+    slots_busy_retry, write_claim,
 };
 use super::{backoff, provider};
 use crate::api::condition::{self, SENT, reason};
@@ -107,6 +107,20 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
         }
     }
 
+    // A send slot from before the claim until the progress is recorded, as
+    // for a single message.
+    let key = (
+        provider.namespace().unwrap_or_default(),
+        provider.name_any(),
+    );
+    let Some(_slot) = ctx
+        .sends
+        .take(&key, &message.namespace().unwrap_or_default())
+        .await
+    else {
+        return Ok(Action::requeue(slots_busy_retry()));
+    };
+
     // Claim the batch before any I/O.
     let generation = message.metadata.generation;
     let attempt = status.attempts + 1;
@@ -131,18 +145,11 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
     };
 
     let started = std::time::Instant::now();
-    let outcome = {
-        let _slot = ctx.sends.acquire().await;
-        if emails.is_empty() {
-            BatchOutcome::default()
-        } else {
-            verified.transport.send_batch(&emails).await
-        }
+    let outcome = if emails.is_empty() {
+        BatchOutcome::default()
+    } else {
+        verified.transport.send_batch(&emails).await
     };
-    let key = (
-        provider.namespace().unwrap_or_default(),
-        provider.name_any(),
-    );
     if let Some(e) = &outcome.stopped
         && e.is_provider_failure()
         && ctx.transports.withdraw(&key, &verified.fingerprint)

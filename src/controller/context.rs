@@ -262,8 +262,8 @@ pub struct Context {
     pub written: Written,
     /// Token buckets of rate-limited providers.
     pub rate_limits: RateLimits,
-    /// Caps the sends in flight at once (`max_concurrent_sends`).
-    pub sends: tokio::sync::Semaphore,
+    /// The send slots (`max_concurrent_sends`, shared fairly).
+    pub sends: Arc<super::slots::SendSlots>,
     /// Metrics and probe state.
     pub telemetry: Arc<crate::admin::Telemetry>,
     /// Publishes Kubernetes Events.

@@ -49,6 +49,11 @@ const ATTACHMENT_RETRY: Duration = Duration::from_secs(15);
 const STALE_CACHE_RETRY: Duration = Duration::from_secs(1);
 /// How soon a message whose claim met a newer version is looked at again.
 pub(super) const CLAIM_CONFLICT_RETRY: Duration = Duration::from_millis(200);
+/// How soon a message whose provider or namespace holds its share of send
+/// slots looks again: about a second, spread so they do not come back at once.
+pub(super) fn slots_busy_retry() -> Duration {
+    Duration::from_millis(500 + fastrand::u64(..1000))
+}
 /// How many times a result is written before it is kept for a later reconcile.
 const RECORD_TRIES: u32 = 6;
 
@@ -446,8 +451,11 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
 
     // A send slot is held from the claim until the outcome is recorded, so at
     // most --max-concurrent-sends messages are ever claimed but unrecorded:
-    // the most a crash can leave in doubt.
-    let _slot = ctx.sends.acquire().await;
+    // the most a crash can leave in doubt. A provider (or namespace) that
+    // holds its share already waits without a status write.
+    let Some(_slot) = ctx.sends.take(&key, &namespace).await else {
+        return Ok(Action::requeue(slots_busy_retry()));
+    };
 
     // Claim: written before any I/O and guarded by resourceVersion, so a stale
     // view of the message (or a second controller) can never start a send.
@@ -503,6 +511,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         message.spec.delivery_policy,
     );
     let elapsed = started.elapsed();
+    ctx.sends.note_attempt(&key, &provider.spec, elapsed);
 
     let action = match outcome.phase {
         Some(Phase::Pending) => {

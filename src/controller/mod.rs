@@ -15,6 +15,7 @@ pub mod error;
 pub mod leader;
 pub mod message;
 pub mod provider;
+pub mod slots;
 pub mod template;
 pub mod triggers;
 pub mod webhook;
@@ -89,7 +90,7 @@ pub async fn run(
         written: Default::default(),
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
-        sends: tokio::sync::Semaphore::new(settings.max_concurrent_sends.max(1)),
+        sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),
         recorder: Recorder::new(client.clone(), event_reporter()),
         settings: settings.clone(),
     });

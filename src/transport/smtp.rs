@@ -42,7 +42,14 @@ impl std::fmt::Debug for SmtpCredentials {
 /// An SMTP server, with a pool of connections to it.
 pub struct SmtpTransport {
     inner: AsyncSmtpTransport<Tokio1Executor>,
+    /// The most a whole verification or send may take: lettre bounds only
+    /// the TCP connect, and a server that stalls after it (its greeting, a
+    /// command, the reply to DATA) must not hold a send slot for ever.
+    attempt_limit: Duration,
 }
+
+/// How many of the provider's `timeoutSeconds` a whole attempt may take.
+pub const ATTEMPT_LIMIT_FACTOR: u32 = 2;
 
 impl SmtpTransport {
     /// Builds the transport for `spec`, with extra CA certificates (PEM) and
@@ -104,6 +111,9 @@ impl SmtpTransport {
         }
         Ok(Self {
             inner: builder.build(),
+            attempt_limit: Duration::from_secs(u64::from(
+                spec.timeout_seconds.saturating_mul(ATTEMPT_LIMIT_FACTOR),
+            )),
         })
     }
 }
@@ -119,19 +129,31 @@ impl Transport for SmtpTransport {
     }
 
     async fn verify(&self) -> Result<Verification, SendError> {
-        match self.inner.test_connection().await {
-            Ok(true) => Ok(Verification::Verified),
-            Ok(false) => Err(SendError::new(
+        let checked = tokio::time::timeout(self.attempt_limit, self.inner.test_connection()).await;
+        match checked {
+            Err(_) => Err(SendError::new(
+                FailureKind::Unreachable,
+                format!(
+                    "the server did not finish answering within {} s (twice timeoutSeconds)",
+                    self.attempt_limit.as_secs()
+                ),
+            )),
+            Ok(Ok(true)) => Ok(Verification::Verified),
+            Ok(Ok(false)) => Err(SendError::new(
                 FailureKind::Unreachable,
                 "the server closed the connection",
             )),
-            Err(e) => Err(classify(&e)),
+            Ok(Err(e)) => Err(classify(&e)),
         }
     }
 
     async fn send(&self, email: &Email) -> Result<Accepted, SendError> {
         let message = to_lettre(email)?;
-        let response = self.inner.send(message).await.map_err(|e| classify(&e))?;
+        let sent = tokio::time::timeout(self.attempt_limit, self.inner.send(message)).await;
+        let response = match sent {
+            Ok(result) => result.map_err(|e| classify(&e))?,
+            Err(_) => return Err(stalled(self.attempt_limit)),
+        };
         Ok(accepted(&response))
     }
 }
@@ -303,6 +325,22 @@ fn content_type(index: usize, value: &str) -> Result<ContentType, SendError> {
             format!("spec.attachments[{index}].contentType: {value:?} is not a MIME type: {e}"),
         )
     })
+}
+
+/// An attempt cut off at its limit: the server may have the message (the
+/// cut may come after DATA), as for any timeout while sending.
+fn stalled(limit: Duration) -> SendError {
+    let rule = classify::signal("timeout or connection lost while sending");
+    let mut e = SendError::new(
+        rule.kind,
+        format!(
+            "{}: the server did not finish answering within {} s (twice timeoutSeconds)",
+            rule.meaning,
+            limit.as_secs()
+        ),
+    );
+    e.maybe_delivered = rule.maybe_delivered;
+    e
 }
 
 /// Maps a lettre error to the shared kinds through [`classify`]'s table.

@@ -10,6 +10,7 @@
 
 pub mod fixtures;
 pub mod mailpit;
+pub mod stalling_smtp;
 pub mod webhooks;
 
 use std::collections::HashMap;
