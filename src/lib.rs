@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod compose;
 pub mod controller;
+pub mod guarded;
 pub mod metrics;
 pub mod render;
 pub mod telemetry;

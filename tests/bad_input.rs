@@ -194,3 +194,75 @@ async fn judged_by_the_controller_while_other_messages_keep_flowing() {
     );
     controller.stop().await;
 }
+
+/// Makes message `name` one the controller cannot decode: a status time past
+/// what it can represent, written as an admin can through the status
+/// subresource (the schema takes any RFC 3339 time).
+async fn make_unreadable(scene: &Scene, name: &str) {
+    use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+    let resource = ApiResource::erase::<mailroom::api::EmailMessage>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(scene.client.clone(), &scene.ns, &resource);
+    let patch = json!({"status": {"phase": "Pending", "nextAttemptTime": "9999-12-31T23:59:59Z"}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("writing the status");
+}
+
+/// The status of message `name`, read as plain JSON (it may not decode).
+async fn raw_status(scene: &Scene, name: &str) -> Value {
+    use kube::api::{Api, ApiResource, DynamicObject};
+    let resource = ApiResource::erase::<mailroom::api::EmailMessage>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(scene.client.clone(), &scene.ns, &resource);
+    let object = api.get(name).await.expect("reading the message");
+    object.data["status"].clone()
+}
+
+/// One message the controller cannot decode costs only itself, whether it
+/// is there when the controller starts (the initial list) or becomes so
+/// while it runs (the watch): the others are sent, and its status says why.
+#[tokio::test]
+async fn a_message_the_controller_cannot_read_costs_only_itself() {
+    let scene = Scene::new("unreadable").await;
+    scene.mailpit_provider().await;
+    let run = support::namespace_suffix();
+    let (bad, good) = (format!("unreadable {run}"), format!("readable {run}"));
+    scene.note("unreadable", "mailpit", &bad).await;
+    make_unreadable(&scene, "unreadable").await;
+    scene.note("readable", "mailpit", &good).await;
+
+    let controller = scene.controller().await;
+    scene.wait_phase("readable", Phase::Sent).await;
+    let marked = support::eventually(
+        "the unreadable message marked",
+        std::time::Duration::from_secs(30),
+        || async {
+            let status = raw_status(&scene, "unreadable").await;
+            (status["phase"] == "Failed").then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(marked["lastError"]["reason"], "InvalidRequest");
+    let text = marked["lastError"]["message"].as_str().unwrap_or_default();
+    assert!(text.contains("cannot read this object"), "{text}");
+    assert!(text.len() < 400, "bounded: {text}");
+
+    // Unreadable while the controller runs: the watch goes on too.
+    let (later_bad, later_good) = (format!("later unreadable {run}"), format!("later {run}"));
+    scene.note("later-unreadable", "mailpit", &later_bad).await;
+    make_unreadable(&scene, "later-unreadable").await;
+    scene.note("later", "mailpit", &later_good).await;
+    scene.wait_phase("later", Phase::Sent).await;
+    support::eventually(
+        "the later unreadable message marked or sent before it became unreadable",
+        std::time::Duration::from_secs(30),
+        || async {
+            let status = raw_status(&scene, "later-unreadable").await;
+            (status["phase"] == "Failed" || status["phase"] == "Sent").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(support::received(&good).await.len(), 1);
+    assert_eq!(support::received(&later_good).await.len(), 1);
+    assert_eq!(support::received_count(&bad).await, 0, "never sent");
+    controller.stop().await;
+}

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, PartialObjectMeta};
+use kube::core::DeserializeGuard;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -34,6 +35,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::guarded::{self, Mark};
 pub use context::{Context, Settings};
 pub use error::Error;
 
@@ -66,15 +68,29 @@ pub async fn run(
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let wc = watcher::Config::default();
 
-    let providers = Controller::new(api::<EmailProvider>(&client, ns.as_deref()), wc.clone());
+    // Every kind is decoded one object at a time (`guarded`): an object the
+    // controller cannot read costs only itself.
+    let providers = guarded_controller(
+        &client,
+        api::<DeserializeGuard<EmailProvider>>(&client, ns.as_deref()),
+        Mark::Ready,
+    );
     let provider_store = providers.store();
-    let templates = Controller::new(api::<EmailTemplate>(&client, ns.as_deref()), wc.clone());
+    let templates = guarded_controller(
+        &client,
+        api::<DeserializeGuard<EmailTemplate>>(&client, ns.as_deref()),
+        Mark::Ready,
+    );
     let template_store = templates.store();
     // ClusterEmailProviders are served only where their Secrets live is known.
     let cluster_namespace = settings.cluster_provider_namespace.clone();
-    let cluster_providers = cluster_namespace
-        .as_ref()
-        .map(|_| Controller::new(Api::<ClusterEmailProvider>::all(client.clone()), wc.clone()));
+    let cluster_providers = cluster_namespace.as_ref().map(|_| {
+        guarded_controller(
+            &client,
+            Api::<DeserializeGuard<ClusterEmailProvider>>::all(client.clone()),
+            Mark::Ready,
+        )
+    });
     let cluster_store = match &cluster_providers {
         Some(controller) => controller.store(),
         None => kube::runtime::reflector::store().0,
@@ -162,11 +178,15 @@ pub async fn run(
     // last-applied-configuration, which nothing here reads: the cache holds
     // every message of the namespaces served, so this is most of its memory.
     let (message_store, message_writer) = kube::runtime::reflector::store();
-    let message_stream = watcher(api::<EmailMessage>(&client, ns.as_deref()), wc.clone())
-        .default_backoff()
-        .modify(slim)
-        .reflect(message_writer)
-        .applied_objects();
+    let message_stream = guarded::watch(
+        client.clone(),
+        api::<DeserializeGuard<EmailMessage>>(&client, ns.as_deref()),
+        wc.clone(),
+        Mark::Message,
+    )
+    .modify(slim)
+    .reflect(message_writer)
+    .applied_objects();
     let messages = Controller::for_stream(message_stream, message_store.clone())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
     let observe = observe(
@@ -266,6 +286,24 @@ pub async fn run(
         observe
     );
     info!("controller stopped");
+}
+
+/// A controller for `api`'s kind whose objects are decoded one at a time;
+/// the ones that cannot be are marked as `mark` says and left out.
+fn guarded_controller<K>(
+    client: &Client,
+    api: Api<DeserializeGuard<K>>,
+    mark: Mark,
+) -> Controller<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+{
+    let (store, writer) = kube::runtime::reflector::store();
+    let stream = guarded::watch(client.clone(), api, watcher::Config::default(), mark)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(stream, store)
 }
 
 /// Drops what the controller never reads from a cached message.

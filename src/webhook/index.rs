@@ -8,15 +8,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::WatchStreamExt;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 
 use crate::api::EmailMessage;
 use crate::api::message::ProviderKind;
+use crate::guarded::Mark;
 
 /// The provider a webhook URL names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -159,9 +160,15 @@ impl Index {
     /// Keeps the index up to date from a watch on `api`, until the process
     /// ends. A re-list rebuilds it whole, so deletions missed while the
     /// watch was down are dropped.
-    pub async fn maintain(self: Arc<Self>, api: Api<EmailMessage>) {
+    pub async fn maintain(
+        self: Arc<Self>,
+        client: Client,
+        api: Api<DeserializeGuard<EmailMessage>>,
+    ) {
         let mut relisted: Option<Map> = None;
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        // Decoded one at a time: a message the controller cannot read (the
+        // controller's own watch marks it) is left out, the rest indexed.
+        let stream = crate::guarded::watch(client, api, watcher::Config::default(), Mark::Nothing);
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {

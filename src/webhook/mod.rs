@@ -24,6 +24,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use kube::Client;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 
 use crate::admin::Telemetry;
 use crate::api::EmailMessage;
@@ -76,11 +77,11 @@ struct Receiver {
 /// The receiver's routes, with the index watch and the writers started.
 pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> Router {
     let index = Arc::new(index::Index::default());
-    let messages: Api<EmailMessage> = match &settings.namespace {
+    let messages: Api<DeserializeGuard<EmailMessage>> = match &settings.namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     };
-    tokio::spawn(index.clone().maintain(messages));
+    tokio::spawn(index.clone().maintain(client.clone(), messages));
     let receiver = Arc::new(Receiver {
         keys: keys::Keys::new(client.clone(), settings.cluster_provider_namespace.clone()),
         index,
