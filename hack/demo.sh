@@ -32,7 +32,7 @@ else
   echo "$admin_port" > "$dir/admin-port"
   webhook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   echo "$webhook_port" > "$dir/webhook-port"
-  setsid target/debug/mailroom run --log-level info --admin-addr "127.0.0.1:$admin_port" \
+  setsid target/debug/mailroom run --log-level info --allowed-endpoint-hosts 127.0.0.1 --admin-addr "127.0.0.1:$admin_port" \
     --webhook-addr "127.0.0.1:$webhook_port" \
     >"$dir/logs/mailroom.log" 2>&1 < /dev/null &
   echo $! > "$dir/pids/mailroom.pid"

@@ -93,6 +93,12 @@ struct RunArgs {
     /// the controller's own. Unset, ClusterEmailProviders are not served.
     #[arg(long, env = "MAILROOM_CLUSTER_PROVIDER_NAMESPACE")]
     cluster_provider_namespace: Option<String>,
+    /// Hosts an EmailProvider's `spec.api.endpoint` may name, comma-separated
+    /// (e.g. a company proxy). Unset, endpoint overrides are refused: a
+    /// tenant could otherwise point the controller at hosts inside the
+    /// cluster.
+    #[arg(long, value_delimiter = ',', env = "MAILROOM_ALLOWED_ENDPOINT_HOSTS")]
+    allowed_endpoint_hosts: Vec<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MAILROOM_LOG_FORMAT")]
     log_format: LogFormat,
@@ -144,6 +150,7 @@ fn run(args: RunArgs) -> ExitCode {
             max_concurrent_sends: args.max_concurrent_sends,
             sent_events: args.sent_events,
             cluster_provider_namespace: args.cluster_provider_namespace.clone(),
+            allowed_endpoint_hosts: args.allowed_endpoint_hosts.clone(),
         };
         let telemetry = Arc::new(Telemetry::default());
         let admin = args.admin_addr;

@@ -477,3 +477,75 @@ async fn only_a_change_to_the_named_secret_verifies_the_provider_again() {
     );
     controller.stop().await;
 }
+
+/// A tiny HTTP server inside "the cluster" that answers every request with
+/// a page of internal data. Returns its URL and a request counter.
+async fn internal_service() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let body = "INTERNAL-ONLY-DATA: db_password=hunter2";
+                let answer = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+/// An endpoint override is used only for a host the cluster operator
+/// allows; otherwise the provider is InvalidSpec and nothing is called. And
+/// an answer that is not the service's documented error is described, never
+/// copied into status.
+#[tokio::test]
+async fn endpoint_overrides_need_the_cluster_operators_consent_and_answers_are_not_echoed() {
+    use std::sync::atomic::Ordering;
+    use support::fixtures::{RunningController, settings};
+
+    let (url, hits) = internal_service().await;
+    let scene = Scene::new("endpoint-override").await;
+    let controller = RunningController::start_with_settings(
+        scene.client.clone(),
+        mailroom::controller::Settings {
+            allowed_endpoint_hosts: Vec::new(),
+            ..settings(&scene.ns)
+        },
+    );
+    scene.api_provider(Service::Postmark, &url, KEY).await;
+    let refused = scene.wait_provider("api", "InvalidSpec").await;
+    let text = &refused.status.expect("status").conditions[0].message;
+    assert!(
+        text.contains("spec.api.endpoint") && text.contains("--allowed-endpoint-hosts"),
+        "{text}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing was called");
+    controller.stop().await;
+
+    // Allowed: called, and its answer is described, not echoed.
+    let scene = Scene::new("endpoint-allowed").await;
+    let controller = scene.controller().await;
+    scene.api_provider(Service::Postmark, &url, KEY).await;
+    let unreachable = scene.wait_provider("api", "Unreachable").await;
+    let text = &unreachable.status.expect("status").conditions[0].message;
+    assert!(hits.load(Ordering::SeqCst) >= 1);
+    assert!(
+        !text.contains("INTERNAL-ONLY-DATA") && !text.contains("hunter2"),
+        "{text}"
+    );
+    assert!(text.contains("answered 500"), "{text}");
+    controller.stop().await;
+}

@@ -19,9 +19,8 @@ use support::fixtures::{self, RunningController, Scene};
 /// Secrets in `secrets`.
 fn serving(scene: &Scene, secrets: &str) -> RunningController {
     let settings = Settings {
-        namespace: Some(scene.ns.clone()),
         cluster_provider_namespace: Some(secrets.to_string()),
-        ..Settings::default()
+        ..fixtures::settings(&scene.ns)
     };
     RunningController::start_with_settings(scene.client.clone(), settings)
 }

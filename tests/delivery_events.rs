@@ -513,9 +513,8 @@ async fn a_cluster_provider_takes_webhooks_at_its_own_url() {
         .expect("creating the cluster provider");
 
     let settings = mailroom::controller::Settings {
-        namespace: Some(team.ns.clone()),
         cluster_provider_namespace: Some(home.ns.clone()),
-        ..Default::default()
+        ..support::fixtures::settings(&team.ns)
     };
     let _controller = RunningController::start_with_settings(team.client.clone(), settings);
     let spec = json!({"providerRef": {"kind": "ClusterEmailProvider", "name": name},

@@ -188,9 +188,8 @@ async fn sent_events_can_be_turned_off_while_failures_still_get_one() {
     let scene = Scene::new("quiet-events").await;
     scene.mailpit_provider().await;
     let settings = Settings {
-        namespace: Some(scene.ns.clone()),
         sent_events: false,
-        ..Settings::default()
+        ..support::fixtures::settings(&scene.ns)
     };
     let controller = RunningController::start_with_settings(scene.client.clone(), settings);
     let subject = support::unique("no event");

@@ -461,9 +461,8 @@ async fn a_stalled_server_delays_only_its_own_messages() {
     .await;
     // Four slots: the stalled provider may hold one of them.
     let settings = Settings {
-        namespace: Some(scene.ns.clone()),
         max_concurrent_sends: 4,
-        ..Settings::default()
+        ..fixtures::settings(&scene.ns)
     };
     let controller =
         fixtures::RunningController::start_with_settings(scene.client.clone(), settings);

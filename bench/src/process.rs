@@ -41,6 +41,8 @@ impl Controller {
             .args(scope.iter().flatten())
             .args([
                 "--leader-election=false",
+                "--allowed-endpoint-hosts",
+                "127.0.0.1",
                 "--admin-addr",
                 "127.0.0.1:0",
                 "--webhook-addr",

@@ -337,7 +337,10 @@ pub struct ApiSpec {
     /// private API key, SendGrid API key).
     pub secret_ref: ApiKeyRef,
     /// Overrides the service's base URL (`https://host[:port][/path]`), for
-    /// regional hosts, proxies and tests. Defaults to the service's own.
+    /// regional hosts, proxies and tests. Defaults to the service's own. Only
+    /// hosts the cluster operator allows (the controller's
+    /// `--allowed-endpoint-hosts`) are used; any other makes the provider
+    /// not Ready (InvalidSpec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 2048),

@@ -228,6 +228,9 @@ pub struct Settings {
     /// Where ClusterEmailProviders' Secrets and ConfigMaps live (the
     /// controller's namespace). `None` leaves ClusterEmailProviders alone.
     pub cluster_provider_namespace: Option<String>,
+    /// Hosts an EmailProvider's `spec.api.endpoint` may name. Empty (the
+    /// default), endpoint overrides are refused.
+    pub allowed_endpoint_hosts: Vec<String>,
 }
 
 impl Default for Settings {
@@ -240,6 +243,7 @@ impl Default for Settings {
             max_concurrent_sends: 32,
             sent_events: true,
             cluster_provider_namespace: None,
+            allowed_endpoint_hosts: Vec::new(),
         }
     }
 }

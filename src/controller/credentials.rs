@@ -49,11 +49,17 @@ pub async fn build(
     client: &Client,
     provider: &EmailProvider,
     namespace: &str,
+    allowed_endpoint_hosts: &[String],
 ) -> Result<Built, ResolveError> {
     let mut fingerprint = format!("gen={}", provider.metadata.generation.unwrap_or_default());
     let transport = match (&provider.spec.smtp, &provider.spec.api) {
         (Some(smtp), _) => build_smtp(client, namespace, smtp, &mut fingerprint).await?,
-        (None, Some(api)) => build_api(client, namespace, api, &mut fingerprint).await?,
+        (None, Some(api)) => {
+            if let Some(endpoint) = &api.endpoint {
+                check_endpoint(endpoint, allowed_endpoint_hosts)?;
+            }
+            build_api(client, namespace, api, &mut fingerprint).await?
+        }
         (None, None) => {
             let text = "spec: no transport is set (smtp or api)";
             return Err(ResolveError::new(reason::INVALID_SPEC, text));
@@ -63,6 +69,34 @@ pub async fn build(
         transport,
         fingerprint,
     })
+}
+
+/// An endpoint override is used only when the cluster operator allows its
+/// host (`--allowed-endpoint-hosts`): otherwise a tenant could point the
+/// controller, with the tenant's key, at anything it can reach inside the
+/// cluster.
+pub fn check_endpoint(endpoint: &str, allowed: &[String]) -> Result<(), ResolveError> {
+    let field = "spec.api.endpoint";
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|e| ResolveError::new(reason::INVALID_SPEC, format!("{field}: not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        let text = format!("{field}: the scheme must be https (or http)");
+        return Err(ResolveError::new(reason::INVALID_SPEC, text));
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(&host)) {
+        return Ok(());
+    }
+    let text = if allowed.is_empty() {
+        format!(
+            "{field}: endpoint overrides are off in this cluster; the cluster operator allows hosts with --allowed-endpoint-hosts"
+        )
+    } else {
+        format!(
+            "{field}: host {host:?} is not among the hosts the cluster operator allows (--allowed-endpoint-hosts)"
+        )
+    };
+    Err(ResolveError::new(reason::INVALID_SPEC, text))
 }
 
 async fn build_smtp(

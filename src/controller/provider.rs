@@ -88,7 +88,9 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
     let hook = webhook::check(&ctx.client, &provider, &secrets_namespace)
         .await
         .map_err(Error::Kube)?;
-    let built = match credentials::build(&ctx.client, &provider, &secrets_namespace).await {
+    let allowed = &ctx.settings.allowed_endpoint_hosts;
+    let built = match credentials::build(&ctx.client, &provider, &secrets_namespace, allowed).await
+    {
         Ok(built) => built,
         Err(e) => {
             ctx.transports.remove(&key);

@@ -31,11 +31,7 @@ impl RunningController {
     /// Starts a controller for `namespace` that uses `client` (e.g. one that
     /// impersonates the controller's ServiceAccount).
     pub fn start_with(client: Client, namespace: &str) -> Self {
-        let settings = Settings {
-            namespace: Some(namespace.to_string()),
-            ..Settings::default()
-        };
-        Self::start_with_settings(client, settings)
+        Self::start_with_settings(client, settings(namespace))
     }
 
     /// Starts a controller with `settings`.
@@ -72,6 +68,19 @@ impl Drop for RunningController {
         if let Some(handle) = self.handle.take() {
             handle.abort();
         }
+    }
+}
+
+/// The hosts of the local API fakes, which tests name as endpoint overrides.
+pub const FAKE_HOSTS: &str = "127.0.0.1";
+
+/// The settings of a test's controller for `namespace`: the defaults, with
+/// the local fakes allowed as endpoint overrides.
+pub fn settings(namespace: &str) -> Settings {
+    Settings {
+        namespace: Some(namespace.to_string()),
+        allowed_endpoint_hosts: vec![FAKE_HOSTS.to_string()],
+        ..Settings::default()
     }
 }
 
@@ -489,6 +498,8 @@ impl ControllerProcess {
                 identity,
                 "--lease-namespace",
                 namespace,
+                "--allowed-endpoint-hosts",
+                FAKE_HOSTS,
             ])
             .args(if flags.contains(&"--admin-addr") {
                 &[][..]

@@ -143,7 +143,12 @@ pub fn error(body: &[u8]) -> ErrorDetail {
         Ok(Value::String(text)) => Some(text),
         _ => None,
     }
-    .unwrap_or_else(|| wire::body_text(body));
+    // Mailgun documents plain-text answers ("Forbidden"); any other form is
+    // described, not copied.
+    .unwrap_or_else(|| match std::str::from_utf8(body) {
+        Ok(text) if !text.trim_start().starts_with(['{', '[', '<']) => wire::bounded(text),
+        _ => wire::undocumented(body),
+    });
     ErrorDetail {
         retry_after: try_again_after(&message),
         message,

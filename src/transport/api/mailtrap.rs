@@ -123,7 +123,7 @@ pub fn error(body: &[u8]) -> ErrorDetail {
             .collect::<Vec<_>>()
             .join("; "),
         Some(Value::String(error)) => error.clone(),
-        _ => wire::body_text(body),
+        _ => wire::undocumented(body),
     };
     ErrorDetail {
         message,

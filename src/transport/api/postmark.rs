@@ -120,7 +120,7 @@ pub fn error(body: &[u8]) -> ErrorDetail {
         .get("Message")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .unwrap_or_else(|| wire::body_text(body));
+        .unwrap_or_else(|| wire::undocumented(body));
     ErrorDetail {
         code: code.map(|c| c.to_string()),
         message,

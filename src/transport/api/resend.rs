@@ -137,7 +137,7 @@ pub fn error(body: &[u8]) -> ErrorDetail {
         .get("message")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .unwrap_or_else(|| wire::body_text(body));
+        .unwrap_or_else(|| wire::undocumented(body));
     ErrorDetail {
         transient: name.as_deref() == Some("concurrent_idempotent_requests"),
         not_auth: name.as_deref() == Some("validation_error"),

@@ -126,7 +126,7 @@ pub fn error(body: &[u8]) -> ErrorDetail {
         .cloned()
         .unwrap_or_default();
     let message = if errors.is_empty() {
-        wire::body_text(body)
+        wire::undocumented(body)
     } else {
         errors
             .iter()

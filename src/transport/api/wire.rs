@@ -232,15 +232,32 @@ pub fn metadata_object(email: &Email) -> Value {
     )
 }
 
-/// The text of the body, cut to a length fit for status.
-pub fn body_text(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(300) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_string(),
+/// What is said of an answer that is not in the service's documented error
+/// form: its size only, never its text. An endpoint may answer anything,
+/// including what must not reach a status a tenant can read.
+pub fn undocumented(body: &[u8]) -> String {
+    format!(
+        "an answer not in the service's documented error form ({} bytes)",
+        body.len()
+    )
+}
+
+/// A service's documented error text, cut to a length fit for status, with
+/// control characters replaced.
+pub fn bounded(text: &str) -> String {
+    let clean: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match clean.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!("{}...", &clean[..cut]),
+        None => clean,
     }
 }
+
+/// The most characters of a service's error text kept in status.
+pub const MAX_ERROR_CHARS: usize = 300;
 
 /// `Retry-After` as seconds or an HTTP date, or SendGrid's
 /// `X-RateLimit-Reset` (epoch seconds).
@@ -277,15 +294,15 @@ pub fn classify(
     let code = detail
         .code
         .as_deref()
-        .map(|c| format!(" {c}"))
-        .unwrap_or_default();
+        .map(|c| bounded(&c.chars().take(64).collect::<String>()));
+    let shown = code.as_deref().map(|c| format!(" {c}")).unwrap_or_default();
     let text = format!(
-        "{} answered {status}{code}: {}",
+        "{} answered {status}{shown}: {}",
         provider.name(),
-        detail.message
+        bounded(&detail.message)
     );
     let mut error = SendError::new(rule.kind, text).with_code(status);
-    error.provider_code = detail.code;
+    error.provider_code = code;
     error.retry_after = retry_after(headers).or(detail.retry_after);
     error
 }
