@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use clap::{Parser, Subcommand};
 use mailroom::admin::Telemetry;
 use mailroom::controller::{self, Settings, leader};
+use mailroom::webhook::Settings as WebhookSettings;
 use mailroom::telemetry::{self, LogFormat};
 
 /// A Kubernetes operator that sends email.
@@ -85,6 +86,20 @@ struct RunArgs {
         env = "MAILROOM_WEBHOOK_UNKNOWN_GRACE_SECONDS"
     )]
     webhook_unknown_grace_seconds: u64,
+    /// The largest webhook request body taken, in bytes (413 past it,
+    /// refused while reading).
+    #[arg(long, default_value_t = WebhookSettings::default().max_body_bytes, env = "MAILROOM_WEBHOOK_MAX_BODY_BYTES")]
+    webhook_max_body_bytes: usize,
+    /// Seconds a webhook client has to send a request's headers (then the
+    /// connection is closed), and then its body (408).
+    #[arg(long, default_value_t = WebhookSettings::default().read_timeout.as_secs(), env = "MAILROOM_WEBHOOK_READ_TIMEOUT_SECONDS")]
+    webhook_read_timeout_seconds: u64,
+    /// Webhook requests handled at once; more are answered 503 at once.
+    #[arg(long, default_value_t = WebhookSettings::default().max_requests, env = "MAILROOM_WEBHOOK_MAX_REQUESTS")]
+    webhook_max_requests: usize,
+    /// Webhook connections open at once; more wait to be accepted.
+    #[arg(long, default_value_t = WebhookSettings::default().max_connections, env = "MAILROOM_WEBHOOK_MAX_CONNECTIONS")]
+    webhook_max_connections: usize,
     /// Record a Normal Event for every Sent message (one more apiserver write
     /// per message). Failed and Unknown messages always get a Warning Event.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MAILROOM_SENT_EVENTS")]
@@ -161,11 +176,15 @@ fn run(args: RunArgs) -> ExitCode {
             }
         });
         if args.webhooks {
-            let settings = mailroom::webhook::Settings {
+            let settings = WebhookSettings {
                 namespace: args.namespace.clone(),
                 cluster_provider_namespace: args.cluster_provider_namespace.clone(),
                 ack_timeout: std::time::Duration::from_secs(args.webhook_ack_timeout_seconds),
                 unknown_grace: std::time::Duration::from_secs(args.webhook_unknown_grace_seconds),
+                max_body_bytes: args.webhook_max_body_bytes,
+                read_timeout: std::time::Duration::from_secs(args.webhook_read_timeout_seconds),
+                max_requests: args.webhook_max_requests,
+                max_connections: args.webhook_max_connections,
                 ..Default::default()
             };
             let addr = args.webhook_addr;

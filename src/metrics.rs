@@ -21,6 +21,13 @@ pub struct ProviderLabels {
     pub transport: String,
 }
 
+/// An HTTP answer's status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    /// The status code, e.g. `404`.
+    pub code: String,
+}
+
 /// A provider by namespace and name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SlotLabels {
@@ -120,6 +127,9 @@ pub struct Metrics {
     pub send_slots: Family<SlotLabels, Gauge>,
     /// Attempts that ran longer than their provider's timeoutSeconds.
     pub slow_attempts: Family<SlotLabels, Counter>,
+    /// Webhook answers, by status code (404 unknown provider, 408 too slow,
+    /// 413 too large, 503 busy or not ready, ...).
+    pub webhook_answers: Family<AnswerLabels, Counter>,
 }
 
 fn send_buckets() -> Histogram {
@@ -147,6 +157,12 @@ impl Default for Metrics {
         let delivery_outcomes = Family::default();
         let send_slots = Family::default();
         let slow_attempts = Family::default();
+        let webhook_answers = Family::default();
+        registry.register(
+            "webhook_answers",
+            "Webhook answers by status code (404 no such provider, 408 too slow, 413 body too large, 503 busy or not ready)",
+            webhook_answers.clone(),
+        );
         registry.register(
             "send_slots_in_use",
             "Send slots a provider holds now (a provider may hold a quarter of --max-concurrent-sends, a namespace half)",
@@ -247,6 +263,7 @@ impl Default for Metrics {
             delivery_outcomes,
             send_slots,
             slow_attempts,
+            webhook_answers,
         }
     }
 }

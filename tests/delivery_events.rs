@@ -18,7 +18,7 @@ use mailroom_fakes::Service;
 use mailroom_fakes::webhook::{Event, Happened, Request, Signer};
 use serde_json::json;
 use support::fixtures::{RunningController, Scene, api_scene, create, events_for, wait_provider};
-use support::webhooks::{Receiver, post, post_timed, webhook_provider};
+use support::webhooks::{Receiver, post, post_oversized, post_timed, webhook_provider};
 
 const RECIPIENT: &str = "x@example.org";
 const KEY: &str = support::fixtures::VALID_API_KEY;
@@ -366,11 +366,7 @@ async fn unknown_providers_and_providers_without_webhook_are_not_found() {
         .await;
     let plain = format!("{}/plain", h.receiver.base);
     assert_eq!(post(&h.http, &plain, request).await, 404);
-    let too_large = Request {
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: vec![b' '; 17 * 1024 * 1024],
-    };
-    assert_eq!(post(&h.http, &h.url(), &too_large).await, 413);
+    assert_eq!(post_oversized(&h.url(), 2 * 1024 * 1024).await, 413);
 }
 
 /// 5,000 events for 1,000 messages, posted 64 at a time as Postmark posts
@@ -652,4 +648,162 @@ async fn webhook_settings_are_checked_on_the_provider() {
             "webhook needs an api provider",
         )
         .await;
+}
+
+/// The webhook port faces the internet. Requests naming providers that do
+/// not exist cost no apiserver call (the receiver here may list and watch
+/// providers and messages but not get one: a per-request read would be
+/// refused and answered 503) and are counted as 404s; a body past the limit
+/// is refused (413); a client that sends its headers too slowly is cut off;
+/// a request that takes too long is answered 408; past the requests allowed
+/// at once, 503 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_port_holds_against_floods_slow_clients_and_large_bodies() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let scene = Scene::new("webhook-port").await;
+    let user = format!("webhook-probe-{}", scene.ns);
+    create::<Role>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "watch-only"},
+               "rules": [{"apiGroups": ["mailroom.dev"], "resources": ["emailproviders", "emailmessages"],
+                          "verbs": ["list", "watch"]}]}),
+    )
+    .await;
+    create::<RoleBinding>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "watch-only"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "watch-only"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+    )
+    .await;
+    let client = support::impersonating_client(&user, &[]).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding");
+    let addr = listener.local_addr().expect("address");
+    let telemetry = std::sync::Arc::new(mailroom::admin::Telemetry::default());
+    let settings = mailroom::webhook::Settings {
+        namespace: Some(scene.ns.clone()),
+        read_timeout: Duration::from_secs(1),
+        ack_timeout: Duration::from_secs(1),
+        unknown_grace: Duration::from_secs(1),
+        max_requests: 4,
+        ..Default::default()
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(mailroom::webhook::serve(
+        listener,
+        client,
+        settings,
+        telemetry.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}/webhooks/{}", scene.ns);
+    let answers = |code: &str| {
+        let text = telemetry.metrics.encode();
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "mailroom_webhook_answers_total{{code=\"{code}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+
+    // Unsigned requests to 2,000 provider names that do not exist.
+    let unsigned = Request {
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: b"{}".to_vec(),
+    };
+    let codes: Vec<u16> = futures::stream::iter(0..2000)
+        .map(|i| {
+            let (http, url, request) = (&http, format!("{base}/nobody-{i}"), &unsigned);
+            async move { post(http, &url, request).await }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    assert!(
+        codes.iter().all(|&c| c == 404),
+        "{:?}",
+        codes.iter().find(|&&c| c != 404)
+    );
+    assert_eq!(answers("404"), 2000.0);
+
+    // A body past the limit (1 MiB by default): 413, without a length too.
+    assert_eq!(
+        post_oversized(&format!("{base}/any"), 2 * 1024 * 1024).await,
+        413
+    );
+    let mut chunked = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting");
+    let size = 3 * 512 * 1024;
+    let mut request = format!(
+        "POST /webhooks/{}/any HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{size:x}\r\n",
+        scene.ns
+    )
+    .into_bytes();
+    request.extend(vec![b' '; size]);
+    request.extend(b"\r\n0\r\n\r\n");
+    // The server may answer 413 and close before it has read it all.
+    let _ = chunked.write_all(&request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), chunked.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answers("413") >= 1.0);
+
+    // Headers never finished: cut off after the read timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting");
+    slow.write_all(b"POST /webhooks/x/y HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("half the headers");
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "the connection was not closed: {closed:?}"
+    );
+
+    // A body that never finishes holds a request slot until 408; past the
+    // four allowed at once, 503 at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connecting");
+        stream
+            .write_all(b"POST /webhooks/x/y HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+            .await
+            .expect("headers and a bit of body");
+        held.push(stream);
+    }
+    let busy = support::eventually(
+        "a 503 while four requests are held",
+        Duration::from_secs(5),
+        || async {
+            let answer = http.post(format!("{base}/any")).body("{}").send().await;
+            answer.ok().filter(|a| a.status().as_u16() == 503).map(drop)
+        },
+    );
+    busy.await;
+    let mut first = held.remove(0);
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answers("408") >= 1.0);
+    assert!(answers("503") >= 1.0);
 }

@@ -1,21 +1,29 @@
 //! The webhook settings of the provider a URL names: which service it is,
-//! and the key from the Secret in its `spec.webhook`. Cached for a few
-//! seconds so a burst of requests costs no API calls; a signature that does
-//! not match re-reads them (at most once per `REFRESH_AFTER`), so a rotated
-//! key takes effect at once.
+//! and the key from the Secret in its `spec.webhook`. Providers come from a
+//! watch, so a request naming a provider that does not exist costs no
+//! apiserver call and leaves nothing behind; the key of an existing one is
+//! cached for a few seconds so a burst of requests costs no API calls, and
+//! a signature that does not match re-reads it (at most once per
+//! `REFRESH_AFTER`), so a rotated key takes effect at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
 
 use super::index::Scope;
 use super::signature::{KeyError, WebhookKey};
 use crate::api::provider::{ApiProvider, WebhookSpec};
 use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderSpec};
+use crate::guarded::{self, Mark};
 
 /// How long settings are used before they are read again.
 const TTL: Duration = Duration::from_secs(10);
@@ -38,6 +46,9 @@ pub enum Unavailable {
     /// No such provider (or cluster providers are not served).
     #[error("no provider {0}")]
     NotFound(Scope),
+    /// The providers have not been listed yet (just started).
+    #[error("starting: the providers are not listed yet")]
+    Starting,
     /// The provider sets no `spec.webhook`, or is not an API provider.
     #[error("provider {0} does not take webhooks (no spec.webhook on an api provider)")]
     NoWebhook(Scope),
@@ -95,16 +106,47 @@ type Cached = (Instant, Result<Arc<Endpoint>, Arc<Unavailable>>);
 pub struct Keys {
     client: Client,
     cluster_namespace: Option<String>,
+    providers: Store<EmailProvider>,
+    cluster_providers: Store<ClusterEmailProvider>,
+    listed: Arc<AtomicBool>,
     cache: Mutex<HashMap<Scope, Cached>>,
 }
 
+/// Keys kept at most; past it, entries older than the TTL are dropped.
+const CACHE_LIMIT: usize = 1024;
+
 impl Keys {
-    /// Reads providers with `client`; ClusterEmailProviders' Secrets from
-    /// `cluster_namespace` (unset: they are not served).
-    pub fn new(client: Client, cluster_namespace: Option<String>) -> Self {
+    /// Watches the providers of `namespace` (all when `None`), and the
+    /// ClusterEmailProviders when `cluster_namespace` (where their Secrets
+    /// are) is set, with `client`.
+    pub fn new(
+        client: Client,
+        namespace: Option<String>,
+        cluster_namespace: Option<String>,
+    ) -> Self {
+        let api: Api<DeserializeGuard<EmailProvider>> = match &namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        };
+        let providers = reflect(&client, api);
+        let cluster_providers = match &cluster_namespace {
+            Some(_) => reflect(&client, Api::all(client.clone())),
+            None => reflector::store().0,
+        };
+        let listed = Arc::new(AtomicBool::new(false));
+        let (flag, first, second) = (listed.clone(), providers.clone(), cluster_providers.clone());
+        let serves_cluster = cluster_namespace.is_some();
+        tokio::spawn(async move {
+            let ready = first.wait_until_ready().await.is_ok()
+                && (!serves_cluster || second.wait_until_ready().await.is_ok());
+            flag.store(ready, Ordering::SeqCst);
+        });
         Self {
             client,
             cluster_namespace,
+            providers,
+            cluster_providers,
+            listed,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -116,6 +158,11 @@ impl Keys {
         scope: &Scope,
         refresh: bool,
     ) -> (Result<Arc<Endpoint>, Arc<Unavailable>>, Duration) {
+        // Nothing is read or kept for a provider that does not exist.
+        let spec = match self.spec(scope) {
+            Ok(spec) => spec,
+            Err(e) => return (Err(Arc::new(e)), Duration::ZERO),
+        };
         let cached = self
             .cache
             .lock()
@@ -128,38 +175,45 @@ impl Keys {
                 return (result, age);
             }
         }
-        let result = self.read(scope).await.map(Arc::new).map_err(Arc::new);
+        let result = self.read(scope, spec).await.map(Arc::new).map_err(Arc::new);
         if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_LIMIT {
+                cache.retain(|_, (at, _)| at.elapsed() < TTL);
+            }
             cache.insert(scope.clone(), (Instant::now(), result.clone()));
         }
         (result, Duration::ZERO)
     }
 
-    async fn read(&self, scope: &Scope) -> Result<Endpoint, Unavailable> {
-        let kube_error = |what: String| move |source| Unavailable::Kube { what, source };
-        let (spec, secret_namespace): (EmailProviderSpec, String) = match scope {
-            Scope::Namespaced { namespace, name } => {
-                let api: Api<EmailProvider> = Api::namespaced(self.client.clone(), namespace);
-                let provider = api
-                    .get_opt(name)
-                    .await
-                    .map_err(kube_error(format!("EmailProvider {scope}")))?
-                    .ok_or_else(|| Unavailable::NotFound(scope.clone()))?;
-                (provider.spec, namespace.clone())
-            }
+    /// The spec of the provider `scope` names, from the watch, and the
+    /// namespace of its Secrets.
+    fn spec(&self, scope: &Scope) -> Result<(EmailProviderSpec, String), Unavailable> {
+        if !self.listed.load(Ordering::SeqCst) {
+            return Err(Unavailable::Starting);
+        }
+        match scope {
+            Scope::Namespaced { namespace, name } => self
+                .providers
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|p| (p.spec.clone(), namespace.clone()))
+                .ok_or_else(|| Unavailable::NotFound(scope.clone())),
             Scope::Cluster { name } => {
                 let Some(namespace) = self.cluster_namespace.clone() else {
                     return Err(Unavailable::NotFound(scope.clone()));
                 };
-                let api: Api<ClusterEmailProvider> = Api::all(self.client.clone());
-                let provider = api
-                    .get_opt(name)
-                    .await
-                    .map_err(kube_error(format!("ClusterEmailProvider {name}")))?
-                    .ok_or_else(|| Unavailable::NotFound(scope.clone()))?;
-                (provider.spec.provider, namespace)
+                self.cluster_providers
+                    .get(&ObjectRef::new(name))
+                    .map(|p| (p.spec.provider.clone(), namespace))
+                    .ok_or_else(|| Unavailable::NotFound(scope.clone()))
             }
-        };
+        }
+    }
+
+    async fn read(
+        &self,
+        scope: &Scope,
+        (spec, secret_namespace): (EmailProviderSpec, String),
+    ) -> Result<Endpoint, Unavailable> {
         let (Some(api), Some(webhook)) = (spec.api, spec.webhook) else {
             return Err(Unavailable::NoWebhook(scope.clone()));
         };
@@ -177,6 +231,25 @@ impl Keys {
             tolerance_seconds: webhook.tolerance_seconds,
         })
     }
+}
+
+/// A store of `api`'s objects, kept by a watch (decoded one at a time).
+fn reflect<K>(client: &Client, api: Api<DeserializeGuard<K>>) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let stream = guarded::watch(
+        client.clone(),
+        api,
+        watcher::Config::default(),
+        Mark::Nothing,
+    )
+    .reflect(writer)
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(stream);
+    store
 }
 
 /// Reads the webhook key of `service` from the Secret `webhook` names, in

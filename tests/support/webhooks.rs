@@ -137,3 +137,29 @@ pub async fn post_timed(
     }
     panic!("{url} answered 503 for 10 s");
 }
+
+/// Posts `body_len` bytes of JSON-ish body to `url` over a raw connection
+/// and answers the status code the server sent, even when it answers and
+/// closes before it has read the whole body (as it does past its limit,
+/// where an HTTP client would see only the broken pipe).
+pub async fn post_oversized(url: &str, body_len: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (authority, path) = rest.split_once('/').expect("a path");
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .expect("connecting");
+    let head = format!(
+        "POST /{path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {body_len}\r\n\r\n"
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&vec![b' '; body_len]).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
