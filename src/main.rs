@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use clap::{Parser, Subcommand};
 use mailroom::admin::Telemetry;
 use mailroom::controller::{self, Settings, leader};
-use mailroom::webhook::Settings as WebhookSettings;
 use mailroom::telemetry::{self, LogFormat};
+use mailroom::webhook::Settings as WebhookSettings;
 
 /// A Kubernetes operator that sends email.
 #[derive(Parser)]

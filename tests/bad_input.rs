@@ -78,6 +78,11 @@ async fn refused_at_apply_time() {
             message("sendAt", json!("9999-12-31T23:59:59Z")),
             "sendAt must be before 2100-01-01T00:00:00Z",
         ),
+        (
+            json!({"providerRef": {"name": "p"}, "to": ["ok@example.org"], "subject": "s",
+                   "text": "x".repeat(600_000), "html": "y".repeat(600_000)}),
+            "text and html together may hold at most 1 MiB",
+        ),
     ];
     for (i, (spec, expected)) in messages.into_iter().enumerate() {
         scene
@@ -264,5 +269,36 @@ async fn a_message_the_controller_cannot_read_costs_only_itself() {
     assert_eq!(support::received(&good).await.len(), 1);
     assert_eq!(support::received(&later_good).await.len(), 1);
     assert_eq!(support::received_count(&bad).await, 0, "never sent");
+    controller.stop().await;
+}
+
+/// A message within the schema whose outcome could not be written (its
+/// status would take it past etcd's object limit) is refused before it is
+/// claimed: nothing is sent, and the refusal itself fits.
+#[tokio::test]
+async fn a_message_too_large_to_record_is_refused_before_it_is_sent() {
+    let scene = Scene::new("too-large").await;
+    scene.mailpit_provider().await;
+    let controller = scene.controller().await;
+    let subject = support::unique("too large to record");
+    // 505,000 three-byte characters: under the schema's character cap,
+    // 1.5 MB on the wire.
+    let spec = json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "subject": subject,
+                      "text": "€".repeat(505_000)});
+    scene.message("huge", spec).await;
+    let failed = scene.wait_phase("huge", Phase::Failed).await;
+    let status = failed.status.expect("status");
+    let error = status.last_error.expect("lastError");
+    assert_eq!(error.reason, "InvalidRequest");
+    assert!(
+        error.message.contains("could not be recorded"),
+        "{}",
+        error.message
+    );
+    assert_eq!(status.attempts, 0, "never claimed");
+    let small = support::unique("small after huge");
+    scene.note("small", "mailpit", &small).await;
+    scene.wait_phase("small", Phase::Sent).await;
+    assert_eq!(support::received_count(&subject).await, 0, "nothing sent");
     controller.stop().await;
 }

@@ -52,6 +52,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
 #[x_kube(validation = Rule::new("!has(self.recipients) || size(self.recipients) == 0 || size(self.to) + size(self.cc) + size(self.bcc) == 0").message("recipients sends one email to each: leave to, cc and bcc empty"))]
 #[x_kube(validation = Rule::new("!has(self.recipients) || size(self.recipients) == 0 || !has(self.attachments) || size(self.attachments) == 0").message("attachments cannot be combined with recipients"))]
 #[x_kube(validation = Rule::new("has(self.text) || has(self.html) || has(self.templateRef) || has(self.providerTemplate)").message("a body is required: set text, html or both, a templateRef or a providerTemplate"))]
+#[x_kube(validation = Rule::new("(has(self.text) ? size(self.text) : 0) + (has(self.html) ? size(self.html) : 0) <= 1048576").message("text and html together may hold at most 1 MiB (1048576 characters): the message and its status must fit in one etcd object"))]
 #[x_kube(validation = Rule::new("!has(self.templateRef) || (!has(self.text) && !has(self.html) && self.subject == '')").message("templateRef supplies the subject and body: leave subject, text and html unset"))]
 #[x_kube(validation = Rule::new("!has(self.providerTemplate) || (!has(self.text) && !has(self.html) && !has(self.templateRef))").message("providerTemplate supplies the body: leave text, html and templateRef unset"))]
 #[x_kube(validation = Rule::new("has(self.templateRef) || has(self.providerTemplate) || self.subject != ''").message("a subject is required (or a templateRef or providerTemplate)"))]

@@ -131,6 +131,11 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         };
     }
 
+    // Never claim a message whose outcome could not be written.
+    if let Err(text) = super::fits::check(&message) {
+        return fail_invalid(&api, &message, &ctx, text).await;
+    }
+
     let provider_name = &message.spec.provider_ref.name;
     let provider_kind = message.spec.provider_ref.kind;
     let cluster_provider = match provider_kind {

@@ -12,6 +12,7 @@ pub mod bulk;
 pub mod context;
 pub mod credentials;
 pub mod error;
+pub mod fits;
 pub mod leader;
 pub mod message;
 pub mod provider;
@@ -306,12 +307,21 @@ where
     Controller::for_stream(stream, store)
 }
 
-/// Drops what the controller never reads from a cached message.
+/// Drops what the controller never reads from a cached message, noting how
+/// many bytes of the stored object that was (`fits` counts them).
 fn slim(message: &mut EmailMessage) {
-    message.managed_fields_mut().clear();
-    message
+    let fields = std::mem::take(message.managed_fields_mut());
+    let fields_bytes = serde_json::to_vec(&fields).map_or(0, |b| b.len());
+    let applied = message
         .annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
+        .remove("kubectl.kubernetes.io/last-applied-configuration")
+        .map_or(0, |a| a.len());
+    let dropped = fields_bytes + applied;
+    if dropped > 0 {
+        message
+            .annotations_mut()
+            .insert(fits::DROPPED_BYTES.to_string(), dropped.to_string());
+    }
 }
 
 /// The unfinished messages of `namespace` (of every namespace when `None`,
