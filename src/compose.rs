@@ -4,7 +4,7 @@
 
 use lettre::message::Mailbox;
 
-use crate::api::message::{EmailMessageSpec, RESERVED_HEADERS};
+use crate::api::message::{EmailMessageSpec, is_reserved_header};
 
 /// An email ready for any transport.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,12 +103,31 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidMessa
 }
 
 fn mailbox(field: String, value: &str) -> Result<Mailbox, InvalidMessage> {
-    if value.contains(['\r', '\n']) {
-        return Err(invalid(field, "line breaks are not allowed in an address"));
+    if value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            "control characters (line breaks among them) are not allowed in an address",
+        ));
     }
     value
         .parse::<Mailbox>()
+        .or_else(|e| quoted_name(value).ok_or(e))
         .map_err(|e| invalid(field, format!("{value:?} is not a valid address: {e}")))
+}
+
+/// `Name <address>` whose unquoted name holds specials (`:` `()` `[]` `.`)
+/// that RFC 5322 allows only quoted: the name as given, written quoted.
+fn quoted_name(value: &str) -> Option<Mailbox> {
+    let (name, rest) = value.rsplit_once('<')?;
+    let address = rest.strip_suffix('>')?.parse().ok()?;
+    let name = name.trim();
+    if name.starts_with('"') || name.contains(['"', '\\']) {
+        return None;
+    }
+    Some(Mailbox::new(
+        (!name.is_empty()).then(|| name.to_string()),
+        address,
+    ))
 }
 
 fn mailboxes(field: &str, values: &[String]) -> Result<Vec<Mailbox>, InvalidMessage> {
@@ -152,8 +171,11 @@ pub fn compose(
             "at least one recipient is required in to, cc or bcc",
         ));
     }
-    if spec.subject.contains(['\r', '\n']) {
-        return Err(invalid("spec.subject", "line breaks are not allowed"));
+    if spec.subject.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(invalid(
+            "spec.subject",
+            "control characters (line breaks among them) are not allowed",
+        ));
     }
     let stored_template = spec.provider_template.as_ref().map(|t| StoredTemplate {
         id: t.id.clone(),
@@ -176,16 +198,16 @@ pub fn compose(
         if name.is_empty() || name.len() > 76 || !name.chars().all(token) {
             return Err(invalid(field, "not a valid header name"));
         }
-        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        if is_reserved_header(name) {
             return Err(invalid(
                 field,
-                "this header is set from the message's own fields",
+                "this header may not be set: it is the message's own, or changes routing, MIME structure or authentication",
             ));
         }
-        if value.contains(['\r', '\n']) {
+        if value.chars().any(|c| c.is_control() && c != '\t') {
             return Err(invalid(
                 field,
-                "line breaks are not allowed in header values",
+                "control characters (line breaks among them) are not allowed in header values",
             ));
         }
         headers.push((name.clone(), value.clone()));
@@ -293,6 +315,37 @@ mod tests {
         assert_eq!(
             compose(&s, None, "u").expect_err("subject").field,
             "spec.subject"
+        );
+        for header in [
+            "Resent-Bcc",
+            "received",
+            "Content-Disposition",
+            "X-Mailroom-Metadata",
+        ] {
+            let mut s = spec();
+            s.headers.insert(header.into(), "x".into());
+            assert!(compose(&s, None, "u").is_err(), "{header} is refused");
+        }
+        let mut s = spec();
+        s.subject = "a\u{0b}b".into();
+        assert!(compose(&s, None, "u").is_err(), "VT in the subject");
+        let mut s = spec();
+        s.headers.insert("X-A".into(), "a\u{0}b".into());
+        assert!(compose(&s, None, "u").is_err(), "NUL in a header");
+    }
+
+    #[test]
+    fn a_display_name_with_specials_is_quoted() {
+        let mut s = spec();
+        s.to = vec!["Support: Team (EU) [ops] <help@example.org>".into()];
+        let email = compose(&s, None, "u").expect("quoted, not refused");
+        assert_eq!(
+            email.to[0].name.as_deref(),
+            Some("Support: Team (EU) [ops]")
+        );
+        assert_eq!(
+            email.to[0].to_string(),
+            "\"Support: Team (EU) [ops]\" <help@example.org>"
         );
     }
 }

@@ -7,6 +7,8 @@ pub mod api;
 pub mod compose;
 pub mod controller;
 pub mod guarded;
+#[cfg(test)]
+mod hostile_input;
 pub mod metrics;
 pub mod render;
 pub mod telemetry;

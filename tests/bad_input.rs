@@ -83,6 +83,57 @@ async fn refused_at_apply_time() {
                    "text": "x".repeat(600_000), "html": "y".repeat(600_000)}),
             "text and html together may hold at most 1 MiB",
         ),
+        // Headers that change routing, MIME structure or authentication.
+        (
+            message("headers", json!({"Resent-Bcc": "eve@example.org"})),
+            "headers may not set",
+        ),
+        (
+            message("headers", json!({"Resent-To": "eve@example.org"})),
+            "headers may not set",
+        ),
+        (
+            message("headers", json!({"Received": "from x"})),
+            "headers may not set",
+        ),
+        (
+            message("headers", json!({"DKIM-Signature": "v=1"})),
+            "headers may not set",
+        ),
+        (
+            message("headers", json!({"Content-Disposition": "attachment"})),
+            "headers may not set",
+        ),
+        (
+            message(
+                "headers",
+                json!({"Disposition-Notification-To": "eve@example.org"}),
+            ),
+            "headers may not set",
+        ),
+        (
+            message("headers", json!({"X-Mailroom-Metadata": "{}"})),
+            "headers may not set",
+        ),
+        // Control characters other than line breaks.
+        (message("subject", json!("a\u{0b}b")), "spec.subject"),
+        (message("subject", json!("a\u{0c}b")), "spec.subject"),
+        (
+            message("headers", json!({"X-A": "a\u{0}b"})),
+            "header values may not contain control characters",
+        ),
+        (
+            message("to", json!(["Eve\u{1b}[31m <eve@example.org>"])),
+            "spec.to[0]",
+        ),
+        // More recipients in one email than the schema allows in all.
+        (
+            json!({"providerRef": {"name": "p"}, "subject": "s", "text": "t",
+                   "to": (0..50).map(|i| format!("t{i}@example.org")).collect::<Vec<_>>(),
+                   "cc": (0..50).map(|i| format!("c{i}@example.org")).collect::<Vec<_>>(),
+                   "bcc": ["b@example.org"]}),
+            "to, cc and bcc together may name at most 100 recipients",
+        ),
     ];
     for (i, (spec, expected)) in messages.into_iter().enumerate() {
         scene

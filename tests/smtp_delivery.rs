@@ -521,3 +521,26 @@ async fn a_stalled_server_delays_only_its_own_messages() {
     }
     controller.stop().await;
 }
+
+/// A display name with characters RFC 5322 allows only quoted (`:` `()`
+/// `[]`) passes apply, is sent quoted, and arrives with the name as given.
+#[tokio::test]
+async fn a_display_name_with_specials_is_sent_quoted() {
+    let scene = Scene::new("display-name").await;
+    scene.mailpit_provider().await;
+    let controller = scene.controller().await;
+    let subject = support::unique("quoted name");
+    scene
+        .message(
+            "named",
+            json!({"providerRef": {"name": "mailpit"}, "to": ["Support: Team (EU) [ops] <help@example.org>"],
+                   "subject": subject, "text": "hi"}),
+        )
+        .await;
+    scene.wait_phase("named", Phase::Sent).await;
+    let found = support::received(&subject).await;
+    let mail = Mailpit::shared().message(&found[0].id).await;
+    assert_eq!(mail.to[0].address, "help@example.org");
+    assert_eq!(mail.to[0].name, "Support: Team (EU) [ops]");
+    controller.stop().await;
+}

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::schema;
 
 /// Header names a message may not set in `headers`: they are built from the
-/// spec's own fields or by the transport, and setting them twice would let a
-/// message say one thing and do another.
+/// spec's own fields or by the transport, or they change where the mail goes,
+/// how its MIME tree is read, or what it claims about its own authentication
+/// and path; setting them would let a message say one thing and do another.
 pub const RESERVED_HEADERS: &[&str] = &[
+    // The message's own fields, and its identity.
     "from",
     "sender",
     "to",
@@ -23,11 +25,57 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "subject",
     "message-id",
     "date",
-    "mime-version",
-    "content-type",
-    "content-transfer-encoding",
+    // Routing and receipts.
     "return-path",
+    "delivered-to",
+    "envelope-to",
+    "x-original-to",
+    "apparently-to",
+    "errors-to",
+    "disposition-notification-to",
+    "return-receipt-to",
+    // The MIME tree.
+    "mime-version",
+    // Authentication and the path the mail took.
+    "received",
+    "received-spf",
+    "dkim-signature",
+    "domainkey-signature",
+    "authentication-results",
 ];
+
+/// Header name prefixes a message may not use, for the same reasons:
+/// `Content-*` (the MIME tree), `Resent-*` (re-routing), `ARC-*`
+/// (authentication chains) and `X-Mailroom-*` (mailroom's own).
+pub const RESERVED_HEADER_PREFIXES: &[&str] = &["content-", "resent-", "arc-", "x-mailroom-"];
+
+/// Whether `name` is a header a message may not set.
+pub fn is_reserved_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&lower.as_str())
+        || RESERVED_HEADER_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p))
+}
+
+/// The CEL rule that refuses reserved headers at apply time, built from the
+/// same lists as [`is_reserved_header`].
+fn reserved_headers_rule() -> String {
+    let names = RESERVED_HEADERS
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let prefixes = RESERVED_HEADER_PREFIXES
+        .iter()
+        .map(|p| format!(" && !name.lowerAscii().startsWith('{p}')"))
+        .collect::<String>();
+    format!("self.all(name, !(name.lowerAscii() in [{names}]){prefixes})")
+}
+
+/// Text without control characters (tab allowed): no line breaks, no NUL,
+/// VT, FF or escape sequences in a header.
+pub const NO_CONTROLS: &str = r"^[^\x00-\x08\x0a-\x1f\x7f]*$";
 
 /// One email to send. The spec cannot change after creation: to send again,
 /// create a new EmailMessage.
@@ -49,6 +97,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new EmailMessage to send again"))]
 #[x_kube(validation = Rule::new("size(self.to) + size(self.cc) + size(self.bcc) > 0 || (has(self.recipients) && size(self.recipients) > 0)").message("at least one recipient is required in to, cc or bcc (or recipients)"))]
+#[x_kube(validation = Rule::new("size(self.to) + size(self.cc) + size(self.bcc) <= 100").message("to, cc and bcc together may name at most 100 recipients (for more, use recipients: one email each)"))]
 #[x_kube(validation = Rule::new("!has(self.recipients) || size(self.recipients) == 0 || size(self.to) + size(self.cc) + size(self.bcc) == 0").message("recipients sends one email to each: leave to, cc and bcc empty"))]
 #[x_kube(validation = Rule::new("!has(self.recipients) || size(self.recipients) == 0 || !has(self.attachments) || size(self.attachments) == 0").message("attachments cannot be combined with recipients"))]
 #[x_kube(validation = Rule::new("has(self.text) || has(self.html) || has(self.templateRef) || has(self.providerTemplate)").message("a body is required: set text, html or both, a templateRef or a providerTemplate"))]
@@ -89,10 +138,10 @@ pub struct EmailMessageSpec {
     #[schemars(schema_with = "schema::mailbox_list")]
     pub reply_to: Vec<String>,
 
-    /// The subject line. It may not contain line breaks. Leave it unset with
-    /// a templateRef.
+    /// The subject line. It may not contain line breaks or other control
+    /// characters. Leave it unset with a templateRef.
     #[serde(default)]
-    #[schemars(length(max = 998), regex(pattern = r"^[^\r\n]*$"))]
+    #[schemars(length(max = 998), regex(pattern = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"))]
     pub subject: String,
 
     /// An EmailTemplate, in the same namespace, that supplies the subject and
@@ -125,14 +174,21 @@ pub struct EmailMessageSpec {
     pub html: Option<String>,
 
     /// Extra headers, name to value (for example `X-Campaign: spring`). Names
-    /// are header tokens; values may not contain line breaks; headers that
-    /// the message's own fields set (From, To, Cc, Bcc, Reply-To, Subject,
-    /// Message-ID, Date, Sender, MIME and Return-Path headers) are refused.
+    /// are header tokens; values may not contain line breaks or other control
+    /// characters. Refused: headers the message's own fields set (From, To,
+    /// Cc, Bcc, Reply-To, Subject, Message-ID, Date, Sender), routing and
+    /// receipt headers (Return-Path, Delivered-To, Envelope-To, X-Original-To,
+    /// Apparently-To, Errors-To, Disposition-Notification-To,
+    /// Return-Receipt-To, Resent-*), MIME headers (MIME-Version, Content-*),
+    /// trace and authentication headers (Received, Received-SPF,
+    /// DKIM-Signature, DomainKey-Signature, ARC-*, Authentication-Results)
+    /// and X-Mailroom-*.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 50, "additionalProperties" = {"type": "string", "maxLength": 998}))]
     #[x_kube(validation = Rule::new("self.all(name, name.matches('^[!#-\\'*+.0-9A-Z^-z|~-]{1,76}$'))").message("header names must be 1-76 token characters (letters, digits, and !#$%&'*+.^_`|~-)"))]
-    #[x_kube(validation = Rule::new("self.all(name, !(name.lowerAscii() in ['from', 'sender', 'to', 'cc', 'bcc', 'reply-to', 'subject', 'message-id', 'date', 'mime-version', 'content-type', 'content-transfer-encoding', 'return-path']))").message("headers may not set From, Sender, To, Cc, Bcc, Reply-To, Subject, Message-ID, Date, MIME-Version, Content-Type, Content-Transfer-Encoding or Return-Path: use the message's own fields"))]
+    #[x_kube(validation = Rule::new(reserved_headers_rule()).message("headers may not set the message's own fields (From, Sender, To, Cc, Bcc, Reply-To, Subject, Message-ID, Date), routing or receipt headers (Return-Path, Delivered-To, Disposition-Notification-To, ...), MIME headers (MIME-Version, Content-*), Resent-*, trace or authentication headers (Received, DKIM-Signature, ARC-*, Authentication-Results) or X-Mailroom-*"))]
     #[x_kube(validation = Rule::new("self.all(name, !self[name].contains('\\r') && !self[name].contains('\\n'))").message("header values may not contain CR or LF"))]
+    #[x_kube(validation = Rule::new(format!("self.all(name, self[name].matches('{NO_CONTROLS}'))")).message("header values may not contain control characters"))]
     pub headers: BTreeMap<String, String>,
 
     /// What to do when the controller stops after claiming an attempt and
@@ -181,7 +237,7 @@ pub struct EmailMessageSpec {
     /// `X-Mailroom-Metadata` header over SMTP. Keys are 1-64 letters, digits,
     /// `_` or `-`; values at most 256 characters without line breaks.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 20, "additionalProperties" = {"type": "string", "maxLength": 256, "pattern": "^[^\\r\\n]*$"}))]
+    #[schemars(extend("maxProperties" = 20, "additionalProperties" = {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$"}))]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9_-]{1,64}$'))").message("metadata keys must be 1-64 letters, digits, _ or -"))]
     pub metadata: BTreeMap<String, String>,
 
@@ -225,7 +281,10 @@ pub struct Recipient {
 pub struct Attachment {
     /// The file name the recipient sees, e.g. `invoice.pdf`. No line breaks,
     /// quotes, slashes or backslashes.
-    #[schemars(length(min = 1, max = 255), regex(pattern = r#"^[^\r\n"/\\]+$"#))]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r#"^[^\x00-\x1f\x7f"/\\]+$"#)
+    )]
     pub filename: String,
 
     /// The MIME type, e.g. `application/pdf`. Defaults to the type the file

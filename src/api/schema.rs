@@ -8,9 +8,11 @@ use schemars::{Schema, SchemaGenerator, json_schema};
 const ADDR_SPEC: &str = r"[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*";
 
 /// A mailbox: a bare address, or a display name followed by `<address>`.
-/// CR and LF are excluded everywhere, so no header can be injected through it.
+/// Control characters (CR and LF among them) are excluded everywhere, so no
+/// header can be injected through it. A display name with other specials
+/// (`:` `()` `[]` `.`) is quoted when the mail is written.
 pub fn mailbox_pattern() -> String {
-    format!(r#"^(?:{ADDR_SPEC}|(?:[^<>"\r\n,;@]*|"[^"\r\n]*") ?<{ADDR_SPEC}>)$"#)
+    format!(r#"^(?:{ADDR_SPEC}|(?:[^<>"\x00-\x1f\x7f,;@]*|"[^"\x00-\x1f\x7f]*") ?<{ADDR_SPEC}>)$"#)
 }
 
 /// The longest mailbox accepted (display name and address).
@@ -84,6 +86,7 @@ mod tests {
             "Alice <alice@example.com>",
             "\"Smith, Alice\" <alice@example.com>",
             "<alice@example.com>",
+            "Support: Team (EU) [ops] <alice@example.com>",
         ] {
             assert!(matches(ok), "{ok} should be accepted");
         }
@@ -101,6 +104,8 @@ mod tests {
             "a@b@c.com",
             "alice@-example.com",
             "two@example.com, three@example.com",
+            "Eve\u{0b} <eve@example.com>",
+            "\"Eve\u{0}\" <eve@example.com>",
         ] {
             assert!(!matches(bad), "{bad:?} should be rejected");
         }

@@ -72,14 +72,7 @@ impl Limits {
             |f: fn(&RetryPolicy) -> Option<u32>| own.and_then(f).or_else(|| inherited.and_then(f));
         let max_attempts = pick(|r| r.max_attempts).unwrap_or(ctx.settings.max_attempts);
         let seconds = pick(|r| r.deadline_seconds).unwrap_or(ctx.settings.deadline_seconds);
-        // The deadline counts from creation, or from sendAt when later.
-        let created = message.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let created = created.max(message.spec.send_at.as_ref().map(|t| t.0));
-        // Checked: a sendAt near the end of time has no reachable deadline.
-        let deadline = created.and_then(|c| {
-            c.checked_add(jiff::SignedDuration::from_secs(i64::from(seconds)))
-                .ok()
-        });
+        let deadline = deadline(message, seconds);
         Self {
             max_attempts,
             deadline,
@@ -89,6 +82,18 @@ impl Limits {
     fn passed(&self) -> bool {
         self.deadline.is_some_and(|d| d <= jiff::Timestamp::now())
     }
+}
+
+/// When a message's attempts end: `seconds` after its creation, or after
+/// its sendAt when later. Checked: a sendAt near the end of representable
+/// time has no reachable deadline (`None`).
+pub(crate) fn deadline(message: &EmailMessage, seconds: u32) -> Option<jiff::Timestamp> {
+    let created = message.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let created = created.max(message.spec.send_at.as_ref().map(|t| t.0));
+    created.and_then(|c| {
+        c.checked_add(jiff::SignedDuration::from_secs(i64::from(seconds)))
+            .ok()
+    })
 }
 
 /// Reconciles one message.
@@ -1089,7 +1094,7 @@ async fn replace_status(
 /// the second, and a retry must never come earlier than the server asked.
 /// A delay past the end of representable time (a server may answer any
 /// Retry-After) saturates there.
-pub(super) fn not_before(from: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
+pub(crate) fn not_before(from: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
     let Ok(due) = from.checked_add(delay) else {
         return jiff::Timestamp::MAX;
     };

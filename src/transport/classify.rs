@@ -60,6 +60,12 @@ pub const RULES: &[Rule] = &[
         "mailbox full: may clear later",
     ),
     rule(
+        "SMTP 452 or 4xx with enhanced code 4.5.3 (too many recipients)",
+        Rejected,
+        false,
+        "the server takes fewer recipients in one message: the same message would be refused again; send to fewer",
+    ),
+    rule(
         "SMTP 4xx",
         Transient,
         false,
@@ -177,9 +183,19 @@ pub fn smtp_reply(code: u16, text: &str) -> &'static Rule {
         (530 | 534 | 535 | 538, _) => find("SMTP 530, 534, 535, 538"),
         (500..=599, "5.7.8" | "5.7.0") => find("SMTP 5xx with enhanced code 5.7.8 or 5.7.0"),
         (552, _) | (500..=599, "5.2.2") => find("SMTP 552 or 5xx with enhanced code 5.2.2"),
+        (452, _) | (400..=499, "4.5.3") if too_many_recipients(code, enhanced, text) => {
+            find("SMTP 452 or 4xx with enhanced code 4.5.3 (too many recipients)")
+        }
         (400..=499, _) => find("SMTP 4xx"),
         _ => find("SMTP 5xx"),
     }
+}
+
+/// Whether a 4xx reply says the message names too many recipients (4.5.3,
+/// or a 452 that says so): 452 alone also means "insufficient storage",
+/// which may clear.
+fn too_many_recipients(code: u16, enhanced: &str, text: &str) -> bool {
+    enhanced == "4.5.3" || (code == 452 && text.to_ascii_lowercase().contains("recipients"))
 }
 
 /// The rule for a failure without a reply, named by its signal.
@@ -228,6 +244,12 @@ mod tests {
     #[test]
     fn smtp_replies() {
         assert_eq!(smtp_reply(421, "4.3.2 shutting down").kind, Unreachable);
+        assert_eq!(smtp_reply(452, "4.5.3 Too many recipients").kind, Rejected);
+        assert_eq!(smtp_reply(452, "Too many recipients").kind, Rejected);
+        assert_eq!(
+            smtp_reply(452, "4.3.1 Insufficient system storage").kind,
+            Transient
+        );
         assert_eq!(smtp_reply(535, "5.7.8 Authentication failed").kind, Auth);
         assert_eq!(smtp_reply(554, "5.7.8 bad credentials").kind, Auth);
         assert_eq!(smtp_reply(552, "5.2.2 Mailbox full").kind, Transient);

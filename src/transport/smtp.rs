@@ -200,7 +200,7 @@ fn header_error(name: &str, e: impl std::fmt::Display) -> SendError {
 
 /// The lettre message for `email`. Bcc recipients go into the envelope only:
 /// lettre leaves the Bcc header out of what it sends.
-fn to_lettre(email: &Email) -> Result<Message, SendError> {
+pub(crate) fn to_lettre(email: &Email) -> Result<Message, SendError> {
     let mut builder: MessageBuilder = Message::builder()
         .from(email.from.clone())
         .subject(email.subject.clone())
@@ -370,7 +370,14 @@ pub fn classify(error: &lettre::transport::smtp::Error) -> SendError {
         "message refused by the client before sending"
     } else if error.is_response() {
         "malformed server reply"
-    } else if lower.contains("refused") || lower.contains("resolve") || lower.contains("dns") {
+    } else if lower.starts_with("connection error")
+        || lower.contains("refused")
+        || lower.contains("resolve")
+        || lower.contains("lookup")
+        || lower.contains("dns")
+    {
+        // lettre's "Connection error" comes only from setting the
+        // connection up (DNS, connect, TLS set-up): nothing was sent.
         "connection refused, reset before sending, DNS failure"
     } else {
         "timeout or connection lost while sending"
@@ -384,6 +391,29 @@ pub fn classify(error: &lettre::transport::smtp::Error) -> SendError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// lettre reports every failure to set a connection up (a name that does
+    /// not resolve, a refused or timed-out connect) as a "Connection error":
+    /// nothing was sent, so it is never "the server may have the message".
+    #[tokio::test]
+    async fn a_failure_to_connect_is_never_a_maybe_delivered() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = closed.local_addr().expect("address").port();
+        drop(closed);
+        let transport: AsyncSmtpTransport<Tokio1Executor> =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+                .port(port)
+                .tls(Tls::None)
+                .build();
+        let error = transport
+            .test_connection()
+            .await
+            .expect_err("nothing listens there");
+        assert!(error.to_string().starts_with("Connection error"), "{error}");
+        let classified = classify(&error);
+        assert_eq!(classified.kind, FailureKind::Unreachable);
+        assert!(!classified.maybe_delivered, "{}", classified.message);
+    }
 
     #[test]
     fn finds_queue_ids_in_common_replies() {

@@ -19,7 +19,35 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use super::{Accepted, FailureKind, SendError, Transport, Verification};
 use crate::api::provider::{ApiProvider, ApiSpec};
 use crate::compose::Email;
+#[cfg(test)]
+pub(crate) use wire::retry_after;
 pub use wire::{Body, Request};
+
+/// The request `provider` documents for sending `email` to `target`.
+pub(crate) fn request(
+    provider: ApiProvider,
+    target: &Target,
+    email: &Email,
+) -> Result<Request, SendError> {
+    match provider {
+        ApiProvider::Mailtrap => mailtrap::request(target, email),
+        ApiProvider::Resend => resend::request(target, email),
+        ApiProvider::Postmark => postmark::request(target, email),
+        ApiProvider::Mailgun => mailgun::request(target, email),
+        ApiProvider::SendGrid => sendgrid::request(target, email),
+    }
+}
+
+/// The batch request `provider` documents for `emails` (`None` when they
+/// go one by one).
+#[cfg(test)]
+pub(crate) fn batch_request(
+    provider: ApiProvider,
+    target: &Target,
+    emails: &[Email],
+) -> Result<Option<Request>, SendError> {
+    batch::request(provider, target, emails)
+}
 
 /// The service-specific pieces of a request, resolved from the spec.
 #[derive(Debug, Clone)]
@@ -227,13 +255,7 @@ impl Transport for ApiTransport {
     }
 
     async fn send(&self, email: &Email) -> Result<Accepted, SendError> {
-        let request = match self.provider {
-            ApiProvider::Mailtrap => mailtrap::request(&self.target, email)?,
-            ApiProvider::Resend => resend::request(&self.target, email)?,
-            ApiProvider::Postmark => postmark::request(&self.target, email)?,
-            ApiProvider::Mailgun => mailgun::request(&self.target, email)?,
-            ApiProvider::SendGrid => sendgrid::request(&self.target, email)?,
-        };
+        let request = request(self.provider, &self.target, email)?;
         let (status, headers, body) = self.execute(request).await?;
         if !(200..300).contains(&status) {
             return Err(self.error(status, &headers, &body));
