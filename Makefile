@@ -41,7 +41,7 @@ lint:
 test: tools check-crds
 	$(CARGO) test --workspace
 
-## chaos: fault tests (SIGKILL, SMTP outage, 429 window, apiserver restart, two replicas), one at a time
+## chaos: fault tests (SIGKILL, SMTP outage, 429 window, apiserver restart, two replicas, a stalled tenant), one at a time
 chaos: tools check-crds
 	$(CARGO) test --test chaos -- --ignored --test-threads=1 --nocapture
 

@@ -1,7 +1,8 @@
 //! Fault tests: the controller killed with SIGKILL at random points, the SMTP
 //! server down for 30 s, an API answering 429 for 10 s, the kube-apiserver
-//! restarted mid-run, two replicas with the leader killed, and the controller
-//! killed during a burst of delivery webhooks. Each prints its
+//! restarted mid-run, two replicas with the leader killed, the controller
+//! killed during a burst of delivery webhooks, and one tenant's SMTP server
+//! stalling beside another tenant's sends. Each prints its
 //! figures. They are slow and disturb the shared control plane, so they run
 //! one at a time through `make chaos` (which CI runs), not `make test`.
 
@@ -534,6 +535,102 @@ async fn sigkill_during_a_webhook_burst_loses_no_acknowledged_event() {
     assert_eq!(
         complete, count,
         "every event recorded once the retries got through"
+    );
+    drop(controller);
+}
+
+/// Waits until `count` messages of `scene` whose names start with `prefix`
+/// are Sent; answers when.
+async fn all_sent(scene: &Scene, prefix: &str, count: usize, timeout: Duration) -> Instant {
+    support::eventually(
+        &format!("{count} {prefix} messages Sent"),
+        timeout,
+        || async {
+            let all = fixtures::all_messages(&scene.client, &scene.ns).await;
+            let sent = all
+                .iter()
+                .filter(|m| {
+                    m.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
+                .filter(|m| m.status.as_ref().and_then(|s| s.phase) == Some(Phase::Sent))
+                .count();
+            (sent >= count).then(Instant::now)
+        },
+    )
+    .await
+}
+
+/// Creates `count` messages named `<prefix>-<i>` through `provider`.
+async fn create_named(scene: &Scene, prefix: &str, provider: &str, count: usize) {
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let spec = json!({"providerRef": {"name": provider}, "to": [format!("r{i}@example.org")],
+                              "subject": format!("{prefix} {i}"), "text": "x", "deliveryPolicy": "AtMostOnce"});
+            async move { scene.message(&format!("{prefix}-{i:04}"), spec).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Tenant A's SMTP server stalls after every message body; tenant B, in
+/// another namespace of the same controller, sends 100 messages in at most
+/// twice the time it takes when A is idle: A holds only its provider's share
+/// of the send slots, and its attempts are cut off at twice its timeout.
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn a_stalled_tenant_delays_only_itself() {
+    use support::stalling_smtp::StallingSmtp;
+
+    let tenant_a = Scene::new("stalled-tenant").await;
+    let tenant_b = Scene::new("busy-tenant").await;
+    let stalling = StallingSmtp::start().await;
+    fixtures::provider(
+        &tenant_a.client,
+        &tenant_a.ns,
+        "smtp",
+        json!({"host": "127.0.0.1", "port": stalling.port, "tls": "None", "timeoutSeconds": 30}),
+    )
+    .await;
+    let (_name, _sink) = sink(&tenant_b).await;
+    // One controller for every namespace, as in a cluster.
+    let settings = mailroom::controller::Settings {
+        namespace: None,
+        ..fixtures::settings(&tenant_b.ns)
+    };
+    let controller =
+        fixtures::RunningController::start_with_settings(tenant_b.client.clone(), settings);
+    tenant_b.wait_provider("smtp", "Verified").await;
+    tenant_a.wait_provider("smtp", "Verified").await;
+
+    let count = 100;
+    let started = Instant::now();
+    create_named(&tenant_b, "alone", "smtp", count).await;
+    let normal = all_sent(&tenant_b, "alone", count, Duration::from_secs(120)).await - started;
+
+    create_named(&tenant_a, "stalled", "smtp", count).await;
+    let share = mailroom::controller::Settings::default().max_concurrent_sends / 4;
+    support::eventually(
+        "tenant A holding its share",
+        Duration::from_secs(60),
+        || async { (stalling.bodies() >= share).then_some(()) },
+    )
+    .await;
+    let started = Instant::now();
+    create_named(&tenant_b, "beside", "smtp", count).await;
+    let beside = all_sent(&tenant_b, "beside", count, Duration::from_secs(120)).await - started;
+    let held = stalling.bodies();
+    println!(
+        "FIGURES stalled-tenant: messages={count} normal={normal:?} beside_a_stalled_tenant={beside:?} \
+         ratio={:.2} stalled_bodies_held={held}",
+        beside.as_secs_f64() / normal.as_secs_f64()
+    );
+    assert!(
+        beside <= normal * 2 + Duration::from_secs(2),
+        "tenant B took {beside:?} beside a stalled tenant, {normal:?} alone"
     );
     drop(controller);
 }
