@@ -73,7 +73,7 @@ struct RunArgs {
     /// timeouts (Mailtrap 30 s).
     #[arg(
         long,
-        default_value_t = 10,
+        default_value_t = WebhookSettings::default().ack_timeout.as_secs(),
         env = "MAILROOM_WEBHOOK_ACK_TIMEOUT_SECONDS"
     )]
     webhook_ack_timeout_seconds: u64,
@@ -82,7 +82,7 @@ struct RunArgs {
     /// before the watch shows the status that holds the id).
     #[arg(
         long,
-        default_value_t = 2,
+        default_value_t = WebhookSettings::default().unknown_grace.as_secs(),
         env = "MAILROOM_WEBHOOK_UNKNOWN_GRACE_SECONDS"
     )]
     webhook_unknown_grace_seconds: u64,
@@ -102,7 +102,7 @@ struct RunArgs {
     webhook_max_connections: usize,
     /// Record a Normal Event for every Sent message (one more apiserver write
     /// per message). Failed and Unknown messages always get a Warning Event.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MAILROOM_SENT_EVENTS")]
+    #[arg(long, default_value_t = Settings::default().sent_events, action = clap::ArgAction::Set, env = "MAILROOM_SENT_EVENTS")]
     sent_events: bool,
     /// The namespace holding ClusterEmailProviders' Secrets and ConfigMaps:
     /// the controller's own. Unset, ClusterEmailProviders are not served.

@@ -176,6 +176,47 @@ async fn a_cluster_provider_sends_for_the_namespaces_it_allows_and_denies_the_re
         .expect("fixing the cluster provider's Secret");
     reason_is("Verified").await;
 
+    // Its ttlSecondsAfterFinished applies to the messages sent through it.
+    let generation = providers
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ttlSecondsAfterFinished": 1}})),
+        )
+        .await
+        .expect("setting the cluster provider's TTL")
+        .metadata
+        .generation;
+    support::eventually(
+        "the TTL seen by the controllers",
+        std::time::Duration::from_secs(30),
+        || async {
+            providers.get(&name).await.ok().filter(|p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation == generation)
+            })
+        },
+    )
+    .await;
+    let subject_ttl = support::unique("cluster ttl");
+    by_name
+        .message("short-lived", note(&name, &subject_ttl))
+        .await;
+    let messages: Api<mailroom::api::EmailMessage> =
+        Api::namespaced(by_name.client.clone(), &by_name.ns);
+    support::eventually(
+        "the message deleted after the cluster provider's TTL",
+        std::time::Duration::from_secs(30),
+        || async { matches!(messages.get_opt("short-lived").await, Ok(None)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        support::received(&subject_ttl).await.len(),
+        1,
+        "sent once before it was deleted"
+    );
+
     for controller in controllers {
         controller.stop().await;
     }
