@@ -104,6 +104,16 @@ async fn each_recipient_gets_its_own_rendered_email_over_smtp() {
         )
         .await;
     assert_eq!(found.len(), 300, "one email per recipient, no duplicates");
+    // kubectl get shows the first recipient and how many more.
+    let listed = support::kubectl(
+        &support::env().kubeconfig,
+        &["get", "emailmessage", "hello-all", "-n", &scene.ns],
+    );
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        table.contains("TO") && table.contains("(+299)"),
+        "the TO column names the first recipient: {table}"
+    );
     let one = found
         .iter()
         .find(|m| m.subject == format!("bulk {tag} for User 7"))

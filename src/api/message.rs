@@ -77,6 +77,24 @@ fn reserved_headers_rule() -> String {
 /// VT, FF or escape sequences in a header.
 pub const NO_CONTROLS: &str = r"^[^\x00-\x08\x0a-\x1f\x7f]*$";
 
+impl EmailMessageSpec {
+    /// Who the message goes to, in a few words: the first of to, cc and bcc
+    /// (a bcc shown as such), or the first of recipients, each with how many
+    /// more there are.
+    pub fn recipient_summary(&self) -> Option<String> {
+        let listed = self.to.len() + self.cc.len() + self.bcc.len();
+        let (first, total) = match (self.to.first().or(self.cc.first()), self.bcc.first()) {
+            (Some(first), _) => (first.clone(), listed),
+            (None, Some(hidden)) => (format!("bcc {hidden}"), listed),
+            (None, None) => (self.recipients.first()?.to.clone(), self.recipients.len()),
+        };
+        Some(match total {
+            0 | 1 => first,
+            n => format!("{first} (+{})", n - 1),
+        })
+    }
+}
+
 /// One email to send. The spec cannot change after creation: to send again,
 /// create a new EmailMessage.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -91,7 +109,7 @@ pub const NO_CONTROLS: &str = r"^[^\x00-\x08\x0a-\x1f\x7f]*$";
     category = "mailroom",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.providerRef.name"}"#,
-    printcolumn = r#"{"name":"To","type":"string","jsonPath":".spec.to[*]"}"#,
+    printcolumn = r#"{"name":"To","type":"string","jsonPath":".status.recipient"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Sent\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -451,6 +469,11 @@ pub struct EmailMessageStatus {
     /// Complained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// Who the message goes to, for `kubectl get`: the first of to, cc and
+    /// bcc, or the first of recipients for a bulk message (with how many
+    /// more). Written with the controller's first status write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
     /// How many send attempts have been started.
     #[serde(default)]
     pub attempts: u32,
@@ -621,4 +644,46 @@ pub struct LastError {
     /// `validation_error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_code: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(value: serde_json::Value) -> EmailMessageSpec {
+        let mut base =
+            serde_json::json!({"providerRef": {"name": "p"}, "subject": "s", "text": "t"});
+        if let (Some(base), Some(extra)) = (base.as_object_mut(), value.as_object()) {
+            base.extend(extra.clone());
+        }
+        serde_json::from_value(base).expect("a spec")
+    }
+
+    #[test]
+    fn the_recipient_summary_names_the_first_and_counts_the_rest() {
+        let one = spec(serde_json::json!({"to": ["Alice <a@example.org>"]}));
+        assert_eq!(
+            one.recipient_summary().as_deref(),
+            Some("Alice <a@example.org>")
+        );
+        let three = spec(
+            serde_json::json!({"to": ["a@example.org"], "cc": ["c@example.org"], "bcc": ["b@example.org"]}),
+        );
+        assert_eq!(
+            three.recipient_summary().as_deref(),
+            Some("a@example.org (+2)")
+        );
+        let hidden = spec(serde_json::json!({"bcc": ["b@example.org"]}));
+        assert_eq!(
+            hidden.recipient_summary().as_deref(),
+            Some("bcc b@example.org")
+        );
+        let bulk = spec(
+            serde_json::json!({"recipients": [{"to": "first@example.org"}, {"to": "second@example.org"}]}),
+        );
+        assert_eq!(
+            bulk.recipient_summary().as_deref(),
+            Some("first@example.org (+1)")
+        );
+    }
 }

@@ -1084,6 +1084,8 @@ async fn replace_status(
     status: EmailMessageStatus,
 ) -> Result<EmailMessage, Error> {
     let mut object = message.clone();
+    let mut status = status;
+    status.recipient = message.spec.recipient_summary();
     object.status = Some(status);
     api.replace_status(&message.name_any(), &PostParams::default(), &object)
         .await
