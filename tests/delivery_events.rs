@@ -579,21 +579,25 @@ async fn webhook_settings_are_checked_on_the_provider() {
         json!({"metadata": {"name": "sg-hook"}, "stringData": {"verificationKey": "not a key"}}),
     )
     .await;
-    let invalid = wait_provider(
-        &scene.client,
-        &scene.ns,
-        "api",
-        "InvalidSpec",
-        reason("InvalidSpec"),
-    )
-    .await;
-    assert!(
-        webhook_condition(&invalid)
-            .1
-            .contains("verificationKey is not an ECDSA P-256 public key"),
-        "{:?}",
-        webhook_condition(&invalid)
-    );
+    let invalid_key = |expected: &'static str| {
+        let scene = &scene;
+        async move {
+            let invalid = wait_provider(
+                &scene.client,
+                &scene.ns,
+                "api",
+                "InvalidSpec",
+                reason("InvalidSpec"),
+            )
+            .await;
+            assert!(
+                webhook_condition(&invalid).1.contains(expected),
+                "{:?}",
+                webhook_condition(&invalid)
+            );
+        }
+    };
+    invalid_key("verificationKey is not an ECDSA P-256 public key").await;
 
     let signer = Signer::generate(Service::SendGrid);
     let secrets: Api<Secret> = Api::namespaced(scene.client.clone(), &scene.ns);
@@ -624,21 +628,7 @@ async fn webhook_settings_are_checked_on_the_provider() {
         )
         .await
         .expect("a key that is not UTF-8");
-    let not_text = wait_provider(
-        &scene.client,
-        &scene.ns,
-        "api",
-        "InvalidSpec",
-        reason("InvalidSpec"),
-    )
-    .await;
-    assert!(
-        webhook_condition(&not_text)
-            .1
-            .contains("verificationKey is not UTF-8 text"),
-        "{:?}",
-        webhook_condition(&not_text)
-    );
+    invalid_key("verificationKey is not UTF-8 text").await;
 
     scene
         .assert_refused(
@@ -682,11 +672,6 @@ async fn the_webhook_port_holds_against_floods_slow_clients_and_large_bodies() {
     .await;
     let client = support::impersonating_client(&user, &[]).await;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding");
-    let addr = listener.local_addr().expect("address");
-    let telemetry = std::sync::Arc::new(mailroom::admin::Telemetry::default());
     let settings = mailroom::webhook::Settings {
         namespace: Some(scene.ns.clone()),
         read_timeout: Duration::from_secs(1),
@@ -695,28 +680,14 @@ async fn the_webhook_port_holds_against_floods_slow_clients_and_large_bodies() {
         max_requests: 4,
         ..Default::default()
     };
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(mailroom::webhook::serve(
-        listener,
-        client,
-        settings,
-        telemetry.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let receiver = Receiver::start_with_settings(&scene, client, settings).await;
+    let (addr, base) = (receiver.addr, receiver.base.clone());
     let http = reqwest::Client::new();
-    let base = format!("http://{addr}/webhooks/{}", scene.ns);
     let answers = |code: &str| {
-        let text = telemetry.metrics.encode();
-        text.lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "mailroom_webhook_answers_total{{code=\"{code}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
+        receiver.metric(
+            "mailroom_webhook_answers_total",
+            &format!("code=\"{code}\""),
+        )
     };
 
     // Unsigned requests to 2,000 provider names that do not exist.

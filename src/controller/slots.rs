@@ -98,14 +98,10 @@ impl SendSlots {
     /// provider's own timeout: a slow or stalled server.
     pub fn note_attempt(&self, key: &ProviderKey, spec: &EmailProviderSpec, elapsed: Duration) {
         if elapsed > timeout_of(spec) {
-            let labels = crate::metrics::SlotLabels {
-                namespace: key.0.clone(),
-                provider: key.1.clone(),
-            };
             self.telemetry
                 .metrics
                 .slow_attempts
-                .get_or_create(&labels)
+                .get_or_create(&labels(key))
                 .inc();
         }
     }
@@ -132,15 +128,19 @@ impl SendSlots {
     }
 
     fn report(&self, key: &ProviderKey, held: usize) {
-        let labels = crate::metrics::SlotLabels {
-            namespace: key.0.clone(),
-            provider: key.1.clone(),
-        };
         self.telemetry
             .metrics
             .send_slots
-            .get_or_create(&labels)
+            .get_or_create(&labels(key))
             .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+}
+
+/// The metric labels of provider `key`.
+fn labels(key: &ProviderKey) -> crate::metrics::SlotLabels {
+    crate::metrics::SlotLabels {
+        namespace: key.0.clone(),
+        provider: key.1.clone(),
     }
 }
 

@@ -50,6 +50,8 @@ pub async fn webhook_provider(scene: &Scene, service: Service, name: &str) -> Si
 pub struct Receiver {
     /// `http://addr/webhooks/{namespace}`.
     pub base: String,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
     telemetry: Arc<Telemetry>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -67,11 +69,6 @@ impl Receiver {
         client: Client,
         cluster_namespace: Option<String>,
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding");
-        let addr = listener.local_addr().expect("address");
-        let telemetry = Arc::new(Telemetry::default());
         let settings = mailroom::webhook::Settings {
             namespace: Some(scene.ns.clone()),
             cluster_provider_namespace: cluster_namespace,
@@ -80,6 +77,20 @@ impl Receiver {
             unknown_grace: Duration::from_secs(5),
             ..Default::default()
         };
+        Self::start_with_settings(scene, client, settings).await
+    }
+
+    /// Starts one with `settings` (the scene's namespace in them).
+    pub async fn start_with_settings(
+        scene: &Scene,
+        client: Client,
+        settings: mailroom::webhook::Settings,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding");
+        let addr = listener.local_addr().expect("address");
+        let telemetry = Arc::new(Telemetry::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(mailroom::webhook::serve(
             listener,
@@ -92,6 +103,7 @@ impl Receiver {
         ));
         Self {
             base: format!("http://{addr}/webhooks/{}", scene.ns),
+            addr,
             telemetry,
             _stop: stop,
         }
