@@ -549,3 +549,46 @@ async fn endpoint_overrides_need_the_cluster_operators_consent_and_answers_are_n
     assert!(text.contains("answered 500"), "{text}");
     controller.stop().await;
 }
+
+/// A verification the service answers with a 4xx is named by that answer,
+/// not called Unreachable: a Mailgun domain the account does not have is
+/// NotFound (from the documented `GET /v4/domains/{name}`), and the message
+/// waits for the provider.
+#[tokio::test]
+async fn a_verification_answered_404_says_not_found() {
+    use support::fixtures::create;
+    let fake = mailroom_fakes::Fake::start(mailroom_fakes::Config::with_key(KEY))
+        .await
+        .expect("starting the fake");
+    let scene = Scene::new("mailgun-domain").await;
+    create::<k8s_openapi::api::core::v1::Secret>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "api-key"}, "stringData": {"apiKey": KEY}}),
+    )
+    .await;
+    create::<mailroom::api::EmailProvider>(
+        &scene.client,
+        &scene.ns,
+        json!({"apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailProvider", "metadata": {"name": "api"},
+               "spec": {"defaultFrom": "tests <tests@mailroom.dev>",
+                        "api": {"provider": "Mailgun", "secretRef": {"name": "api-key"}, "endpoint": fake.url,
+                                "mailgun": {"domain": "not-ours.example.com"}}}}),
+    )
+    .await;
+    let controller = scene.controller().await;
+    let provider = scene.wait_provider("api", "NotFound").await;
+    let text = &provider.status.expect("status").conditions[0].message;
+    assert!(
+        text.contains("answered 404") && text.contains("Domain not found"),
+        "{text}"
+    );
+    let lookups: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(lookups[0], "/v4/domains/not-ours.example.com");
+    controller.stop().await;
+}

@@ -248,3 +248,37 @@ async fn bulk_specs_the_schema_refuses() {
         )
         .await;
 }
+
+/// A Mailtrap batch answer that accounts for fewer emails than were sent
+/// leaves the rest with an unknown outcome, handled by the delivery policy
+/// (AtMostOnce: listed as OutcomeUnknown, not sent again), never with an
+/// invented refusal.
+#[tokio::test]
+async fn a_short_batch_answer_is_an_unknown_outcome_not_a_failure() {
+    let (scene, fake, controller) =
+        fixtures::api_scene(Service::Mailtrap, "short-batch", fixtures::VALID_API_KEY).await;
+    fake.answer_next_batch_short(2);
+    scene
+        .message(
+            "short",
+            json!({"providerRef": {"name": "api"}, "subject": "News", "text": "t",
+                   "deliveryPolicy": "AtMostOnce", "recipients": recipients(4, "example.org")}),
+        )
+        .await;
+    let done = scene
+        .wait_message("short", "finished", |m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(Phase::is_finished)
+        })
+        .await;
+    let bulk = done.status.expect("status").bulk.expect("bulk progress");
+    assert_eq!((bulk.sent, bulk.failed), (2, 2), "{bulk:?}");
+    for failure in &bulk.failures {
+        assert_eq!(failure.reason, "OutcomeUnknown", "{failure:?}");
+        assert!(!failure.message.contains("422"), "{failure:?}");
+    }
+    assert_eq!(fake.posts().len(), 1, "not sent again");
+    controller.stop().await;
+}

@@ -70,6 +70,19 @@ pub fn mailtrap(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answe
     delivered(answer, &ids)
 }
 
+/// A Mailtrap batch answer listing only its first `answered` responses
+/// (the emails were all accepted and are delivered all the same).
+pub fn cut_short(mut answer: Answer, answered: usize) -> Answer {
+    if let Some(responses) = answer
+        .body
+        .as_mut()
+        .and_then(|b| b["responses"].as_array_mut())
+    {
+        responses.truncate(answered);
+    }
+    answer
+}
+
 pub fn resend(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer {
     let invalid = |message: &str| {
         Answer::json(

@@ -152,6 +152,9 @@ struct State {
     failures: Vec<Failure>,
     /// Resend idempotency keys: key → (body, id).
     idempotency: HashMap<String, (Value, String)>,
+    /// The next Mailtrap batch answer lists only this many `responses`
+    /// (every email is still delivered), as an answer cut short would.
+    short_batch: Option<usize>,
 }
 
 /// A running fake server.
@@ -237,6 +240,12 @@ impl Fake {
     /// Makes the next `failure.times` send requests fail as described.
     pub fn fail_next(&self, failure: Failure) {
         lock(&self.state).failures.push(failure);
+    }
+
+    /// Makes the next Mailtrap batch answer list only the first `answered`
+    /// of its `responses`, although every email is delivered.
+    pub fn answer_next_batch_short(&self, answered: usize) {
+        lock(&self.state).short_batch = Some(answered);
     }
 
     /// Answers every send with an error until the outage ends.
@@ -367,7 +376,9 @@ fn service_of(method: &Method, path: &str) -> Option<Service> {
         | ("POST", ["email", "withTemplate" | "batch" | "batchWithTemplates"])
         | ("GET", ["server"]) => Some(Service::Postmark),
         ("POST", ["v3", "mail", "send"]) | ("GET", ["v3", "scopes"]) => Some(Service::SendGrid),
-        ("POST", ["v3", _, "messages"]) | ("GET", ["v3", "domains", _]) => Some(Service::Mailgun),
+        // The domain lookup is v4's: the current reference no longer lists
+        // `GET /v3/domains/{name}`, so the fake does not serve it.
+        ("POST", ["v3", _, "messages"]) | ("GET", ["v4", "domains", _]) => Some(Service::Mailgun),
         _ => None,
     }
 }
@@ -429,7 +440,11 @@ async fn handle(
         }
         None => match service {
             Service::Mailtrap if path.starts_with("/api/batch") => {
-                batch::mailtrap(config, &incoming, &body)
+                let answer = batch::mailtrap(config, &incoming, &body);
+                match lock(state).short_batch.take() {
+                    Some(answered) => batch::cut_short(answer, answered),
+                    None => answer,
+                }
             }
             Service::Mailtrap => mailtrap::handle(config, &incoming, &body),
             Service::Resend => {

@@ -1,4 +1,4 @@
-//! Mailgun (`POST /v3/{domain}/messages`, `GET /v3/domains/{domain}`), per its
+//! Mailgun (`POST /v3/{domain}/messages`, `GET /v4/domains/{name}`), per its
 //! OpenAPI spec: HTTP basic auth `api:<key>` (401 `Forbidden`), multipart or
 //! urlencoded form fields, required from/to/subject and a body, only known
 //! fields and `h:`/`o:`/`v:`/`t:` options. Success: an id in angle brackets.

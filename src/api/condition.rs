@@ -56,6 +56,13 @@ pub mod reason {
     pub const PARSED: &str = "Parsed";
     /// The template does not parse.
     pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
+    /// Verification: the service answered 404, so what the provider names
+    /// there (a Mailgun domain, a server) does not exist.
+    pub const NOT_FOUND: &str = "NotFound";
+    /// Verification: the service answered 405 to its documented lookup.
+    pub const METHOD_NOT_ALLOWED: &str = "MethodNotAllowed";
+    /// Verification: the service refused the lookup with another 4xx.
+    pub const REFUSED: &str = "Refused";
     /// A Secret or ConfigMap key an attachment names does not exist (yet).
     pub const ATTACHMENT_NOT_FOUND: &str = "AttachmentNotFound";
     /// An attachment names a Secret that has not opted in to being attached

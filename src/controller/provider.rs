@@ -167,14 +167,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         }
         Err(e) => {
             ctx.transports.remove(&key);
-            let (reason, retry) = match e.kind {
-                FailureKind::Auth => (reason::AUTH_FAILED, MISCONFIGURED_RETRY),
-                FailureKind::Tls => (reason::TLS_FAILED, MISCONFIGURED_RETRY),
-                FailureKind::InvalidRequest => (reason::INVALID_SPEC, MISCONFIGURED_RETRY),
-                FailureKind::Unreachable | FailureKind::Transient | FailureKind::Rejected => {
-                    (reason::UNREACHABLE, UNREACHABLE_RETRY)
-                }
-            };
+            let (reason, retry) = verification_reason(&e);
             Outcome {
                 ready: false,
                 reason,
@@ -184,6 +177,22 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         }
     };
     write_status(&provider, &ctx, status, outcome, hook, true).await
+}
+
+/// The Ready reason for a failed verification, and when to look again: a
+/// server that answered is named by its answer, not called unreachable.
+fn verification_reason(e: &crate::transport::SendError) -> (&'static str, Duration) {
+    match (e.kind, e.code) {
+        (FailureKind::Auth, _) => (reason::AUTH_FAILED, MISCONFIGURED_RETRY),
+        (FailureKind::Tls, _) => (reason::TLS_FAILED, MISCONFIGURED_RETRY),
+        (FailureKind::InvalidRequest, _) => (reason::INVALID_SPEC, MISCONFIGURED_RETRY),
+        (FailureKind::Rejected, Some(404)) => (reason::NOT_FOUND, MISCONFIGURED_RETRY),
+        (FailureKind::Rejected, Some(405)) => (reason::METHOD_NOT_ALLOWED, MISCONFIGURED_RETRY),
+        (FailureKind::Rejected, _) => (reason::REFUSED, MISCONFIGURED_RETRY),
+        (FailureKind::Unreachable | FailureKind::Transient, _) => {
+            (reason::UNREACHABLE, UNREACHABLE_RETRY)
+        }
+    }
 }
 
 /// Marks a provider not Ready after a send through it failed for a reason of

@@ -13,7 +13,7 @@ use super::wire::{self, Body, ErrorDetail, Request};
 use super::{Target, mailgun, mailtrap, postmark, resend, sendgrid};
 use crate::api::provider::ApiProvider;
 use crate::compose::Email;
-use crate::transport::{Accepted, SendError};
+use crate::transport::{Accepted, BatchOutcome, FailureKind, SendError};
 
 /// The most emails one batch request of `provider` carries.
 pub fn size(provider: ApiProvider) -> usize {
@@ -165,8 +165,41 @@ fn same_template_data(emails: &[Email]) -> bool {
         .all(|pair| pair[0].stored_template == pair[1].stored_template)
 }
 
-/// The result of each email from a batch's 2xx answer, in order.
-pub fn results(
+/// The result of each email from a batch's 2xx answer, in order. An answer
+/// that accounts for fewer emails than were sent (Mailtrap's `responses`,
+/// Postmark's array) leaves the rest with an unknown outcome: the batch
+/// stops there, and the delivery policy decides (never an invented failure).
+pub fn outcome(
+    provider: ApiProvider,
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    count: usize,
+) -> BatchOutcome {
+    let value: Value = serde_json::from_slice(body).unwrap_or_default();
+    let answered = match provider {
+        ApiProvider::Mailtrap => value["responses"].as_array().map_or(0, Vec::len),
+        ApiProvider::Postmark => value.as_array().map_or(0, Vec::len),
+        _ => count,
+    }
+    .min(count);
+    let results = results(provider, status, headers, body, answered);
+    let stopped = (answered < count).then(|| {
+        let mut error = SendError::new(
+            FailureKind::Transient,
+            format!(
+                "{} answered for {answered} of the {count} emails of the batch: whether the rest were sent is unknown",
+                provider.name()
+            ),
+        );
+        error.maybe_delivered = true;
+        error
+    });
+    BatchOutcome { results, stopped }
+}
+
+/// The result of each of the first `count` emails of a batch's answer.
+fn results(
     provider: ApiProvider,
     status: u16,
     headers: &HeaderMap,
@@ -243,4 +276,46 @@ pub fn results(
 /// One item's refusal inside a batch the service accepted as a whole.
 fn item_error(provider: ApiProvider, detail: ErrorDetail) -> SendError {
     wire::classify(provider, 422, &HeaderMap::new(), detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_answer_leaves_the_rest_unknown_never_failed() {
+        let body = serde_json::json!({"success": true, "errors": [], "responses": [
+            {"success": true, "message_ids": ["id-1"]},
+            {"success": false, "errors": ["'to' address is invalid"]}
+        ]});
+        let body = body.to_string();
+        let short = outcome(
+            ApiProvider::Mailtrap,
+            200,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            4,
+        );
+        assert_eq!(short.results.len(), 2, "only the items answered");
+        assert!(short.results[0].is_ok());
+        assert!(short.results[1].is_err(), "a refusal the answer states");
+        let stopped = short.stopped.expect("the rest is unknown");
+        assert!(stopped.maybe_delivered, "{}", stopped.message);
+        assert!(
+            stopped.message.contains("2 of the 4"),
+            "{}",
+            stopped.message
+        );
+
+        let whole =
+            serde_json::json!([{"ErrorCode": 0, "MessageID": "a", "Message": "OK"}]).to_string();
+        let postmark = outcome(
+            ApiProvider::Postmark,
+            200,
+            &HeaderMap::new(),
+            whole.as_bytes(),
+            1,
+        );
+        assert!(postmark.stopped.is_none() && postmark.results.len() == 1);
+    }
 }

@@ -2,7 +2,7 @@
 //! auth `api:<key>`; reply-to and custom headers as `h:` fields. Success:
 //! `{"id": "<...@domain>", "message": "Queued. Thank you."}`; the id is kept
 //! without its angle brackets, as Mailgun's webhooks carry it. Verification:
-//! `GET /v3/domains/{domain}`.
+//! `GET /v4/domains/{domain}` (the lookup the current reference lists).
 
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ pub fn verify(target: &Target) -> Request {
         .map(|m| m.domain.clone())
         .unwrap_or_default();
     authenticated(
-        Request::new(Method::GET, format!("{}/v3/domains/{domain}", target.base)),
+        Request::new(Method::GET, format!("{}/v4/domains/{domain}", target.base)),
         target,
     )
 }

@@ -231,10 +231,7 @@ impl Transport for ApiTransport {
             let error = self.error(status, &headers, &body);
             return super::BatchOutcome::whole(emails.len(), error);
         }
-        super::BatchOutcome {
-            results: batch::results(self.provider, status, &headers, &body, emails.len()),
-            stopped: None,
-        }
+        batch::outcome(self.provider, status, &headers, &body, emails.len())
     }
 
     async fn verify(&self) -> Result<Verification, SendError> {
