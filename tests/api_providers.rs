@@ -592,3 +592,79 @@ async fn a_verification_answered_404_says_not_found() {
     assert_eq!(lookups[0], "/v4/domains/not-ours.example.com");
     controller.stop().await;
 }
+
+/// The services' published limits are enforced before anything is sent:
+/// Resend takes at most 50 `to` addresses, Postmark 50 recipients in all.
+/// The message fails at once, naming the field and the limit, and the
+/// service is never called.
+#[tokio::test]
+async fn a_services_published_limits_are_enforced_before_sending() {
+    let addresses = |n: usize, kind: &str| -> Vec<String> {
+        (0..n).map(|i| format!("{kind}{i}@example.org")).collect()
+    };
+    for (service, spec, expected) in [
+        (
+            Service::Resend,
+            json!({"to": addresses(60, "t")}),
+            "spec.to: 60 addresses; Resend takes at most 50",
+        ),
+        (
+            Service::Postmark,
+            json!({"to": addresses(30, "t"), "cc": addresses(30, "c")}),
+            "60 recipients in all; Postmark takes at most 50",
+        ),
+    ] {
+        let (scene, fake, controller) = support::fixtures::api_scene(service, "limits", KEY).await;
+        let mut message =
+            json!({"providerRef": {"name": "api"}, "subject": "too many", "text": "t"});
+        if let (Some(message), Some(extra)) = (message.as_object_mut(), spec.as_object()) {
+            message.extend(extra.clone());
+        }
+        scene.message("too-many", message).await;
+        let failed = scene.wait_phase("too-many", Phase::Failed).await;
+        let error = failed
+            .status
+            .expect("status")
+            .last_error
+            .expect("lastError");
+        assert_eq!(error.reason, "InvalidRequest", "{service:?}");
+        assert!(
+            error.message.contains(expected),
+            "{service:?}: {}",
+            error.message
+        );
+        assert!(fake.posts().is_empty(), "{service:?}: nothing was sent");
+        controller.stop().await;
+    }
+}
+
+/// Lists the services take as sets (SendGrid's `categories` and
+/// `reply_to_list` must have unique items) are refused at apply time when
+/// an item repeats.
+#[tokio::test]
+async fn repeated_tags_and_reply_to_addresses_are_refused_at_apply_time() {
+    let scene = Scene::new("unique-lists").await;
+    let base = |extra: Value| {
+        let mut spec = json!({"providerRef": {"name": "api"}, "to": ["x@example.org"], "subject": "s", "text": "t"});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        spec
+    };
+    scene
+        .assert_refused(
+            "EmailMessage",
+            "tags",
+            base(json!({"tags": ["news", "news"]})),
+            "tags must be unique",
+        )
+        .await;
+    scene
+        .assert_refused(
+            "EmailMessage",
+            "reply",
+            base(json!({"replyTo": ["help@example.com", "help@example.com"]})),
+            "replyTo addresses must be unique",
+        )
+        .await;
+}

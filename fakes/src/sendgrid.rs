@@ -1,7 +1,8 @@
 //! SendGrid v3 (`POST /v3/mail/send`, `GET /v3/scopes`), per its OpenAPI spec
 //! and mail-send error docs: Bearer auth, JSON, personalizations with a
 //! non-empty `to`, unique addresses across to/cc/bcc, `from`, a subject, a
-//! non-empty `content` with text/plain first, `reply_to` xor `reply_to_list`,
+//! non-empty `content` with text/plain first, `reply_to` xor `reply_to_list`
+//! (unique items, as `categories`),
 //! at most 1000 recipients, reserved headers refused. Success: `202`, empty
 //! body, `X-Message-Id`.
 
@@ -260,6 +261,32 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
                 "You may not have more than 10 categories per request, each at most 255 characters.",
             );
         }
+        if !unique(categories) {
+            return bad(Some("categories"), "The categories must be unique.");
+        }
+    }
+    if let Some(list) = object.get("reply_to_list") {
+        let ok = list
+            .as_array()
+            .is_some_and(|l| !l.is_empty() && l.len() <= 1000);
+        if !ok {
+            return bad(
+                Some("reply_to_list"),
+                "The reply_to_list must have between 1 and 1000 items.",
+            );
+        }
+        let emails: Vec<Value> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["email"].clone())
+            .collect();
+        if !unique(&Value::from(emails)) {
+            return bad(
+                Some("reply_to_list"),
+                "The reply_to_list items must be unique.",
+            );
+        }
     }
     if object
         .get("custom_args")
@@ -299,4 +326,13 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         .header("x-message-id", id.clone())
         .accepted_id(id)
         .delivering(personalizations.len())
+}
+
+/// Whether a JSON array holds no item twice (the spec's `uniqueItems`).
+fn unique(list: &Value) -> bool {
+    let items = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    items
+        .iter()
+        .enumerate()
+        .all(|(i, item)| !items[..i].contains(item))
 }

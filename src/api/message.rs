@@ -154,6 +154,7 @@ pub struct EmailMessageSpec {
     /// Where replies should go, if not to the sender.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::mailbox_list")]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s == r))").message("replyTo addresses must be unique"))]
     pub reply_to: Vec<String>,
 
     /// The subject line. It may not contain line breaks or other control
@@ -239,14 +240,15 @@ pub struct EmailMessageSpec {
     pub ttl_seconds_after_finished: Option<u32>,
 
     /// Tags for the service's reporting, each 1-64 letters, digits, `_` or
-    /// `-`: Mailtrap `category` (the first), Resend `tags`, Postmark `Tag`
-    /// (the first), Mailgun `o:tag` (up to 3), SendGrid `categories`, and an
-    /// `X-Tags` header over SMTP.
+    /// `-`, no repeats: Mailtrap `category` (the first), Resend `tags`,
+    /// Postmark `Tag` (the first), Mailgun `o:tag` (up to 3), SendGrid
+    /// `categories`, and an `X-Tags` header over SMTP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 10),
         inner(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))
     )]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u == t))").message("tags must be unique"))]
     pub tags: Vec<String>,
 
     /// Key/value metadata that the service echoes in its delivery events:

@@ -35,6 +35,9 @@ pub fn request(
     let Some(first) = emails.first() else {
         return Ok(None);
     };
+    for email in emails {
+        super::limits::check(provider, email)?;
+    }
     let bodies = || -> Result<Vec<Value>, SendError> {
         emails
             .iter()

@@ -88,10 +88,6 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             .iter()
             .map(|(k, v)| (format!("h:{k}"), v.clone())),
     );
-    if email.tags.len() > 3 {
-        let text = "spec.tags: Mailgun takes at most 3 tags per message";
-        return Err(SendError::new(FailureKind::InvalidRequest, text));
-    }
     fields.extend(email.tags.iter().map(|t| ("o:tag".to_string(), t.clone())));
     fields.extend(
         email

@@ -4,6 +4,7 @@
 //! client per provider (connections are reused) with a timeout.
 
 mod batch;
+pub mod limits;
 mod mailgun;
 mod mailtrap;
 mod postmark;
@@ -29,6 +30,7 @@ pub(crate) fn request(
     target: &Target,
     email: &Email,
 ) -> Result<Request, SendError> {
+    limits::check(provider, email)?;
     match provider {
         ApiProvider::Mailtrap => mailtrap::request(target, email),
         ApiProvider::Resend => resend::request(target, email),
