@@ -282,3 +282,46 @@ async fn a_short_batch_answer_is_an_unknown_outcome_not_a_failure() {
     assert_eq!(fake.posts().len(), 1, "not sent again");
     controller.stop().await;
 }
+
+/// A bulk message with large bodies goes in batches small enough for the
+/// service's batch payload limit (Postmark: 50 MB), not in one the service
+/// would refuse: 60 emails of 1 MB each go as 49 and 11.
+#[tokio::test]
+async fn large_bodies_go_in_batches_under_the_services_byte_limit() {
+    let (scene, fake, controller) =
+        fixtures::api_scene(Service::Postmark, "batch-bytes", fixtures::VALID_API_KEY).await;
+    scene
+        .message(
+            "large",
+            json!({"providerRef": {"name": "api"}, "subject": "Large", "text": "x".repeat(1_000_000),
+                   "recipients": recipients(60, "example.org")}),
+        )
+        .await;
+    let messages: kube::Api<mailroom::api::EmailMessage> =
+        kube::Api::namespaced(scene.client.clone(), &scene.ns);
+    let status = support::eventually(
+        "the large bulk message done",
+        Duration::from_secs(120),
+        || async {
+            let status = messages.get("large").await.ok()?.status?;
+            status
+                .phase
+                .is_some_and(Phase::is_finished)
+                .then_some(status)
+        },
+    )
+    .await;
+    let bulk = status.bulk.clone().expect("bulk progress");
+    assert_eq!(
+        (status.phase, bulk.sent, bulk.failed),
+        (Some(Phase::Sent), 60, 0),
+        "{status:?}"
+    );
+    let sizes: Vec<usize> = fake
+        .posts()
+        .iter()
+        .map(|r| items(Service::Postmark, &r.body))
+        .collect();
+    assert_eq!(sizes, vec![49, 11]);
+    controller.stop().await;
+}

@@ -29,6 +29,9 @@ fn merged(base: Option<&Map<String, Value>>, item: &Value) -> Value {
 
 pub fn mailtrap(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer {
     let bad = |message: &str| Answer::json(400, json!({"success": false, "errors": [message]}));
+    if incoming.raw.len() > BATCH_BYTES {
+        return bad("the batch payload may not exceed 50 MB");
+    }
     let Some(object) = body.as_object() else {
         return bad("request body must be a JSON object");
     };
@@ -129,7 +132,14 @@ pub fn resend(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     delivered(Answer::json(200, body), &ids)
 }
 
+/// Postmark's and Mailtrap's documented batch payload limit.
+const BATCH_BYTES: usize = 50 * 1000 * 1000;
+
 pub fn postmark(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer {
+    if incoming.raw.len() > BATCH_BYTES {
+        // Postmark answers a request past its size limit with 404.
+        return Answer::text(404, "Request Too Large");
+    }
     let templated = incoming.path.ends_with("batchWithTemplates");
     let items = if templated {
         body.get("Messages").and_then(Value::as_array)

@@ -179,23 +179,30 @@ impl Fake {
         let config = Arc::new(config);
         let state = Arc::new(Mutex::new(State::default()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = axum::Router::new().fallback({
-            let (config, state) = (config.clone(), state.clone());
-            move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: bytes::Bytes| {
+        // The services take requests up to 50 MB (batches); the fake judges
+        // sizes itself, as they do, rather than axum's default 2 MB.
+        let app = axum::Router::new()
+            .fallback({
                 let (config, state) = (config.clone(), state.clone());
-                async move {
-                    handle(
-                        &config,
-                        &state,
-                        method,
-                        uri.path().to_string(),
-                        headers,
-                        body,
-                    )
-                    .await
+                move |method: Method,
+                      uri: axum::http::Uri,
+                      headers: HeaderMap,
+                      body: bytes::Bytes| {
+                    let (config, state) = (config.clone(), state.clone());
+                    async move {
+                        handle(
+                            &config,
+                            &state,
+                            method,
+                            uri.path().to_string(),
+                            headers,
+                            body,
+                        )
+                        .await
+                    }
                 }
-            }
-        });
+            })
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

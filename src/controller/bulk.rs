@@ -80,7 +80,9 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
     let mut progress = status.bulk.clone().unwrap_or_default();
     progress.total = total as u32;
     let start = (progress.next as usize).min(total);
-    let end = (start + verified.transport.batch_size().max(1)).min(total);
+    let mut end = (start + verified.transport.batch_size().max(1)).min(total);
+    let budget = verified.transport.batch_bytes();
+    let mut batch_bytes = 0usize;
 
     // This batch's emails; one that cannot be built fails on its own.
     let mut base = message.spec.clone();
@@ -97,6 +99,13 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
         let key = format!("{uid}.{i}");
         match build_email(&spec, template, default_from, &key) {
             Ok(email) => {
+                // The service's batch byte limit: this email waits for the
+                // next batch (every batch takes at least one).
+                batch_bytes += crate::transport::api::limits::email_bytes(&email);
+                if budget.is_some_and(|b| batch_bytes > b) && i > start {
+                    end = i;
+                    break;
+                }
                 emails.push(email);
                 indices.push(i);
             }

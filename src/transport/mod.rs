@@ -118,6 +118,13 @@ pub trait Transport: Send + Sync {
         50
     }
 
+    /// The most bytes one batch request may carry (emails counted as
+    /// `api::limits::email_bytes` counts them), where the service has such a
+    /// limit: a bulk message puts fewer emails in a batch to stay under it.
+    fn batch_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Sends emails that are each complete (one recipient each). By default
     /// one after another; a refusal of one email is its own result, while a
     /// failure of the server, network or credentials stops the batch there.

@@ -24,6 +24,9 @@ pub struct Limits {
     pub tags: Option<usize>,
     /// Emails in one batch request.
     pub batch: usize,
+    /// Bytes of one batch request, where each email carries its own content
+    /// (Mailtrap's and Postmark's batches).
+    pub batch_bytes: Option<usize>,
     /// Bytes of one email: subject, bodies and attachments (base64).
     pub email_bytes: Option<usize>,
     /// Bytes of the options sent beside the email (Mailgun's `o:`, `h:`,
@@ -40,6 +43,7 @@ pub const LIMITS: [Limits; 5] = [
         recipients: None,
         tags: None,
         batch: 500,
+        batch_bytes: Some(50 * 1000 * 1000),
         email_bytes: None,
         option_bytes: None,
     },
@@ -50,6 +54,7 @@ pub const LIMITS: [Limits; 5] = [
         recipients: None,
         tags: None,
         batch: 100,
+        batch_bytes: None,
         email_bytes: None,
         option_bytes: None,
     },
@@ -60,6 +65,7 @@ pub const LIMITS: [Limits; 5] = [
         recipients: Some(50),
         tags: None,
         batch: 500,
+        batch_bytes: Some(50 * 1000 * 1000),
         email_bytes: Some(10 * 1000 * 1000),
         option_bytes: None,
     },
@@ -70,6 +76,7 @@ pub const LIMITS: [Limits; 5] = [
         recipients: Some(1000),
         tags: Some(3),
         batch: 1000,
+        batch_bytes: None,
         email_bytes: None,
         option_bytes: Some(16 * 1024),
     },
@@ -80,6 +87,7 @@ pub const LIMITS: [Limits; 5] = [
         recipients: Some(1000),
         tags: Some(10),
         batch: 1000,
+        batch_bytes: None,
         email_bytes: Some(30 * 1000 * 1000),
         option_bytes: None,
     },
@@ -132,7 +140,7 @@ pub fn check(service: ApiProvider, email: &Email) -> Result<(), SendError> {
 
 /// The bytes of an email as an API receives it: subject, bodies, and each
 /// attachment base64-encoded.
-fn email_bytes(email: &Email) -> usize {
+pub fn email_bytes(email: &Email) -> usize {
     let attachments: usize = email
         .attachments
         .iter()
@@ -203,6 +211,7 @@ mod tests {
                 cell(limits.recipients),
                 cell(limits.tags),
                 limits.batch.to_string(),
+                cell(limits.batch_bytes),
                 cell(limits.email_bytes),
                 cell(limits.option_bytes),
             ];

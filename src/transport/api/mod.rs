@@ -219,6 +219,10 @@ impl Transport for ApiTransport {
         batch::size(self.provider)
     }
 
+    fn batch_bytes(&self) -> Option<usize> {
+        limits::of(self.provider).batch_bytes
+    }
+
     async fn send_batch(&self, emails: &[Email]) -> super::BatchOutcome {
         let request = match batch::request(self.provider, &self.target, emails) {
             Ok(Some(request)) => request,
