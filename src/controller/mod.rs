@@ -218,10 +218,17 @@ pub async fn run(
         // Messages are judged against providers and templates, so those
         // caches must be complete first: otherwise a message could be marked
         // ProviderNotFound for a provider that exists.
-        if ready_store.wait_until_ready().await.is_err()
-            || templates_ready.wait_until_ready().await.is_err()
-            || (serves_cluster_providers && clusters_ready.wait_until_ready().await.is_err())
-        {
+        // A shutdown before then ends the wait (nothing has started).
+        let caches_ready = async {
+            ready_store.wait_until_ready().await.is_ok()
+                && templates_ready.wait_until_ready().await.is_ok()
+                && (!serves_cluster_providers || clusters_ready.wait_until_ready().await.is_ok())
+        };
+        let ready = tokio::select! {
+            ready = caches_ready => ready,
+            () = shutdown.clone() => false,
+        };
+        if !ready {
             return;
         }
         let messages = if serves_cluster_providers {

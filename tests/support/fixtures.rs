@@ -58,7 +58,12 @@ impl RunningController {
             let _ = stop.send(());
         }
         if let Some(handle) = self.handle.take() {
-            handle.await.expect("the controller task panicked");
+            // A controller that does not stop is a bug: say so rather than
+            // hang the test run.
+            tokio::time::timeout(Duration::from_secs(60), handle)
+                .await
+                .expect("the controller did not stop within 60 s of its shutdown")
+                .expect("the controller task panicked");
         }
     }
 }
