@@ -50,9 +50,10 @@ const STALE_CACHE_RETRY: Duration = Duration::from_secs(1);
 /// How soon a message whose claim met a newer version is looked at again.
 pub(super) const CLAIM_CONFLICT_RETRY: Duration = Duration::from_millis(200);
 /// How soon a message whose provider or namespace holds its share of send
-/// slots looks again: about a second, spread so they do not come back at once.
+/// slots looks again: 1-3 s, spread so a large backlog (a thousand messages
+/// for one provider) comes back a few hundred a second, not all at once.
 pub(super) fn slots_busy_retry() -> Duration {
-    Duration::from_millis(500 + fastrand::u64(..1000))
+    Duration::from_millis(1000 + fastrand::u64(..2000))
 }
 /// How many times a result is written before it is kept for a later reconcile.
 const RECORD_TRIES: u32 = 6;

@@ -1,7 +1,7 @@
 //! Send slots, shared fairly. At most `--max-concurrent-sends` sends are in
 //! flight at once; of those, one provider may hold at most a quarter and the
 //! messages of one namespace at most a half. A server that stalls (or a tenant that floods)
-//! so delays only its own messages: theirs wait for their own slots, without
+//! so delays only its own messages: theirs look again in 1-3 s, without
 //! holding a reconcile worker, while every other provider finds slots free.
 
 use std::collections::HashMap;
