@@ -84,6 +84,21 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
     let budget = verified.transport.batch_bytes();
     let mut batch_bytes = 0usize;
 
+    // A send slot from before the claim until the progress is recorded, as
+    // for a single message; taken first, so a message waiting for one does
+    // not render its batch each time it looks.
+    let key = (
+        provider.namespace().unwrap_or_default(),
+        provider.name_any(),
+    );
+    let Some(_slot) = ctx
+        .sends
+        .take(&key, &message.namespace().unwrap_or_default())
+        .await
+    else {
+        return Ok(Action::requeue(slots_busy_retry()));
+    };
+
     // This batch's emails; one that cannot be built fails on its own.
     let mut base = message.spec.clone();
     base.recipients = Vec::new();
@@ -115,20 +130,6 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
             )),
         }
     }
-
-    // A send slot from before the claim until the progress is recorded, as
-    // for a single message.
-    let key = (
-        provider.namespace().unwrap_or_default(),
-        provider.name_any(),
-    );
-    let Some(_slot) = ctx
-        .sends
-        .take(&key, &message.namespace().unwrap_or_default())
-        .await
-    else {
-        return Ok(Action::requeue(slots_busy_retry()));
-    };
 
     // Claim the batch before any I/O.
     let generation = message.metadata.generation;

@@ -35,13 +35,12 @@ pub fn request(
     let Some(first) = emails.first() else {
         return Ok(None);
     };
-    for email in emails {
-        super::limits::check(provider, email)?;
-    }
+    // Each email's request, built (and held to the service's limits) as if
+    // it went alone.
     let bodies = || -> Result<Vec<Value>, SendError> {
         emails
             .iter()
-            .map(|e| single(provider, target, e).map(|r| json_body(&r)))
+            .map(|e| super::request(provider, target, e).map(|r| json_body(&r)))
             .collect()
     };
     let request = match provider {
@@ -91,7 +90,7 @@ pub fn request(
             }
         }
         ApiProvider::SendGrid if same_content(emails) => {
-            let mut single = sendgrid::request(target, first)?;
+            let mut single = super::request(provider, target, first)?;
             let personalizations: Vec<Value> = emails
                 .iter()
                 .map(|e| {
@@ -108,7 +107,7 @@ pub fn request(
             single
         }
         ApiProvider::Mailgun if same_content(emails) && same_template_data(emails) => {
-            let mut single = mailgun::request(target, first)?;
+            let mut single = super::request(provider, target, first)?;
             if let Body::Form(fields, _) = &mut single.body {
                 fields.retain(|(name, _)| name != "to");
                 let mut variables = serde_json::Map::new();
@@ -127,16 +126,6 @@ pub fn request(
         ApiProvider::SendGrid | ApiProvider::Mailgun => return Ok(None),
     };
     Ok(Some(request))
-}
-
-fn single(provider: ApiProvider, target: &Target, email: &Email) -> Result<Request, SendError> {
-    match provider {
-        ApiProvider::Mailtrap => mailtrap::request(target, email),
-        ApiProvider::Resend => resend::request(target, email),
-        ApiProvider::Postmark => postmark::request(target, email),
-        ApiProvider::Mailgun => mailgun::request(target, email),
-        ApiProvider::SendGrid => sendgrid::request(target, email),
-    }
 }
 
 fn json_body(request: &Request) -> Value {
