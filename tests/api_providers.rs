@@ -590,7 +590,10 @@ async fn a_verification_answered_404_says_not_found() {
         .map(|r| r.path)
         .collect();
     assert_eq!(lookups[0], "/v4/domains/not-ours.example.com");
-    controller.stop().await;
+    // Aborted rather than stopped: in parallel runs this controller has
+    // twice not finished a graceful stop (cause not found yet; see the
+    // closing note of the change that added this test).
+    drop(controller);
 }
 
 /// The services' published limits are enforced before anything is sent:
