@@ -280,8 +280,9 @@ async fn raw_status(scene: &Scene, name: &str) -> Value {
 async fn a_message_the_controller_cannot_read_costs_only_itself() {
     let scene = Scene::new("unreadable").await;
     scene.mailpit_provider().await;
-    let run = support::namespace_suffix();
-    let (bad, good) = (format!("unreadable {run}"), format!("readable {run}"));
+    // No subject may contain another: mailpit's subject search is a
+    // substring match, and "readable X" would also find "later unreadable X".
+    let (bad, good) = (support::unique("broken"), support::unique("intact"));
     scene.note("unreadable", "mailpit", &bad).await;
     make_unreadable(&scene, "unreadable").await;
     scene.note("readable", "mailpit", &good).await;
@@ -303,7 +304,7 @@ async fn a_message_the_controller_cannot_read_costs_only_itself() {
     assert!(text.len() < 400, "bounded: {text}");
 
     // Unreadable while the controller runs: the watch goes on too.
-    let (later_bad, later_good) = (format!("later unreadable {run}"), format!("later {run}"));
+    let (later_bad, later_good) = (support::unique("spoiled"), support::unique("afterwards"));
     scene.note("later-unreadable", "mailpit", &later_bad).await;
     make_unreadable(&scene, "later-unreadable").await;
     scene.note("later", "mailpit", &later_good).await;
