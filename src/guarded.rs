@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::warn;
 
-use crate::api::condition::reason;
+use crate::api::condition::Reason;
 
 /// How an object that cannot be decoded is marked in its status.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +91,7 @@ pub fn mark_patch(invalid: &InvalidObject, mark: Mark) -> Option<serde_json::Val
     let text = format!("the controller cannot read this object: {error}");
     let generation = invalid.metadata.generation;
     let since = invalid.metadata.creation_timestamp.clone();
-    let condition = |type_: &str, why: &str| {
+    let condition = |type_: &str, why: Reason| {
         json!({"type": type_, "status": "False", "reason": why, "message": text,
                "lastTransitionTime": since, "observedGeneration": generation})
     };
@@ -100,12 +100,12 @@ pub fn mark_patch(invalid: &InvalidObject, mark: Mark) -> Option<serde_json::Val
         Mark::Message => Some(json!({"status": {
             "phase": "Failed",
             "observedGeneration": generation,
-            "lastError": {"reason": reason::INVALID_REQUEST, "message": text, "retryable": false},
-            "conditions": [condition("Sent", reason::INVALID_REQUEST)],
+            "lastError": {"reason": Reason::InvalidRequest, "message": text, "retryable": false},
+            "conditions": [condition("Sent", Reason::InvalidRequest)],
         }})),
         Mark::Ready => Some(json!({"status": {
             "observedGeneration": generation,
-            "conditions": [condition("Ready", reason::INVALID_SPEC)],
+            "conditions": [condition("Ready", Reason::InvalidSpec)],
         }})),
     }
 }

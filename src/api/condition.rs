@@ -12,87 +12,211 @@ pub const DELIVERED: &str = "Delivered";
 /// `WebhookReady` on a provider with `spec.webhook`: its key can be used.
 pub const WEBHOOK_READY: &str = "WebhookReady";
 
-/// The reasons mailroom puts on conditions and in `lastError.reason`.
-pub mod reason {
+/// The reasons mailroom puts on conditions and in `lastError.reason`. Each
+/// is written to status as its name (`TlsFailed` as "TLSFailed"), so status
+/// reads exactly as before the type existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
     /// The provider connected, negotiated TLS and authenticated.
-    pub const VERIFIED: &str = "Verified";
+    Verified,
     /// The configuration is complete, but the service has no call that
     /// checks credentials without sending: the first send will tell.
-    pub const CONFIGURED: &str = "Configured";
+    Configured,
     /// A referenced Secret (or one of its keys) does not exist.
-    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    SecretNotFound,
     /// A referenced ConfigMap (or one of its keys) does not exist.
-    pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
+    ConfigMapNotFound,
     /// The server refused the credentials.
-    pub const AUTH_FAILED: &str = "AuthFailed";
+    AuthFailed,
     /// TLS could not be established as the spec demands.
-    pub const TLS_FAILED: &str = "TLSFailed";
+    TlsFailed,
     /// The server could not be reached or did not answer in time.
-    pub const UNREACHABLE: &str = "Unreachable";
+    Unreachable,
     /// The spec is valid for the schema but cannot be used.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
+    InvalidSpec,
     /// The provider named by the message does not exist.
-    pub const PROVIDER_NOT_FOUND: &str = "ProviderNotFound";
+    ProviderNotFound,
     /// The message's namespace may not use the ClusterEmailProvider it names.
-    pub const DENIED: &str = "Denied";
+    Denied,
     /// The provider exists but is not Ready.
-    pub const PROVIDER_NOT_READY: &str = "ProviderNotReady";
+    ProviderNotReady,
     /// The message has not been sent yet and waits for nothing in particular.
-    pub const PENDING: &str = "Pending";
+    Pending,
     /// A send attempt is under way.
-    pub const SENDING: &str = "Sending";
+    Sending,
     /// The server accepted the message.
-    pub const ACCEPTED: &str = "Accepted";
+    Accepted,
     /// A bulk message: some recipients were accepted, some failed.
-    pub const PARTIALLY_ACCEPTED: &str = "PartiallyAccepted";
+    PartiallyAccepted,
     /// The message itself is unusable (an address or header the server
     /// would refuse); it will never be sent.
-    pub const INVALID_REQUEST: &str = "InvalidRequest";
+    InvalidRequest,
     /// The server refused the message permanently.
-    pub const REJECTED: &str = "Rejected";
+    Rejected,
     /// The server or network failed in a way that may pass; retried.
-    pub const TRANSIENT_FAILURE: &str = "TransientFailure";
+    TransientFailure,
     /// The template parses.
-    pub const PARSED: &str = "Parsed";
+    Parsed,
     /// The template does not parse.
-    pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
+    InvalidTemplate,
     /// Verification: the service answered 404, so what the provider names
     /// there (a Mailgun domain, a server) does not exist.
-    pub const NOT_FOUND: &str = "NotFound";
+    NotFound,
     /// Verification: the service answered 405 to its documented lookup.
-    pub const METHOD_NOT_ALLOWED: &str = "MethodNotAllowed";
+    MethodNotAllowed,
     /// Verification: the service refused the lookup with another 4xx.
-    pub const REFUSED: &str = "Refused";
+    Refused,
     /// A Secret or ConfigMap key an attachment names does not exist (yet).
-    pub const ATTACHMENT_NOT_FOUND: &str = "AttachmentNotFound";
+    AttachmentNotFound,
     /// An attachment names a Secret that has not opted in to being attached
     /// (label `mailroom.dev/attachable: "true"`): nothing is sent.
-    pub const ATTACHMENT_NOT_ALLOWED: &str = "AttachmentNotAllowed";
+    AttachmentNotAllowed,
     /// The EmailTemplate named by the message does not exist.
-    pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
+    TemplateNotFound,
     /// The service reported the message delivered (or opened or clicked).
-    pub const DELIVERED: &str = "Delivered";
+    Delivered,
     /// Delivery is delayed or soft-bounced; the service keeps trying.
-    pub const DEFERRED: &str = "Deferred";
+    Deferred,
     /// The recipient's server refused the message for good.
-    pub const BOUNCED: &str = "Bounced";
+    Bounced,
     /// The service dropped the message after accepting it.
-    pub const DROPPED: &str = "Dropped";
+    Dropped,
     /// The recipient marked the message as spam.
-    pub const COMPLAINED: &str = "Complained";
+    Complained,
     /// The message waits for its `sendAt` time.
-    pub const SCHEDULED: &str = "Scheduled";
+    Scheduled,
     /// The provider is suspended (spec.suspend).
-    pub const SUSPENDED: &str = "Suspended";
+    Suspended,
     /// The provider's rate limit holds the message back for a moment.
-    pub const RATE_LIMITED: &str = "RateLimited";
+    RateLimited,
     /// The message's deadline passed before it could be sent.
-    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    DeadlineExceeded,
     /// Under AtMostOnce, an attempt may or may not have reached the server.
-    pub const OUTCOME_UNKNOWN: &str = "OutcomeUnknown";
+    OutcomeUnknown,
     /// The message was claimed but the controller stopped before the result
     /// was recorded; it is sent again (at-least-once).
-    pub const INTERRUPTED: &str = "Interrupted";
+    Interrupted,
+}
+
+impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Reason; 37] = [
+        Reason::Verified,
+        Reason::Configured,
+        Reason::SecretNotFound,
+        Reason::ConfigMapNotFound,
+        Reason::AuthFailed,
+        Reason::TlsFailed,
+        Reason::Unreachable,
+        Reason::InvalidSpec,
+        Reason::ProviderNotFound,
+        Reason::Denied,
+        Reason::ProviderNotReady,
+        Reason::Pending,
+        Reason::Sending,
+        Reason::Accepted,
+        Reason::PartiallyAccepted,
+        Reason::InvalidRequest,
+        Reason::Rejected,
+        Reason::TransientFailure,
+        Reason::Parsed,
+        Reason::InvalidTemplate,
+        Reason::NotFound,
+        Reason::MethodNotAllowed,
+        Reason::Refused,
+        Reason::AttachmentNotFound,
+        Reason::AttachmentNotAllowed,
+        Reason::TemplateNotFound,
+        Reason::Delivered,
+        Reason::Deferred,
+        Reason::Bounced,
+        Reason::Dropped,
+        Reason::Complained,
+        Reason::Scheduled,
+        Reason::Suspended,
+        Reason::RateLimited,
+        Reason::DeadlineExceeded,
+        Reason::OutcomeUnknown,
+        Reason::Interrupted,
+    ];
+
+    /// The reason as written to status.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Verified => "Verified",
+            Reason::Configured => "Configured",
+            Reason::SecretNotFound => "SecretNotFound",
+            Reason::ConfigMapNotFound => "ConfigMapNotFound",
+            Reason::AuthFailed => "AuthFailed",
+            Reason::TlsFailed => "TLSFailed",
+            Reason::Unreachable => "Unreachable",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::ProviderNotFound => "ProviderNotFound",
+            Reason::Denied => "Denied",
+            Reason::ProviderNotReady => "ProviderNotReady",
+            Reason::Pending => "Pending",
+            Reason::Sending => "Sending",
+            Reason::Accepted => "Accepted",
+            Reason::PartiallyAccepted => "PartiallyAccepted",
+            Reason::InvalidRequest => "InvalidRequest",
+            Reason::Rejected => "Rejected",
+            Reason::TransientFailure => "TransientFailure",
+            Reason::Parsed => "Parsed",
+            Reason::InvalidTemplate => "InvalidTemplate",
+            Reason::NotFound => "NotFound",
+            Reason::MethodNotAllowed => "MethodNotAllowed",
+            Reason::Refused => "Refused",
+            Reason::AttachmentNotFound => "AttachmentNotFound",
+            Reason::AttachmentNotAllowed => "AttachmentNotAllowed",
+            Reason::TemplateNotFound => "TemplateNotFound",
+            Reason::Delivered => "Delivered",
+            Reason::Deferred => "Deferred",
+            Reason::Bounced => "Bounced",
+            Reason::Dropped => "Dropped",
+            Reason::Complained => "Complained",
+            Reason::Scheduled => "Scheduled",
+            Reason::Suspended => "Suspended",
+            Reason::RateLimited => "RateLimited",
+            Reason::DeadlineExceeded => "DeadlineExceeded",
+            Reason::OutcomeUnknown => "OutcomeUnknown",
+            Reason::Interrupted => "Interrupted",
+        }
+    }
+
+    /// The reason `text` names, if it is one of mailroom's.
+    pub fn parse(text: &str) -> Option<Reason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl From<Reason> for String {
+    fn from(reason: Reason) -> String {
+        reason.as_str().to_string()
+    }
+}
+
+impl PartialEq<Reason> for String {
+    fn eq(&self, other: &Reason) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Reason> for &str {
+    fn eq(&self, other: &Reason) -> bool {
+        *self == other.as_str()
+    }
 }
 
 /// Sets condition `type_` in `conditions`, replacing an existing one of the same
@@ -101,7 +225,7 @@ pub fn set(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: impl Into<String>,
     observed_generation: Option<i64>,
 ) {
@@ -121,7 +245,7 @@ pub fn set_status(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: &str,
-    reason: &str,
+    reason: Reason,
     message: impl Into<String>,
     observed_generation: Option<i64>,
 ) {
@@ -135,7 +259,7 @@ pub fn set_status(
     let condition = Condition {
         type_: type_.to_string(),
         status,
-        reason: reason.to_string(),
+        reason: reason.into(),
         message: message.into(),
         observed_generation,
         last_transition_time,
@@ -169,13 +293,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_reason_reads_back_as_itself_and_none_is_written_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+            assert!(seen.insert(reason.as_str()), "{reason} twice");
+            assert_eq!(serde_json::json!(reason), reason.as_str());
+        }
+        assert_eq!(Reason::TlsFailed.as_str(), "TLSFailed");
+        assert_eq!(Reason::parse("NoSuchReason"), None);
+    }
+
+    #[test]
     fn transition_time_only_moves_when_status_changes() {
         let mut conditions = Vec::new();
         set(
             &mut conditions,
             READY,
             false,
-            reason::UNREACHABLE,
+            Reason::Unreachable,
             "down",
             Some(1),
         );
@@ -185,18 +321,18 @@ mod tests {
             &mut conditions,
             READY,
             false,
-            reason::AUTH_FAILED,
+            Reason::AuthFailed,
             "bad",
             Some(2),
         );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, first);
-        assert_eq!(conditions[0].reason, reason::AUTH_FAILED);
+        assert_eq!(conditions[0].reason, Reason::AuthFailed);
         set(
             &mut conditions,
             READY,
             true,
-            reason::VERIFIED,
+            Reason::Verified,
             "ok",
             Some(2),
         );

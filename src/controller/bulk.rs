@@ -20,7 +20,7 @@ use super::message::{
     slots_busy_retry, write_claim,
 };
 use super::{backoff, provider};
-use crate::api::condition::{self, SENT, reason};
+use crate::api::condition::{self, Reason, SENT};
 use crate::api::message::{BulkStatus, DeliveryPolicy, LastError, RecipientFailure};
 use crate::api::{EmailMessage, EmailProvider, EmailTemplate, Phase};
 use crate::transport::{BatchOutcome, SendError};
@@ -51,12 +51,12 @@ pub fn merged_data(message: Option<&Value>, recipient: Option<&Value>) -> Value 
     data
 }
 
-fn fail(progress: &mut BulkStatus, to: &str, why: &str, text: &str) {
+fn fail(progress: &mut BulkStatus, to: &str, why: Reason, text: &str) {
     progress.failed += 1;
     if progress.failures.len() < MAX_FAILURES_LISTED {
         progress.failures.push(RecipientFailure {
             to: to.to_string(),
-            reason: why.to_string(),
+            reason: why.into(),
             message: text.to_string(),
         });
     }
@@ -146,7 +146,7 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
         &mut claim.conditions,
         SENT,
         false,
-        reason::SENDING,
+        Reason::Sending,
         text,
         generation,
     );
@@ -191,7 +191,7 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
                 fail(
                     &mut progress,
                     &recipients[i].to,
-                    reason::OUTCOME_UNKNOWN,
+                    Reason::OutcomeUnknown,
                     &text,
                 );
             }
@@ -239,7 +239,7 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
         fail(
             &mut progress,
             &recipients[*i].to,
-            reason::INVALID_REQUEST,
+            Reason::InvalidRequest,
             text,
         );
     }
@@ -255,7 +255,7 @@ pub(super) async fn send(job: Job<'_>) -> Result<Action, Error> {
             &mut new.conditions,
             SENT,
             false,
-            reason::SENDING,
+            Reason::Sending,
             text,
             generation,
         );
@@ -304,17 +304,18 @@ fn conclude(
     status.next_attempt_time = None;
     let (phase, ready, why, text) = if failed == 0 {
         let text = format!("all {total} recipients accepted by the server");
-        (Phase::Sent, true, reason::ACCEPTED, text)
+        (Phase::Sent, true, Reason::Accepted, text)
     } else if sent > 0 {
         let text = format!(
             "{sent} of {total} recipients accepted, {failed} failed (see status.bulk.failures)"
         );
-        (Phase::Sent, true, reason::PARTIALLY_ACCEPTED, text)
+        (Phase::Sent, true, Reason::PartiallyAccepted, text)
     } else {
         let why = progress
             .failures
             .first()
-            .map_or(reason::REJECTED, |f| f.reason.as_str());
+            .and_then(|f| Reason::parse(&f.reason))
+            .unwrap_or(Reason::Rejected);
         let text =
             format!("none of the {total} recipients was accepted (see status.bulk.failures)");
         (Phase::Failed, false, why, text)
@@ -349,7 +350,7 @@ mod tests {
             fail(
                 &mut progress,
                 &format!("r{i}@example.org"),
-                "Rejected",
+                Reason::Rejected,
                 "no",
             );
         }

@@ -9,7 +9,7 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use crate::api::EmailProvider;
-use crate::api::condition::reason;
+use crate::api::condition::Reason;
 use crate::api::provider::{ApiSpec, CaBundleSource, KeyRef, SmtpSpec};
 use crate::transport::Transport;
 use crate::transport::api::ApiTransport;
@@ -20,13 +20,13 @@ use crate::transport::smtp::{SmtpCredentials, SmtpTransport};
 #[error("{message}")]
 pub struct ResolveError {
     /// The condition reason: SecretNotFound, ConfigMapNotFound, InvalidSpec, TLSFailed.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// What is missing or wrong, naming the object and key.
     pub message: String,
 }
 
 impl ResolveError {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -62,7 +62,7 @@ pub async fn build(
         }
         (None, None) => {
             let text = "spec: no transport is set (smtp or api)";
-            return Err(ResolveError::new(reason::INVALID_SPEC, text));
+            return Err(ResolveError::new(Reason::InvalidSpec, text));
         }
     };
     Ok(Built {
@@ -78,10 +78,10 @@ pub async fn build(
 pub fn check_endpoint(endpoint: &str, allowed: &[String]) -> Result<(), ResolveError> {
     let field = "spec.api.endpoint";
     let url = reqwest::Url::parse(endpoint)
-        .map_err(|e| ResolveError::new(reason::INVALID_SPEC, format!("{field}: not a URL: {e}")))?;
+        .map_err(|e| ResolveError::new(Reason::InvalidSpec, format!("{field}: not a URL: {e}")))?;
     if !matches!(url.scheme(), "https" | "http") {
         let text = format!("{field}: the scheme must be https (or http)");
-        return Err(ResolveError::new(reason::INVALID_SPEC, text));
+        return Err(ResolveError::new(Reason::InvalidSpec, text));
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     if allowed.iter().any(|a| a.eq_ignore_ascii_case(&host)) {
@@ -96,7 +96,7 @@ pub fn check_endpoint(endpoint: &str, allowed: &[String]) -> Result<(), ResolveE
             "{field}: host {host:?} is not among the hosts the cluster operator allows (--allowed-endpoint-hosts)"
         )
     };
-    Err(ResolveError::new(reason::INVALID_SPEC, text))
+    Err(ResolveError::new(Reason::InvalidSpec, text))
 }
 
 async fn build_smtp(
@@ -130,7 +130,7 @@ async fn build_smtp(
         Some(source) => Some(ca_bundle(client, namespace, source, fingerprint).await?),
     };
     let transport = SmtpTransport::new(smtp, ca_pem.as_deref(), credentials)
-        .map_err(|e| ResolveError::new(reason::TLS_FAILED, format!("spec.smtp.caBundle: {e}")))?;
+        .map_err(|e| ResolveError::new(Reason::TlsFailed, format!("spec.smtp.caBundle: {e}")))?;
     Ok(Arc::new(transport))
 }
 
@@ -150,10 +150,10 @@ async fn build_api(
     if key.is_empty() {
         let (name, k) = (&api.secret_ref.name, &api.secret_ref.key);
         let text = format!("{field}: Secret {name:?} key {k:?} is empty");
-        return Err(ResolveError::new(reason::SECRET_NOT_FOUND, text));
+        return Err(ResolveError::new(Reason::SecretNotFound, text));
     }
     let transport = ApiTransport::new(api, key)
-        .map_err(|e| ResolveError::new(reason::INVALID_SPEC, e.message))?;
+        .map_err(|e| ResolveError::new(Reason::InvalidSpec, e.message))?;
     Ok(Arc::new(transport))
 }
 
@@ -165,11 +165,11 @@ async fn get_secret(
     match secrets.get_opt(name).await {
         Ok(Some(secret)) => Ok(secret),
         Ok(None) => Err(ResolveError::new(
-            reason::SECRET_NOT_FOUND,
+            Reason::SecretNotFound,
             format!("{field}: Secret {name:?} not found"),
         )),
         Err(e) => Err(ResolveError::new(
-            reason::SECRET_NOT_FOUND,
+            Reason::SecretNotFound,
             format!("{field}: Secret {name:?} could not be read: {e}"),
         )),
     }
@@ -191,13 +191,13 @@ fn secret_value(secret: &Secret, key: &str, field: &str) -> Result<String, Resol
         })
         .ok_or_else(|| {
             ResolveError::new(
-                reason::SECRET_NOT_FOUND,
+                Reason::SecretNotFound,
                 format!("{field}: Secret {name:?} has no key {key:?}"),
             )
         })?;
     String::from_utf8(bytes).map_err(|_| {
         ResolveError::new(
-            reason::INVALID_SPEC,
+            Reason::InvalidSpec,
             format!("{field}: Secret {name:?} key {key:?} is not UTF-8"),
         )
     })
@@ -224,13 +224,13 @@ async fn ca_bundle(
             let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
             let map = maps.get_opt(name).await.map_err(|e| {
                 ResolveError::new(
-                    reason::CONFIG_MAP_NOT_FOUND,
+                    Reason::ConfigMapNotFound,
                     format!("{field}: ConfigMap {name:?}: {e}"),
                 )
             })?;
             let map = map.ok_or_else(|| {
                 ResolveError::new(
-                    reason::CONFIG_MAP_NOT_FOUND,
+                    Reason::ConfigMapNotFound,
                     format!("{field}: ConfigMap {name:?} not found"),
                 )
             })?;
@@ -244,13 +244,13 @@ async fn ca_bundle(
                 .map(|v| v.as_bytes().to_vec())
                 .ok_or_else(|| {
                     ResolveError::new(
-                        reason::CONFIG_MAP_NOT_FOUND,
+                        Reason::ConfigMapNotFound,
                         format!("{field}: ConfigMap {name:?} has no key {key:?}"),
                     )
                 })
         }
         (None, None) => Err(ResolveError::new(
-            reason::INVALID_SPEC,
+            Reason::InvalidSpec,
             "spec.smtp.caBundle: set secretKeyRef or configMapKeyRef",
         )),
     }

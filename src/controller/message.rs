@@ -19,7 +19,7 @@ use super::attachments::{self, LoadError};
 use super::context::Context;
 use super::error::Error;
 use super::{backoff, bulk, provider};
-use crate::api::condition::{self, READY, SENT, reason};
+use crate::api::condition::{self, READY, Reason, SENT};
 use crate::api::message::ProviderKind;
 use crate::api::message::{
     DeliveryPolicy, EmailMessageSpec, LastError, RETRY_ANNOTATION, ServerReply,
@@ -171,7 +171,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             &message,
             &ctx,
             Phase::Failed,
-            reason::DEADLINE_EXCEEDED,
+            Reason::DeadlineExceeded,
             text,
         )
         .await;
@@ -195,7 +195,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         return wait(
             &api,
             &message,
-            reason::PROVIDER_NOT_FOUND,
+            Reason::ProviderNotFound,
             text,
             None,
             limits.deadline,
@@ -209,7 +209,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             .await
             .map_err(Error::Kube)?;
         if let Access::Denied(text) = access {
-            return conclude(&api, &message, &ctx, Phase::Failed, reason::DENIED, text).await;
+            return conclude(&api, &message, &ctx, Phase::Failed, Reason::Denied, text).await;
         }
     }
 
@@ -229,7 +229,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 return wait(
                     &api,
                     &message,
-                    reason::TEMPLATE_NOT_FOUND,
+                    Reason::TemplateNotFound,
                     text,
                     None,
                     limits.deadline,
@@ -268,7 +268,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         return wait(
             &api,
             &message,
-            reason::SCHEDULED,
+            Reason::Scheduled,
             text,
             Some(due),
             limits.deadline,
@@ -281,7 +281,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         return wait(
             &api,
             &message,
-            reason::SUSPENDED,
+            Reason::Suspended,
             text,
             None,
             limits.deadline,
@@ -308,7 +308,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 wait(
                     &api,
                     &message,
-                    reason::PROVIDER_NOT_READY,
+                    Reason::ProviderNotReady,
                     text,
                     None,
                     limits.deadline,
@@ -344,7 +344,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
             &message,
             &ctx,
             Phase::Unknown,
-            reason::INTERRUPTED,
+            Reason::Interrupted,
             text,
         )
         .await;
@@ -384,7 +384,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         return wait(
             &api,
             &message,
-            reason::RATE_LIMITED,
+            Reason::RateLimited,
             text,
             Some(wait_for),
             limits.deadline,
@@ -416,7 +416,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 return wait(
                     &api,
                     &message,
-                    reason::ATTACHMENT_NOT_FOUND,
+                    Reason::AttachmentNotFound,
                     e.to_string(),
                     Some(ATTACHMENT_RETRY),
                     limits.deadline,
@@ -427,7 +427,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 return fail_invalid(&api, &message, &ctx, e.to_string()).await;
             }
             Err(e @ LoadError::NotAllowed { .. }) => {
-                let why = reason::ATTACHMENT_NOT_ALLOWED;
+                let why = Reason::AttachmentNotAllowed;
                 return conclude(&api, &message, &ctx, Phase::Failed, why, e.to_string()).await;
             }
             Err(e @ LoadError::Api { .. }) => return Err(Error::Attachments(e)),
@@ -485,14 +485,14 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         let text = format!(
             "attempt {attempt}: the previous attempt was interrupted before its result was recorded; sending again"
         );
-        (reason::INTERRUPTED, text)
+        (Reason::Interrupted, text)
     } else if retry_requested {
         (
-            reason::SENDING,
+            Reason::Sending,
             format!("attempt {attempt}: sending again as {RETRY_ANNOTATION} asked"),
         )
     } else {
-        (reason::SENDING, format!("attempt {attempt} under way"))
+        (Reason::Sending, format!("attempt {attempt} under way"))
     };
     condition::set(
         &mut claim.conditions,
@@ -714,7 +714,7 @@ fn outcome(
                 &mut status.conditions,
                 SENT,
                 true,
-                reason::ACCEPTED,
+                Reason::Accepted,
                 text,
                 generation,
             );
@@ -745,7 +745,7 @@ fn outcome(
              Under AtMostOnce it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway",
             error.message
         );
-        (Phase::Unknown, reason::OUTCOME_UNKNOWN, text)
+        (Phase::Unknown, Reason::OutcomeUnknown, text)
     } else if !error.retryable() {
         (Phase::Failed, error.reason(), error.message.clone())
     } else if attempt >= limits.max_attempts {
@@ -759,7 +759,7 @@ fn outcome(
             "attempt {attempt} failed and the next would come after the deadline: {}",
             error.message
         );
-        (Phase::Failed, reason::DEADLINE_EXCEEDED, text)
+        (Phase::Failed, Reason::DeadlineExceeded, text)
     } else {
         status.next_attempt_time = Some(Time(next));
         let wait = next
@@ -951,7 +951,7 @@ async fn fail_invalid(
         message,
         ctx,
         Phase::Failed,
-        reason::INVALID_REQUEST,
+        Reason::InvalidRequest,
         text,
     )
     .await
@@ -964,7 +964,7 @@ async fn conclude(
     message: &EmailMessage,
     ctx: &Context,
     phase: Phase,
-    why: &str,
+    why: Reason,
     text: String,
 ) -> Result<Action, Error> {
     let generation = message.metadata.generation;
@@ -983,7 +983,7 @@ async fn conclude(
     condition::set(&mut status.conditions, SENT, false, why, &text, generation);
     match replace_status(api, message, status).await {
         Ok(written) => {
-            warn!(reason = why, message = %text, phase = ?phase, "concluded");
+            warn!(reason = why.as_str(), message = %text, phase = ?phase, "concluded");
             if let Some(status) = &written.status {
                 count_failure(ctx, &written, status);
             }
@@ -1013,7 +1013,7 @@ async fn conclude(
 async fn wait(
     api: &Api<EmailMessage>,
     message: &EmailMessage,
-    wait_reason: &str,
+    wait_reason: Reason,
     text: String,
     until: Option<Duration>,
     deadline: Option<jiff::Timestamp>,
@@ -1052,7 +1052,7 @@ async fn wait(
     if unchanged {
         return Ok(Action::requeue(retry));
     }
-    info!(reason = wait_reason, message = %text, "waiting");
+    info!(reason = wait_reason.as_str(), message = %text, "waiting");
     match replace_status(api, message, status).await {
         Ok(_) => Ok(Action::requeue(retry)),
         Err(e) if e.is_conflict() => Ok(Action::requeue(Duration::from_millis(200))),

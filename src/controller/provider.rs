@@ -16,7 +16,7 @@ use super::context::{Context, Verified};
 use super::credentials;
 use super::error::Error;
 use super::webhook::{self, WebhookState};
-use crate::api::condition::{self, READY, reason};
+use crate::api::condition::{self, READY, Reason};
 use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderStatus};
 use crate::transport::{FailureKind, Verification};
 
@@ -31,7 +31,7 @@ const MISCONFIGURED_RETRY: Duration = Duration::from_secs(300);
 /// The result of one verification.
 struct Outcome {
     ready: bool,
-    reason: &'static str,
+    reason: Reason,
     message: String,
     retry: Duration,
 }
@@ -131,20 +131,20 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
             if let Some(message) = rejected {
                 Outcome {
                     ready: false,
-                    reason: reason::AUTH_FAILED,
+                    reason: Reason::AuthFailed,
                     message: format!("{message} (update the Secret or the spec to try again)"),
                     retry: MISCONFIGURED_RETRY,
                 }
             } else {
                 let (reason, message) = match verification {
                     Verification::Verified => (
-                        reason::VERIFIED,
+                        Reason::Verified,
                         format!(
                             "{name} verified: the server accepted the connection and credentials"
                         ),
                     ),
                     Verification::Unverifiable => (
-                        reason::CONFIGURED,
+                        Reason::Configured,
                         format!(
                             "{name} is configured; it has no call that checks credentials without sending, so the first send will tell"
                         ),
@@ -181,16 +181,16 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
 
 /// The Ready reason for a failed verification, and when to look again: a
 /// server that answered is named by its answer, not called unreachable.
-fn verification_reason(e: &crate::transport::SendError) -> (&'static str, Duration) {
+fn verification_reason(e: &crate::transport::SendError) -> (Reason, Duration) {
     match (e.kind, e.code) {
-        (FailureKind::Auth, _) => (reason::AUTH_FAILED, MISCONFIGURED_RETRY),
-        (FailureKind::Tls, _) => (reason::TLS_FAILED, MISCONFIGURED_RETRY),
-        (FailureKind::InvalidRequest, _) => (reason::INVALID_SPEC, MISCONFIGURED_RETRY),
-        (FailureKind::Rejected, Some(404)) => (reason::NOT_FOUND, MISCONFIGURED_RETRY),
-        (FailureKind::Rejected, Some(405)) => (reason::METHOD_NOT_ALLOWED, MISCONFIGURED_RETRY),
-        (FailureKind::Rejected, _) => (reason::REFUSED, MISCONFIGURED_RETRY),
+        (FailureKind::Auth, _) => (Reason::AuthFailed, MISCONFIGURED_RETRY),
+        (FailureKind::Tls, _) => (Reason::TlsFailed, MISCONFIGURED_RETRY),
+        (FailureKind::InvalidRequest, _) => (Reason::InvalidSpec, MISCONFIGURED_RETRY),
+        (FailureKind::Rejected, Some(404)) => (Reason::NotFound, MISCONFIGURED_RETRY),
+        (FailureKind::Rejected, Some(405)) => (Reason::MethodNotAllowed, MISCONFIGURED_RETRY),
+        (FailureKind::Rejected, _) => (Reason::Refused, MISCONFIGURED_RETRY),
         (FailureKind::Unreachable | FailureKind::Transient, _) => {
-            (reason::UNREACHABLE, UNREACHABLE_RETRY)
+            (Reason::Unreachable, UNREACHABLE_RETRY)
         }
     }
 }
@@ -216,15 +216,15 @@ pub async fn mark_unverified(
     let generation = provider.metadata.generation;
     let mut status = provider.status.clone().unwrap_or_default();
     let why = match error.kind {
-        FailureKind::Auth => reason::AUTH_FAILED,
-        FailureKind::Tls => reason::TLS_FAILED,
-        _ => reason::UNREACHABLE,
+        FailureKind::Auth => Reason::AuthFailed,
+        FailureKind::Tls => Reason::TlsFailed,
+        _ => Reason::Unreachable,
     };
     let text = format!("a send failed, verifying again: {}", error.message);
     condition::set(&mut status.conditions, READY, false, why, text, generation);
     warn!(
         provider = provider.name_any(),
-        reason = why,
+        reason = why.as_str(),
         "a send failed for the provider's own reason"
     );
     let patch = serde_json::json!({ "status": { "conditions": status.conditions } });
@@ -290,9 +290,9 @@ async fn write_status(
         || old.last_verified_time != new.last_verified_time;
     if changed {
         if outcome.ready {
-            info!(reason = outcome.reason, "provider ready");
+            info!(reason = outcome.reason.as_str(), "provider ready");
         } else {
-            warn!(reason = outcome.reason, message = %outcome.message, "provider not ready");
+            warn!(reason = outcome.reason.as_str(), message = %outcome.message, "provider not ready");
         }
         let patch = serde_json::json!({ "status": new });
         patch_status(ctx, provider, &patch)

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use super::context::Context;
 use super::error::Error;
 use crate::api::EmailTemplate;
-use crate::api::condition::{self, READY, reason};
+use crate::api::condition::{self, READY, Reason};
 use crate::render;
 
 /// Reconciles one template.
@@ -25,7 +25,7 @@ pub async fn reconcile(template: Arc<EmailTemplate>, ctx: Arc<Context>) -> Resul
             &mut new.conditions,
             READY,
             true,
-            reason::PARSED,
+            Reason::Parsed,
             "every part parses",
             generation,
         ),
@@ -33,7 +33,7 @@ pub async fn reconcile(template: Arc<EmailTemplate>, ctx: Arc<Context>) -> Resul
             &mut new.conditions,
             READY,
             false,
-            reason::INVALID_TEMPLATE,
+            Reason::InvalidTemplate,
             e,
             generation,
         ),

@@ -7,7 +7,7 @@
 use kube::{Client, ResourceExt};
 
 use crate::api::EmailProvider;
-use crate::api::condition::{self, WEBHOOK_READY, reason};
+use crate::api::condition::{self, Reason, WEBHOOK_READY};
 use crate::webhook::index::Scope;
 use crate::webhook::keys::{Unavailable, read_key};
 
@@ -17,7 +17,7 @@ pub struct WebhookState {
     /// Whether webhook requests can be checked.
     pub ready: bool,
     /// The condition reason.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// What to do, or where to register the URL.
     pub message: String,
 }
@@ -50,7 +50,7 @@ pub async fn check(
     let state = match read_key(client, &scope, api.provider, webhook, secrets_namespace).await {
         Ok(_) => WebhookState {
             ready: true,
-            reason: reason::CONFIGURED,
+            reason: Reason::Configured,
             message: format!(
                 "the {service} webhook key in Secret {} is loaded; register https://<your host>{path} at {service}",
                 webhook.secret_ref.name
@@ -60,13 +60,13 @@ pub async fn check(
         Err(e @ (Unavailable::SecretNotFound { .. } | Unavailable::KeyMissing { .. })) => {
             WebhookState {
                 ready: false,
-                reason: reason::SECRET_NOT_FOUND,
+                reason: Reason::SecretNotFound,
                 message: format!("spec.webhook.secretRef: {e}"),
             }
         }
         Err(e) => WebhookState {
             ready: false,
-            reason: reason::INVALID_SPEC,
+            reason: Reason::InvalidSpec,
             message: format!("spec.webhook.secretRef: {e}"),
         },
     };

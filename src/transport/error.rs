@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::api::condition::reason;
+use crate::api::condition::Reason;
 
 /// What went wrong, in the terms the controller acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,14 +73,14 @@ impl SendError {
     }
 
     /// The condition reason for this failure.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self.kind {
-            FailureKind::Auth => reason::AUTH_FAILED,
-            FailureKind::Tls => reason::TLS_FAILED,
-            FailureKind::Unreachable => reason::UNREACHABLE,
-            FailureKind::Rejected => reason::REJECTED,
-            FailureKind::Transient => reason::TRANSIENT_FAILURE,
-            FailureKind::InvalidRequest => reason::INVALID_REQUEST,
+            FailureKind::Auth => Reason::AuthFailed,
+            FailureKind::Tls => Reason::TlsFailed,
+            FailureKind::Unreachable => Reason::Unreachable,
+            FailureKind::Rejected => Reason::Rejected,
+            FailureKind::Transient => Reason::TransientFailure,
+            FailureKind::InvalidRequest => Reason::InvalidRequest,
         }
     }
 

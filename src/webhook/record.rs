@@ -3,7 +3,7 @@
 //! Bounced, Complained), and sets the `Delivered` condition. Pure: the
 //! caller writes the result.
 
-use crate::api::condition::{self, DELIVERED, reason};
+use crate::api::condition::{self, DELIVERED, Reason};
 use crate::api::{BounceKind, DeliveryEvent, DeliveryEventType, EmailMessageStatus, Phase};
 
 /// How many events status keeps.
@@ -50,17 +50,17 @@ fn set_condition(status: &mut EmailMessageStatus, event: &DeliveryEvent, generat
     let (value, why, text) = match (event.type_, proves(event)) {
         (DeliveryEventType::Failed, _) => (
             "False",
-            reason::DROPPED,
+            Reason::Dropped,
             format!("the service dropped it{}{}", to_whom(event), because(event)),
         ),
         (_, Some(Phase::Bounced)) => (
             "False",
-            reason::BOUNCED,
+            Reason::Bounced,
             format!("hard bounce{}{}", to_whom(event), because(event)),
         ),
         (_, Some(Phase::Complained)) => (
             "True",
-            reason::COMPLAINED,
+            Reason::Complained,
             format!(
                 "delivered; marked as spam{} at {when}",
                 to_whom(event).replace(" to ", " by ")
@@ -68,12 +68,12 @@ fn set_condition(status: &mut EmailMessageStatus, event: &DeliveryEvent, generat
         ),
         (DeliveryEventType::Delivered, _) => (
             "True",
-            reason::DELIVERED,
+            Reason::Delivered,
             format!("delivered{} at {when}{}", to_whom(event), because(event)),
         ),
         (_, Some(_)) => (
             "True",
-            reason::DELIVERED,
+            Reason::Delivered,
             format!(
                 "{:?}{} at {when}, so it was delivered",
                 event.type_,
@@ -82,7 +82,7 @@ fn set_condition(status: &mut EmailMessageStatus, event: &DeliveryEvent, generat
         ),
         (_, None) => (
             "Unknown",
-            reason::DEFERRED,
+            Reason::Deferred,
             format!(
                 "{}{}{}; the service keeps trying",
                 match event.type_ {
