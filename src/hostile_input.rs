@@ -141,7 +141,7 @@ proptest! {
         let Ok(message) = serde_json::from_value::<EmailMessage>(object) else {
             return Ok(());
         };
-        let _ = crate::controller::fits::check(&message);
+        let _ = crate::controller::message::fits::check(&message);
         for seconds in [0, 1, 86_400, u32::MAX] {
             let _ = crate::controller::message::deadline(&message, seconds);
         }
@@ -193,7 +193,7 @@ proptest! {
     fn any_server_answer_is_classified_without_panicking(code in any::<u16>(), reply in text(), seconds in any::<u64>()) {
         let _ = crate::transport::classify::smtp_reply(code, &reply);
         let _ = crate::transport::classify::http(code, code % 2 == 0, code % 3 == 0);
-        let _ = crate::controller::backoff::delay(code.into(), Some(std::time::Duration::from_secs(seconds)));
+        let _ = crate::controller::message::backoff::delay(code.into(), Some(std::time::Duration::from_secs(seconds)));
         let mut headers = reqwest::header::HeaderMap::new();
         if let Ok(value) = reqwest::header::HeaderValue::from_str(&seconds.to_string()) {
             headers.insert("retry-after", value.clone());

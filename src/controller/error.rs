@@ -9,7 +9,7 @@ pub enum Error {
     Kube(#[source] kube::Error),
     /// A message's attachments could not be read from the API.
     #[error("attachments: {0}")]
-    Attachments(#[source] super::attachments::LoadError),
+    Attachments(#[source] super::message::LoadError),
     /// A status write kept conflicting with other writers.
     #[error("the status write conflicted {0} times in a row")]
     Contended(u32),

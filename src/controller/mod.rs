@@ -6,13 +6,9 @@
 //! (see `triggers`): no Secret or ConfigMap data ever arrives through a watch.
 
 pub mod access;
-pub mod attachments;
-pub mod backoff;
-pub mod bulk;
 pub mod context;
 pub mod credentials;
 pub mod error;
-pub mod fits;
 pub mod leader;
 pub mod message;
 pub mod provider;
@@ -325,9 +321,10 @@ fn slim(message: &mut EmailMessage) {
         .map_or(0, |a| a.len());
     let dropped = fields_bytes + applied;
     if dropped > 0 {
-        message
-            .annotations_mut()
-            .insert(fits::DROPPED_BYTES.to_string(), dropped.to_string());
+        message.annotations_mut().insert(
+            message::fits::DROPPED_BYTES.to_string(),
+            dropped.to_string(),
+        );
     }
 }
 

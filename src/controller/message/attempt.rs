@@ -1,0 +1,276 @@
+//! One attempt, as single and bulk sends share it: the claim (status
+//! Sending, guarded by resourceVersion, written before any I/O), the
+//! withdrawal of a provider whose own failure stopped the send, the retry
+//! rule, and the record of the outcome, which is kept in memory and written
+//! on the next reconcile when the apiserver cannot take it now. Send slots
+//! are held from the claim until the record (see `slots`).
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use tracing::{debug, warn};
+
+use super::backoff;
+use super::clock::{not_before, now};
+use super::inputs::Limits;
+use super::verdict::replace_status;
+use crate::api::condition::{self, Reason, SENT};
+use crate::api::message::LastError;
+use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
+use crate::controller::context::{Context, ProviderKey, Verified};
+use crate::controller::error::Error;
+use crate::controller::provider;
+use crate::transport::SendError;
+
+/// How soon a message whose claim met a newer version is looked at again.
+pub const CLAIM_CONFLICT_RETRY: Duration = super::verdict::CONFLICT_RETRY;
+/// How many times a result is written before it is kept for a later reconcile.
+const RECORD_TRIES: u32 = 6;
+
+/// How soon a message whose provider or namespace holds its share of send
+/// slots looks again: 1-3 s, spread so a large backlog (a thousand messages
+/// for one provider) comes back a few hundred a second, not all at once.
+pub fn slots_busy_retry() -> Duration {
+    Duration::from_millis(1000 + fastrand::u64(..2000))
+}
+
+/// The claim of the next attempt on top of `status`: Sending, with the
+/// attempt counted and the condition saying what is under way.
+pub fn claim(
+    status: &EmailMessageStatus,
+    generation: Option<i64>,
+    reason: Reason,
+    text: String,
+) -> EmailMessageStatus {
+    let mut claim = status.clone();
+    claim.phase = Some(Phase::Sending);
+    claim.attempts = status.attempts + 1;
+    claim.last_attempt_time = Some(now());
+    claim.next_attempt_time = None;
+    claim.observed_generation = generation;
+    condition::set(&mut claim.conditions, SENT, false, reason, text, generation);
+    claim
+}
+
+/// Writes a claim guarded by the resourceVersion read. `None` when the
+/// message changed meanwhile: a newer version is reconciled instead, and
+/// nothing is sent.
+pub async fn write_claim(
+    api: &Api<EmailMessage>,
+    base: &EmailMessage,
+    claim: EmailMessageStatus,
+) -> Result<Option<EmailMessage>, Error> {
+    match replace_status(api, base, claim).await {
+        Ok(claimed) => Ok(Some(claimed)),
+        Err(e) if e.is_conflict() => {
+            debug!("the message changed since it was read; reconciling the newer version");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// After a send failed for the provider's own reason (its server, TLS or
+/// credentials): the transport is withdrawn and the provider marked not
+/// Ready, so no other message tries it until it is verified again.
+pub async fn withdraw_on_provider_failure(
+    ctx: &Context,
+    key: &ProviderKey,
+    provider: &EmailProvider,
+    verified: &Verified,
+    error: &SendError,
+) {
+    if error.is_provider_failure() && ctx.transports.withdraw(key, &verified.fingerprint) {
+        provider::mark_unverified(ctx, provider, &verified.fingerprint, error).await;
+    }
+}
+
+/// What comes after the `tries`-th failed try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Try again at `due` (`delay` from now, rounded up to a second).
+    At {
+        /// When.
+        due: jiff::Timestamp,
+        /// How long from now.
+        delay: Duration,
+    },
+    /// The attempts allowed are used up.
+    Exhausted,
+    /// The next try would come after the deadline.
+    PastDeadline,
+}
+
+/// The retry rule: exponential backoff (never sooner than the server's
+/// Retry-After), within the attempts allowed and the deadline.
+pub fn retry(
+    tries: u32,
+    retry_after: Option<Duration>,
+    limits: &Limits,
+    now: jiff::Timestamp,
+) -> Retry {
+    let delay = backoff::delay(tries, retry_after);
+    let due = not_before(now, delay);
+    if tries >= limits.max_attempts {
+        Retry::Exhausted
+    } else if limits.deadline.is_some_and(|d| due > d) {
+        Retry::PastDeadline
+    } else {
+        Retry::At { due, delay }
+    }
+}
+
+/// `lastError` from a send error.
+pub fn last_error(error: &SendError) -> LastError {
+    LastError {
+        reason: error.reason().into(),
+        message: error.message.clone(),
+        retryable: error.retryable(),
+        code: error.code,
+        provider_code: error.provider_code.clone(),
+    }
+}
+
+/// Records `outcome` of `attempt` and remembers the version written (the
+/// stale-cache guard). `None` when another writer replaced the claim: its
+/// outcome stands. When the write fails the outcome is kept and written on
+/// the next reconcile; it is never sent again.
+pub async fn finish(
+    ctx: &Context,
+    api: &Api<EmailMessage>,
+    claimed: &EmailMessage,
+    outcome: &EmailMessageStatus,
+    attempt: u32,
+) -> Result<Option<EmailMessage>, Error> {
+    let uid = claimed.uid().unwrap_or_default();
+    match record(api, claimed, outcome.clone(), attempt).await {
+        Ok(Some(recorded)) => {
+            ctx.written
+                .note(&uid, recorded.metadata.resource_version.as_deref());
+            Ok(Some(recorded))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => {
+            warn!(error = %e, "the outcome could not be recorded; it is kept and written on the next reconcile");
+            ctx.unrecorded.keep(uid, outcome.clone());
+            Err(e)
+        }
+    }
+}
+
+/// Writes an outcome kept from an earlier reconcile (sent, but not yet
+/// recorded). Nothing is sent.
+pub async fn write_kept(
+    ctx: &Context,
+    message: &EmailMessage,
+    outcome: EmailMessageStatus,
+) -> Result<Action, Error> {
+    let api = super::verdict::api(ctx, message);
+    let attempt = outcome.attempts;
+    match record(&api, message, outcome.clone(), attempt).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) => {
+            ctx.unrecorded
+                .keep(message.uid().unwrap_or_default(), outcome);
+            Err(e)
+        }
+    }
+}
+
+/// Writes the outcome of `attempt`. A conflict means the object changed (a
+/// label, say) since the claim: the write is repeated on the fresh object as
+/// long as the claim of this attempt still stands. Other failures (the
+/// apiserver restarting) are retried with growing pauses.
+async fn record(
+    api: &Api<EmailMessage>,
+    claimed: &EmailMessage,
+    outcome: EmailMessageStatus,
+    attempt: u32,
+) -> Result<Option<EmailMessage>, Error> {
+    let mut base = claimed.clone();
+    let mut pause = Duration::from_millis(250);
+    let mut last_error = None;
+    for _ in 0..RECORD_TRIES {
+        match replace_status(api, &base, outcome.clone()).await {
+            Ok(written) => return Ok(Some(written)),
+            Err(e) if e.is_conflict() => {
+                let fresh = api.get(&claimed.name_any()).await.map_err(Error::Kube)?;
+                let still_ours = fresh
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.attempts == attempt && s.phase == Some(Phase::Sending));
+                if !still_ours {
+                    warn!(
+                        "the claim of attempt {attempt} was replaced by another writer; its outcome is not recorded"
+                    );
+                    return Ok(None);
+                }
+                base = fresh;
+            }
+            Err(e) => {
+                last_error = Some(e);
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    Err(last_error.unwrap_or(Error::Contended(RECORD_TRIES)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_attempts: u32, deadline_in: Option<i64>, now: jiff::Timestamp) -> Limits {
+        Limits {
+            max_attempts,
+            deadline: deadline_in.map(|s| {
+                now.checked_add(jiff::SignedDuration::from_secs(s))
+                    .expect("time")
+            }),
+        }
+    }
+
+    #[test]
+    fn the_retry_rule_backs_off_within_attempts_and_deadline() {
+        let now = jiff::Timestamp::from_second(1_000_000).expect("time");
+        // First failure: about BASE (5 s ±20%), rounded up to a second.
+        match retry(1, None, &limits(5, None, now), now) {
+            Retry::At { due, delay } => {
+                assert!((4..=6).contains(&delay.as_secs()), "{delay:?}");
+                assert!(due >= now.checked_add(delay).expect("time"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A server's Retry-After is honoured.
+        match retry(1, Some(Duration::from_secs(60)), &limits(5, None, now), now) {
+            Retry::At { delay, .. } => assert!(delay >= Duration::from_secs(60)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(retry(5, None, &limits(5, None, now), now), Retry::Exhausted);
+        assert_eq!(
+            retry(1, None, &limits(5, Some(2), now), now),
+            Retry::PastDeadline
+        );
+    }
+
+    #[test]
+    fn a_claim_counts_the_attempt_and_says_sending() {
+        let before = EmailMessageStatus {
+            attempts: 2,
+            ..Default::default()
+        };
+        let claim = claim(&before, Some(3), Reason::Sending, "attempt 3".into());
+        assert_eq!(claim.phase, Some(Phase::Sending));
+        assert_eq!(claim.attempts, 3);
+        assert_eq!(claim.observed_generation, Some(3));
+        assert!(claim.next_attempt_time.is_none());
+        let sent = condition::find(&claim.conditions, SENT).expect("condition");
+        assert_eq!(
+            (sent.status.as_str(), sent.reason.as_str()),
+            ("False", "Sending")
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! Bulk messages (`spec.recipients`): one email per recipient, each rendered
+//! with its own data, sent batch by batch through the transport's batch form.
+//! Every batch is claimed (status Sending, guarded by resourceVersion) before
+//! it is sent and its results recorded after, so a crash in between repeats
+//! at most that one batch; `status.bulk` counts what was sent and failed.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::attempt::{self, CLAIM_CONFLICT_RETRY, Retry};
+use super::clock::now;
+use super::email::{build, merged_data};
+use super::inputs::{Limits, key_of};
+use super::{report, verdict};
+use crate::api::condition::{self, Reason, SENT};
+use crate::api::message::{BulkStatus, DeliveryPolicy, RecipientFailure};
+use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, EmailTemplate, Phase};
+use crate::compose::Email;
+use crate::controller::context::{Context, Verified};
+use crate::controller::error::Error;
+use crate::transport::{BatchOutcome, SendError};
+
+/// How many failures `status.bulk.failures` lists; the counters hold the rest.
+pub const MAX_FAILURES_LISTED: usize = 20;
+
+/// Everything a bulk send needs from the message's reconcile.
+pub struct Job<'a> {
+    /// The context.
+    pub ctx: &'a Context,
+    /// The message, as the cache has it.
+    pub message: &'a EmailMessage,
+    /// Its provider.
+    pub provider: &'a EmailProvider,
+    /// The provider's verified transport.
+    pub verified: &'a Verified,
+    /// Its template, if it names one.
+    pub template: Option<&'a EmailTemplate>,
+    /// The retry limits (of one batch).
+    pub limits: &'a Limits,
+}
+
+fn fail(progress: &mut BulkStatus, to: &str, why: Reason, text: &str) {
+    progress.failed += 1;
+    if progress.failures.len() < MAX_FAILURES_LISTED {
+        progress.failures.push(RecipientFailure {
+            to: to.to_string(),
+            reason: why.into(),
+            message: text.to_string(),
+        });
+    }
+}
+
+/// The next batch: the emails that could be built (and their recipients'
+/// indices), the ones that could not (with why, naming the field), and
+/// where the batch ends.
+struct Batch {
+    start: usize,
+    end: usize,
+    emails: Vec<Email>,
+    indices: Vec<usize>,
+    invalid: Vec<(usize, String)>,
+}
+
+/// Sends the next batch of a bulk message and records how it went.
+pub async fn send(job: Job<'_>) -> Result<Action, Error> {
+    let Job {
+        ctx,
+        message,
+        provider,
+        verified,
+        template,
+        limits,
+    } = job;
+    let api = verdict::api(ctx, message);
+    // A send slot from before the claim until the progress is recorded, as
+    // for a single message; taken first, so a message waiting for one does
+    // not render its batch each time it looks.
+    let key = key_of(provider);
+    let namespace = message.namespace().unwrap_or_default();
+    let Some(_slot) = ctx.sends.take(&key, &namespace).await else {
+        return Ok(Action::requeue(attempt::slots_busy_retry()));
+    };
+    let status = message.status.clone().unwrap_or_default();
+    let mut progress = status.bulk.clone().unwrap_or_default();
+    progress.total = message.spec.recipients.len() as u32;
+    let batch = next_batch(
+        message,
+        provider,
+        verified,
+        template,
+        progress.next as usize,
+    );
+
+    // Claim the batch before any I/O.
+    let text = format!(
+        "recipients {}-{} of {} under way",
+        batch.start + 1,
+        batch.end,
+        progress.total
+    );
+    let generation = message.metadata.generation;
+    let mut claim = attempt::claim(&status, generation, Reason::Sending, text);
+    claim.bulk = Some(progress.clone());
+    let attempt = claim.attempts;
+    let Some(claimed) = attempt::write_claim(&api, message, claim).await? else {
+        return Ok(Action::requeue(CLAIM_CONFLICT_RETRY));
+    };
+
+    let started = std::time::Instant::now();
+    let outcome = if batch.emails.is_empty() {
+        BatchOutcome::default()
+    } else {
+        verified.transport.send_batch(&batch.emails).await
+    };
+    if let Some(e) = &outcome.stopped {
+        attempt::withdraw_on_provider_failure(ctx, &key, provider, verified, e).await;
+    }
+    let mut new = claimed.status.clone().unwrap_or_default();
+    let (action, finished) = progress_after(&mut new, progress, message, &batch, &outcome, limits);
+    let elapsed = started.elapsed();
+    let Some(recorded) = attempt::finish(ctx, &api, &claimed, &new, attempt).await? else {
+        return Ok(Action::await_change());
+    };
+    if finished {
+        report::attempt_metrics(ctx, message, verified.transport.name(), &new, elapsed);
+        report::announce(ctx, &recorded, &new, elapsed).await;
+    }
+    Ok(action)
+}
+
+/// Builds the batch that starts at recipient `start`: up to the transport's
+/// batch size, and within its batch byte limit (every batch takes at least
+/// one email). One that cannot be built fails on its own.
+fn next_batch(
+    message: &EmailMessage,
+    provider: &EmailProvider,
+    verified: &Verified,
+    template: Option<&EmailTemplate>,
+    start: usize,
+) -> Batch {
+    let recipients = &message.spec.recipients;
+    let uid = message.uid().unwrap_or_default();
+    let start = start.min(recipients.len());
+    let mut batch = Batch {
+        start,
+        end: (start + verified.transport.batch_size().max(1)).min(recipients.len()),
+        emails: Vec::new(),
+        indices: Vec::new(),
+        invalid: Vec::new(),
+    };
+    let budget = verified.transport.batch_bytes();
+    let mut bytes = 0usize;
+    let mut base = message.spec.clone();
+    base.recipients = Vec::new();
+    let default_from = provider.spec.default_from.as_deref();
+    for (i, recipient) in recipients.iter().enumerate().take(batch.end).skip(start) {
+        let mut spec = base.clone();
+        spec.to = vec![recipient.to.clone()];
+        spec.data = Some(merged_data(
+            message.spec.data.as_ref(),
+            recipient.data.as_ref(),
+        ));
+        match build(&spec, template, default_from, &format!("{uid}.{i}")) {
+            Ok(email) => {
+                bytes += crate::transport::api::limits::email_bytes(&email);
+                if budget.is_some_and(|b| bytes > b) && i > start {
+                    batch.end = i;
+                    break;
+                }
+                batch.emails.push(email);
+                batch.indices.push(i);
+            }
+            Err(text) => {
+                let text = text.replace("spec.to[0]", &format!("spec.recipients[{i}].to"));
+                batch.invalid.push((i, text));
+            }
+        }
+    }
+    batch
+}
+
+/// Lays the batch's results into `new` (the claimed status): the progress,
+/// a retry when the batch stopped, and the end state once every recipient
+/// was handled. Returns when to look again and whether the message is done.
+fn progress_after(
+    new: &mut EmailMessageStatus,
+    mut progress: BulkStatus,
+    message: &EmailMessage,
+    batch: &Batch,
+    outcome: &BatchOutcome,
+    limits: &Limits,
+) -> (Action, bool) {
+    let recipients = &message.spec.recipients;
+    let total = recipients.len();
+    let generation = message.metadata.generation;
+    // What was handled: every result, and the emails that could not be built
+    // before the point the batch stopped at.
+    let handled = outcome.results.len();
+    let mut next = match outcome.stopped {
+        Some(_) => batch.indices.get(handled).copied().unwrap_or(batch.end),
+        None => batch.end,
+    };
+    for (result, &i) in outcome.results.iter().zip(&batch.indices) {
+        match result {
+            Ok(_) => progress.sent += 1,
+            Err(e) => fail(&mut progress, &recipients[i].to, e.reason(), &e.message),
+        }
+    }
+    let mut action = Action::requeue(Duration::from_millis(10));
+    match &outcome.stopped {
+        Some(error) => {
+            let stop = Stopped {
+                error,
+                message,
+                batch,
+                handled,
+                limits,
+            };
+            if let Some(delay) = stop.apply(new, &mut progress, &mut next) {
+                action = Action::requeue(delay);
+            }
+        }
+        None => progress.retries = 0,
+    }
+    for (i, text) in batch.invalid.iter().filter(|(i, _)| *i < next) {
+        let to = &recipients[*i].to;
+        fail(&mut progress, to, Reason::InvalidRequest, text);
+    }
+    progress.next = next as u32;
+    let finished = next >= total;
+    if finished {
+        conclude(new, &progress, generation);
+        action = Action::await_change();
+    } else if outcome.stopped.is_none() {
+        new.phase = Some(Phase::Pending);
+        let text = format!("{next} of {total} recipients handled; sending the next batch");
+        condition::set(
+            &mut new.conditions,
+            SENT,
+            false,
+            Reason::Sending,
+            text,
+            generation,
+        );
+    }
+    new.bulk = Some(progress);
+    (action, finished)
+}
+
+/// A batch the service stopped part way (or refused whole).
+struct Stopped<'a> {
+    error: &'a SendError,
+    message: &'a EmailMessage,
+    batch: &'a Batch,
+    handled: usize,
+    limits: &'a Limits,
+}
+
+impl Stopped<'_> {
+    /// Under AtMostOnce a batch that may have gone out is not repeated: its
+    /// unanswered recipients fail as OutcomeUnknown. Otherwise the rest is
+    /// tried again after a backoff (returned), or given up on.
+    fn apply(
+        &self,
+        new: &mut EmailMessageStatus,
+        progress: &mut BulkStatus,
+        next: &mut usize,
+    ) -> Option<Duration> {
+        let (error, recipients) = (self.error, &self.message.spec.recipients);
+        new.last_error = Some(attempt::last_error(error));
+        let policy = self.message.spec.delivery_policy;
+        if error.maybe_delivered && policy == DeliveryPolicy::AtMostOnce {
+            let text = format!("may or may not have been sent: {}", error.message);
+            for &i in &self.batch.indices[self.handled..] {
+                fail(progress, &recipients[i].to, Reason::OutcomeUnknown, &text);
+            }
+            *next = self.batch.end;
+            progress.retries = 0;
+            return None;
+        }
+        progress.retries += 1;
+        let now = jiff::Timestamp::now();
+        match attempt::retry(progress.retries, error.retry_after, self.limits, now) {
+            Retry::At { due, delay } => {
+                new.phase = Some(Phase::Pending);
+                new.next_attempt_time = Some(Time(due));
+                let text = format!(
+                    "recipients {}-{}: the batch stopped, retrying in {}s: {}",
+                    *next + 1,
+                    self.batch.end,
+                    delay.as_secs(),
+                    error.message
+                );
+                let generation = self.message.metadata.generation;
+                condition::set(
+                    &mut new.conditions,
+                    SENT,
+                    false,
+                    error.reason(),
+                    text,
+                    generation,
+                );
+                Some(delay)
+            }
+            Retry::Exhausted | Retry::PastDeadline => {
+                let text = format!(
+                    "gave up after {} tries: {}",
+                    progress.retries, error.message
+                );
+                for recipient in &recipients[*next..] {
+                    fail(progress, &recipient.to, error.reason(), &text);
+                }
+                *next = recipients.len();
+                None
+            }
+        }
+    }
+}
+
+/// The end state once every recipient was handled: Sent when all were
+/// accepted, Sent with reason PartiallyAccepted when some were, Failed when
+/// none were.
+fn conclude(
+    status: &mut crate::api::EmailMessageStatus,
+    progress: &BulkStatus,
+    generation: Option<i64>,
+) {
+    let (sent, failed, total) = (progress.sent, progress.failed, progress.total);
+    status.next_attempt_time = None;
+    let (phase, ready, why, text) = if failed == 0 {
+        let text = format!("all {total} recipients accepted by the server");
+        (Phase::Sent, true, Reason::Accepted, text)
+    } else if sent > 0 {
+        let text = format!(
+            "{sent} of {total} recipients accepted, {failed} failed (see status.bulk.failures)"
+        );
+        (Phase::Sent, true, Reason::PartiallyAccepted, text)
+    } else {
+        let why = progress
+            .failures
+            .first()
+            .and_then(|f| Reason::parse(&f.reason))
+            .unwrap_or(Reason::Rejected);
+        let text =
+            format!("none of the {total} recipients was accepted (see status.bulk.failures)");
+        (Phase::Failed, false, why, text)
+    };
+    if phase == Phase::Sent {
+        status.sent_time = Some(now());
+        status.last_error = None;
+    }
+    status.phase = Some(phase);
+    condition::set(&mut status.conditions, SENT, ready, why, text, generation);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_failures_are_listed() {
+        let mut progress = BulkStatus::default();
+        for i in 0..30 {
+            fail(
+                &mut progress,
+                &format!("r{i}@example.org"),
+                Reason::Rejected,
+                "no",
+            );
+        }
+        assert_eq!(progress.failed, 30);
+        assert_eq!(progress.failures.len(), MAX_FAILURES_LISTED);
+    }
+}

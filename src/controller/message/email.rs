@@ -1,0 +1,61 @@
+//! The email a message describes: its template (if it names one) rendered
+//! strictly with its data, then composed and checked. Bulk messages build
+//! one per recipient, with the recipient's data laid over the message's.
+
+use serde_json::{Value, json};
+
+use crate::api::{EmailMessageSpec, EmailTemplate};
+use crate::{compose, render};
+
+/// The email `spec` describes. The error names the field.
+pub fn build(
+    spec: &EmailMessageSpec,
+    template: Option<&EmailTemplate>,
+    default_from: Option<&str>,
+    uid: &str,
+) -> Result<compose::Email, String> {
+    let data = spec.data.clone().unwrap_or_else(|| json!({}));
+    let rendered;
+    let spec = match (template, &spec.template_ref) {
+        (Some(template), Some(template_ref)) => match render::render(&template.spec, &data) {
+            Ok(out) => {
+                let mut with_body = spec.clone();
+                with_body.subject = out.subject;
+                with_body.text = out.text;
+                with_body.html = out.html;
+                rendered = with_body;
+                &rendered
+            }
+            Err(e) => return Err(format!("spec.templateRef ({:?}): {e}", template_ref.name)),
+        },
+        _ => spec,
+    };
+    compose::compose(spec, default_from, uid).map_err(|e| e.to_string())
+}
+
+/// The message's data with a recipient's laid over it (top-level keys).
+pub fn merged_data(message: Option<&Value>, recipient: Option<&Value>) -> Value {
+    let mut data = message.cloned().unwrap_or_else(|| json!({}));
+    if let (Some(base), Some(Value::Object(own))) = (data.as_object_mut(), recipient) {
+        for (key, value) in own {
+            base.insert(key.clone(), value.clone());
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipient_data_is_laid_over_the_message_data() {
+        let message = json!({"plan": "free", "team": "a"});
+        let own = json!({"plan": "pro", "name": "Bo"});
+        assert_eq!(
+            merged_data(Some(&message), Some(&own)),
+            json!({"plan": "pro", "team": "a", "name": "Bo"})
+        );
+        assert_eq!(merged_data(None, None), json!({}));
+    }
+}

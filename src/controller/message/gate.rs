@@ -1,0 +1,653 @@
+//! The gate: decides, without any I/O, what happens to a message now, from
+//! the object, the caches' view and the clock: send it, let it wait (and
+//! why), end it (and why), or look again later. Every decision of the send
+//! path that does not need the network is made here, in one order, so it
+//! can be read top to bottom and tested as a table.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use super::clock::until;
+use super::inputs::Limits;
+use super::{email, fits};
+use crate::api::condition::{self, READY, Reason};
+use crate::api::message::{DeliveryPolicy, ProviderKind, RETRY_ANNOTATION};
+use crate::api::{EmailMessage, EmailProvider, EmailTemplate, Phase};
+use crate::compose::Email;
+use crate::controller::access::Access;
+use crate::transport::Transport;
+
+/// How soon a message looks again for a provider whose verification is under
+/// way, or that is Ready but whose transport this controller has not verified
+/// yet (just after a restart, or while another replica's verification is being
+/// repeated here).
+pub const TRANSPORT_WARMUP_RETRY: Duration = Duration::from_secs(2);
+
+/// What the gate decided.
+#[derive(Debug)]
+pub enum Decision {
+    /// Claim and send: the composed email, or `None` for a bulk message
+    /// (each batch builds its own).
+    Send(Option<Box<Email>>),
+    /// Anything but a send.
+    Stop(Stop),
+}
+
+/// A decision that sends nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// Pending for `reason`; `until` schedules the next look (otherwise a
+    /// change of what it waits for wakes it).
+    Wait {
+        /// Why it waits.
+        reason: Reason,
+        /// The condition's message.
+        text: String,
+        /// When to look again, if the wait has an end.
+        until: Option<Duration>,
+    },
+    /// It ends: Failed, or Unknown (it may have been sent).
+    End {
+        /// Failed or Unknown.
+        phase: Phase,
+        /// Why.
+        reason: Reason,
+        /// The condition's message, naming the field where one is at fault.
+        text: String,
+    },
+    /// Look again after this long, writing nothing.
+    Requeue(Duration),
+    /// Finished: delete it when its time to live has passed.
+    Finished,
+    /// A retry was asked of a finished message that is not Unknown.
+    RefuseRetry(Phase),
+}
+
+/// What a verified transport can do, as the gate needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    /// The transport's name (smtp, resend, ...).
+    pub name: &'static str,
+    /// Whether a repeated send is recognised by the service (no duplicate).
+    pub idempotent: bool,
+    /// Whether the service keeps templates (spec.providerTemplate).
+    pub stores_templates: bool,
+}
+
+impl Sender {
+    /// The capabilities of `transport`.
+    pub fn of(transport: &dyn Transport) -> Self {
+        Self {
+            name: transport.name(),
+            idempotent: transport.idempotent(),
+            stores_templates: transport.stores_templates(),
+        }
+    }
+}
+
+/// What the caches know, as the gate reads it.
+pub struct View<'a> {
+    /// The provider the message names, if it exists.
+    pub provider: Option<&'a EmailProvider>,
+    /// For a cluster-wide provider: whether the namespace may use it.
+    pub access: Option<&'a Access>,
+    /// `None` when no template is named; `Some(None)` when it is missing.
+    pub template: Option<Option<&'a EmailTemplate>>,
+    /// The provider's verified transport, if this controller has one.
+    pub sender: Option<Sender>,
+    /// The retry limits.
+    pub limits: Limits,
+    /// Whether this controller serves ClusterEmailProviders at all.
+    pub serves_cluster_providers: bool,
+}
+
+/// For a finished message: what happens to it. `None` when it is not
+/// finished, or is Unknown and a person asked to send it again.
+pub fn settled(message: &EmailMessage) -> Option<Stop> {
+    let phase = message.status.as_ref()?.phase?;
+    let retry_requested = message.annotations().contains_key(RETRY_ANNOTATION);
+    match phase {
+        Phase::Unknown if retry_requested => None,
+        phase if phase.is_finished() && retry_requested => Some(Stop::RefuseRetry(phase)),
+        phase if phase.is_finished() => Some(Stop::Finished),
+        _ => None,
+    }
+}
+
+/// Decides what happens to an unfinished message at `now`.
+pub fn decide(message: &EmailMessage, view: &View<'_>, now: jiff::Timestamp) -> Decision {
+    match check(message, view, now) {
+        Ok(email) => Decision::Send(email),
+        Err(stop) => Decision::Stop(stop),
+    }
+}
+
+/// The checks in order; the first that stops the message says why.
+fn check(
+    message: &EmailMessage,
+    view: &View<'_>,
+    now: jiff::Timestamp,
+) -> Result<Option<Box<Email>>, Stop> {
+    // Never claim a message whose outcome could not be written.
+    fits::check(message).map_err(invalid)?;
+    deadline(message, &view.limits, now)?;
+    let provider = view
+        .provider
+        .ok_or_else(|| waiting(Reason::ProviderNotFound, provider_missing(message, view)))?;
+    if let Some(Access::Denied(text)) = view.access {
+        return Err(end(Phase::Failed, Reason::Denied, text.clone()));
+    }
+    let template = template(message, view)?;
+    let email = compose(message, provider, template)?;
+    schedule(message, now)?;
+    if provider.spec.suspend {
+        let name = &message.spec.provider_ref.name;
+        let text = format!("EmailProvider {name:?} is suspended (spec.suspend)");
+        return Err(waiting(Reason::Suspended, text));
+    }
+    let sender = view.sender.ok_or_else(|| unverified(message, provider))?;
+    let status = message.status.clone().unwrap_or_default();
+    if let Some(due) = status
+        .next_attempt_time
+        .as_ref()
+        .and_then(|t| until(t, now))
+    {
+        return Err(Stop::Requeue(due));
+    }
+    interrupted(message, sender)?;
+    if message.spec.provider_template.is_some() && !sender.stores_templates {
+        let text = format!(
+            "spec.providerTemplate: EmailProvider {:?} sends over {}, which keeps no templates; use a templateRef",
+            message.spec.provider_ref.name, sender.name
+        );
+        return Err(invalid(text));
+    }
+    Ok(email)
+}
+
+fn invalid(text: String) -> Stop {
+    end(Phase::Failed, Reason::InvalidRequest, text)
+}
+
+fn end(phase: Phase, reason: Reason, text: String) -> Stop {
+    Stop::End {
+        phase,
+        reason,
+        text,
+    }
+}
+
+fn waiting(reason: Reason, text: String) -> Stop {
+    Stop::Wait {
+        reason,
+        text,
+        until: None,
+    }
+}
+
+fn deadline(message: &EmailMessage, limits: &Limits, now: jiff::Timestamp) -> Result<(), Stop> {
+    if !limits.passed(now) {
+        return Ok(());
+    }
+    let attempts = message.status.as_ref().map_or(0, |s| s.attempts);
+    let text = format!(
+        "not sent before its deadline ({}) after {attempts} attempt(s)",
+        limits.deadline.map(|d| d.to_string()).unwrap_or_default(),
+    );
+    Err(end(Phase::Failed, Reason::DeadlineExceeded, text))
+}
+
+fn provider_missing(message: &EmailMessage, view: &View<'_>) -> String {
+    let name = &message.spec.provider_ref.name;
+    let namespace = message.namespace().unwrap_or_default();
+    match message.spec.provider_ref.kind {
+        ProviderKind::EmailProvider => {
+            format!("EmailProvider {name:?} not found in namespace {namespace:?}")
+        }
+        ProviderKind::ClusterEmailProvider if !view.serves_cluster_providers => format!(
+            "ClusterEmailProvider {name:?}: this controller serves no ClusterEmailProviders (--cluster-provider-namespace is unset)"
+        ),
+        ProviderKind::ClusterEmailProvider => format!("ClusterEmailProvider {name:?} not found"),
+    }
+}
+
+fn template<'a>(
+    message: &EmailMessage,
+    view: &View<'a>,
+) -> Result<Option<&'a EmailTemplate>, Stop> {
+    match (view.template, &message.spec.template_ref) {
+        (Some(None), Some(template_ref)) => {
+            let namespace = message.namespace().unwrap_or_default();
+            let text = format!(
+                "EmailTemplate {:?} not found in namespace {namespace:?}",
+                template_ref.name
+            );
+            Err(waiting(Reason::TemplateNotFound, text))
+        }
+        (Some(found), _) => Ok(found),
+        (None, _) => Ok(None),
+    }
+}
+
+/// The email, rendered strictly before anything else happens; a bulk
+/// message builds each recipient's email when its batch goes out.
+fn compose(
+    message: &EmailMessage,
+    provider: &EmailProvider,
+    template: Option<&EmailTemplate>,
+) -> Result<Option<Box<Email>>, Stop> {
+    if !message.spec.recipients.is_empty() {
+        return Ok(None);
+    }
+    let uid = message.uid().unwrap_or_default();
+    let default_from = provider.spec.default_from.as_deref();
+    let mut email = email::build(&message.spec, template, default_from, &uid).map_err(invalid)?;
+    // A repeated attempt keeps the Message-ID of the first.
+    if let Some(id) = message.status.as_ref().and_then(|s| s.message_id.clone()) {
+        email.message_id = id;
+    }
+    Ok(Some(Box::new(email)))
+}
+
+fn schedule(message: &EmailMessage, now: jiff::Timestamp) -> Result<(), Stop> {
+    let Some(send_at) = &message.spec.send_at else {
+        return Ok(());
+    };
+    let Some(due) = until(send_at, now) else {
+        return Ok(());
+    };
+    Err(Stop::Wait {
+        reason: Reason::Scheduled,
+        text: format!("scheduled: sendAt is {}", send_at.0),
+        until: Some(due),
+    })
+}
+
+/// A provider without a verified transport here: Ready elsewhere (or being
+/// verified) looks again soon; not Ready waits, saying why.
+fn unverified(message: &EmailMessage, provider: &EmailProvider) -> Stop {
+    let ready = provider
+        .status
+        .as_ref()
+        .and_then(|s| condition::find(&s.conditions, READY));
+    match ready {
+        Some(c) if c.status != "True" => {
+            let text = format!(
+                "EmailProvider {:?} is not Ready: {}: {}",
+                message.spec.provider_ref.name, c.reason, c.message
+            );
+            waiting(Reason::ProviderNotReady, text)
+        }
+        // Ready, or verification under way: its status write usually wakes
+        // this message, and the look again covers the moment in between.
+        _ => Stop::Requeue(TRANSPORT_WARMUP_RETRY),
+    }
+}
+
+/// The previous attempt was claimed but never recorded: the controller
+/// stopped in between, and nobody knows whether the server took it. Under
+/// AtMostOnce (and a service that would not recognise the repeat) it ends
+/// Unknown.
+fn interrupted(message: &EmailMessage, sender: Sender) -> Result<(), Stop> {
+    let status = message.status.as_ref();
+    let was_sending = status.and_then(|s| s.phase) == Some(Phase::Sending);
+    if !was_sending
+        || message.spec.delivery_policy != DeliveryPolicy::AtMostOnce
+        || sender.idempotent
+    {
+        return Ok(());
+    }
+    let text = format!(
+        "attempt {} was interrupted before its result was recorded; the server may or may not have the message. \
+         Under AtMostOnce it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway",
+        status.map_or(0, |s| s.attempts)
+    );
+    Err(end(Phase::Unknown, Reason::Interrupted, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(NOW).expect("time")
+    }
+
+    fn at(seconds_from_now: i64) -> String {
+        jiff::Timestamp::from_second(NOW + seconds_from_now)
+            .expect("time")
+            .to_string()
+    }
+
+    /// A message created a minute ago; `change` edits its JSON first.
+    fn message(change: impl FnOnce(&mut Value)) -> EmailMessage {
+        let mut object = json!({
+            "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage",
+            "metadata": {"name": "m", "namespace": "team", "uid": "u-1", "generation": 1,
+                         "creationTimestamp": at(-60)},
+            "spec": {"providerRef": {"name": "mail"}, "to": ["a@example.org"],
+                     "subject": "s", "text": "t"}
+        });
+        change(&mut object);
+        serde_json::from_value(object).expect("a message")
+    }
+
+    fn provider(change: impl FnOnce(&mut Value)) -> EmailProvider {
+        let mut object = json!({
+            "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailProvider",
+            "metadata": {"name": "mail", "namespace": "team"},
+            "spec": {"defaultFrom": "app@example.org",
+                     "smtp": {"host": "smtp.example.org", "port": 587}}
+        });
+        change(&mut object);
+        serde_json::from_value(object).expect("a provider")
+    }
+
+    const SMTP: Sender = Sender {
+        name: "smtp",
+        idempotent: false,
+        stores_templates: false,
+    };
+
+    /// The view of a healthy setup, changed by `edit`.
+    fn decide_with<'a>(
+        message: &EmailMessage,
+        provider: Option<&'a EmailProvider>,
+        edit: impl FnOnce(&mut View<'a>),
+    ) -> Decision {
+        let limits = Limits {
+            max_attempts: 5,
+            deadline: Some(
+                now()
+                    .checked_add(jiff::SignedDuration::from_secs(3600))
+                    .expect("time"),
+            ),
+        };
+        let mut view = View {
+            provider,
+            access: None,
+            template: None,
+            sender: Some(SMTP),
+            limits,
+            serves_cluster_providers: false,
+        };
+        edit(&mut view);
+        decide(message, &view, now())
+    }
+
+    /// What a decision says, in a form a table can hold.
+    fn summary(decision: &Decision) -> String {
+        match decision {
+            Decision::Send(Some(_)) => "Send".into(),
+            Decision::Send(None) => "Send bulk".into(),
+            Decision::Stop(Stop::Wait { reason, until, .. }) => {
+                format!(
+                    "Wait {reason}{}",
+                    if until.is_some() { " timed" } else { "" }
+                )
+            }
+            Decision::Stop(Stop::End { phase, reason, .. }) => format!("End {phase:?} {reason}"),
+            Decision::Stop(Stop::Requeue(after)) => format!("Requeue {}s", after.as_secs()),
+            Decision::Stop(other) => format!("{other:?}"),
+        }
+    }
+
+    fn text(decision: &Decision) -> &str {
+        match decision {
+            Decision::Stop(Stop::Wait { text, .. } | Stop::End { text, .. }) => text,
+            _ => "",
+        }
+    }
+
+    #[test]
+    fn every_decision_of_the_gate() {
+        let ready = provider(|p| {
+            p["status"] = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Verified",
+                "message": "ok", "lastTransitionTime": at(-10)}]})
+        });
+        let not_ready = provider(|p| {
+            p["status"] = json!({"conditions": [{"type": "Ready", "status": "False", "reason": "AuthFailed",
+                "message": "535 refused", "lastTransitionTime": at(-10)}]})
+        });
+        let suspended = provider(|p| p["spec"]["suspend"] = json!(true));
+        let plain = message(|_| {});
+        let denied = Access::Denied("namespace \"team\" is not allowed".into());
+        let templates = message(|m| {
+            m["spec"]["providerTemplate"] = json!({"id": "welcome"});
+            m["spec"].as_object_mut().map(|s| s.remove("text"));
+        });
+        let interrupted = |policy: &str| {
+            message(|m| {
+                m["spec"]["deliveryPolicy"] = json!(policy);
+                m["status"] = json!({"phase": "Sending", "attempts": 1});
+            })
+        };
+        let huge = message(|m| m["spec"]["text"] = json!("x".repeat(1_600_000)));
+        let cases: Vec<(&str, Decision, &str)> = vec![
+            (
+                "a healthy message is sent",
+                decide_with(&plain, Some(&ready), |_| {}),
+                "Send",
+            ),
+            (
+                "a bulk message is sent batch by batch",
+                decide_with(
+                    &message(|m| {
+                        m["spec"]["to"] = json!([]);
+                        m["spec"]["recipients"] = json!([{"to": "b@example.org"}]);
+                    }),
+                    Some(&ready),
+                    |_| {},
+                ),
+                "Send bulk",
+            ),
+            (
+                "too large to record",
+                decide_with(&huge, Some(&ready), |_| {}),
+                "End Failed InvalidRequest",
+            ),
+            (
+                "past its deadline",
+                decide_with(&plain, Some(&ready), |v| {
+                    v.limits = Limits {
+                        max_attempts: 5,
+                        deadline: Some(now()),
+                    }
+                }),
+                "End Failed DeadlineExceeded",
+            ),
+            (
+                "no provider",
+                decide_with(&plain, None, |_| {}),
+                "Wait ProviderNotFound",
+            ),
+            (
+                "a namespace a cluster provider does not allow",
+                decide_with(&plain, Some(&ready), |v| v.access = Some(&denied)),
+                "End Failed Denied",
+            ),
+            (
+                "a template not there yet",
+                decide_with(
+                    &message(|m| m["spec"]["templateRef"] = json!({"name": "welcome"})),
+                    Some(&ready),
+                    |v| v.template = Some(None),
+                ),
+                "Wait TemplateNotFound",
+            ),
+            (
+                "an address no server takes",
+                decide_with(
+                    &message(|m| m["spec"]["to"] = json!(["two..dots@example.org"])),
+                    Some(&ready),
+                    |_| {},
+                ),
+                "End Failed InvalidRequest",
+            ),
+            (
+                "sendAt in the future",
+                decide_with(
+                    &message(|m| m["spec"]["sendAt"] = json!(at(120))),
+                    Some(&ready),
+                    |_| {},
+                ),
+                "Wait Scheduled timed",
+            ),
+            (
+                "a suspended provider",
+                decide_with(&plain, Some(&suspended), |_| {}),
+                "Wait Suspended",
+            ),
+            (
+                "a provider not Ready",
+                decide_with(&plain, Some(&not_ready), |v| v.sender = None),
+                "Wait ProviderNotReady",
+            ),
+            (
+                "a Ready provider not verified here yet",
+                decide_with(&plain, Some(&ready), |v| v.sender = None),
+                "Requeue 2s",
+            ),
+            (
+                "a provider being verified",
+                decide_with(&plain, Some(&provider(|_| {})), |v| v.sender = None),
+                "Requeue 2s",
+            ),
+            (
+                "a retry not due yet",
+                decide_with(
+                    &message(|m| {
+                        m["status"] =
+                            json!({"phase": "Pending", "attempts": 1, "nextAttemptTime": at(30)})
+                    }),
+                    Some(&ready),
+                    |_| {},
+                ),
+                "Requeue 30s",
+            ),
+            (
+                "a retry that is due",
+                decide_with(
+                    &message(|m| {
+                        m["status"] =
+                            json!({"phase": "Pending", "attempts": 1, "nextAttemptTime": at(-1)})
+                    }),
+                    Some(&ready),
+                    |_| {},
+                ),
+                "Send",
+            ),
+            (
+                "interrupted under AtMostOnce",
+                decide_with(&interrupted("AtMostOnce"), Some(&ready), |_| {}),
+                "End Unknown Interrupted",
+            ),
+            (
+                "interrupted under AtMostOnce, through a service that knows repeats",
+                decide_with(&interrupted("AtMostOnce"), Some(&ready), |v| {
+                    v.sender = Some(Sender {
+                        idempotent: true,
+                        ..SMTP
+                    })
+                }),
+                "Send",
+            ),
+            (
+                "interrupted under AtLeastOnce",
+                decide_with(&interrupted("AtLeastOnce"), Some(&ready), |_| {}),
+                "Send",
+            ),
+            (
+                "a service template over SMTP",
+                decide_with(&templates, Some(&ready), |_| {}),
+                "End Failed InvalidRequest",
+            ),
+            (
+                "a service template where the service keeps them",
+                decide_with(&templates, Some(&ready), |v| {
+                    v.sender = Some(Sender {
+                        stores_templates: true,
+                        name: "postmark",
+                        ..SMTP
+                    })
+                }),
+                "Send",
+            ),
+        ];
+        for (what, decision, expected) in &cases {
+            assert_eq!(&summary(decision), expected, "{what}: {}", text(decision));
+        }
+    }
+
+    #[test]
+    fn what_the_gate_says_names_the_cause() {
+        let ready = provider(|_| {});
+        let plain = message(|_| {});
+        let missing = decide_with(&plain, None, |_| {});
+        assert_eq!(
+            text(&missing),
+            "EmailProvider \"mail\" not found in namespace \"team\""
+        );
+        let cluster = message(|m| m["spec"]["providerRef"]["kind"] = json!("ClusterEmailProvider"));
+        let unserved = decide_with(&cluster, None, |_| {});
+        assert!(text(&unserved).contains("--cluster-provider-namespace is unset"));
+        let served = decide_with(&cluster, None, |v| v.serves_cluster_providers = true);
+        assert_eq!(text(&served), "ClusterEmailProvider \"mail\" not found");
+        let over_smtp = decide_with(
+            &message(|m| {
+                m["spec"]["providerTemplate"] = json!({"id": "welcome"});
+            }),
+            Some(&ready),
+            |_| {},
+        );
+        assert!(
+            text(&over_smtp).starts_with("spec.providerTemplate:"),
+            "{}",
+            text(&over_smtp)
+        );
+    }
+
+    #[test]
+    fn a_repeated_attempt_keeps_the_first_message_id() {
+        let again = message(|m| {
+            m["status"] =
+                json!({"phase": "Pending", "attempts": 1, "messageId": "<first@mailroom>"})
+        });
+        let Decision::Send(Some(email)) = decide_with(&again, Some(&provider(|_| {})), |_| {})
+        else {
+            panic!("sent");
+        };
+        assert_eq!(email.message_id, "<first@mailroom>");
+    }
+
+    #[test]
+    fn finished_messages_are_settled_and_only_unknown_ones_retried() {
+        let with = |phase: &str, retry: bool| {
+            message(|m| {
+                m["status"] = json!({"phase": phase, "attempts": 1});
+                if retry {
+                    m["metadata"]["annotations"] = json!({RETRY_ANNOTATION: "true"});
+                }
+            })
+        };
+        assert_eq!(settled(&with("Sent", false)), Some(Stop::Finished));
+        assert_eq!(settled(&with("Failed", false)), Some(Stop::Finished));
+        assert_eq!(settled(&with("Unknown", false)), Some(Stop::Finished));
+        assert_eq!(
+            settled(&with("Sent", true)),
+            Some(Stop::RefuseRetry(Phase::Sent))
+        );
+        assert_eq!(
+            settled(&with("Failed", true)),
+            Some(Stop::RefuseRetry(Phase::Failed))
+        );
+        assert_eq!(settled(&with("Unknown", true)), None);
+        assert_eq!(settled(&with("Pending", false)), None);
+        assert_eq!(settled(&with("Sending", false)), None);
+        assert_eq!(settled(&message(|_| {})), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! Reconciles EmailMessages as a pipeline, one module per step:
+//!
+//! 1. `inputs` gathers what the caches know (provider, access, template,
+//!    verified transport, retry limits);
+//! 2. `gate` decides, without I/O, whether to send, wait, end or look again;
+//! 3. `verdict` writes a decision that is not a send;
+//! 4. `prepare` takes the rate-limit slot and reads the attachments;
+//! 5. `single` or `bulk` makes the attempt through `attempt` (claim before
+//!    any I/O, send, record), and `report` counts and announces it.
+//!
+//! See docs/architecture.md and docs/delivery.md.
+
+mod attachments;
+mod attempt;
+pub mod backoff;
+mod bulk;
+mod cleanup;
+mod clock;
+mod email;
+pub mod fits;
+pub mod gate;
+mod inputs;
+mod prepare;
+mod report;
+mod single;
+mod verdict;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+pub use attachments::LoadError;
+pub use bulk::MAX_FAILURES_LISTED;
+pub use clock::not_before;
+pub use inputs::deadline;
+
+use super::context::Context;
+use super::error::Error;
+use crate::api::EmailMessage;
+use gate::Decision;
+
+/// How soon a message is looked at again when the cache is older than an
+/// outcome this controller wrote (normally its watch event comes first).
+const STALE_CACHE_RETRY: Duration = Duration::from_secs(1);
+
+/// Reconciles one message.
+#[tracing::instrument(skip_all, fields(namespace = message.namespace().unwrap_or_default(), email = message.name_any(), trace_id = crate::telemetry::trace_id()))]
+pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // The cache has not caught up with an outcome written here: its newer
+    // version brings a reconcile of its own.
+    let uid = message.uid().unwrap_or_default();
+    let version = message.metadata.resource_version.as_deref();
+    if ctx.written.is_stale(&uid, version) {
+        return Ok(Action::requeue(STALE_CACHE_RETRY));
+    }
+    if let Some(stop) = gate::settled(&message) {
+        return verdict::write(&ctx, &message, stop, None).await;
+    }
+    // A result that was sent but could not be written yet: write it, never
+    // send again.
+    if let Some(outcome) = ctx.unrecorded.take(&uid) {
+        return attempt::write_kept(&ctx, &message, outcome).await;
+    }
+
+    let inputs = inputs::gather(&message, &ctx).await?;
+    let deadline = inputs.limits.deadline;
+    let email = match gate::decide(&message, &inputs.view(), jiff::Timestamp::now()) {
+        Decision::Send(email) => email,
+        Decision::Stop(stop) => return verdict::write(&ctx, &message, stop, deadline).await,
+    };
+    // The gate sends only with both; this is never taken.
+    let (Some(provider), Some(verified)) = (&inputs.provider, &inputs.verified) else {
+        return Ok(Action::requeue(gate::TRANSPORT_WARMUP_RETRY));
+    };
+    let email = match prepare::prepare(&ctx, &message, provider, verified, email).await? {
+        Ok(email) => email,
+        Err(stop) => return verdict::write(&ctx, &message, stop, deadline).await,
+    };
+
+    let limits = &inputs.limits;
+    match email {
+        Some(email) => {
+            let job = single::Job {
+                ctx: &ctx,
+                message: &message,
+                provider,
+                verified,
+                email: &email,
+                limits,
+            };
+            single::send(job).await
+        }
+        None => {
+            let template = inputs.template.flatten();
+            let job = bulk::Job {
+                ctx: &ctx,
+                message: &message,
+                provider,
+                verified,
+                template: template.as_deref(),
+                limits,
+            };
+            bulk::send(job).await
+        }
+    }
+}

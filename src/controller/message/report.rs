@@ -1,0 +1,151 @@
+//! Tells the world how an attempt went: the metrics of sends and failures,
+//! a log line, and an Event on Sent, Failed and Unknown.
+
+use std::time::Duration;
+
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::condition::{self, Reason, SENT};
+use crate::api::{EmailMessage, EmailMessageStatus, Phase};
+use crate::controller::context::Context;
+use crate::metrics::{ProviderLabels, ReasonLabels, TransportLabels};
+
+/// The longest Event note; longer ones are cut.
+const MAX_NOTE_CHARS: usize = 1024;
+
+/// Counts an attempt's outcome and its duration.
+pub fn attempt_metrics(
+    ctx: &Context,
+    message: &EmailMessage,
+    transport: &str,
+    outcome: &EmailMessageStatus,
+    elapsed: Duration,
+) {
+    let metrics = &ctx.telemetry.metrics;
+    let transport_labels = TransportLabels {
+        transport: transport.to_string(),
+    };
+    metrics
+        .send_seconds
+        .get_or_create(&transport_labels)
+        .observe(elapsed.as_secs_f64());
+    match outcome.phase {
+        Some(Phase::Sent) => {
+            let labels = ProviderLabels {
+                namespace: message.namespace().unwrap_or_default(),
+                provider: message.spec.provider_ref.name.clone(),
+                transport: transport.to_string(),
+            };
+            metrics.sent.get_or_create(&labels).inc();
+        }
+        Some(Phase::Failed | Phase::Unknown) => count_failure(ctx, message, outcome),
+        _ => {}
+    }
+}
+
+/// Counts a message that ended Failed or Unknown, by its reason.
+fn count_failure(ctx: &Context, message: &EmailMessage, status: &EmailMessageStatus) {
+    let reason = condition::find(&status.conditions, SENT)
+        .map(|c| c.reason.clone())
+        .unwrap_or_default();
+    let labels = ReasonLabels {
+        namespace: message.namespace().unwrap_or_default(),
+        provider: message.spec.provider_ref.name.clone(),
+        reason,
+    };
+    ctx.telemetry.metrics.failed.get_or_create(&labels).inc();
+}
+
+/// A message the gate ended (Failed or Unknown): counted, and an Event.
+pub async fn concluded(
+    ctx: &Context,
+    written: &EmailMessage,
+    phase: Phase,
+    why: Reason,
+    text: &str,
+) {
+    if let Some(status) = &written.status {
+        count_failure(ctx, written, status);
+    }
+    let event_reason = if phase == Phase::Unknown {
+        "Unknown"
+    } else {
+        "Failed"
+    };
+    let note = format!("{why}: {text}");
+    publish(ctx, written, EventType::Warning, event_reason, note).await;
+}
+
+/// Logs the outcome of an attempt and publishes an Event on Sent, Failed
+/// and Unknown.
+pub async fn announce(
+    ctx: &Context,
+    message: &EmailMessage,
+    status: &EmailMessageStatus,
+    elapsed: Duration,
+) {
+    let error = status.last_error.as_ref();
+    let (type_, event_reason, note) = match status.phase {
+        Some(Phase::Sent) => {
+            info!(
+                attempts = status.attempts,
+                ms = elapsed.as_millis() as u64,
+                "sent"
+            );
+            if !ctx.settings.sent_events {
+                return;
+            }
+            let reply = status
+                .server_reply
+                .as_ref()
+                .map(|r| format!(" ({} {})", r.code, r.message))
+                .unwrap_or_default();
+            let note = format!("accepted by the server{reply}");
+            (EventType::Normal, "Sent", note)
+        }
+        Some(phase @ (Phase::Failed | Phase::Unknown)) => {
+            let why = error
+                .map(|e| format!("{}: {}", e.reason, e.message))
+                .unwrap_or_default();
+            let (event_reason, what) = if phase == Phase::Unknown {
+                ("Unknown", "outcome unknown")
+            } else {
+                ("Failed", "failed")
+            };
+            let reason = error.map(|e| e.reason.as_str());
+            warn!(attempts = status.attempts, reason, "{what}");
+            (EventType::Warning, event_reason, why)
+        }
+        _ => {
+            let reason = error.map(|e| e.reason.as_str());
+            info!(
+                attempts = status.attempts,
+                reason, "attempt failed; will retry"
+            );
+            return;
+        }
+    };
+    publish(ctx, message, type_, event_reason, note).await;
+}
+
+/// Publishes an Event about `message`; a failure to publish is logged.
+pub async fn publish(
+    ctx: &Context,
+    message: &EmailMessage,
+    type_: EventType,
+    event_reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: event_reason.to_string(),
+        note: Some(note.chars().take(MAX_NOTE_CHARS).collect()),
+        action: "Send".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &message.object_ref(&())).await {
+        warn!(error = %e, "publishing the event failed");
+    }
+}

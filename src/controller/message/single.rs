@@ -1,0 +1,220 @@
+//! Sends a message with one email: a person's retry annotation taken off
+//! first (so a retry happens once per request), a send slot, the claim, the
+//! send, and the outcome recorded and reported.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::attempt::{self, CLAIM_CONFLICT_RETRY, Retry};
+use super::clock::{now, remaining};
+use super::inputs::{Limits, key_of};
+use super::{report, verdict};
+use crate::api::condition::{self, Reason, SENT};
+use crate::api::message::{DeliveryPolicy, RETRY_ANNOTATION, ServerReply};
+use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
+use crate::compose::Email;
+use crate::controller::context::{Context, Verified};
+use crate::controller::error::Error;
+use crate::transport::{Accepted, SendError};
+
+/// What one send needs.
+pub struct Job<'a> {
+    /// The context.
+    pub ctx: &'a Context,
+    /// The message, as the cache has it.
+    pub message: &'a EmailMessage,
+    /// Its provider.
+    pub provider: &'a EmailProvider,
+    /// The provider's verified transport.
+    pub verified: &'a Verified,
+    /// The email, attachments included.
+    pub email: &'a Email,
+    /// The retry limits.
+    pub limits: &'a Limits,
+}
+
+/// Claims, sends and records one attempt.
+pub async fn send(job: Job<'_>) -> Result<Action, Error> {
+    let Job {
+        ctx,
+        message,
+        provider,
+        verified,
+        email,
+        limits,
+    } = job;
+    let api = verdict::api(ctx, message);
+    let retry_requested = message.annotations().contains_key(RETRY_ANNOTATION);
+    let base = if retry_requested {
+        match verdict::clear_retry_annotation(&api, message).await {
+            Ok(fresh) => fresh,
+            Err(e) if e.is_conflict() => return Ok(Action::requeue(CLAIM_CONFLICT_RETRY)),
+            Err(e) => return Err(e),
+        }
+    } else {
+        message.clone()
+    };
+
+    // A send slot is held from the claim until the outcome is recorded, so at
+    // most --max-concurrent-sends messages are ever claimed but unrecorded:
+    // the most a crash can leave in doubt. A provider (or namespace) that
+    // holds its share already waits without a status write.
+    let key = key_of(provider);
+    let namespace = message.namespace().unwrap_or_default();
+    let Some(_slot) = ctx.sends.take(&key, &namespace).await else {
+        return Ok(Action::requeue(attempt::slots_busy_retry()));
+    };
+    let claim = claim(message, verified, email, retry_requested);
+    let attempt = claim.attempts;
+    let Some(claimed) = attempt::write_claim(&api, &base, claim).await? else {
+        return Ok(Action::requeue(CLAIM_CONFLICT_RETRY));
+    };
+
+    let started = std::time::Instant::now();
+    let result = verified.transport.send(email).await;
+    if let Err(e) = &result {
+        attempt::withdraw_on_provider_failure(ctx, &key, provider, verified, e).await;
+    }
+    let policy = message.spec.delivery_policy;
+    let outcome = outcome(&claimed, attempt, result, limits, policy);
+    let elapsed = started.elapsed();
+    ctx.sends.note_attempt(&key, &provider.spec, elapsed);
+
+    let Some(recorded) = attempt::finish(ctx, &api, &claimed, &outcome, attempt).await? else {
+        return Ok(Action::await_change());
+    };
+    let transport = verified.transport.name();
+    report::attempt_metrics(ctx, message, transport, &outcome, elapsed);
+    report::announce(ctx, &recorded, &outcome, elapsed).await;
+    Ok(match outcome.phase {
+        Some(Phase::Pending) => {
+            let due = outcome.next_attempt_time.as_ref().and_then(remaining);
+            Action::requeue(due.unwrap_or_default().max(Duration::from_millis(100)))
+        }
+        _ => Action::await_change(),
+    })
+}
+
+/// The claim of the next attempt, saying why it is made.
+fn claim(
+    message: &EmailMessage,
+    verified: &Verified,
+    email: &Email,
+    retry_requested: bool,
+) -> EmailMessageStatus {
+    let status = message.status.clone().unwrap_or_default();
+    let attempt = status.attempts + 1;
+    let (reason, text) = if status.phase == Some(Phase::Sending) {
+        let text = format!(
+            "attempt {attempt}: the previous attempt was interrupted before its result was recorded; sending again"
+        );
+        (Reason::Interrupted, text)
+    } else if retry_requested {
+        let text = format!("attempt {attempt}: sending again as {RETRY_ANNOTATION} asked");
+        (Reason::Sending, text)
+    } else {
+        (Reason::Sending, format!("attempt {attempt} under way"))
+    };
+    let mut claim = attempt::claim(&status, message.metadata.generation, reason, text);
+    claim.message_id = verified
+        .transport
+        .sets_message_id()
+        .then(|| email.message_id.clone());
+    claim
+}
+
+/// The status after an attempt.
+fn outcome(
+    claimed: &EmailMessage,
+    attempt: u32,
+    result: Result<Accepted, SendError>,
+    limits: &Limits,
+    policy: DeliveryPolicy,
+) -> EmailMessageStatus {
+    let status = claimed.status.clone().unwrap_or_default();
+    let generation = claimed.metadata.generation;
+    match result {
+        Ok(accepted) => sent(status, attempt, &accepted, generation),
+        Err(error) => failed(status, attempt, &error, limits, policy, generation),
+    }
+}
+
+fn sent(
+    mut status: EmailMessageStatus,
+    attempt: u32,
+    accepted: &Accepted,
+    generation: Option<i64>,
+) -> EmailMessageStatus {
+    status.phase = Some(Phase::Sent);
+    status.provider_message_id = accepted
+        .provider_message_id
+        .clone()
+        .or_else(|| status.message_id.clone());
+    status.server_reply = Some(ServerReply {
+        code: accepted.code,
+        message: accepted.message.clone(),
+    });
+    status.provider_message_ids = accepted.all_ids.clone();
+    status.sent_time = Some(now());
+    status.last_error = None;
+    let text = format!(
+        "accepted by the server on attempt {attempt}: {} {}",
+        accepted.code, accepted.message
+    );
+    let why = Reason::Accepted;
+    condition::set(&mut status.conditions, SENT, true, why, text, generation);
+    status
+}
+
+fn failed(
+    mut status: EmailMessageStatus,
+    attempt: u32,
+    error: &SendError,
+    limits: &Limits,
+    policy: DeliveryPolicy,
+    generation: Option<i64>,
+) -> EmailMessageStatus {
+    status.last_error = Some(attempt::last_error(error));
+    if let Some(code) = error.code {
+        status.server_reply = Some(ServerReply {
+            code,
+            message: error.message.clone(),
+        });
+    }
+    let message = &error.message;
+    let now = jiff::Timestamp::now();
+    let (phase, why, text) = if error.maybe_delivered && policy == DeliveryPolicy::AtMostOnce {
+        let text = format!(
+            "attempt {attempt} ended without a clear answer ({message}); the server may have the message. \
+             Under AtMostOnce it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway"
+        );
+        (Phase::Unknown, Reason::OutcomeUnknown, text)
+    } else if !error.retryable() {
+        (Phase::Failed, error.reason(), message.clone())
+    } else {
+        match attempt::retry(attempt, error.retry_after, limits, now) {
+            Retry::Exhausted => {
+                let text = format!("gave up after {attempt} attempts: {message}");
+                (Phase::Failed, error.reason(), text)
+            }
+            Retry::PastDeadline => {
+                let text = format!(
+                    "attempt {attempt} failed and the next would come after the deadline: {message}"
+                );
+                (Phase::Failed, Reason::DeadlineExceeded, text)
+            }
+            Retry::At { due, .. } => {
+                status.next_attempt_time = Some(Time(due));
+                let wait = due.duration_since(now).as_secs_f64().ceil();
+                let text = format!("attempt {attempt} failed, retrying in {wait}s: {message}");
+                (Phase::Pending, error.reason(), text)
+            }
+        }
+    };
+    status.phase = Some(phase);
+    condition::set(&mut status.conditions, SENT, false, why, text, generation);
+    status
+}
