@@ -28,22 +28,12 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "MAILROOM_NAMESPACE")]
-    namespace: Option<String>,
-    /// The most messages reconciled at once.
-    #[arg(long, default_value_t = Settings::default().concurrency, env = "MAILROOM_CONCURRENCY")]
-    concurrency: u16,
-    /// Attempts before a retryable failure becomes final.
-    #[arg(long, default_value_t = Settings::default().max_attempts, env = "MAILROOM_MAX_ATTEMPTS")]
-    max_attempts: u32,
-    /// Seconds after its creation after which a message is no longer tried
-    /// (providers and messages may set their own).
-    #[arg(long, default_value_t = Settings::default().deadline_seconds, env = "MAILROOM_DEADLINE_SECONDS")]
-    deadline_seconds: u32,
-    /// The most sends in flight at once, over all providers.
-    #[arg(long, default_value_t = Settings::default().max_concurrent_sends, env = "MAILROOM_MAX_CONCURRENT_SENDS")]
-    max_concurrent_sends: usize,
+    /// The controller's settings.
+    #[command(flatten)]
+    controller: Settings,
+    /// The delivery webhook receiver's settings.
+    #[command(flatten, next_help_heading = "Delivery webhook receiver")]
+    webhook: WebhookSettings,
     /// Elect one leader among replicas with a coordination.k8s.io Lease; only
     /// the leader sends.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MAILROOM_LEADER_ELECTION")]
@@ -68,52 +58,6 @@ struct RunArgs {
     /// Run the delivery webhook receiver.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MAILROOM_WEBHOOKS")]
     webhooks: bool,
-    /// Seconds a webhook request waits for its status writes before it is
-    /// answered 503 (the service then retries). Keep it under the services'
-    /// timeouts (Mailtrap 30 s).
-    #[arg(
-        long,
-        default_value_t = WebhookSettings::default().ack_timeout.as_secs(),
-        env = "MAILROOM_WEBHOOK_ACK_TIMEOUT_SECONDS"
-    )]
-    webhook_ack_timeout_seconds: u64,
-    /// Seconds an event for a message id not known yet waits for it to
-    /// appear before it is acknowledged as unknown (a webhook can arrive
-    /// before the watch shows the status that holds the id).
-    #[arg(
-        long,
-        default_value_t = WebhookSettings::default().unknown_grace.as_secs(),
-        env = "MAILROOM_WEBHOOK_UNKNOWN_GRACE_SECONDS"
-    )]
-    webhook_unknown_grace_seconds: u64,
-    /// The largest webhook request body taken, in bytes (413 past it,
-    /// refused while reading).
-    #[arg(long, default_value_t = WebhookSettings::default().max_body_bytes, env = "MAILROOM_WEBHOOK_MAX_BODY_BYTES")]
-    webhook_max_body_bytes: usize,
-    /// Seconds a webhook client has to send a request's headers (then the
-    /// connection is closed), and then its body (408).
-    #[arg(long, default_value_t = WebhookSettings::default().read_timeout.as_secs(), env = "MAILROOM_WEBHOOK_READ_TIMEOUT_SECONDS")]
-    webhook_read_timeout_seconds: u64,
-    /// Webhook requests handled at once; more are answered 503 at once.
-    #[arg(long, default_value_t = WebhookSettings::default().max_requests, env = "MAILROOM_WEBHOOK_MAX_REQUESTS")]
-    webhook_max_requests: usize,
-    /// Webhook connections open at once; more wait to be accepted.
-    #[arg(long, default_value_t = WebhookSettings::default().max_connections, env = "MAILROOM_WEBHOOK_MAX_CONNECTIONS")]
-    webhook_max_connections: usize,
-    /// Record a Normal Event for every Sent message (one more apiserver write
-    /// per message). Failed and Unknown messages always get a Warning Event.
-    #[arg(long, default_value_t = Settings::default().sent_events, action = clap::ArgAction::Set, env = "MAILROOM_SENT_EVENTS")]
-    sent_events: bool,
-    /// The namespace holding ClusterEmailProviders' Secrets and ConfigMaps:
-    /// the controller's own. Unset, ClusterEmailProviders are not served.
-    #[arg(long, env = "MAILROOM_CLUSTER_PROVIDER_NAMESPACE")]
-    cluster_provider_namespace: Option<String>,
-    /// Hosts an EmailProvider's `spec.api.endpoint` may name, comma-separated
-    /// (e.g. a company proxy). Unset, endpoint overrides are refused: a
-    /// tenant could otherwise point the controller at hosts inside the
-    /// cluster.
-    #[arg(long, value_delimiter = ',', env = "MAILROOM_ALLOWED_ENDPOINT_HOSTS")]
-    allowed_endpoint_hosts: Vec<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MAILROOM_LOG_FORMAT")]
     log_format: LogFormat,
@@ -157,16 +101,7 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let settings = Settings {
-            namespace: args.namespace.clone(),
-            concurrency: args.concurrency,
-            max_attempts: args.max_attempts,
-            deadline_seconds: args.deadline_seconds,
-            max_concurrent_sends: args.max_concurrent_sends,
-            sent_events: args.sent_events,
-            cluster_provider_namespace: args.cluster_provider_namespace.clone(),
-            allowed_endpoint_hosts: args.allowed_endpoint_hosts.clone(),
-        };
+        let settings = args.controller.clone();
         let telemetry = Arc::new(Telemetry::default());
         let admin = args.admin_addr;
         let admin_telemetry = telemetry.clone();
@@ -176,16 +111,11 @@ fn run(args: RunArgs) -> ExitCode {
             }
         });
         if args.webhooks {
+            // The receiver serves the namespaces the controller serves.
             let settings = WebhookSettings {
-                namespace: args.namespace.clone(),
-                cluster_provider_namespace: args.cluster_provider_namespace.clone(),
-                ack_timeout: std::time::Duration::from_secs(args.webhook_ack_timeout_seconds),
-                unknown_grace: std::time::Duration::from_secs(args.webhook_unknown_grace_seconds),
-                max_body_bytes: args.webhook_max_body_bytes,
-                read_timeout: std::time::Duration::from_secs(args.webhook_read_timeout_seconds),
-                max_requests: args.webhook_max_requests,
-                max_connections: args.webhook_max_connections,
-                ..Default::default()
+                namespace: args.controller.namespace.clone(),
+                cluster_provider_namespace: args.controller.cluster_provider_namespace.clone(),
+                ..args.webhook.clone()
             };
             let addr = args.webhook_addr;
             let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -258,4 +188,55 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down: finishing in-flight sends");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_settings_defaults() {
+        let cli = Cli::try_parse_from(["mailroom", "run"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run");
+        };
+        assert_eq!(
+            format!("{:?}", args.controller),
+            format!("{:?}", Settings::default())
+        );
+        assert_eq!(
+            format!("{:?}", args.webhook),
+            format!("{:?}", WebhookSettings::default())
+        );
+    }
+
+    #[test]
+    fn the_receiver_serves_what_the_controller_serves() {
+        let cli = Cli::try_parse_from([
+            "mailroom",
+            "run",
+            "--namespace",
+            "team",
+            "--webhook-max-requests",
+            "7",
+            "--allowed-endpoint-hosts",
+            "a.example,b.example",
+        ])
+        .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run");
+        };
+        assert_eq!(args.controller.namespace.as_deref(), Some("team"));
+        assert_eq!(args.webhook.max_requests, 7);
+        assert_eq!(
+            args.controller.allowed_endpoint_hosts,
+            vec!["a.example", "b.example"]
+        );
+    }
 }

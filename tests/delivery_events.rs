@@ -674,9 +674,9 @@ async fn the_webhook_port_holds_against_floods_slow_clients_and_large_bodies() {
 
     let settings = mailroom::webhook::Settings {
         namespace: Some(scene.ns.clone()),
-        read_timeout: Duration::from_secs(1),
-        ack_timeout: Duration::from_secs(1),
-        unknown_grace: Duration::from_secs(1),
+        read_timeout_seconds: 1,
+        ack_timeout_seconds: 1,
+        unknown_grace_seconds: 1,
         max_requests: 4,
         ..Default::default()
     };

@@ -207,29 +207,66 @@ fn build_limiter(limit: &RateLimit) -> DefaultDirectRateLimiter {
     RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
 }
 
-/// Settings of a running controller.
-#[derive(Debug, Clone)]
+/// The defaults of the controller's flags; clap and `Settings::default()`
+/// both read them, so they cannot drift apart.
+pub mod defaults {
+    /// `--concurrency`.
+    pub const CONCURRENCY: u16 = 64;
+    /// `--max-attempts`.
+    pub const MAX_ATTEMPTS: u32 = 10;
+    /// `--deadline-seconds`: a day.
+    pub const DEADLINE_SECONDS: u32 = 86_400;
+    /// `--max-concurrent-sends`.
+    pub const MAX_CONCURRENT_SENDS: usize = 32;
+    /// `--sent-events`.
+    pub const SENT_EVENTS: bool = true;
+}
+
+/// Settings of a running controller: its command-line flags (each also an
+/// environment variable), flattened into `mailroom run`.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "controller")]
 pub struct Settings {
-    /// Watch only this namespace, or every namespace when `None`.
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "MAILROOM_NAMESPACE")]
     pub namespace: Option<String>,
-    /// The most messages reconciled (and so sent) at once.
+    /// The most messages reconciled at once.
+    #[arg(long, env = "MAILROOM_CONCURRENCY", default_value_t = defaults::CONCURRENCY)]
     pub concurrency: u16,
-    /// Attempts before a retryable failure becomes final, unless the provider
-    /// or message says otherwise.
+    /// Attempts before a retryable failure becomes final (providers and
+    /// messages may set their own).
+    #[arg(long, env = "MAILROOM_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS)]
     pub max_attempts: u32,
-    /// Seconds after creation after which a message is no longer tried,
-    /// unless the provider or message says otherwise.
+    /// Seconds after its creation after which a message is no longer tried
+    /// (providers and messages may set their own).
+    #[arg(long, env = "MAILROOM_DEADLINE_SECONDS", default_value_t = defaults::DEADLINE_SECONDS)]
     pub deadline_seconds: u32,
-    /// The most sends in flight at once, over all providers.
+    /// The most sends in flight at once, over all providers (a provider may
+    /// hold a quarter of them, a namespace half).
+    #[arg(
+        long,
+        env = "MAILROOM_MAX_CONCURRENT_SENDS",
+        default_value_t = defaults::MAX_CONCURRENT_SENDS
+    )]
     pub max_concurrent_sends: usize,
-    /// Whether a Sent message gets a Normal Event (one more apiserver write
-    /// per message); Failed and Unknown ones always get a Warning.
+    /// Record a Normal Event for every Sent message (one more apiserver write
+    /// per message). Failed and Unknown messages always get a Warning Event.
+    #[arg(
+        long,
+        env = "MAILROOM_SENT_EVENTS",
+        default_value_t = defaults::SENT_EVENTS,
+        action = clap::ArgAction::Set
+    )]
     pub sent_events: bool,
-    /// Where ClusterEmailProviders' Secrets and ConfigMaps live (the
-    /// controller's namespace). `None` leaves ClusterEmailProviders alone.
+    /// The namespace holding ClusterEmailProviders' Secrets and ConfigMaps:
+    /// the controller's own. Unset, ClusterEmailProviders are not served.
+    #[arg(long, env = "MAILROOM_CLUSTER_PROVIDER_NAMESPACE")]
     pub cluster_provider_namespace: Option<String>,
-    /// Hosts an EmailProvider's `spec.api.endpoint` may name. Empty (the
-    /// default), endpoint overrides are refused.
+    /// Hosts an EmailProvider's `spec.api.endpoint` may name, comma-separated
+    /// (e.g. a company proxy). Unset, endpoint overrides are refused: a
+    /// tenant could otherwise point the controller at hosts inside the
+    /// cluster.
+    #[arg(long, value_delimiter = ',', env = "MAILROOM_ALLOWED_ENDPOINT_HOSTS")]
     pub allowed_endpoint_hosts: Vec<String>,
 }
 
@@ -237,11 +274,11 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             namespace: None,
-            concurrency: 64,
-            max_attempts: 10,
-            deadline_seconds: 86_400,
-            max_concurrent_sends: 32,
-            sent_events: true,
+            concurrency: defaults::CONCURRENCY,
+            max_attempts: defaults::MAX_ATTEMPTS,
+            deadline_seconds: defaults::DEADLINE_SECONDS,
+            max_concurrent_sends: defaults::MAX_CONCURRENT_SENDS,
+            sent_events: defaults::SENT_EVENTS,
             cluster_provider_namespace: None,
             allowed_endpoint_hosts: Vec::new(),
         }
@@ -274,6 +311,20 @@ pub struct Context {
     pub recorder: Recorder,
     /// The controller's settings.
     pub settings: Settings,
+}
+
+impl Context {
+    /// Waits until the provider and template caches (and the cluster
+    /// providers', when served) have listed everything: messages are judged
+    /// against them, so none is marked ProviderNotFound for a provider that
+    /// exists but is not listed yet. `false` when a cache stopped first.
+    pub async fn caches_ready(&self) -> bool {
+        let serves_cluster_providers = self.settings.cluster_provider_namespace.is_some();
+        self.providers.wait_until_ready().await.is_ok()
+            && self.templates.wait_until_ready().await.is_ok()
+            && (!serves_cluster_providers
+                || self.cluster_providers.wait_until_ready().await.is_ok())
+    }
 }
 
 #[cfg(test)]

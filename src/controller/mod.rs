@@ -1,9 +1,11 @@
-//! The controller: one reconciler for EmailProviders (verify, Ready) and one
-//! for EmailMessages (claim, send, record), sharing verified transports.
-//! Providers are re-verified when they or their Secrets/ConfigMaps change;
-//! messages wake up when their provider changes. Secrets, ConfigMaps and the
-//! message side's provider and template triggers are watched metadata-only
-//! (see `triggers`): no Secret or ConfigMap data ever arrives through a watch.
+//! The controller, run by the leader: one reconciler for EmailProviders
+//! (verify, Ready), one for ClusterEmailProviders, one for EmailTemplates
+//! (parse) and one for EmailMessages (claim, send, record), sharing verified
+//! transports. Each kind is watched once (`shared`) and that watch feeds
+//! every controller that needs it: a provider change reaches the messages
+//! it wakes only after the provider cache holds it. Secrets and ConfigMaps
+//! are watched metadata-only (see `triggers`): no Secret or ConfigMap data
+//! ever arrives through a watch.
 
 pub mod access;
 pub mod context;
@@ -11,23 +13,27 @@ pub mod credentials;
 pub mod error;
 pub mod leader;
 pub mod message;
+mod observe;
 pub mod provider;
+mod shared;
 pub mod slots;
 pub mod template;
 pub mod triggers;
+mod wake;
 pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::future::{BoxFuture, FutureExt};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -37,10 +43,9 @@ pub use context::{Context, Settings};
 pub use error::Error;
 
 use crate::admin::Telemetry;
-use crate::api::condition::{SENT, find};
-use crate::api::message::ProviderKind;
-use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate, Phase};
-use crate::metrics::{ControllerLabels, ReasonLabels};
+use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate};
+use crate::metrics::ControllerLabels;
+use shared::Feed;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -61,44 +66,39 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ns = settings.namespace.clone();
-    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let wc = watcher::Config::default();
+    let shutdown = Box::pin(shutdown).shared();
+    let ns = settings.namespace.as_deref();
+    let home = settings.cluster_provider_namespace.clone();
 
-    // Every kind is decoded one object at a time (`guarded`): an object the
-    // controller cannot read costs only itself.
-    let providers = guarded_controller(
-        &client,
-        api::<DeserializeGuard<EmailProvider>>(&client, ns.as_deref()),
-        Mark::Ready,
+    // One watch per kind. Every kind is decoded one object at a time
+    // (`guarded`): an object the controller cannot read costs only itself.
+    let providers = shared::cached(guarded_watch::<EmailProvider>(&client, ns), 2);
+    let templates = shared::cached(guarded_watch::<EmailTemplate>(&client, ns), 2);
+    let clusters = shared::cached(
+        match &home {
+            Some(_) => guarded_watch_all::<ClusterEmailProvider>(&client).boxed(),
+            None => futures::stream::empty().boxed(),
+        },
+        2,
     );
-    let provider_store = providers.store();
-    let templates = guarded_controller(
-        &client,
-        api::<DeserializeGuard<EmailTemplate>>(&client, ns.as_deref()),
-        Mark::Ready,
+    let secrets = TriggerWatch::of(
+        |namespace| triggers::secrets(&client, namespace),
+        ns,
+        home.as_deref(),
     );
-    let template_store = templates.store();
-    // ClusterEmailProviders are served only where their Secrets live is known.
-    let cluster_namespace = settings.cluster_provider_namespace.clone();
-    let cluster_providers = cluster_namespace.as_ref().map(|_| {
-        guarded_controller(
-            &client,
-            Api::<DeserializeGuard<ClusterEmailProvider>>::all(client.clone()),
-            Mark::Ready,
-        )
-    });
-    let cluster_store = match &cluster_providers {
-        Some(controller) => controller.store(),
-        None => kube::runtime::reflector::store().0,
-    };
+    let config_maps = TriggerWatch::of(
+        |namespace| triggers::config_maps(&client, namespace),
+        ns,
+        home.as_deref(),
+    );
 
+    let (message_store, message_writer) = kube::runtime::reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         transports: Default::default(),
-        providers: provider_store.clone(),
-        cluster_providers: cluster_store.clone(),
-        templates: template_store.clone(),
+        providers: providers.store.clone(),
+        cluster_providers: clusters.store.clone(),
+        templates: templates.store.clone(),
         unrecorded: Default::default(),
         written: Default::default(),
         telemetry: telemetry.clone(),
@@ -108,77 +108,47 @@ pub async fn run(
         settings: settings.clone(),
     });
 
-    let secret_store = provider_store.clone();
-    let config_map_store = provider_store.clone();
-    let provider_run = providers
-        .watches_stream(triggers::secrets(&client, ns.as_deref()), move |secret| {
-            referencing(
-                &secret_store,
-                "Secret",
-                secret.namespace(),
-                &secret.name_any(),
-            )
-        })
-        .watches_stream(triggers::config_maps(&client, ns.as_deref()), move |map| {
-            referencing(
-                &config_map_store,
-                "ConfigMap",
-                map.namespace(),
-                &map.name_any(),
-            )
-        })
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            provider::reconcile,
-            error_policy("EmailProvider"),
+    let [provider_feed, provider_wakes] = two(providers.feeds);
+    let [template_feed, template_wakes] = two(templates.feeds);
+    let [cluster_feed, cluster_wakes] = two(clusters.feeds);
+    let mut drivers: Vec<BoxFuture<'static, ()>> = vec![
+        providers.driver.boxed(),
+        templates.driver.boxed(),
+        clusters.driver.boxed(),
+    ];
+    drivers.extend(secrets.drivers);
+    drivers.extend(config_maps.drivers);
+
+    let provider_run = run_providers(
+        provider_feed,
+        secrets.namespaced,
+        config_maps.namespaced,
+        ctx.clone(),
+        shutdown.clone(),
+    );
+    let cluster_run = match (home.clone(), secrets.cluster, config_maps.cluster) {
+        (Some(home), Some(secrets), Some(maps)) => run_cluster_providers(
+            cluster_feed,
+            secrets,
+            maps,
+            home,
             ctx.clone(),
+            shutdown.clone(),
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "provider reconcile failed");
-            }
-        });
-
-    let (cluster_client, cluster_shutdown, cluster_ctx) =
-        (client.clone(), shutdown.clone(), ctx.clone());
-    let cluster_secrets = cluster_store.clone();
-    let cluster_run = async move {
-        let (Some(controller), Some(namespace)) = (cluster_providers, cluster_namespace.clone())
-        else {
-            return;
-        };
-        let config_map_store = cluster_secrets.clone();
-        controller
-            .watches_stream(
-                triggers::secrets(&cluster_client, Some(&namespace)),
-                move |secret| cluster_referencing(&cluster_secrets, "Secret", &secret.name_any()),
-            )
-            .watches_stream(
-                triggers::config_maps(&cluster_client, Some(&namespace)),
-                move |map| cluster_referencing(&config_map_store, "ConfigMap", &map.name_any()),
-            )
-            .graceful_shutdown_on(cluster_shutdown)
-            .run(
-                provider::reconcile_cluster,
-                error_policy("ClusterEmailProvider"),
-                cluster_ctx,
-            )
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    warn!(error = %e, "cluster provider reconcile failed");
-                }
-            })
-            .await;
+        .boxed(),
+        _ => futures::future::ready(()).boxed(),
     };
-
-    // Messages are cached without managedFields and kubectl's
-    // last-applied-configuration, which nothing here reads: the cache holds
-    // every message of the namespaces served, so this is most of its memory.
-    let (message_store, message_writer) = kube::runtime::reflector::store();
+    let template_run = run_controller(
+        Controller::for_shared_stream(template_feed.applied(), ctx.templates.clone()),
+        "EmailTemplate",
+        template::reconcile,
+        ctx.clone(),
+        shutdown.clone(),
+    );
     let message_stream = guarded::watch(
         client.clone(),
-        api::<DeserializeGuard<EmailMessage>>(&client, ns.as_deref()),
-        wc.clone(),
+        api::<DeserializeGuard<EmailMessage>>(&client, ns),
+        watcher::Config::default(),
         Mark::Message,
     )
     .modify(slim)
@@ -186,97 +156,41 @@ pub async fn run(
     .applied_objects();
     let messages = Controller::for_stream(message_stream, message_store.clone())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
-    let observe = observe(
-        provider_store.clone(),
+    let (by_provider, by_template, by_cluster) = (
         message_store.clone(),
-        telemetry.clone(),
+        message_store.clone(),
+        message_store.clone(),
+    );
+    let messages = messages
+        .watches_shared_stream(provider_wakes.touched(), move |p| {
+            wake::messages_of_provider(&by_provider, &p)
+        })
+        .watches_shared_stream(template_wakes.touched(), move |t| {
+            wake::messages_of_template(&by_template, &t)
+        })
+        .watches_shared_stream(cluster_wakes.touched(), move |c| {
+            wake::messages_of_cluster_provider(&by_cluster, &c)
+        });
+    let message_run = run_controller(
+        messages,
+        "EmailMessage",
+        message::reconcile,
+        ctx.clone(),
         shutdown.clone(),
     );
-    let ready_store = provider_store.clone();
-    let template_run = templates
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            template::reconcile,
-            error_policy("EmailTemplate"),
-            ctx.clone(),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "template reconcile failed");
-            }
-        });
-    let templates_ready = template_store.clone();
-    let template_messages = message_store.clone();
-    let cluster_messages = message_store.clone();
-    let clusters_ready = cluster_store.clone();
-    let serves_cluster_providers = settings.cluster_provider_namespace.is_some();
-    let message_run = async move {
-        // Messages are judged against providers and templates, so those
-        // caches must be complete first: otherwise a message could be marked
-        // ProviderNotFound for a provider that exists.
-        // A shutdown before then ends the wait (nothing has started).
-        let caches_ready = async {
-            ready_store.wait_until_ready().await.is_ok()
-                && templates_ready.wait_until_ready().await.is_ok()
-                && (!serves_cluster_providers || clusters_ready.wait_until_ready().await.is_ok())
-        };
-        let ready = tokio::select! {
-            ready = caches_ready => ready,
-            () = shutdown.clone() => false,
-        };
-        if !ready {
-            return;
+    let observe = observe::observe(
+        ctx.providers.clone(),
+        message_store,
+        telemetry,
+        shutdown.clone(),
+    );
+    // The watches stop with the controllers that read them.
+    let watches = futures::future::join_all(drivers);
+    let watches = async move {
+        tokio::select! {
+            _ = watches => {},
+            () = shutdown => {},
         }
-        let messages = if serves_cluster_providers {
-            messages.watches_stream(
-                triggers::metadata(Api::<PartialObjectMeta<ClusterEmailProvider>>::all(
-                    client.clone(),
-                )),
-                move |provider| {
-                    let name = provider.name_any();
-                    unfinished_messages(&cluster_messages, None, |m| {
-                        m.spec.provider_ref.kind == ProviderKind::ClusterEmailProvider
-                            && m.spec.provider_ref.name == name
-                    })
-                },
-            )
-        } else {
-            messages
-        };
-        messages
-            .watches_stream(
-                triggers::metadata(api::<PartialObjectMeta<EmailTemplate>>(
-                    &client,
-                    ns.as_deref(),
-                )),
-                move |template| {
-                    let name = template.name_any();
-                    unfinished_messages(&template_messages, template.namespace(), |m| {
-                        m.spec.template_ref.as_ref().is_some_and(|t| t.name == name)
-                    })
-                },
-            )
-            .watches_stream(
-                triggers::metadata(api::<PartialObjectMeta<EmailProvider>>(
-                    &client,
-                    ns.as_deref(),
-                )),
-                move |provider| {
-                    let name = provider.name_any();
-                    unfinished_messages(&message_store, provider.namespace(), |m| {
-                        m.spec.provider_ref.kind == ProviderKind::EmailProvider
-                            && m.spec.provider_ref.name == name
-                    })
-                },
-            )
-            .graceful_shutdown_on(shutdown)
-            .run(message::reconcile, message_error_policy, ctx)
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    warn!(error = %e, "message reconcile failed");
-                }
-            })
-            .await;
     };
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
@@ -287,27 +201,187 @@ pub async fn run(
         cluster_run,
         template_run,
         message_run,
-        observe
+        observe,
+        watches
     );
     info!("controller stopped");
 }
 
-/// A controller for `api`'s kind whose objects are decoded one at a time;
-/// the ones that cannot be are marked as `mark` says and left out.
-fn guarded_controller<K>(
-    client: &Client,
-    api: Api<DeserializeGuard<K>>,
-    mark: Mark,
-) -> Controller<K>
+/// The two feeds of a watch shared by a controller and the messages it wakes.
+fn two<K: Send + Sync + 'static>(feeds: Vec<Feed<K>>) -> [Feed<K>; 2] {
+    let mut feeds = feeds.into_iter();
+    match (feeds.next(), feeds.next()) {
+        (Some(a), Some(b)) => [a, b],
+        // `shared::cached(_, 2)` always makes two.
+        _ => [Feed::empty(), Feed::empty()],
+    }
+}
+
+/// The EmailProvider controller: verifies providers, and again when a
+/// Secret or ConfigMap they reference changes.
+fn run_providers(
+    feed: Feed<EmailProvider>,
+    secrets: Feed<PartialObjectMeta<Secret>>,
+    config_maps: Feed<PartialObjectMeta<ConfigMap>>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    let (by_secret, by_map) = (ctx.providers.clone(), ctx.providers.clone());
+    let controller = Controller::for_shared_stream(feed.applied(), ctx.providers.clone())
+        .watches_shared_stream(secrets.touched(), move |s| {
+            wake::providers_referencing(&by_secret, "Secret", s.namespace(), &s.name_any())
+        })
+        .watches_shared_stream(config_maps.touched(), move |m| {
+            wake::providers_referencing(&by_map, "ConfigMap", m.namespace(), &m.name_any())
+        });
+    run_controller(
+        controller,
+        "EmailProvider",
+        provider::reconcile,
+        ctx,
+        shutdown,
+    )
+}
+
+/// The ClusterEmailProvider controller: as for EmailProviders, with the
+/// Secrets and ConfigMaps of the controller's namespace `home`.
+fn run_cluster_providers(
+    feed: Feed<ClusterEmailProvider>,
+    secrets: Feed<PartialObjectMeta<Secret>>,
+    config_maps: Feed<PartialObjectMeta<ConfigMap>>,
+    home: String,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    let (by_secret, by_map) = (ctx.cluster_providers.clone(), ctx.cluster_providers.clone());
+    let home_of_maps = home.clone();
+    let controller = Controller::for_shared_stream(feed.applied(), ctx.cluster_providers.clone())
+        .watches_shared_stream(secrets.touched(), move |s| {
+            let (namespace, name) = (s.namespace(), s.name_any());
+            wake::cluster_providers_referencing(&by_secret, "Secret", &home, namespace, &name)
+        })
+        .watches_shared_stream(config_maps.touched(), move |m| {
+            let (namespace, name) = (m.namespace(), m.name_any());
+            wake::cluster_providers_referencing(
+                &by_map,
+                "ConfigMap",
+                &home_of_maps,
+                namespace,
+                &name,
+            )
+        });
+    let reconcile = provider::reconcile_cluster;
+    run_controller(controller, "ClusterEmailProvider", reconcile, ctx, shutdown)
+}
+
+/// Runs `controller` with `reconcile` until `shutdown`, under the one error
+/// policy, logging the reconciles that failed.
+fn run_controller<K, R, F>(
+    controller: Controller<K>,
+    kind: &'static str,
+    reconcile: R,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+    K::DynamicType: Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+    R: FnMut(Arc<K>, Arc<Context>) -> F,
+    F: Future<Output = Result<Action, Error>> + Send + 'static,
 {
-    let (store, writer) = kube::runtime::reflector::store();
-    let stream = guarded::watch(client.clone(), api, watcher::Config::default(), mark)
-        .reflect(writer)
-        .applied_objects();
-    Controller::for_stream(stream, store)
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy(kind), ctx)
+        .for_each(move |result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, kind, "reconcile failed");
+            }
+        })
+}
+
+/// Secrets (or ConfigMaps) watched once for both the EmailProviders and
+/// the ClusterEmailProviders: one watch when one scope holds both (all
+/// namespaces, or the controller's own), two otherwise.
+struct TriggerWatch<K> {
+    namespaced: Feed<K>,
+    cluster: Option<Feed<K>>,
+    drivers: Vec<BoxFuture<'static, ()>>,
+}
+
+impl<K: Send + Sync + 'static> TriggerWatch<K> {
+    fn of<S>(watch: impl Fn(Option<&str>) -> S, namespace: Option<&str>, home: Option<&str>) -> Self
+    where
+        S: Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    {
+        let one_scope = namespace.is_none() || namespace == home;
+        match home {
+            None => {
+                let (mut feeds, driver) = shared::uncached(watch(namespace), 1);
+                Self {
+                    namespaced: feeds.pop().unwrap_or_else(Feed::empty),
+                    cluster: None,
+                    drivers: vec![driver.boxed()],
+                }
+            }
+            Some(_) if one_scope => {
+                let (feeds, driver) = shared::uncached(watch(namespace), 2);
+                let [namespaced, cluster] = two(feeds);
+                Self {
+                    namespaced,
+                    cluster: Some(cluster),
+                    drivers: vec![driver.boxed()],
+                }
+            }
+            Some(home) => {
+                let (mut own, own_driver) = shared::uncached(watch(namespace), 1);
+                let (mut theirs, their_driver) = shared::uncached(watch(Some(home)), 1);
+                Self {
+                    namespaced: own.pop().unwrap_or_else(Feed::empty),
+                    cluster: theirs.pop(),
+                    drivers: vec![own_driver.boxed(), their_driver.boxed()],
+                }
+            }
+        }
+    }
+}
+
+/// A guarded watch of `K` in `namespace` (all when `None`).
+fn guarded_watch<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default,
+{
+    guarded::watch(
+        client.clone(),
+        api::<DeserializeGuard<K>>(client, namespace),
+        watcher::Config::default(),
+        Mark::Ready,
+    )
+}
+
+/// A guarded watch of the cluster-scoped `K`.
+fn guarded_watch_all<K>(
+    client: &Client,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    guarded::watch(
+        client.clone(),
+        Api::<DeserializeGuard<K>>::all(client.clone()),
+        watcher::Config::default(),
+        Mark::Ready,
+    )
 }
 
 /// Drops what the controller never reads from a cached message, noting how
@@ -328,141 +402,28 @@ fn slim(message: &mut EmailMessage) {
     }
 }
 
-/// The unfinished messages of `namespace` (of every namespace when `None`,
-/// for a cluster-scoped provider) that `names` picks: those a provider or
-/// template change must wake. Read from the cache, no API call.
-fn unfinished_messages(
-    store: &kube::runtime::reflector::Store<EmailMessage>,
-    namespace: Option<String>,
-    names: impl Fn(&EmailMessage) -> bool,
-) -> Vec<ObjectRef<EmailMessage>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|m| {
-            let finished = m
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(|p| p.is_finished());
-            let in_scope = namespace.is_none() || m.namespace() == namespace;
-            in_scope && !finished && names(m)
-        })
-        .map(|m| ObjectRef::from_obj(&*m))
-        .collect()
-}
+/// How soon a failed reconcile is tried again: soon after a conflict (the
+/// newer version brings its own reconcile), a little later otherwise (the
+/// apiserver failed).
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+const API_FAILURE_RETRY: Duration = Duration::from_secs(2);
 
-fn referencing(
-    store: &kube::runtime::reflector::Store<EmailProvider>,
-    kind: &str,
-    namespace: Option<String>,
-    name: &str,
-) -> Vec<ObjectRef<EmailProvider>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace() == namespace && credentials::references(p, kind, name))
-        .map(|p| ObjectRef::from_obj(&*p))
-        .collect()
-}
-
-/// The ClusterEmailProviders that reference Secret or ConfigMap `name` of
-/// the controller's namespace.
-fn cluster_referencing(
-    store: &kube::runtime::reflector::Store<ClusterEmailProvider>,
-    kind: &str,
-    name: &str,
-) -> Vec<ObjectRef<ClusterEmailProvider>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|p| credentials::references(&p.as_provider(), kind, name))
-        .map(|p| ObjectRef::from_obj(&*p))
-        .collect()
-}
-
-/// Marks the caches synced once both have listed everything, keeps the
-/// waiting-messages gauge current, and marks shutdown for /readyz.
-async fn observe(
-    providers: kube::runtime::reflector::Store<EmailProvider>,
-    messages: kube::runtime::reflector::Store<EmailMessage>,
-    telemetry: Arc<Telemetry>,
-    shutdown: impl Future<Output = ()>,
-) {
-    use std::sync::atomic::Ordering;
-    let count = async {
-        if providers.wait_until_ready().await.is_err() || messages.wait_until_ready().await.is_err()
-        {
-            return;
-        }
-        telemetry.health.caches_synced.store(true, Ordering::SeqCst);
-        loop {
-            count_waiting(&messages, &telemetry);
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-    };
-    tokio::select! {
-        _ = count => {},
-        _ = shutdown => {},
-    }
-    telemetry.health.shutting_down.store(true, Ordering::SeqCst);
-}
-
-/// Sets `messages_waiting` from the message cache (no API call).
-fn count_waiting(messages: &kube::runtime::reflector::Store<EmailMessage>, telemetry: &Telemetry) {
-    let mut counts: std::collections::HashMap<ReasonLabels, i64> = Default::default();
-    for m in messages.state() {
-        let Some(status) = &m.status else { continue };
-        if status.phase != Some(Phase::Pending) {
-            continue;
-        }
-        let reason = find(&status.conditions, SENT)
-            .map(|c| c.reason.clone())
-            .unwrap_or_default();
-        let labels = ReasonLabels {
-            namespace: m.namespace().unwrap_or_default(),
-            provider: m.spec.provider_ref.name.clone(),
-            reason,
-        };
-        *counts.entry(labels).or_default() += 1;
-    }
-    telemetry.metrics.waiting.clear();
-    for (labels, n) in counts {
-        telemetry.metrics.waiting.get_or_create(&labels).set(n);
-    }
-}
-
-fn count_error(ctx: &Context, controller: &str) {
-    let labels = ControllerLabels {
-        controller: controller.to_string(),
-    };
-    ctx.telemetry
-        .metrics
-        .reconcile_errors
-        .get_or_create(&labels)
-        .inc();
-}
-
-/// The error policy of a controller that only verifies or parses (providers,
-/// cluster providers, templates): count the error under `kind`, look again
-/// soon after a conflict, in 5 s otherwise.
+/// The one error policy: count the error under `kind`, and look again.
 fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |_, error, ctx| {
-        count_error(&ctx, kind);
+        let labels = ControllerLabels {
+            controller: kind.to_string(),
+        };
+        ctx.telemetry
+            .metrics
+            .reconcile_errors
+            .get_or_create(&labels)
+            .inc();
         if error.is_conflict() {
-            Action::requeue(Duration::from_millis(500))
+            Action::requeue(CONFLICT_RETRY)
         } else {
-            Action::requeue(Duration::from_secs(5))
+            Action::requeue(API_FAILURE_RETRY)
         }
-    }
-}
-
-fn message_error_policy(_: Arc<EmailMessage>, error: &Error, ctx: Arc<Context>) -> Action {
-    count_error(&ctx, "EmailMessage");
-    if error.is_conflict() {
-        Action::requeue(Duration::from_millis(200))
-    } else {
-        Action::requeue(Duration::from_secs(2))
     }
 }
 

@@ -50,7 +50,7 @@ where
 pub fn secrets(
     client: &Client,
     namespace: Option<&str>,
-) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + use<> {
     let config = watcher::Config::default().fields(&format!("type!={HELM_RELEASE_SECRET_TYPE}"));
     selected(api::<PartialObjectMeta<Secret>>(client, namespace), config)
 }
@@ -60,6 +60,6 @@ pub fn secrets(
 pub fn config_maps(
     client: &Client,
     namespace: Option<&str>,
-) -> impl Stream<Item = Result<PartialObjectMeta<ConfigMap>, watcher::Error>> + Send + 'static {
+) -> impl Stream<Item = Result<PartialObjectMeta<ConfigMap>, watcher::Error>> + Send + use<> {
     metadata(api::<PartialObjectMeta<ConfigMap>>(client, namespace))
 }

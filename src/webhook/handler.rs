@@ -118,7 +118,7 @@ async fn receive(receiver: &Receiver, scope: Scope, headers: &HeaderMap, body: &
     if !payload.ignored.is_empty() {
         types.insert("Ignored".into(), payload.ignored.len() as u64);
     }
-    let grace_until = tokio::time::Instant::now() + receiver.settings.unknown_grace;
+    let grace_until = tokio::time::Instant::now() + receiver.settings.unknown_grace();
     let mut by_message: HashMap<ObjectRef<EmailMessage>, Vec<DeliveryEvent>> = HashMap::new();
     let mut unknown = 0;
     for reported in payload.reported {
@@ -144,7 +144,7 @@ async fn receive(receiver: &Receiver, scope: Scope, headers: &HeaderMap, body: &
     }
     metrics.webhook_queue.set(receiver.queue.depth());
     let written = tokio::time::timeout(
-        receiver.settings.ack_timeout,
+        receiver.settings.ack_timeout(),
         futures::future::join_all(pending),
     )
     .await;

@@ -39,32 +39,111 @@ use tower_http::timeout::TimeoutLayer;
 use crate::admin::Telemetry;
 use crate::api::EmailMessage;
 
-/// How the receiver runs.
-#[derive(Debug, Clone)]
+/// The defaults of the receiver's flags; clap and `Settings::default()`
+/// both read them, so they cannot drift apart.
+pub mod defaults {
+    /// `--webhook-ack-timeout-seconds`.
+    pub const ACK_TIMEOUT_SECONDS: u64 = 10;
+    /// `--webhook-unknown-grace-seconds`.
+    pub const UNKNOWN_GRACE_SECONDS: u64 = 2;
+    /// Status writers working at once.
+    pub const WORKERS: usize = 16;
+    /// Events each writer may hold waiting.
+    pub const QUEUE_CAPACITY: usize = 4096;
+    /// `--webhook-max-body-bytes`: 1 MiB.
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// `--webhook-read-timeout-seconds`.
+    pub const READ_TIMEOUT_SECONDS: u64 = 10;
+    /// `--webhook-max-requests`.
+    pub const MAX_REQUESTS: usize = 256;
+    /// `--webhook-max-connections`.
+    pub const MAX_CONNECTIONS: usize = 1024;
+}
+
+/// How the receiver runs: its command-line flags (each also an environment
+/// variable), flattened into `mailroom run`. The namespaces served are the
+/// controller's (`--namespace`, `--cluster-provider-namespace`).
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "webhook")]
 pub struct Settings {
     /// Only messages of this namespace (default: all).
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Where ClusterEmailProviders' Secrets are (unset: their webhooks are
     /// not served).
+    #[arg(skip)]
     pub cluster_provider_namespace: Option<String>,
-    /// How long a request waits for its events to be written before it is
-    /// answered 503 (the service retries; the write still completes).
-    pub ack_timeout: Duration,
-    /// How long an event whose message id is not known yet waits for it
-    /// to appear (a webhook can overtake the status write it follows).
-    pub unknown_grace: Duration,
+    /// Seconds a webhook request waits for its status writes before it is
+    /// answered 503 (the service then retries; the write still completes).
+    /// Keep it under the services' timeouts (Mailtrap 30 s).
+    #[arg(
+        long = "webhook-ack-timeout-seconds",
+        env = "MAILROOM_WEBHOOK_ACK_TIMEOUT_SECONDS",
+        default_value_t = defaults::ACK_TIMEOUT_SECONDS
+    )]
+    pub ack_timeout_seconds: u64,
+    /// Seconds an event for a message id not known yet waits for it to
+    /// appear before it is acknowledged as unknown (a webhook can arrive
+    /// before the watch shows the status that holds the id).
+    #[arg(
+        long = "webhook-unknown-grace-seconds",
+        env = "MAILROOM_WEBHOOK_UNKNOWN_GRACE_SECONDS",
+        default_value_t = defaults::UNKNOWN_GRACE_SECONDS
+    )]
+    pub unknown_grace_seconds: u64,
     /// Status writers working at once.
+    #[arg(skip = defaults::WORKERS)]
     pub workers: usize,
     /// Events each writer may hold waiting before requests get 503.
+    #[arg(skip = defaults::QUEUE_CAPACITY)]
     pub queue_capacity: usize,
-    /// The largest request body taken (413 past it, refused while reading).
+    /// The largest webhook request body taken, in bytes (413 past it,
+    /// refused while reading).
+    #[arg(
+        long = "webhook-max-body-bytes",
+        env = "MAILROOM_WEBHOOK_MAX_BODY_BYTES",
+        default_value_t = defaults::MAX_BODY_BYTES
+    )]
     pub max_body_bytes: usize,
-    /// How long a client has to send a request's headers, and then its body.
-    pub read_timeout: Duration,
-    /// Requests handled at once; more are answered 503 at once.
+    /// Seconds a webhook client has to send a request's headers (then the
+    /// connection is closed), and then its body (408).
+    #[arg(
+        long = "webhook-read-timeout-seconds",
+        env = "MAILROOM_WEBHOOK_READ_TIMEOUT_SECONDS",
+        default_value_t = defaults::READ_TIMEOUT_SECONDS
+    )]
+    pub read_timeout_seconds: u64,
+    /// Webhook requests handled at once; more are answered 503 at once.
+    #[arg(
+        long = "webhook-max-requests",
+        env = "MAILROOM_WEBHOOK_MAX_REQUESTS",
+        default_value_t = defaults::MAX_REQUESTS
+    )]
     pub max_requests: usize,
-    /// Connections open at once.
+    /// Webhook connections open at once; more wait to be accepted.
+    #[arg(
+        long = "webhook-max-connections",
+        env = "MAILROOM_WEBHOOK_MAX_CONNECTIONS",
+        default_value_t = defaults::MAX_CONNECTIONS
+    )]
     pub max_connections: usize,
+}
+
+impl Settings {
+    /// How long a request waits for its events to be written.
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_secs(self.ack_timeout_seconds)
+    }
+
+    /// How long an event whose message id is not known yet waits for it.
+    pub fn unknown_grace(&self) -> Duration {
+        Duration::from_secs(self.unknown_grace_seconds)
+    }
+
+    /// How long a client has to send a request's headers, and then its body.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs(self.read_timeout_seconds)
+    }
 }
 
 impl Default for Settings {
@@ -72,14 +151,14 @@ impl Default for Settings {
         Self {
             namespace: None,
             cluster_provider_namespace: None,
-            ack_timeout: Duration::from_secs(10),
-            unknown_grace: Duration::from_secs(2),
-            workers: 16,
-            queue_capacity: 4096,
-            max_body_bytes: 1024 * 1024,
-            read_timeout: Duration::from_secs(10),
-            max_requests: 256,
-            max_connections: 1024,
+            ack_timeout_seconds: defaults::ACK_TIMEOUT_SECONDS,
+            unknown_grace_seconds: defaults::UNKNOWN_GRACE_SECONDS,
+            workers: defaults::WORKERS,
+            queue_capacity: defaults::QUEUE_CAPACITY,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            read_timeout_seconds: defaults::READ_TIMEOUT_SECONDS,
+            max_requests: defaults::MAX_REQUESTS,
+            max_connections: defaults::MAX_CONNECTIONS,
         }
     }
 }
@@ -132,7 +211,7 @@ pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> 
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            settings.read_timeout + settings.ack_timeout + settings.unknown_grace,
+            settings.read_timeout() + settings.ack_timeout() + settings.unknown_grace(),
         ))
         .layer(
             ServiceBuilder::new()
@@ -178,7 +257,7 @@ pub async fn serve(
         tracing::info!(%addr, "webhook receiver listening (/webhooks/{{namespace}}/{{provider}})");
     }
     let limits = server::Limits {
-        header_timeout: settings.read_timeout,
+        header_timeout: settings.read_timeout(),
         max_connections: settings.max_connections,
     };
     let app = router(client, settings, telemetry);

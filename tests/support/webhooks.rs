@@ -74,7 +74,7 @@ impl Receiver {
             cluster_provider_namespace: cluster_namespace,
             // Tests post right after they see Sent; under the load of the
             // parallel tests the watch may take longer than the default.
-            unknown_grace: Duration::from_secs(5),
+            unknown_grace_seconds: 5,
             ..Default::default()
         };
         Self::start_with_settings(scene, client, settings).await

@@ -18,11 +18,16 @@ use crate::compose::Email;
 use crate::controller::access::Access;
 use crate::transport::Transport;
 
-/// How soon a message looks again for a provider whose verification is under
-/// way, or that is Ready but whose transport this controller has not verified
-/// yet (just after a restart, or while another replica's verification is being
-/// repeated here).
+/// How soon a message looks again for a provider that is Ready but whose
+/// transport this controller has not verified yet (just after a restart,
+/// when the verification here may change nothing in the provider's status
+/// and so wake nobody).
 pub const TRANSPORT_WARMUP_RETRY: Duration = Duration::from_secs(2);
+/// How soon a message looks again on its own for a provider whose first
+/// verification is under way. Its status write wakes the message, and that
+/// wake-up comes only once the provider cache holds the write (one shared
+/// watch), so this is only a safety net.
+pub const FIRST_VERIFICATION_RETRY: Duration = Duration::from_secs(30);
 
 /// What the gate decided.
 #[derive(Debug)]
@@ -279,9 +284,8 @@ fn unverified(message: &EmailMessage, provider: &EmailProvider) -> Stop {
             );
             waiting(Reason::ProviderNotReady, text)
         }
-        // Ready, or verification under way: its status write usually wakes
-        // this message, and the look again covers the moment in between.
-        _ => Stop::Requeue(TRANSPORT_WARMUP_RETRY),
+        Some(_) => Stop::Requeue(TRANSPORT_WARMUP_RETRY),
+        None => Stop::Requeue(FIRST_VERIFICATION_RETRY),
     }
 }
 
@@ -515,7 +519,7 @@ mod tests {
             (
                 "a provider being verified",
                 decide_with(&plain, Some(&provider(|_| {})), |v| v.sender = None),
-                "Requeue 2s",
+                "Requeue 30s",
             ),
             (
                 "a retry not due yet",

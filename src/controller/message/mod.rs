@@ -48,6 +48,10 @@ const STALE_CACHE_RETRY: Duration = Duration::from_secs(1);
 /// Reconciles one message.
 #[tracing::instrument(skip_all, fields(namespace = message.namespace().unwrap_or_default(), email = message.name_any(), trace_id = crate::telemetry::trace_id()))]
 pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Judged only once the caches it is judged against are complete.
+    if !ctx.caches_ready().await {
+        return Ok(Action::await_change());
+    }
     // The cache has not caught up with an outcome written here: its newer
     // version brings a reconcile of its own.
     let uid = message.uid().unwrap_or_default();

@@ -1,0 +1,103 @@
+//! Who a change wakes: the unfinished messages that name a provider or
+//! template, the providers that reference a Secret or ConfigMap. Read from
+//! the caches, no API call.
+
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::credentials;
+use crate::api::message::ProviderKind;
+use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate};
+
+/// The unfinished messages of `namespace` (of every namespace when `None`,
+/// for a cluster-scoped provider) that `names` picks.
+fn unfinished_messages(
+    store: &Store<EmailMessage>,
+    namespace: Option<String>,
+    names: impl Fn(&EmailMessage) -> bool,
+) -> Vec<ObjectRef<EmailMessage>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|m| {
+            let finished = m
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p.is_finished());
+            let in_scope = namespace.is_none() || m.namespace() == namespace;
+            in_scope && !finished && names(m)
+        })
+        .map(|m| ObjectRef::from_obj(&*m))
+        .collect()
+}
+
+/// The messages a change of EmailProvider `provider` wakes.
+pub fn messages_of_provider(
+    store: &Store<EmailMessage>,
+    provider: &EmailProvider,
+) -> Vec<ObjectRef<EmailMessage>> {
+    let name = provider.name_any();
+    unfinished_messages(store, provider.namespace(), |m| {
+        m.spec.provider_ref.kind == ProviderKind::EmailProvider && m.spec.provider_ref.name == name
+    })
+}
+
+/// The messages a change of ClusterEmailProvider `provider` wakes.
+pub fn messages_of_cluster_provider(
+    store: &Store<EmailMessage>,
+    provider: &ClusterEmailProvider,
+) -> Vec<ObjectRef<EmailMessage>> {
+    let name = provider.name_any();
+    unfinished_messages(store, None, |m| {
+        m.spec.provider_ref.kind == ProviderKind::ClusterEmailProvider
+            && m.spec.provider_ref.name == name
+    })
+}
+
+/// The messages a change of EmailTemplate `template` wakes.
+pub fn messages_of_template(
+    store: &Store<EmailMessage>,
+    template: &EmailTemplate,
+) -> Vec<ObjectRef<EmailMessage>> {
+    let name = template.name_any();
+    unfinished_messages(store, template.namespace(), |m| {
+        m.spec.template_ref.as_ref().is_some_and(|t| t.name == name)
+    })
+}
+
+/// The EmailProviders of the same namespace that reference the Secret or
+/// ConfigMap (`kind`) `name`.
+pub fn providers_referencing(
+    store: &Store<EmailProvider>,
+    kind: &str,
+    namespace: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<EmailProvider>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace() == namespace && credentials::references(p, kind, name))
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
+
+/// The ClusterEmailProviders that reference the Secret or ConfigMap
+/// (`kind`) `name`, when it lies in their namespace `home`.
+pub fn cluster_providers_referencing(
+    store: &Store<ClusterEmailProvider>,
+    kind: &str,
+    home: &str,
+    namespace: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<ClusterEmailProvider>> {
+    if namespace.as_deref() != Some(home) {
+        return Vec::new();
+    }
+    store
+        .state()
+        .into_iter()
+        .filter(|p| credentials::references(&p.as_provider(), kind, name))
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
