@@ -6,12 +6,13 @@ pub mod admin;
 pub mod api;
 pub mod compose;
 pub mod controller;
+pub mod events;
 pub mod guarded;
 #[cfg(test)]
 mod hostile_input;
+pub mod logging;
 pub mod metrics;
 pub mod render;
-pub mod telemetry;
 pub mod transport;
 pub mod webhook;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use clap::{Parser, Subcommand};
 use mailroom::admin::Telemetry;
 use mailroom::controller::{self, Settings, leader};
-use mailroom::telemetry::{self, LogFormat};
+use mailroom::logging::{self, LogFormat};
 use mailroom::webhook::Settings as WebhookSettings;
 
 /// A Kubernetes operator that sends email.
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    telemetry::init(args.log_format, &args.log_level);
+    logging::init(args.log_format, &args.log_level);
     mailroom::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -6,6 +6,7 @@ pub mod cluster_provider;
 pub mod condition;
 pub mod message;
 pub mod provider;
+pub mod provider_id;
 pub mod schema;
 pub mod template;
 
@@ -15,6 +16,7 @@ pub use message::{
     EmailMessageStatus, Phase,
 };
 pub use provider::{EmailProvider, EmailProviderSpec, EmailProviderStatus};
+pub use provider_id::ProviderId;
 pub use template::{EmailTemplate, EmailTemplateSpec, EmailTemplateStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -10,15 +10,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use kube::Client;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
+use super::shared::Ready;
 use crate::api::provider::RateLimit;
-use crate::api::{EmailMessageStatus, EmailProvider};
+use crate::api::{EmailMessageStatus, EmailProvider, ProviderId};
 use crate::transport::Transport;
-
-/// A provider's identity: namespace and name.
-pub type ProviderKey = (String, String);
 
 /// A transport that passed verification, and what it was built from.
 #[derive(Clone)]
@@ -33,13 +30,13 @@ pub struct Verified {
 /// Ready condition is True, so messages send only through verified transports.
 #[derive(Default)]
 pub struct Transports {
-    inner: RwLock<HashMap<ProviderKey, Verified>>,
-    rejected: RwLock<HashMap<ProviderKey, (String, String)>>,
+    inner: RwLock<HashMap<ProviderId, Verified>>,
+    rejected: RwLock<HashMap<ProviderId, (String, String)>>,
 }
 
 impl Transports {
     /// The verified transport of a provider.
-    pub fn get(&self, key: &ProviderKey) -> Option<Verified> {
+    pub fn get(&self, key: &ProviderId) -> Option<Verified> {
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -49,7 +46,7 @@ impl Transports {
 
     /// Records a verified transport, replacing the previous one (whose pooled
     /// connections close when the last in-flight send drops it).
-    pub fn insert(&self, key: ProviderKey, verified: Verified) {
+    pub fn insert(&self, key: ProviderId, verified: Verified) {
         self.inner
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -58,7 +55,7 @@ impl Transports {
 
     /// Forgets the transport built from `fingerprint`, unless it was replaced
     /// meanwhile. Returns whether it was removed.
-    pub fn withdraw(&self, key: &ProviderKey, fingerprint: &str) -> bool {
+    pub fn withdraw(&self, key: &ProviderId, fingerprint: &str) -> bool {
         let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if map.get(key).is_some_and(|v| v.fingerprint == fingerprint) {
             map.remove(key);
@@ -72,13 +69,13 @@ impl Transports {
     /// `fingerprint`. For services that cannot check credentials without
     /// sending, this keeps the provider AuthFailed until its spec or Secret
     /// changes, instead of trying the same key again and again.
-    pub fn reject(&self, key: ProviderKey, fingerprint: String, message: String) {
+    pub fn reject(&self, key: ProviderId, fingerprint: String, message: String) {
         let mut map = self.rejected.write().unwrap_or_else(|e| e.into_inner());
         map.insert(key, (fingerprint, message));
     }
 
     /// Why the credentials of `fingerprint` were refused, if they were.
-    pub fn rejection(&self, key: &ProviderKey, fingerprint: &str) -> Option<String> {
+    pub fn rejection(&self, key: &ProviderId, fingerprint: &str) -> Option<String> {
         let map = self.rejected.read().unwrap_or_else(|e| e.into_inner());
         map.get(key)
             .filter(|(f, _)| f == fingerprint)
@@ -86,7 +83,7 @@ impl Transports {
     }
 
     /// Forgets a provider's transport (it failed verification or is gone).
-    pub fn remove(&self, key: &ProviderKey) {
+    pub fn remove(&self, key: &ProviderId) {
         self.inner
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -162,7 +159,7 @@ impl Written {
 /// The token buckets of providers with a `rateLimit`, by provider.
 #[derive(Default)]
 pub struct RateLimits {
-    inner: std::sync::Mutex<HashMap<ProviderKey, (RateLimit, Arc<DefaultDirectRateLimiter>)>>,
+    inner: std::sync::Mutex<HashMap<ProviderId, (RateLimit, Arc<DefaultDirectRateLimiter>)>>,
 }
 
 /// Waits shorter than this are slept through; longer ones are written to
@@ -173,7 +170,7 @@ impl RateLimits {
     /// Takes a slot from the provider's bucket. Returns `None` when the
     /// message may go now (after at most a short sleep), or how long it must
     /// wait otherwise.
-    pub async fn acquire(&self, key: &ProviderKey, limit: Option<&RateLimit>) -> Option<Duration> {
+    pub async fn acquire(&self, key: &ProviderId, limit: Option<&RateLimit>) -> Option<Duration> {
         let limit = limit?;
         let limiter = {
             let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -297,6 +294,8 @@ pub struct Context {
     pub cluster_providers: Store<crate::api::ClusterEmailProvider>,
     /// Every EmailTemplate the controller watches.
     pub templates: Store<crate::api::EmailTemplate>,
+    /// Whether those caches have listed everything.
+    pub ready: CachesReady,
     /// Sent messages whose outcome is not written yet.
     pub unrecorded: Unrecorded,
     /// Outcomes written that the cache may not show yet.
@@ -308,7 +307,7 @@ pub struct Context {
     /// Metrics and probe state.
     pub telemetry: Arc<crate::admin::Telemetry>,
     /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
     /// The controller's settings.
     pub settings: Settings,
 }
@@ -319,12 +318,21 @@ impl Context {
     /// against them, so none is marked ProviderNotFound for a provider that
     /// exists but is not listed yet. `false` when a cache stopped first.
     pub async fn caches_ready(&self) -> bool {
-        let serves_cluster_providers = self.settings.cluster_provider_namespace.is_some();
-        self.providers.wait_until_ready().await.is_ok()
-            && self.templates.wait_until_ready().await.is_ok()
-            && (!serves_cluster_providers
-                || self.cluster_providers.wait_until_ready().await.is_ok())
+        let ready = &self.ready;
+        ready.providers.wait().await
+            && ready.templates.wait().await
+            && ready.cluster_providers.wait().await
     }
+}
+
+/// Whether the caches messages are judged against have listed everything.
+pub struct CachesReady {
+    /// The EmailProvider cache.
+    pub providers: Ready,
+    /// The EmailTemplate cache.
+    pub templates: Ready,
+    /// The ClusterEmailProvider cache (given at once when not served).
+    pub cluster_providers: Ready,
 }
 
 #[cfg(test)]

@@ -7,9 +7,15 @@ pub enum Error {
     /// A call to the Kubernetes API failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
-    /// A message's attachments could not be read from the API.
-    #[error("attachments: {0}")]
-    Attachments(#[source] super::message::LoadError),
+    /// A message's attachment could not be read from the API.
+    #[error("attachments: {field}: reading it failed: {source}")]
+    Attachments {
+        /// The field whose object was being read.
+        field: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// A status write kept conflicting with other writers.
     #[error("the status write conflicted {0} times in a row")]
     Contended(u32),

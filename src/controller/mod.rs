@@ -20,7 +20,6 @@ pub mod slots;
 pub mod template;
 pub mod triggers;
 mod wake;
-pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +32,6 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -67,131 +65,48 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = Box::pin(shutdown).shared();
-    let ns = settings.namespace.as_deref();
-    let home = settings.cluster_provider_namespace.clone();
-
-    // One watch per kind. Every kind is decoded one object at a time
-    // (`guarded`): an object the controller cannot read costs only itself.
-    let providers = shared::cached(guarded_watch::<EmailProvider>(&client, ns), 2);
-    let templates = shared::cached(guarded_watch::<EmailTemplate>(&client, ns), 2);
-    let clusters = shared::cached(
-        match &home {
-            Some(_) => guarded_watch_all::<ClusterEmailProvider>(&client).boxed(),
-            None => futures::stream::empty().boxed(),
-        },
-        2,
-    );
-    let secrets = TriggerWatch::of(
-        |namespace| triggers::secrets(&client, namespace),
-        ns,
-        home.as_deref(),
-    );
-    let config_maps = TriggerWatch::of(
-        |namespace| triggers::config_maps(&client, namespace),
-        ns,
-        home.as_deref(),
-    );
-
-    let (message_store, message_writer) = kube::runtime::reflector::store();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        transports: Default::default(),
-        providers: providers.store.clone(),
-        cluster_providers: clusters.store.clone(),
-        templates: templates.store.clone(),
-        unrecorded: Default::default(),
-        written: Default::default(),
-        telemetry: telemetry.clone(),
-        rate_limits: Default::default(),
-        sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),
-        recorder: Recorder::new(client.clone(), event_reporter()),
-        settings: settings.clone(),
-    });
-
-    let [provider_feed, provider_wakes] = two(providers.feeds);
-    let [template_feed, template_wakes] = two(templates.feeds);
-    let [cluster_feed, cluster_wakes] = two(clusters.feeds);
-    let mut drivers: Vec<BoxFuture<'static, ()>> = vec![
-        providers.driver.boxed(),
-        templates.driver.boxed(),
-        clusters.driver.boxed(),
-    ];
-    drivers.extend(secrets.drivers);
-    drivers.extend(config_maps.drivers);
+    let watches = Watches::start(&client, &settings);
+    let ctx = context(&client, &settings, &telemetry, &watches);
+    let Watches {
+        providers,
+        templates,
+        clusters,
+        secrets,
+        config_maps,
+        drivers,
+    } = watches;
 
     let provider_run = run_providers(
-        provider_feed,
+        providers.own,
         secrets.namespaced,
         config_maps.namespaced,
         ctx.clone(),
         shutdown.clone(),
     );
-    let cluster_run = match (home.clone(), secrets.cluster, config_maps.cluster) {
-        (Some(home), Some(secrets), Some(maps)) => run_cluster_providers(
-            cluster_feed,
-            secrets,
-            maps,
-            home,
-            ctx.clone(),
-            shutdown.clone(),
-        )
-        .boxed(),
+    let cluster_run = match (secrets.cluster, config_maps.cluster) {
+        (Some(secrets), Some(maps)) => {
+            run_cluster_providers(clusters.own, secrets, maps, ctx.clone(), shutdown.clone())
+                .boxed()
+        }
         _ => futures::future::ready(()).boxed(),
     };
     let template_run = run_controller(
-        Controller::for_shared_stream(template_feed.applied(), ctx.templates.clone()),
+        Controller::for_shared_stream(templates.own.applied(), ctx.templates.clone()),
         "EmailTemplate",
         template::reconcile,
         ctx.clone(),
         shutdown.clone(),
     );
-    let message_stream = guarded::watch(
-        client.clone(),
-        api::<DeserializeGuard<EmailMessage>>(&client, ns),
-        watcher::Config::default(),
-        Mark::Message,
-    )
-    .modify(slim)
-    .reflect(message_writer)
-    .applied_objects();
-    let messages = Controller::for_stream(message_stream, message_store.clone())
-        .with_config(controller::Config::default().concurrency(settings.concurrency));
-    let (by_provider, by_template, by_cluster) = (
-        message_store.clone(),
-        message_store.clone(),
-        message_store.clone(),
-    );
-    let messages = messages
-        .watches_shared_stream(provider_wakes.touched(), move |p| {
-            wake::messages_of_provider(&by_provider, &p)
-        })
-        .watches_shared_stream(template_wakes.touched(), move |t| {
-            wake::messages_of_template(&by_template, &t)
-        })
-        .watches_shared_stream(cluster_wakes.touched(), move |c| {
-            wake::messages_of_cluster_provider(&by_cluster, &c)
-        });
-    let message_run = run_controller(
-        messages,
-        "EmailMessage",
-        message::reconcile,
-        ctx.clone(),
-        shutdown.clone(),
-    );
-    let observe = observe::observe(
-        ctx.providers.clone(),
-        message_store,
-        telemetry,
-        shutdown.clone(),
-    );
-    // The watches stop with the controllers that read them.
-    let watches = futures::future::join_all(drivers);
-    let watches = async move {
-        tokio::select! {
-            _ = watches => {},
-            () = shutdown => {},
-        }
+    let wakes = Wakes {
+        providers: providers.wakes,
+        templates: templates.wakes,
+        cluster_providers: clusters.wakes,
     };
+    let (message_run, listed, store) = run_messages(&client, wakes, ctx.clone(), shutdown.clone());
+    let providers_listed = ctx.ready.providers.clone();
+    let observe = observe::observe(providers_listed, listed, store, telemetry, shutdown.clone());
+    // The watches stop with the controllers that read them.
+    let watches = drive(drivers, shutdown);
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
@@ -205,6 +120,175 @@ pub async fn run(
         watches
     );
     info!("controller stopped");
+}
+
+/// Drives the watches until `shutdown`.
+async fn drive(drivers: Vec<BoxFuture<'static, ()>>, shutdown: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = futures::future::join_all(drivers) => {},
+        () = shutdown => {},
+    }
+}
+
+/// A kind watched once for its own controller and the messages it wakes.
+struct Pair<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: kube::runtime::reflector::Store<K>,
+    ready: shared::Ready,
+    own: Feed<K>,
+    wakes: Feed<K>,
+}
+
+impl<K> Pair<K>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    /// Watches `events` for the two readers; the driver goes to `drivers`.
+    fn watch<S>(events: S, drivers: &mut Vec<BoxFuture<'static, ()>>) -> Self
+    where
+        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    {
+        let shared = shared::cached(events, 2);
+        drivers.push(shared.driver.boxed());
+        let [own, wakes] = two(shared.feeds);
+        Self {
+            store: shared.store,
+            ready: shared.ready,
+            own,
+            wakes,
+        }
+    }
+}
+
+/// The leader's watches, one per kind (Secrets and ConfigMaps once per
+/// scope), and the futures that drive them.
+struct Watches {
+    providers: Pair<EmailProvider>,
+    templates: Pair<EmailTemplate>,
+    clusters: Pair<ClusterEmailProvider>,
+    secrets: TriggerWatch<PartialObjectMeta<Secret>>,
+    config_maps: TriggerWatch<PartialObjectMeta<ConfigMap>>,
+    drivers: Vec<BoxFuture<'static, ()>>,
+}
+
+impl Watches {
+    /// Every kind is decoded one object at a time (`guarded`): an object
+    /// the controller cannot read costs only itself.
+    fn start(client: &Client, settings: &Settings) -> Self {
+        let ns = settings.namespace.as_deref();
+        let home = settings.cluster_provider_namespace.as_deref();
+        let mut drivers = Vec::new();
+        let providers = Pair::watch(guarded_watch::<EmailProvider>(client, ns), &mut drivers);
+        let templates = Pair::watch(guarded_watch::<EmailTemplate>(client, ns), &mut drivers);
+        let cluster_events = match home {
+            Some(_) => guarded_watch_all::<ClusterEmailProvider>(client).boxed(),
+            None => futures::stream::empty().boxed(),
+        };
+        let clusters = Pair::watch(cluster_events, &mut drivers);
+        let mut secrets = TriggerWatch::of(|n| triggers::secrets(client, n), ns, home);
+        let mut config_maps = TriggerWatch::of(|n| triggers::config_maps(client, n), ns, home);
+        drivers.append(&mut secrets.drivers);
+        drivers.append(&mut config_maps.drivers);
+        Self {
+            providers,
+            templates,
+            clusters,
+            secrets,
+            config_maps,
+            drivers,
+        }
+    }
+}
+
+/// What every reconcile shares, from the watches' caches.
+fn context(
+    client: &Client,
+    settings: &Settings,
+    telemetry: &Arc<Telemetry>,
+    watches: &Watches,
+) -> Arc<Context> {
+    let serves_cluster_providers = settings.cluster_provider_namespace.is_some();
+    Arc::new(Context {
+        client: client.clone(),
+        transports: Default::default(),
+        providers: watches.providers.store.clone(),
+        cluster_providers: watches.clusters.store.clone(),
+        templates: watches.templates.store.clone(),
+        ready: context::CachesReady {
+            providers: watches.providers.ready.clone(),
+            templates: watches.templates.ready.clone(),
+            cluster_providers: if serves_cluster_providers {
+                watches.clusters.ready.clone()
+            } else {
+                shared::Ready::given()
+            },
+        },
+        unrecorded: Default::default(),
+        written: Default::default(),
+        telemetry: telemetry.clone(),
+        rate_limits: Default::default(),
+        sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),
+        events: crate::events::Events::new(client.clone()),
+        settings: settings.clone(),
+    })
+}
+
+/// The changes that wake messages.
+struct Wakes {
+    providers: Feed<EmailProvider>,
+    templates: Feed<EmailTemplate>,
+    cluster_providers: Feed<ClusterEmailProvider>,
+}
+
+/// The EmailMessage controller, on its own watch (messages are cached
+/// without managedFields and kubectl's last-applied-configuration, which
+/// nothing here reads: this cache is most of the controller's memory), woken
+/// by the changes of the providers and templates its messages name. Returns
+/// it, the signal that its cache has listed everything, and the cache.
+fn run_messages(
+    client: &Client,
+    wakes: Wakes,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> (
+    impl Future<Output = ()>,
+    shared::Ready,
+    kube::runtime::reflector::Store<EmailMessage>,
+) {
+    let (store, writer) = kube::runtime::reflector::store();
+    let events = guarded::watch(
+        client.clone(),
+        api::<DeserializeGuard<EmailMessage>>(client, ctx.settings.namespace.as_deref()),
+        watcher::Config::default(),
+        Mark::Message,
+    )
+    .modify(slim)
+    .reflect(writer);
+    let (events, listed) = shared::signal_ready(events);
+    let concurrency = ctx.settings.concurrency;
+    let (by_provider, by_template, by_cluster) = (store.clone(), store.clone(), store.clone());
+    let controller = Controller::for_stream(events.applied_objects(), store.clone())
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .watches_shared_stream(wakes.providers.touched(), move |p| {
+            wake::messages_of_provider(&by_provider, &p)
+        })
+        .watches_shared_stream(wakes.templates.touched(), move |t| {
+            wake::messages_of_template(&by_template, &t)
+        })
+        .watches_shared_stream(wakes.cluster_providers.touched(), move |c| {
+            wake::messages_of_cluster_provider(&by_cluster, &c)
+        });
+    let run = run_controller(
+        controller,
+        "EmailMessage",
+        message::reconcile,
+        ctx,
+        shutdown,
+    );
+    (run, listed, store)
 }
 
 /// The two feeds of a watch shared by a controller and the messages it wakes.
@@ -249,11 +333,15 @@ fn run_cluster_providers(
     feed: Feed<ClusterEmailProvider>,
     secrets: Feed<PartialObjectMeta<Secret>>,
     config_maps: Feed<PartialObjectMeta<ConfigMap>>,
-    home: String,
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
     let (by_secret, by_map) = (ctx.cluster_providers.clone(), ctx.cluster_providers.clone());
+    let home = ctx
+        .settings
+        .cluster_provider_namespace
+        .clone()
+        .unwrap_or_default();
     let home_of_maps = home.clone();
     let controller = Controller::for_shared_stream(feed.applied(), ctx.cluster_providers.clone())
         .watches_shared_stream(secrets.touched(), move |s| {
@@ -425,18 +513,4 @@ fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) 
             Action::requeue(API_FAILURE_RETRY)
         }
     }
-}
-
-/// Who Events say reported them: mailroom, and this pod (or host).
-pub fn event_reporter() -> Reporter {
-    Reporter {
-        controller: "mailroom".into(),
-        instance: std::env::var("POD_NAME").ok().or_else(hostname),
-    }
-}
-
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
 }

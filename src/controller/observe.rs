@@ -11,9 +11,10 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
+use super::shared::Ready;
 use crate::admin::Telemetry;
 use crate::api::condition::{SENT, find};
-use crate::api::{EmailMessage, EmailProvider, Phase};
+use crate::api::{EmailMessage, Phase};
 use crate::metrics::ReasonLabels;
 
 /// How often the waiting-messages gauge is counted again.
@@ -21,14 +22,14 @@ const COUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown`, then marks it.
 pub async fn observe(
-    providers: Store<EmailProvider>,
+    providers: Ready,
+    messages_listed: Ready,
     messages: Store<EmailMessage>,
     telemetry: Arc<Telemetry>,
     shutdown: impl Future<Output = ()>,
 ) {
     let count = async {
-        if providers.wait_until_ready().await.is_err() || messages.wait_until_ready().await.is_err()
-        {
+        if !providers.wait().await || !messages_listed.wait().await {
             return;
         }
         telemetry.health.caches_synced.store(true, Ordering::SeqCst);

@@ -15,10 +15,11 @@ use tracing::{info, warn};
 use super::context::{Context, Verified};
 use super::credentials;
 use super::error::Error;
-use super::webhook::{self, WebhookState};
+use crate::api::ProviderId;
 use crate::api::condition::{self, READY, Reason};
 use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderStatus};
 use crate::transport::{FailureKind, Verification};
+use crate::webhook::readiness::{self, WebhookState};
 
 /// How often a Ready provider is verified again.
 pub const REVERIFY_INTERVAL: Duration = Duration::from_secs(600);
@@ -70,10 +71,9 @@ async fn patch_status(
 }
 
 /// Reconciles one provider.
-#[tracing::instrument(skip_all, fields(namespace = provider.namespace().unwrap_or_default(), provider = provider.name_any(), trace_id = crate::telemetry::trace_id()))]
+#[tracing::instrument(skip_all, fields(namespace = provider.namespace().unwrap_or_default(), provider = provider.name_any(), trace_id = crate::logging::trace_id()))]
 pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = provider.namespace().unwrap_or_default();
-    let key = (namespace.clone(), provider.name_any());
+    let key = ProviderId::from_provider(&provider);
     if provider.meta().deletion_timestamp.is_some() {
         ctx.transports.remove(&key);
         return Ok(Action::await_change());
@@ -85,7 +85,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         .namespace()
         .or_else(|| ctx.settings.cluster_provider_namespace.clone())
         .unwrap_or_default();
-    let hook = webhook::check(&ctx.client, &provider, &secrets_namespace)
+    let hook = readiness::check(&ctx.client, &provider, &secrets_namespace)
         .await
         .map_err(Error::Kube)?;
     let allowed = &ctx.settings.allowed_endpoint_hosts;
@@ -111,7 +111,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
     let ready_now = condition::find(&status.conditions, READY)
         .is_some_and(|c| c.status == "True" && c.observed_generation == generation);
     let mut with_hook = status.conditions.clone();
-    webhook::report(&mut with_hook, hook.as_ref(), generation);
+    readiness::report(&mut with_hook, hook.as_ref(), generation);
     let hook_reported = condition::same_meaning(&status.conditions, &with_hook);
     if unchanged
         && ready_now
@@ -121,7 +121,16 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         return Ok(Action::requeue(due));
     }
 
-    let outcome = match built.transport.verify().await {
+    let outcome = verify(&ctx, key, built).await;
+    write_status(&provider, &ctx, status, outcome, hook, true).await
+}
+
+/// Verifies `built` and, when it passes, puts it in the registry of
+/// verified transports. For a service that cannot check credentials
+/// without sending, credentials a send has already seen refused stay
+/// AuthFailed until the spec or Secret changes.
+async fn verify(ctx: &Context, key: ProviderId, built: credentials::Built) -> Outcome {
+    match built.transport.verify().await {
         Ok(verification) => {
             let name = built.transport.name();
             let rejected = match verification {
@@ -175,8 +184,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
                 retry,
             }
         }
-    };
-    write_status(&provider, &ctx, status, outcome, hook, true).await
+    }
 }
 
 /// The Ready reason for a failed verification, and when to look again: a
@@ -206,10 +214,7 @@ pub async fn mark_unverified(
     error: &crate::transport::SendError,
 ) {
     if error.kind == FailureKind::Auth {
-        let key = (
-            provider.namespace().unwrap_or_default(),
-            provider.name_any(),
-        );
+        let key = ProviderId::from_provider(provider);
         ctx.transports
             .reject(key, fingerprint.to_string(), error.message.clone());
     }
@@ -270,7 +275,7 @@ async fn write_status(
         &outcome.message,
         generation,
     );
-    webhook::report(&mut new.conditions, hook.as_ref(), generation);
+    readiness::report(&mut new.conditions, hook.as_ref(), generation);
     if verified_now && outcome.ready {
         new.last_verified_time = Some(Time(jiff::Timestamp::now()));
     }

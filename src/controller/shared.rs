@@ -4,7 +4,10 @@
 //! controller can see a change before the cache holds it (objects of the
 //! initial list are handed on as they are listed, and the cache holds them
 //! all once the list is complete: controllers wait for that). Deletions are
-//! handed on too, for the controllers they wake. Each subscriber has a
+//! handed on too, for the controllers they wake. Whether a cache has listed
+//! everything is a `Ready` signal any number of tasks can wait on: kube's
+//! own `Store::wait_until_ready` wakes only the last of several waiters, so
+//! it is left to the controller that owns the store. Each subscriber has a
 //! bounded buffer: a slow one holds the watch back rather than grow memory,
 //! so every subscriber must be polled from the start (see `run`).
 
@@ -16,6 +19,7 @@ use futures::{SinkExt, Stream, StreamExt};
 use kube::Resource;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
 use tracing::warn;
 
 /// Changes buffered per subscriber before the watch waits for it.
@@ -30,6 +34,40 @@ pub enum Change {
     Deleted,
 }
 
+/// Whether a cache has listed everything once; any number may wait.
+#[derive(Clone)]
+pub struct Ready(watch::Receiver<bool>);
+
+impl Ready {
+    /// Waits until the cache has listed everything; `false` when its watch
+    /// stopped first.
+    pub async fn wait(&self) -> bool {
+        let mut ready = self.0.clone();
+        ready.wait_for(|listed| *listed).await.is_ok()
+    }
+
+    /// A signal already given (for a cache that is not used).
+    pub fn given() -> Self {
+        Ready(watch::channel(true).1)
+    }
+}
+
+/// The events of `events`, with `Ready` given at the first InitDone (after
+/// the cache, reflected before this, has swapped the list in).
+pub fn signal_ready<K, S>(events: S) -> (impl Stream<Item = S::Item> + Send + 'static, Ready)
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+{
+    let (listed, ready) = watch::channel(false);
+    let events = events.inspect(move |event| {
+        if matches!(event, Ok(Event::InitDone)) {
+            listed.send_replace(true);
+        }
+    });
+    (events, Ready(ready))
+}
+
 /// A watch shared by `N` subscribers: the cache, the subscribers' streams,
 /// and the future that drives them all.
 pub struct Shared<K, D>
@@ -39,6 +77,8 @@ where
 {
     /// The cache (empty for an uncached watch).
     pub store: Store<K>,
+    /// Given once the cache has listed everything.
+    pub ready: Ready,
     /// One stream of changes per subscriber.
     pub feeds: Vec<Feed<K>>,
     /// Runs the watch; it must be polled for anything to arrive.
@@ -81,7 +121,8 @@ where
     S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
 {
     let (store, writer) = reflector::store();
-    let changes = reflector::reflector(writer, events).flat_map(|event| {
+    let (events, ready) = signal_ready(reflector::reflector(writer, events));
+    let changes = events.flat_map(|event| {
         futures::stream::iter(
             changes_of(event)
                 .into_iter()
@@ -91,6 +132,7 @@ where
     let (feeds, driver) = fan_out(changes, subscribers);
     Shared {
         store,
+        ready,
         feeds,
         driver,
     }
@@ -192,6 +234,7 @@ mod tests {
         ]);
         let Shared {
             store,
+            ready,
             mut feeds,
             driver,
         } = cached(events, 2);
@@ -219,6 +262,29 @@ mod tests {
         assert!(applied[1].1, "b handed on before the cache held it");
         assert_eq!(touched, vec!["a", "b", "a"]);
         assert_eq!(store.state().len(), 1, "a was deleted");
+        assert!(ready.wait().await, "listed");
+    }
+
+    #[tokio::test]
+    async fn every_waiter_hears_that_the_cache_is_ready() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (events, ready) = signal_ready::<ConfigMap, _>(rx);
+        let waiters: Vec<_> = (0..5)
+            .map(|_| {
+                let ready = ready.clone();
+                tokio::spawn(async move { ready.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        tx.unbounded_send(Ok(Event::Init)).expect("sent");
+        tx.unbounded_send(Ok(Event::InitDone)).expect("sent");
+        drop(tx);
+        let consumed = tokio::spawn(events.count());
+        for waiter in waiters {
+            assert!(waiter.await.expect("joined"));
+        }
+        assert_eq!(consumed.await.expect("joined"), 2);
+        assert!(ready.wait().await, "and a late one");
     }
 
     #[tokio::test]

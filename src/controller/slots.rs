@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::context::ProviderKey;
 use crate::admin::Telemetry;
 use crate::api::EmailProviderSpec;
+use crate::api::ProviderId;
 
 /// The timeout a provider sets for each network step.
 fn timeout_of(spec: &EmailProviderSpec) -> Duration {
@@ -33,7 +33,7 @@ fn shares(total: usize) -> (usize, usize) {
 /// What is held now, by provider and by namespace.
 #[derive(Default)]
 struct Held {
-    providers: HashMap<ProviderKey, usize>,
+    providers: HashMap<ProviderId, usize>,
     namespaces: HashMap<String, usize>,
 }
 
@@ -49,7 +49,7 @@ pub struct SendSlots {
 /// A slot, given back when dropped.
 pub struct SendSlot {
     slots: Arc<SendSlots>,
-    key: ProviderKey,
+    key: ProviderId,
     namespace: String,
     _global: Option<OwnedSemaphorePermit>,
 }
@@ -71,7 +71,7 @@ impl SendSlots {
     /// `None` when the provider or the namespace already holds its share:
     /// the message should look again shortly. Waits only for the global
     /// limit, which no single provider or namespace can fill.
-    pub async fn take(self: &Arc<Self>, key: &ProviderKey, namespace: &str) -> Option<SendSlot> {
+    pub async fn take(self: &Arc<Self>, key: &ProviderId, namespace: &str) -> Option<SendSlot> {
         {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             let provider = held.providers.get(key).copied().unwrap_or(0);
@@ -96,7 +96,7 @@ impl SendSlots {
 
     /// Counts an attempt through provider `key` that ran longer than the
     /// provider's own timeout: a slow or stalled server.
-    pub fn note_attempt(&self, key: &ProviderKey, spec: &EmailProviderSpec, elapsed: Duration) {
+    pub fn note_attempt(&self, key: &ProviderId, spec: &EmailProviderSpec, elapsed: Duration) {
         if elapsed > timeout_of(spec) {
             self.telemetry
                 .metrics
@@ -106,7 +106,7 @@ impl SendSlots {
         }
     }
 
-    fn give_back(&self, key: &ProviderKey, namespace: &str) {
+    fn give_back(&self, key: &ProviderId, namespace: &str) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let left = match held.providers.get_mut(key) {
             Some(n) => {
@@ -127,7 +127,7 @@ impl SendSlots {
         self.report(key, left);
     }
 
-    fn report(&self, key: &ProviderKey, held: usize) {
+    fn report(&self, key: &ProviderId, held: usize) {
         self.telemetry
             .metrics
             .send_slots
@@ -137,10 +137,10 @@ impl SendSlots {
 }
 
 /// The metric labels of provider `key`.
-fn labels(key: &ProviderKey) -> crate::metrics::SlotLabels {
+fn labels(key: &ProviderId) -> crate::metrics::SlotLabels {
     crate::metrics::SlotLabels {
-        namespace: key.0.clone(),
-        provider: key.1.clone(),
+        namespace: key.namespace().to_string(),
+        provider: key.name().to_string(),
     }
 }
 
@@ -154,13 +154,16 @@ impl Drop for SendSlot {
 mod tests {
     use super::*;
 
-    fn key(namespace: &str, provider: &str) -> ProviderKey {
-        (namespace.to_string(), provider.to_string())
+    fn key(namespace: &str, provider: &str) -> ProviderId {
+        ProviderId::Namespaced {
+            namespace: namespace.to_string(),
+            name: provider.to_string(),
+        }
     }
 
     /// A slot for a message of the provider's own namespace.
-    async fn take(slots: &Arc<SendSlots>, key: &ProviderKey) -> Option<SendSlot> {
-        slots.take(key, &key.0).await
+    async fn take(slots: &Arc<SendSlots>, key: &ProviderId) -> Option<SendSlot> {
+        slots.take(key, key.namespace()).await
     }
 
     #[tokio::test]

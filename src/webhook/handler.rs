@@ -15,11 +15,11 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, warn};
 
 use super::Receiver;
-use super::index::Scope;
 use super::keys::REFRESH_AFTER;
 use super::payload;
 use super::queue::Applied;
 use super::signature::{self, Refused};
+use crate::api::ProviderId;
 use crate::api::{DeliveryEvent, EmailMessage};
 use crate::metrics::{WebhookDetailLabels, WebhookLabels};
 
@@ -31,7 +31,7 @@ pub(super) async fn namespaced(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    let scope = Scope::Namespaced { namespace, name };
+    let scope = ProviderId::Namespaced { namespace, name };
     receive(&receiver, scope, &headers, &body).await
 }
 
@@ -41,10 +41,15 @@ pub(super) async fn cluster(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    receive(&receiver, Scope::Cluster { name }, &headers, &body).await
+    receive(&receiver, ProviderId::Cluster { name }, &headers, &body).await
 }
 
-async fn receive(receiver: &Receiver, scope: Scope, headers: &HeaderMap, body: &[u8]) -> Answer {
+async fn receive(
+    receiver: &Receiver,
+    scope: ProviderId,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Answer {
     let started = Instant::now();
     let (endpoint, age) = receiver.keys.get(&scope, false).await;
     let mut endpoint = match endpoint {

@@ -8,58 +8,17 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::Client;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
-use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 
-use crate::api::EmailMessage;
-use crate::api::message::ProviderKind;
+use crate::api::{EmailMessage, ProviderId};
 use crate::guarded::Mark;
 
-/// The provider a webhook URL names.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Scope {
-    /// An EmailProvider: its namespace and name.
-    Namespaced {
-        /// The provider's (and its messages') namespace.
-        namespace: String,
-        /// The provider's name.
-        name: String,
-    },
-    /// A ClusterEmailProvider's name.
-    Cluster {
-        /// The provider's name.
-        name: String,
-    },
-}
-
-impl Scope {
-    /// The provider of `message`.
-    pub fn of(message: &EmailMessage) -> Self {
-        let name = message.spec.provider_ref.name.clone();
-        match message.spec.provider_ref.kind {
-            ProviderKind::EmailProvider => Scope::Namespaced {
-                namespace: message.namespace().unwrap_or_default(),
-                name,
-            },
-            ProviderKind::ClusterEmailProvider => Scope::Cluster { name },
-        }
-    }
-}
-
-impl std::fmt::Display for Scope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Scope::Namespaced { namespace, name } => write!(f, "{namespace}/{name}"),
-            Scope::Cluster { name } => write!(f, "ClusterEmailProvider/{name}"),
-        }
-    }
-}
-
-type Key = (Scope, String);
+type Key = (ProviderId, String);
 type Map = HashMap<Key, ObjectRef<EmailMessage>>;
 
 /// The index. Answers only once the watch has listed every message.
@@ -88,7 +47,7 @@ fn ids(message: &EmailMessage) -> Vec<String> {
 }
 
 fn insert(map: &mut Map, message: &EmailMessage) {
-    let scope = Scope::of(message);
+    let scope = ProviderId::of(message);
     let object = ObjectRef::from_obj(message);
     for id in ids(message) {
         map.insert((scope.clone(), id), object.clone());
@@ -101,7 +60,7 @@ impl Index {
         self.synced.load(Ordering::SeqCst)
     }
 
-    fn lookup(&self, scope: &Scope, candidates: &[String]) -> Option<ObjectRef<EmailMessage>> {
+    fn lookup(&self, scope: &ProviderId, candidates: &[String]) -> Option<ObjectRef<EmailMessage>> {
         let map = self.map.read().ok()?;
         candidates
             .iter()
@@ -113,7 +72,7 @@ impl Index {
     /// the status that holds its id).
     pub async fn find(
         &self,
-        scope: &Scope,
+        scope: &ProviderId,
         candidates: &[String],
         grace: Duration,
     ) -> Option<ObjectRef<EmailMessage>> {
@@ -141,7 +100,7 @@ impl Index {
     }
 
     fn forget(&self, message: &EmailMessage) {
-        let scope = Scope::of(message);
+        let scope = ProviderId::of(message);
         if let Ok(mut map) = self.map.write() {
             for id in ids(message) {
                 map.remove(&(scope.clone(), id));

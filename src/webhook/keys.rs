@@ -19,8 +19,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
-use super::index::Scope;
 use super::signature::{KeyError, WebhookKey};
+use crate::api::ProviderId;
 use crate::api::provider::{ApiProvider, WebhookSpec};
 use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderSpec};
 use crate::guarded::{self, Mark};
@@ -45,18 +45,18 @@ pub struct Endpoint {
 pub enum Unavailable {
     /// No such provider (or cluster providers are not served).
     #[error("no provider {0}")]
-    NotFound(Scope),
+    NotFound(ProviderId),
     /// The providers have not been listed yet (just started).
     #[error("starting: the providers are not listed yet")]
     Starting,
     /// The provider sets no `spec.webhook`, or is not an API provider.
     #[error("provider {0} does not take webhooks (no spec.webhook on an api provider)")]
-    NoWebhook(Scope),
+    NoWebhook(ProviderId),
     /// The webhook Secret does not exist.
     #[error("provider {scope}: webhook Secret {namespace}/{name} not found")]
     SecretNotFound {
         /// The provider.
-        scope: Scope,
+        scope: ProviderId,
         /// The Secret's namespace.
         namespace: String,
         /// The Secret's name.
@@ -66,7 +66,7 @@ pub enum Unavailable {
     #[error("provider {scope}: webhook Secret {name} has no key {key}")]
     KeyMissing {
         /// The provider.
-        scope: Scope,
+        scope: ProviderId,
         /// The Secret's name.
         name: String,
         /// The missing key.
@@ -76,7 +76,7 @@ pub enum Unavailable {
     #[error("provider {scope}: webhook Secret {name}: {source}")]
     BadKey {
         /// The provider.
-        scope: Scope,
+        scope: ProviderId,
         /// The Secret's name.
         name: String,
         /// What is wrong.
@@ -109,7 +109,7 @@ pub struct Keys {
     providers: Store<EmailProvider>,
     cluster_providers: Store<ClusterEmailProvider>,
     listed: Arc<AtomicBool>,
-    cache: Mutex<HashMap<Scope, Cached>>,
+    cache: Mutex<HashMap<ProviderId, Cached>>,
 }
 
 /// Keys kept at most; past it, entries older than the TTL are dropped.
@@ -155,7 +155,7 @@ impl Keys {
     /// settings older than [`REFRESH_AFTER`].
     pub async fn get(
         &self,
-        scope: &Scope,
+        scope: &ProviderId,
         refresh: bool,
     ) -> (Result<Arc<Endpoint>, Arc<Unavailable>>, Duration) {
         // Nothing is read or kept for a provider that does not exist.
@@ -187,17 +187,17 @@ impl Keys {
 
     /// The spec of the provider `scope` names, from the watch, and the
     /// namespace of its Secrets.
-    fn spec(&self, scope: &Scope) -> Result<(EmailProviderSpec, String), Unavailable> {
+    fn spec(&self, scope: &ProviderId) -> Result<(EmailProviderSpec, String), Unavailable> {
         if !self.listed.load(Ordering::SeqCst) {
             return Err(Unavailable::Starting);
         }
         match scope {
-            Scope::Namespaced { namespace, name } => self
+            ProviderId::Namespaced { namespace, name } => self
                 .providers
                 .get(&ObjectRef::new(name).within(namespace))
                 .map(|p| (p.spec.clone(), namespace.clone()))
                 .ok_or_else(|| Unavailable::NotFound(scope.clone())),
-            Scope::Cluster { name } => {
+            ProviderId::Cluster { name } => {
                 let Some(namespace) = self.cluster_namespace.clone() else {
                     return Err(Unavailable::NotFound(scope.clone()));
                 };
@@ -211,7 +211,7 @@ impl Keys {
 
     async fn read(
         &self,
-        scope: &Scope,
+        scope: &ProviderId,
         (spec, secret_namespace): (EmailProviderSpec, String),
     ) -> Result<Endpoint, Unavailable> {
         let (Some(api), Some(webhook)) = (spec.api, spec.webhook) else {
@@ -256,7 +256,7 @@ where
 /// `namespace`.
 pub async fn read_key(
     client: &Client,
-    scope: &Scope,
+    scope: &ProviderId,
     service: ApiProvider,
     webhook: &WebhookSpec,
     namespace: &str,

@@ -14,6 +14,7 @@ pub mod index;
 pub mod keys;
 pub mod payload;
 pub mod queue;
+pub mod readiness;
 pub mod record;
 pub mod server;
 pub mod signature;

@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use super::index::Scope;
 use super::record;
 use crate::admin::Telemetry;
+use crate::api::ProviderId;
 use crate::api::condition::{self, DELIVERED};
 use crate::api::{DeliveryEvent, EmailMessage, Phase};
 use crate::metrics::OutcomeLabels;
@@ -80,7 +80,7 @@ impl Queue {
     ) -> Self {
         let depth = Arc::new(AtomicI64::new(0));
         let writer = Arc::new(Writer {
-            recorder: Recorder::new(client.clone(), crate::controller::event_reporter()),
+            events: crate::events::Events::new(client.clone()),
             client,
             telemetry,
             depth: depth.clone(),
@@ -127,7 +127,7 @@ impl Queue {
 /// What the workers share.
 struct Writer {
     client: Client,
-    recorder: Recorder,
+    events: crate::events::Events,
     telemetry: Arc<Telemetry>,
     depth: Arc<AtomicI64>,
 }
@@ -179,23 +179,23 @@ impl Writer {
         if !matches!(moved.phase, Phase::Bounced | Phase::Complained) {
             return;
         }
-        let event = Event {
-            type_: EventType::Warning,
-            reason: format!("{:?}", moved.phase),
-            note: Some(moved.note.chars().take(1024).collect()),
-            action: "Deliver".to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &moved.object).await {
-            tracing::warn!(error = %e, "publishing the delivery event failed");
-        }
+        let reason = format!("{:?}", moved.phase);
+        self.events
+            .publish(
+                &moved.object,
+                EventType::Warning,
+                &reason,
+                "Deliver",
+                &moved.note,
+            )
+            .await;
     }
 }
 
 /// A message whose phase a write moved.
 struct Moved {
     object: k8s_openapi::api::core::v1::ObjectReference,
-    provider: Scope,
+    provider: ProviderId,
     phase: Phase,
     note: String,
 }
@@ -230,7 +230,7 @@ async fn write(
             .flatten()
             .map(|phase| Moved {
                 object: current.object_ref(&()),
-                provider: Scope::of(&current),
+                provider: ProviderId::of(&current),
                 phase,
                 note: condition::find(&status.conditions, DELIVERED)
                     .map(|c| c.message.clone())

@@ -14,12 +14,13 @@ use tracing::{debug, warn};
 
 use super::backoff;
 use super::clock::{not_before, now};
-use super::inputs::Limits;
+use super::limits::Limits;
 use super::verdict::replace_status;
+use crate::api::ProviderId;
 use crate::api::condition::{self, Reason, SENT};
 use crate::api::message::LastError;
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
-use crate::controller::context::{Context, ProviderKey, Verified};
+use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
 use crate::controller::provider;
 use crate::transport::SendError;
@@ -77,7 +78,7 @@ pub async fn write_claim(
 /// Ready, so no other message tries it until it is verified again.
 pub async fn withdraw_on_provider_failure(
     ctx: &Context,
-    key: &ProviderKey,
+    key: &ProviderId,
     provider: &EmailProvider,
     verified: &Verified,
     error: &SendError,

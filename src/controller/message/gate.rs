@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::clock::until;
-use super::inputs::Limits;
+use super::limits::Limits;
 use super::{email, fits};
 use crate::api::condition::{self, READY, Reason};
 use crate::api::message::{DeliveryPolicy, ProviderKind, RETRY_ANNOTATION};

@@ -9,58 +9,13 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use super::gate::{Sender, View};
+use super::limits::Limits;
+use crate::api::ProviderId;
 use crate::api::message::ProviderKind;
-use crate::api::provider::RetryPolicy;
 use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate};
 use crate::controller::access::{self, Access};
-use crate::controller::context::{Context, ProviderKey, Settings, Verified};
+use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
-
-/// The retry limits that apply to one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Attempts (or, for a bulk message, tries of one batch) before giving up.
-    pub max_attempts: u32,
-    /// When attempts end; `None` when it lies past representable time.
-    pub deadline: Option<jiff::Timestamp>,
-}
-
-impl Limits {
-    /// The message's own limits, else the provider's, else the controller's.
-    pub fn of(
-        message: &EmailMessage,
-        provider: Option<&EmailProvider>,
-        settings: &Settings,
-    ) -> Self {
-        let own = message.spec.retry.as_ref();
-        let inherited = provider.and_then(|p| p.spec.retry.as_ref());
-        let pick =
-            |f: fn(&RetryPolicy) -> Option<u32>| own.and_then(f).or_else(|| inherited.and_then(f));
-        let max_attempts = pick(|r| r.max_attempts).unwrap_or(settings.max_attempts);
-        let seconds = pick(|r| r.deadline_seconds).unwrap_or(settings.deadline_seconds);
-        Self {
-            max_attempts,
-            deadline: deadline(message, seconds),
-        }
-    }
-
-    /// Whether the deadline has passed at `now`.
-    pub fn passed(&self, now: jiff::Timestamp) -> bool {
-        self.deadline.is_some_and(|d| d <= now)
-    }
-}
-
-/// When a message's attempts end: `seconds` after its creation, or after
-/// its sendAt when later. Checked: a sendAt near the end of representable
-/// time has no reachable deadline (`None`).
-pub fn deadline(message: &EmailMessage, seconds: u32) -> Option<jiff::Timestamp> {
-    let created = message.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let created = created.max(message.spec.send_at.as_ref().map(|t| t.0));
-    created.and_then(|c| {
-        c.checked_add(jiff::SignedDuration::from_secs(i64::from(seconds)))
-            .ok()
-    })
-}
 
 /// What the caches know about one message's sending.
 pub struct Inputs {
@@ -154,9 +109,6 @@ pub fn provider_of(
 }
 
 /// A provider's identity (a cluster-wide one has no namespace).
-pub fn key_of(provider: &EmailProvider) -> ProviderKey {
-    (
-        provider.namespace().unwrap_or_default(),
-        provider.name_any(),
-    )
+pub fn key_of(provider: &EmailProvider) -> ProviderId {
+    ProviderId::from_provider(provider)
 }

@@ -20,6 +20,7 @@ mod email;
 pub mod fits;
 pub mod gate;
 mod inputs;
+mod limits;
 mod prepare;
 mod report;
 mod single;
@@ -31,10 +32,9 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-pub use attachments::LoadError;
 pub use bulk::MAX_FAILURES_LISTED;
 pub use clock::not_before;
-pub use inputs::deadline;
+pub use limits::deadline;
 
 use super::context::Context;
 use super::error::Error;
@@ -46,7 +46,7 @@ use gate::Decision;
 const STALE_CACHE_RETRY: Duration = Duration::from_secs(1);
 
 /// Reconciles one message.
-#[tracing::instrument(skip_all, fields(namespace = message.namespace().unwrap_or_default(), email = message.name_any(), trace_id = crate::telemetry::trace_id()))]
+#[tracing::instrument(skip_all, fields(namespace = message.namespace().unwrap_or_default(), email = message.name_any(), trace_id = crate::logging::trace_id()))]
 pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Judged only once the caches it is judged against are complete.
     if !ctx.caches_ready().await {

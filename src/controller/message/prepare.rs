@@ -106,6 +106,6 @@ async fn attach(
         })),
         Err(e @ LoadError::TooLarge { .. }) => Ok(Err(end(Reason::InvalidRequest, e))),
         Err(e @ LoadError::NotAllowed { .. }) => Ok(Err(end(Reason::AttachmentNotAllowed, e))),
-        Err(e @ LoadError::Api { .. }) => Err(Error::Attachments(e)),
+        Err(LoadError::Api { field, source }) => Err(Error::Attachments { field, source }),
     }
 }

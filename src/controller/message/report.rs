@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -11,9 +11,6 @@ use crate::api::condition::{self, Reason, SENT};
 use crate::api::{EmailMessage, EmailMessageStatus, Phase};
 use crate::controller::context::Context;
 use crate::metrics::{ProviderLabels, ReasonLabels, TransportLabels};
-
-/// The longest Event note; longer ones are cut.
-const MAX_NOTE_CHARS: usize = 1024;
 
 /// Counts an attempt's outcome and its duration.
 pub fn attempt_metrics(
@@ -130,7 +127,7 @@ pub async fn announce(
     publish(ctx, message, type_, event_reason, note).await;
 }
 
-/// Publishes an Event about `message`; a failure to publish is logged.
+/// Publishes an Event about `message`.
 pub async fn publish(
     ctx: &Context,
     message: &EmailMessage,
@@ -138,14 +135,8 @@ pub async fn publish(
     event_reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: event_reason.to_string(),
-        note: Some(note.chars().take(MAX_NOTE_CHARS).collect()),
-        action: "Send".to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &message.object_ref(&())).await {
-        warn!(error = %e, "publishing the event failed");
-    }
+    let object = message.object_ref(&());
+    ctx.events
+        .publish(&object, type_, event_reason, "Send", &note)
+        .await;
 }

@@ -10,7 +10,8 @@ use kube::runtime::controller::Action;
 
 use super::attempt::{self, CLAIM_CONFLICT_RETRY, Retry};
 use super::clock::{now, remaining};
-use super::inputs::{Limits, key_of};
+use super::inputs::key_of;
+use super::limits::Limits;
 use super::{report, verdict};
 use crate::api::condition::{self, Reason, SENT};
 use crate::api::message::{DeliveryPolicy, RETRY_ANNOTATION, ServerReply};

@@ -35,6 +35,7 @@ pub async fn write(
     deadline: Option<jiff::Timestamp>,
 ) -> Result<Action, Error> {
     let api = api(ctx, message);
+    tracing::debug!(?stop, "not sent now");
     match stop {
         Stop::Wait {
             reason,

@@ -7,8 +7,8 @@
 use kube::{Client, ResourceExt};
 
 use crate::api::EmailProvider;
+use crate::api::ProviderId;
 use crate::api::condition::{self, Reason, WEBHOOK_READY};
-use crate::webhook::index::Scope;
 use crate::webhook::keys::{Unavailable, read_key};
 
 /// What `WebhookReady` says.
@@ -35,14 +35,14 @@ pub async fn check(
     let name = provider.name_any();
     let (scope, path) = match provider.namespace() {
         Some(namespace) => (
-            Scope::Namespaced {
+            ProviderId::Namespaced {
                 namespace: namespace.clone(),
                 name: name.clone(),
             },
             format!("/webhooks/{namespace}/{name}"),
         ),
         None => (
-            Scope::Cluster { name: name.clone() },
+            ProviderId::Cluster { name: name.clone() },
             format!("/webhooks/_cluster/{name}"),
         ),
     };
