@@ -3,14 +3,14 @@
 //! with the controller on the real apiserver. Every scenario runs for each
 //! of the five services.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::fixtures::{Scene, ready_reason};
 use mailroom::api::Phase;
 use mailroom_fakes::{Failure, Recorded, Service};
 use serde_json::{Value, json};
-use support::fixtures::{Scene, ready_reason};
 
 const KEY: &str = support::fixtures::VALID_API_KEY;
 

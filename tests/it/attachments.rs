@@ -2,15 +2,15 @@
 //! get, each service's documented attachment fields, a Secret that appears
 //! later, the provider's size cap, and what the schema refuses at apply time.
 
-mod support;
+use crate::support;
 
+use crate::support::Mailpit;
+use crate::support::fixtures::{self, Scene};
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use mailroom::api::{EmailProvider, Phase};
 use mailroom_fakes::Service;
 use serde_json::{Value, json};
-use support::Mailpit;
-use support::fixtures::{self, Scene};
 
 /// A small image: the PNG signature and some bytes that are not UTF-8.
 const LOGO: &[u8] = &[

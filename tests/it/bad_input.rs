@@ -3,12 +3,12 @@
 //! waiting condition that names the field, nothing is sent, and the other
 //! messages keep flowing.
 
-mod support;
+use crate::support;
 
+use crate::support::Mailpit;
+use crate::support::fixtures::{self, Scene};
 use mailroom::api::Phase;
 use serde_json::{Value, json};
-use support::Mailpit;
-use support::fixtures::{self, Scene};
 
 fn message(field: &str, value: Value) -> Value {
     let mut spec = json!({"providerRef": {"name": "p"}, "to": ["ok@example.org"], "subject": "s", "text": "t"});

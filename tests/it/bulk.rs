@@ -3,15 +3,15 @@
 //! (over pooled connections for SMTP), with per-recipient failures counted
 //! and listed, and a failed batch retried without duplicates.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::Mailpit;
+use crate::support::fixtures::{self, Scene};
 use mailroom::api::{EmailTemplate, Phase};
 use mailroom_fakes::{Failure, Service};
 use serde_json::{Value, json};
-use support::Mailpit;
-use support::fixtures::{self, Scene};
 
 fn recipients(count: usize, domain: &str) -> Vec<Value> {
     (0..count)

@@ -6,14 +6,14 @@
 //! Cluster-scoped objects are seen by every controller that serves them, so
 //! this file holds one test with its own controllers.
 
-mod support;
+use crate::support;
 
+use crate::support::fixtures::{self, RunningController, Scene};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use mailroom::api::{ClusterEmailProvider, Phase};
 use mailroom::controller::Settings;
 use serde_json::json;
-use support::fixtures::{self, RunningController, Scene};
 
 /// A controller for `namespace` that serves ClusterEmailProviders with
 /// Secrets in `secrets`.

@@ -1,10 +1,11 @@
 //! The local environment itself: a real apiserver that stores and validates
 //! the project's resources and enforces RBAC, and a real SMTP server.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::Mailpit;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PostParams};
@@ -13,7 +14,6 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use mailroom::api::EmailMessage;
-use support::Mailpit;
 
 #[tokio::test]
 async fn custom_resource_is_stored_and_schema_violations_are_rejected() {

@@ -4,10 +4,14 @@
 //! receiver, and the message's status is read back. A 200 means the events
 //! are written, so status is checked right after each answer.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::fixtures::{
+    RunningController, Scene, api_scene, create, events_for, wait_provider,
+};
+use crate::support::webhooks::{Receiver, post, post_oversized, post_timed, webhook_provider};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -17,8 +21,6 @@ use mailroom::api::{BounceKind, DeliveryEventType, EmailMessage, EmailProvider, 
 use mailroom_fakes::Service;
 use mailroom_fakes::webhook::{Event, Happened, Request, Signer};
 use serde_json::json;
-use support::fixtures::{RunningController, Scene, api_scene, create, events_for, wait_provider};
-use support::webhooks::{Receiver, post, post_oversized, post_timed, webhook_provider};
 
 const RECIPIENT: &str = "x@example.org";
 const KEY: &str = support::fixtures::VALID_API_KEY;

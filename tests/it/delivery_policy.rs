@@ -2,16 +2,16 @@
 //! interrupted attempt leads to under each delivery policy, the retry
 //! annotation, suspend, rate limits, and retry limits.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::fixtures::{self, Scene};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use mailroom::api::{EmailMessage, EmailMessageStatus, Phase};
 use mailroom_fakes::{Config, Failure, Fake, Service};
 use serde_json::json;
-use support::fixtures::{self, Scene};
 
 /// Leaves a message as a controller that died mid-send would: claimed
 /// (Sending, attempt 1) with no result.

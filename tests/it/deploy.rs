@@ -4,19 +4,19 @@
 //! the RBAC they grant, can elect a leader, send, and record delivery
 //! webhooks, and nothing more.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use crate::support::fixtures::{RunningController, Scene};
+use crate::support::webhooks::{Receiver, post, webhook_provider};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use mailroom::api::{EmailMessage, Phase};
 use mailroom_fakes::Service;
 use mailroom_fakes::webhook::{Event, Happened};
 use serde_json::{Value, json};
-use support::fixtures::{RunningController, Scene};
-use support::webhooks::{Receiver, post, webhook_provider};
 
 const KEY: &str = support::fixtures::VALID_API_KEY;
 

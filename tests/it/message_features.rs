@@ -1,16 +1,16 @@
 //! Scheduling (`sendAt`), cleanup (`ttlSecondsAfterFinished`), and tags and
 //! metadata mapped to each service's own fields and to SMTP headers.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::Mailpit;
+use crate::support::fixtures::{self, Scene};
 use kube::api::Api;
 use mailroom::api::{EmailMessage, Phase};
 use mailroom_fakes::Service;
 use serde_json::{Value, json};
-use support::Mailpit;
-use support::fixtures::{self, Scene};
 
 #[tokio::test]
 async fn send_at_holds_a_message_until_its_time() {

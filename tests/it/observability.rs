@@ -3,14 +3,14 @@
 //! object's namespace and name, and no credential or message body in
 //! anything it writes (logs, Events, status).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::fixtures::{ControllerProcess, Scene};
 use mailroom::api::Phase;
 use mailroom_fakes::{Config, Fake, Service};
 use serde_json::{Value, json};
-use support::fixtures::{ControllerProcess, Scene};
 
 const API_KEY: &str = "KNOWN-API-KEY-c0ffee-4b1d";
 const BODY_MARKER: &str = "BODY-MARKER-7e57-d00d";

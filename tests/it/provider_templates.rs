@@ -2,12 +2,10 @@
 //! message and rendered there with its `data`, in each service's documented
 //! fields; refused for SMTP and for an id the service does not know.
 
-mod support;
-
+use crate::support::fixtures::{self, Scene};
 use mailroom::api::Phase;
 use mailroom_fakes::Service;
 use serde_json::{Value, json};
-use support::fixtures::{self, Scene};
 
 /// A message through provider `api` using stored template `id`.
 fn templated(id: &str, subject: Option<&str>) -> Value {

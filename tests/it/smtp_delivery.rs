@@ -2,13 +2,13 @@
 //! and sends to a real mailpit; each test checks the message's status and
 //! what mailpit received.
 
-mod support;
+use crate::support;
 
+use crate::support::Mailpit;
+use crate::support::fixtures::{self, Scene};
 use kube::api::Api;
 use mailroom::api::{EmailMessage, Phase};
 use serde_json::json;
-use support::Mailpit;
-use support::fixtures::{self, Scene};
 
 #[tokio::test]
 async fn text_message_is_sent_once_with_its_ids_in_status() {

@@ -2,12 +2,12 @@
 //! message's data; a missing variable or a syntax error fails the message
 //! before anything is sent.
 
-mod support;
+use crate::support;
 
+use crate::support::Mailpit;
+use crate::support::fixtures::{self, Scene};
 use mailroom::api::{EmailTemplate, Phase};
 use serde_json::{Value, json};
-use support::Mailpit;
-use support::fixtures::{self, Scene};
 
 async fn template(scene: &Scene, name: &str, spec: Value) -> EmailTemplate {
     let object = json!({"apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailTemplate",

@@ -36,6 +36,13 @@ impl RunningController {
 
     /// Starts a controller with `settings`.
     pub fn start_with_settings(client: Client, settings: Settings) -> Self {
+        // MAILROOM_TEST_LOG=debug (say) shows the in-process controllers' logs.
+        if let Ok(filter) = std::env::var("MAILROOM_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let telemetry = std::sync::Arc::new(mailroom::admin::Telemetry::default());
         let handle = tokio::spawn(mailroom::controller::run(

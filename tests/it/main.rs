@@ -1,0 +1,23 @@
+//! The integration tests, one binary: one control plane (kube-apiserver
+//! and etcd) and one mailpit serve every suite, and each test works in a
+//! namespace of its own, so the suites run side by side. The fault tests
+//! (`chaos`) are a binary of their own: they stop and start the control
+//! plane and run one at a time.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod api_providers;
+mod attachments;
+mod bad_input;
+mod bulk;
+mod cluster_providers;
+mod control_plane;
+mod delivery_events;
+mod delivery_policy;
+mod deploy;
+mod message_features;
+mod observability;
+mod provider_templates;
+mod smtp_delivery;
+mod templates;
