@@ -135,7 +135,7 @@ fn run(args: RunArgs) -> ExitCode {
             });
         }
         if !args.leader_election {
-            telemetry.metrics.leader.set(1);
+            telemetry.metrics.set_leader(true);
             controller::run(client, settings, telemetry, shutdown_signal()).await;
             return ExitCode::SUCCESS;
         }
@@ -147,9 +147,9 @@ fn run(args: RunArgs) -> ExitCode {
         telemetry.health.standing_by.store(false, Ordering::SeqCst);
         match elected {
             Ok(leader::Leading::Elected(lost)) => {
-                telemetry.metrics.leader.set(1);
+                telemetry.metrics.set_leader(true);
                 controller::run(client, settings, telemetry.clone(), lost.stop()).await;
-                telemetry.metrics.leader.set(0);
+                telemetry.metrics.set_leader(false);
                 lost.finish().await
             }
             Ok(leader::Leading::StoppedBeforeElected) => ExitCode::SUCCESS,

@@ -2,6 +2,11 @@
 //! waits and why, reconcile errors, rate-limit waits, provider readiness,
 //! leadership, and the delivery webhooks (events, refusals, unknown ids,
 //! response times). Served as Prometheus text on the admin server's `/metrics`.
+//! Every metric is written through a method of `Metrics` that builds its
+//! labels.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,126 +15,158 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::api::ProviderId;
+
 /// A provider: its namespace, name and transport (SMTP, Resend, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderLabels {
+struct ProviderLabels {
     /// The provider's namespace.
-    pub namespace: String,
+    namespace: String,
     /// The provider's name.
-    pub provider: String,
+    provider: String,
     /// The transport, e.g. `SMTP` or `Resend`.
-    pub transport: String,
+    transport: String,
 }
 
 /// An HTTP answer's status code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AnswerLabels {
+struct AnswerLabels {
     /// The status code, e.g. `404`.
-    pub code: String,
+    code: String,
 }
 
 /// A provider by namespace and name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SlotLabels {
+struct SlotLabels {
     /// The provider's namespace (empty for a ClusterEmailProvider).
-    pub namespace: String,
+    namespace: String,
     /// The provider's name.
-    pub provider: String,
+    provider: String,
 }
 
 /// A provider and a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
+struct ReasonLabels {
     /// The provider's namespace.
-    pub namespace: String,
+    namespace: String,
     /// The provider's name.
-    pub provider: String,
+    provider: String,
     /// The condition reason, e.g. `Rejected` or `ProviderNotReady`.
-    pub reason: String,
+    reason: String,
 }
 
 /// A transport.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TransportLabels {
+struct TransportLabels {
     /// The transport, e.g. `SMTP`.
-    pub transport: String,
+    transport: String,
 }
 
 /// A provider whose webhook was called, and its service.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WebhookLabels {
+struct WebhookLabels {
     /// The provider: `namespace/name`, or `ClusterEmailProvider/name`.
-    pub provider: String,
+    provider: String,
     /// The service, e.g. `Resend`.
-    pub service: String,
+    service: String,
 }
 
 /// A webhook provider and an event type or refusal reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WebhookDetailLabels {
+struct WebhookDetailLabels {
     /// The provider: `namespace/name`, or `ClusterEmailProvider/name`.
-    pub provider: String,
+    provider: String,
     /// The service, e.g. `Resend`.
-    pub service: String,
+    service: String,
     /// The event type (`Delivered`, ..., `Ignored`) or why a request was
     /// refused (`Mismatch`, `Stale`, `Missing`, `Malformed`, `Credentials`).
-    pub detail: String,
+    detail: String,
 }
 
 /// A provider and the phase its message moved to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+struct OutcomeLabels {
     /// The provider: `namespace/name`, or `ClusterEmailProvider/name`.
-    pub provider: String,
+    provider: String,
     /// `Delivered`, `Bounced` or `Complained`.
-    pub phase: String,
+    phase: String,
 }
 
 /// A reconciler.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ControllerLabels {
+struct ControllerLabels {
     /// `EmailMessage` or `EmailProvider`.
-    pub controller: String,
+    controller: String,
 }
 
 /// Every metric mailroom exports.
 pub struct Metrics {
     registry: Registry,
     /// Messages the server accepted.
-    pub sent: Family<ProviderLabels, Counter>,
+    sent: Family<ProviderLabels, Counter>,
     /// Messages that ended Failed or Unknown, by reason.
-    pub failed: Family<ReasonLabels, Counter>,
+    failed: Family<ReasonLabels, Counter>,
     /// Time from the start of a send to the server's answer.
-    pub send_seconds: Family<TransportLabels, Histogram>,
+    send_seconds: Family<TransportLabels, Histogram>,
     /// Messages waiting now, by reason (Pending).
-    pub waiting: Family<ReasonLabels, Gauge>,
+    waiting: Family<ReasonLabels, Gauge>,
     /// Reconciles that failed (Kubernetes API errors) and are retried.
-    pub reconcile_errors: Family<ControllerLabels, Counter>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
     /// Times a message was held back by its provider's rate limit.
-    pub rate_limit_waits: Family<ProviderLabels, Counter>,
+    rate_limit_waits: Family<ProviderLabels, Counter>,
     /// 1 when the provider is Ready, else 0.
-    pub provider_ready: Family<ProviderLabels, Gauge>,
+    provider_ready: Family<ProviderLabels, Gauge>,
     /// 1 while this replica leads (or runs without leader election).
-    pub leader: Gauge,
+    leader: Gauge,
     /// Acknowledged webhook events, by provider and type.
-    pub webhook_events: Family<WebhookDetailLabels, Counter>,
+    webhook_events: Family<WebhookDetailLabels, Counter>,
     /// Webhook requests refused for their signature or credentials.
-    pub webhook_refused: Family<WebhookDetailLabels, Counter>,
+    webhook_refused: Family<WebhookDetailLabels, Counter>,
     /// Webhook events about messages mailroom does not know (acknowledged).
-    pub webhook_unknown: Family<WebhookLabels, Counter>,
+    webhook_unknown: Family<WebhookLabels, Counter>,
     /// Time from a webhook request's arrival to its answer.
-    pub webhook_seconds: Family<WebhookLabels, Histogram>,
+    webhook_seconds: Family<WebhookLabels, Histogram>,
     /// Webhook writes queued or under way.
-    pub webhook_queue: Gauge,
+    webhook_queue: Gauge,
     /// Messages moved to Delivered, Bounced or Complained by webhook events.
-    pub delivery_outcomes: Family<OutcomeLabels, Counter>,
+    delivery_outcomes: Family<OutcomeLabels, Counter>,
     /// Send slots a provider holds now.
-    pub send_slots: Family<SlotLabels, Gauge>,
+    send_slots: Family<SlotLabels, Gauge>,
     /// Attempts that ran longer than their provider's timeoutSeconds.
-    pub slow_attempts: Family<SlotLabels, Counter>,
+    slow_attempts: Family<SlotLabels, Counter>,
     /// Webhook answers, by status code (404 unknown provider, 408 too slow,
     /// 413 too large, 503 busy or not ready, ...).
-    pub webhook_answers: Family<AnswerLabels, Counter>,
+    webhook_answers: Family<AnswerLabels, Counter>,
+}
+
+fn provider_labels(namespace: &str, provider: &str, transport: &str) -> ProviderLabels {
+    ProviderLabels {
+        namespace: namespace.to_string(),
+        provider: provider.to_string(),
+        transport: transport.to_string(),
+    }
+}
+
+fn slot_labels(provider: &ProviderId) -> SlotLabels {
+    SlotLabels {
+        namespace: provider.namespace().to_string(),
+        provider: provider.name().to_string(),
+    }
+}
+
+fn webhook_labels(provider: &ProviderId, service: &str) -> WebhookLabels {
+    WebhookLabels {
+        provider: provider.to_string(),
+        service: service.to_string(),
+    }
+}
+
+fn webhook_detail(provider: &ProviderId, service: &str, detail: &str) -> WebhookDetailLabels {
+    WebhookDetailLabels {
+        provider: provider.to_string(),
+        service: service.to_string(),
+        detail: detail.to_string(),
+    }
 }
 
 fn send_buckets() -> Histogram {
@@ -268,7 +305,154 @@ impl Default for Metrics {
     }
 }
 
+/// Each metric is written through a method that builds its own labels, so
+/// a label set is spelled once.
 impl Metrics {
+    /// A message the server accepted, by the message's namespace, provider
+    /// and transport.
+    pub fn count_sent(&self, namespace: &str, provider: &str, transport: &str) {
+        self.sent
+            .get_or_create(&provider_labels(namespace, provider, transport))
+            .inc();
+    }
+
+    /// A message that ended Failed or Unknown, by reason.
+    pub fn count_failed(&self, namespace: &str, provider: &str, reason: &str) {
+        let labels = ReasonLabels {
+            namespace: namespace.to_string(),
+            provider: provider.to_string(),
+            reason: reason.to_string(),
+        };
+        self.failed.get_or_create(&labels).inc();
+    }
+
+    /// How long a send through `transport` took.
+    pub fn observe_send(&self, transport: &str, elapsed: Duration) {
+        let labels = TransportLabels {
+            transport: transport.to_string(),
+        };
+        self.send_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The messages waiting now, by (namespace, provider, reason); every
+    /// count before is replaced.
+    pub fn set_waiting(&self, counts: HashMap<(String, String, String), i64>) {
+        self.waiting.clear();
+        for ((namespace, provider, reason), n) in counts {
+            let labels = ReasonLabels {
+                namespace,
+                provider,
+                reason,
+            };
+            self.waiting.get_or_create(&labels).set(n);
+        }
+    }
+
+    /// A reconcile of `controller` (a kind) that failed and is retried.
+    pub fn count_reconcile_error(&self, controller: &str) {
+        let labels = ControllerLabels {
+            controller: controller.to_string(),
+        };
+        self.reconcile_errors.get_or_create(&labels).inc();
+    }
+
+    /// A message held back by its provider's rate limit.
+    pub fn count_rate_limit_wait(&self, namespace: &str, provider: &str, transport: &str) {
+        self.rate_limit_waits
+            .get_or_create(&provider_labels(namespace, provider, transport))
+            .inc();
+    }
+
+    /// Whether a provider is Ready now.
+    pub fn set_provider_ready(
+        &self,
+        namespace: &str,
+        provider: &str,
+        transport: &str,
+        ready: bool,
+    ) {
+        self.provider_ready
+            .get_or_create(&provider_labels(namespace, provider, transport))
+            .set(i64::from(ready));
+    }
+
+    /// Whether this replica leads now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The send slots `provider` holds now.
+    pub fn set_send_slots(&self, provider: &ProviderId, held: usize) {
+        self.send_slots
+            .get_or_create(&slot_labels(provider))
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// An attempt through `provider` that ran longer than its timeout.
+    pub fn count_slow_attempt(&self, provider: &ProviderId) {
+        self.slow_attempts
+            .get_or_create(&slot_labels(provider))
+            .inc();
+    }
+
+    /// `count` acknowledged webhook events of `event_type`.
+    pub fn count_webhook_events(
+        &self,
+        provider: &ProviderId,
+        service: &str,
+        event_type: &str,
+        count: u64,
+    ) {
+        self.webhook_events
+            .get_or_create(&webhook_detail(provider, service, event_type))
+            .inc_by(count);
+    }
+
+    /// A webhook request refused for `why` (its signature or credentials).
+    pub fn count_webhook_refused(&self, provider: &ProviderId, service: &str, why: &str) {
+        self.webhook_refused
+            .get_or_create(&webhook_detail(provider, service, why))
+            .inc();
+    }
+
+    /// `count` webhook events about messages mailroom does not know.
+    pub fn count_webhook_unknown(&self, provider: &ProviderId, service: &str, count: u64) {
+        self.webhook_unknown
+            .get_or_create(&webhook_labels(provider, service))
+            .inc_by(count);
+    }
+
+    /// How long a webhook request took to answer.
+    pub fn observe_webhook(&self, provider: &ProviderId, service: &str, elapsed: Duration) {
+        self.webhook_seconds
+            .get_or_create(&webhook_labels(provider, service))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The webhook writes queued or under way now.
+    pub fn set_webhook_queue(&self, depth: i64) {
+        self.webhook_queue.set(depth);
+    }
+
+    /// A message a webhook event moved to `phase`.
+    pub fn count_delivery_outcome(&self, provider: &ProviderId, phase: &str) {
+        let labels = OutcomeLabels {
+            provider: provider.to_string(),
+            phase: phase.to_string(),
+        };
+        self.delivery_outcomes.get_or_create(&labels).inc();
+    }
+
+    /// A webhook answer with status `code`.
+    pub fn count_webhook_answer(&self, code: u16) {
+        let labels = AnswerLabels {
+            code: code.to_string(),
+        };
+        self.webhook_answers.get_or_create(&labels).inc();
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

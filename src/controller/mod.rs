@@ -42,7 +42,6 @@ pub use error::Error;
 
 use crate::admin::Telemetry;
 use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate};
-use crate::metrics::ControllerLabels;
 use shared::Feed;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -499,14 +498,7 @@ const API_FAILURE_RETRY: Duration = Duration::from_secs(2);
 /// The one error policy: count the error under `kind`, and look again.
 fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |_, error, ctx| {
-        let labels = ControllerLabels {
-            controller: kind.to_string(),
-        };
-        ctx.telemetry
-            .metrics
-            .reconcile_errors
-            .get_or_create(&labels)
-            .inc();
+        ctx.telemetry.metrics.count_reconcile_error(kind);
         if error.is_conflict() {
             Action::requeue(CONFLICT_RETRY)
         } else {

@@ -15,7 +15,6 @@ use super::shared::Ready;
 use crate::admin::Telemetry;
 use crate::api::condition::{SENT, find};
 use crate::api::{EmailMessage, Phase};
-use crate::metrics::ReasonLabels;
 
 /// How often the waiting-messages gauge is counted again.
 const COUNT_EVERY: Duration = Duration::from_secs(5);
@@ -47,7 +46,7 @@ pub async fn observe(
 
 /// Sets `messages_waiting` from the message cache (no API call).
 fn count_waiting(messages: &Store<EmailMessage>, telemetry: &Telemetry) {
-    let mut counts: HashMap<ReasonLabels, i64> = HashMap::new();
+    let mut counts: HashMap<(String, String, String), i64> = HashMap::new();
     for m in messages.state() {
         let Some(status) = &m.status else { continue };
         if status.phase != Some(Phase::Pending) {
@@ -56,15 +55,12 @@ fn count_waiting(messages: &Store<EmailMessage>, telemetry: &Telemetry) {
         let reason = find(&status.conditions, SENT)
             .map(|c| c.reason.clone())
             .unwrap_or_default();
-        let labels = ReasonLabels {
-            namespace: m.namespace().unwrap_or_default(),
-            provider: m.spec.provider_ref.name.clone(),
+        let key = (
+            m.namespace().unwrap_or_default(),
+            m.spec.provider_ref.name.clone(),
             reason,
-        };
-        *counts.entry(labels).or_default() += 1;
+        );
+        *counts.entry(key).or_default() += 1;
     }
-    telemetry.metrics.waiting.clear();
-    for (labels, n) in counts {
-        telemetry.metrics.waiting.get_or_create(&labels).set(n);
-    }
+    telemetry.metrics.set_waiting(counts);
 }

@@ -279,16 +279,14 @@ async fn write_status(
     if verified_now && outcome.ready {
         new.last_verified_time = Some(Time(jiff::Timestamp::now()));
     }
-    let labels = crate::metrics::ProviderLabels {
-        namespace: provider.namespace().unwrap_or_default(),
-        provider: provider.name_any(),
-        transport: new.transport.clone().unwrap_or_default(),
-    };
-    ctx.telemetry
-        .metrics
-        .provider_ready
-        .get_or_create(&labels)
-        .set(i64::from(outcome.ready));
+    let namespace = provider.namespace().unwrap_or_default();
+    let transport = new.transport.clone().unwrap_or_default();
+    ctx.telemetry.metrics.set_provider_ready(
+        &namespace,
+        &provider.name_any(),
+        &transport,
+        outcome.ready,
+    );
     let changed = !condition::same_meaning(&old.conditions, &new.conditions)
         || old.transport != new.transport
         || old.observed_generation != new.observed_generation

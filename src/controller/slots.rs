@@ -98,11 +98,7 @@ impl SendSlots {
     /// provider's own timeout: a slow or stalled server.
     pub fn note_attempt(&self, key: &ProviderId, spec: &EmailProviderSpec, elapsed: Duration) {
         if elapsed > timeout_of(spec) {
-            self.telemetry
-                .metrics
-                .slow_attempts
-                .get_or_create(&labels(key))
-                .inc();
+            self.telemetry.metrics.count_slow_attempt(key);
         }
     }
 
@@ -128,19 +124,7 @@ impl SendSlots {
     }
 
     fn report(&self, key: &ProviderId, held: usize) {
-        self.telemetry
-            .metrics
-            .send_slots
-            .get_or_create(&labels(key))
-            .set(i64::try_from(held).unwrap_or(i64::MAX));
-    }
-}
-
-/// The metric labels of provider `key`.
-fn labels(key: &ProviderId) -> crate::metrics::SlotLabels {
-    crate::metrics::SlotLabels {
-        namespace: key.namespace().to_string(),
-        provider: key.name().to_string(),
+        self.telemetry.metrics.set_send_slots(key, held);
     }
 }
 

@@ -21,7 +21,6 @@ use super::queue::Applied;
 use super::signature::{self, Refused};
 use crate::api::ProviderId;
 use crate::api::{DeliveryEvent, EmailMessage};
-use crate::metrics::{WebhookDetailLabels, WebhookLabels};
 
 type Answer = (StatusCode, String);
 
@@ -63,16 +62,10 @@ async fn receive(
             return (StatusCode::SERVICE_UNAVAILABLE, e.to_string());
         }
     };
-    let labels = WebhookLabels {
-        provider: scope.to_string(),
-        service: endpoint.service.name().to_string(),
-    };
+    let service = endpoint.service.name();
     let metrics = &receiver.telemetry.metrics;
     let answer = |answer: Answer| {
-        metrics
-            .webhook_seconds
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        metrics.observe_webhook(&scope, service, started.elapsed());
         answer
     };
     let now = jiff::Timestamp::now().as_second();
@@ -93,10 +86,7 @@ async fn receive(
         endpoint = fresh;
     }
     if let Err(refused) = verdict {
-        metrics
-            .webhook_refused
-            .get_or_create(&detail(&labels, refused.label()))
-            .inc();
+        metrics.count_webhook_refused(&scope, service, refused.label());
         warn!(provider = %scope, reason = %refused, "webhook refused");
         return answer((StatusCode::UNAUTHORIZED, refused.to_string()));
     }
@@ -147,13 +137,13 @@ async fn receive(
             }
         }
     }
-    metrics.webhook_queue.set(receiver.queue.depth());
+    metrics.set_webhook_queue(receiver.queue.depth());
     let written = tokio::time::timeout(
         receiver.settings.ack_timeout(),
         futures::future::join_all(pending),
     )
     .await;
-    metrics.webhook_queue.set(receiver.queue.depth());
+    metrics.set_webhook_queue(receiver.queue.depth());
     let Ok(results) = written else {
         warn!(provider = %scope, "status writes are slow: asking the service to retry");
         return answer((
@@ -178,24 +168,10 @@ async fn receive(
         }
     }
     if unknown > 0 {
-        metrics
-            .webhook_unknown
-            .get_or_create(&labels)
-            .inc_by(unknown);
+        metrics.count_webhook_unknown(&scope, service, unknown);
     }
     for (type_, count) in types {
-        metrics
-            .webhook_events
-            .get_or_create(&detail(&labels, &type_))
-            .inc_by(count);
+        metrics.count_webhook_events(&scope, service, &type_, count);
     }
     answer((StatusCode::OK, "ok".into()))
-}
-
-fn detail(labels: &WebhookLabels, detail: &str) -> WebhookDetailLabels {
-    WebhookDetailLabels {
-        provider: labels.provider.clone(),
-        service: labels.service.clone(),
-        detail: detail.to_string(),
-    }
 }

@@ -235,14 +235,9 @@ async fn count_answer(
     next: middleware::Next,
 ) -> axum::response::Response {
     let response = next.run(request).await;
-    let labels = crate::metrics::AnswerLabels {
-        code: response.status().as_u16().to_string(),
-    };
     telemetry
         .metrics
-        .webhook_answers
-        .get_or_create(&labels)
-        .inc();
+        .count_webhook_answer(response.status().as_u16());
     response
 }
 

@@ -23,7 +23,6 @@ use crate::admin::Telemetry;
 use crate::api::ProviderId;
 use crate::api::condition::{self, DELIVERED};
 use crate::api::{DeliveryEvent, EmailMessage, Phase};
-use crate::metrics::OutcomeLabels;
 
 /// How many jobs one worker takes at once.
 const DRAIN: usize = 512;
@@ -167,15 +166,10 @@ impl Writer {
     /// Counts a message's new phase; a Warning Event for Bounced and
     /// Complained.
     async fn announce(&self, moved: Moved) {
-        let labels = OutcomeLabels {
-            provider: moved.provider.to_string(),
-            phase: format!("{:?}", moved.phase),
-        };
+        let phase = format!("{:?}", moved.phase);
         self.telemetry
             .metrics
-            .delivery_outcomes
-            .get_or_create(&labels)
-            .inc();
+            .count_delivery_outcome(&moved.provider, &phase);
         if !matches!(moved.phase, Phase::Bounced | Phase::Complained) {
             return;
         }

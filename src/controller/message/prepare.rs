@@ -15,7 +15,6 @@ use crate::api::{EmailMessage, EmailProvider, Phase};
 use crate::compose::Email;
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
-use crate::metrics::ProviderLabels;
 
 /// How often a message looks again for an attachment's missing Secret or
 /// ConfigMap (nothing wakes it when one appears).
@@ -45,16 +44,11 @@ async fn rate_limit(
     let limit = provider.spec.rate_limit.as_ref();
     let wait_for = ctx.rate_limits.acquire(&key_of(provider), limit).await?;
     let name = &message.spec.provider_ref.name;
-    let labels = ProviderLabels {
-        namespace: message.namespace().unwrap_or_default(),
-        provider: name.clone(),
-        transport: verified.transport.name().to_string(),
-    };
+    let namespace = message.namespace().unwrap_or_default();
+    let transport = verified.transport.name();
     ctx.telemetry
         .metrics
-        .rate_limit_waits
-        .get_or_create(&labels)
-        .inc();
+        .count_rate_limit_wait(&namespace, name, transport);
     let rate = limit.map_or(0, |r| r.messages_per_second);
     Some(Stop::Wait {
         reason: Reason::RateLimited,

@@ -10,7 +10,6 @@ use tracing::{info, warn};
 use crate::api::condition::{self, Reason, SENT};
 use crate::api::{EmailMessage, EmailMessageStatus, Phase};
 use crate::controller::context::Context;
-use crate::metrics::{ProviderLabels, ReasonLabels, TransportLabels};
 
 /// Counts an attempt's outcome and its duration.
 pub fn attempt_metrics(
@@ -21,21 +20,12 @@ pub fn attempt_metrics(
     elapsed: Duration,
 ) {
     let metrics = &ctx.telemetry.metrics;
-    let transport_labels = TransportLabels {
-        transport: transport.to_string(),
-    };
-    metrics
-        .send_seconds
-        .get_or_create(&transport_labels)
-        .observe(elapsed.as_secs_f64());
+    metrics.observe_send(transport, elapsed);
     match outcome.phase {
         Some(Phase::Sent) => {
-            let labels = ProviderLabels {
-                namespace: message.namespace().unwrap_or_default(),
-                provider: message.spec.provider_ref.name.clone(),
-                transport: transport.to_string(),
-            };
-            metrics.sent.get_or_create(&labels).inc();
+            let namespace = message.namespace().unwrap_or_default();
+            let provider = &message.spec.provider_ref.name;
+            metrics.count_sent(&namespace, provider, transport);
         }
         Some(Phase::Failed | Phase::Unknown) => count_failure(ctx, message, outcome),
         _ => {}
@@ -47,12 +37,11 @@ fn count_failure(ctx: &Context, message: &EmailMessage, status: &EmailMessageSta
     let reason = condition::find(&status.conditions, SENT)
         .map(|c| c.reason.clone())
         .unwrap_or_default();
-    let labels = ReasonLabels {
-        namespace: message.namespace().unwrap_or_default(),
-        provider: message.spec.provider_ref.name.clone(),
-        reason,
-    };
-    ctx.telemetry.metrics.failed.get_or_create(&labels).inc();
+    let namespace = message.namespace().unwrap_or_default();
+    let provider = &message.spec.provider_ref.name;
+    ctx.telemetry
+        .metrics
+        .count_failed(&namespace, provider, &reason);
 }
 
 /// A message the gate ended (Failed or Unknown): counted, and an Event.
