@@ -360,6 +360,127 @@ fn conclude(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::{Accepted, FailureKind};
+    use serde_json::json;
+
+    /// A bulk message to `n` recipients, sending the batch that starts at
+    /// `from` (the first `from` handled: all sent).
+    fn message(n: usize, policy: &str) -> EmailMessage {
+        let recipients: Vec<_> = (0..n)
+            .map(|i| json!({"to": format!("r{i}@example.org")}))
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage",
+            "metadata": {"name": "m", "namespace": "team", "generation": 1},
+            "spec": {"providerRef": {"name": "p"}, "recipients": recipients,
+                     "subject": "s", "text": "t", "deliveryPolicy": policy}
+        }))
+        .expect("a message")
+    }
+
+    fn batch(start: usize, end: usize) -> Batch {
+        Batch {
+            start,
+            end,
+            emails: Vec::new(),
+            indices: (start..end).collect(),
+            invalid: Vec::new(),
+        }
+    }
+
+    fn progress(next: u32, total: u32) -> BulkStatus {
+        BulkStatus {
+            next,
+            total,
+            sent: next,
+            ..Default::default()
+        }
+    }
+
+    fn ok() -> Result<Accepted, SendError> {
+        Ok(Accepted::new(Some("id".into()), 200, "OK"))
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_attempts: 3,
+            deadline: None,
+        }
+    }
+
+    fn after(
+        message: &EmailMessage,
+        done: BulkStatus,
+        batch: &Batch,
+        outcome: &BatchOutcome,
+    ) -> (EmailMessageStatus, BulkStatus, bool) {
+        let mut new = EmailMessageStatus::default();
+        let (_, finished) = progress_after(&mut new, done, message, batch, outcome, &limits());
+        let bulk = new.bulk.clone().expect("progress");
+        (new, bulk, finished)
+    }
+
+    #[test]
+    fn a_whole_batch_moves_on_and_the_last_one_ends_the_message() {
+        let message = message(4, "AtLeastOnce");
+        let first = BatchOutcome {
+            results: vec![ok(), ok()],
+            stopped: None,
+        };
+        let (status, bulk, finished) = after(&message, progress(0, 4), &batch(0, 2), &first);
+        assert!(!finished);
+        assert_eq!((bulk.next, bulk.sent, bulk.failed), (2, 2, 0));
+        assert_eq!(status.phase, Some(Phase::Pending));
+        let refused = SendError::new(FailureKind::Rejected, "no such mailbox");
+        let last = BatchOutcome {
+            results: vec![ok(), Err(refused)],
+            stopped: None,
+        };
+        let (status, bulk, finished) = after(&message, progress(2, 4), &batch(2, 4), &last);
+        assert!(finished);
+        assert_eq!((bulk.next, bulk.sent, bulk.failed), (4, 3, 1));
+        assert_eq!(status.phase, Some(Phase::Sent));
+        let sent = condition::find(&status.conditions, SENT).expect("condition");
+        assert_eq!(sent.reason, Reason::PartiallyAccepted);
+        assert_eq!(bulk.failures[0].to, "r3@example.org");
+    }
+
+    #[test]
+    fn a_stopped_batch_retries_the_rest_and_never_repeats_what_was_answered() {
+        let message = message(4, "AtLeastOnce");
+        let outcome = BatchOutcome {
+            results: vec![ok()],
+            stopped: Some(SendError::new(FailureKind::Transient, "503")),
+        };
+        let (status, bulk, finished) = after(&message, progress(0, 4), &batch(0, 4), &outcome);
+        assert!(!finished);
+        assert_eq!((bulk.next, bulk.sent, bulk.retries), (1, 1, 1));
+        assert_eq!(status.phase, Some(Phase::Pending));
+        assert!(status.next_attempt_time.is_some());
+        // Its tries used up, the rest fail and the message ends.
+        let mut tired = progress(1, 4);
+        tired.retries = 2;
+        let (status, bulk, finished) = after(&message, tired, &batch(1, 4), &outcome);
+        assert!(finished);
+        assert_eq!((bulk.sent, bulk.failed), (2, 2), "{bulk:?}");
+        assert_eq!(status.phase, Some(Phase::Sent));
+    }
+
+    #[test]
+    fn under_at_most_once_a_batch_that_may_have_gone_out_is_not_repeated() {
+        let message = message(3, "AtMostOnce");
+        let mut timeout = SendError::new(FailureKind::Transient, "timed out");
+        timeout.maybe_delivered = true;
+        let outcome = BatchOutcome {
+            results: vec![],
+            stopped: Some(timeout),
+        };
+        let (status, bulk, finished) = after(&message, progress(0, 3), &batch(0, 3), &outcome);
+        assert!(finished);
+        assert_eq!((bulk.next, bulk.sent, bulk.failed), (3, 0, 3));
+        assert_eq!(bulk.failures[0].reason, Reason::OutcomeUnknown);
+        assert_eq!(status.phase, Some(Phase::Failed));
+    }
 
     #[test]
     fn only_the_first_failures_are_listed() {
