@@ -1,0 +1,235 @@
+//! How each controller runs: the context every reconcile shares, the
+//! message, provider, cluster-provider and template controllers with the
+//! changes that wake them, and the one error policy they share.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::PartialObjectMeta;
+use kube::core::DeserializeGuard;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::warn;
+
+use super::context::CachesReady;
+use super::shared::{self, Feed};
+use super::watches::Watches;
+use super::{Context, Error, Settings, api, message, provider, slots, wake};
+use crate::admin::Telemetry;
+use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate};
+use crate::guarded::{self, Mark};
+
+/// What every reconcile shares, from the watches' caches.
+pub(super) fn context(
+    client: &Client,
+    settings: &Settings,
+    telemetry: &Arc<Telemetry>,
+    watches: &Watches,
+) -> Arc<Context> {
+    let serves_cluster_providers = settings.cluster_provider_namespace.is_some();
+    Arc::new(Context {
+        client: client.clone(),
+        transports: Default::default(),
+        providers: watches.providers.store.clone(),
+        cluster_providers: watches.clusters.store.clone(),
+        templates: watches.templates.store.clone(),
+        ready: CachesReady {
+            providers: watches.providers.ready.clone(),
+            templates: watches.templates.ready.clone(),
+            cluster_providers: if serves_cluster_providers {
+                watches.clusters.ready.clone()
+            } else {
+                shared::Ready::given()
+            },
+        },
+        unrecorded: Default::default(),
+        written: Default::default(),
+        telemetry: telemetry.clone(),
+        rate_limits: Default::default(),
+        sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),
+        events: crate::events::Events::new(client.clone()),
+        settings: settings.clone(),
+    })
+}
+
+/// The changes that wake messages.
+pub(super) struct Wakes {
+    pub(super) providers: Feed<EmailProvider>,
+    pub(super) templates: Feed<EmailTemplate>,
+    pub(super) cluster_providers: Feed<ClusterEmailProvider>,
+}
+
+/// The EmailMessage controller, on its own watch (messages are cached
+/// without managedFields and kubectl's last-applied-configuration, which
+/// nothing here reads: this cache is most of the controller's memory), woken
+/// by the changes of the providers and templates its messages name. Returns
+/// it, the signal that its cache has listed everything, and the cache.
+pub(super) fn run_messages(
+    client: &Client,
+    wakes: Wakes,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> (
+    impl Future<Output = ()>,
+    shared::Ready,
+    kube::runtime::reflector::Store<EmailMessage>,
+) {
+    let (store, writer) = kube::runtime::reflector::store();
+    let events = guarded::watch(
+        client.clone(),
+        api::<DeserializeGuard<EmailMessage>>(client, ctx.settings.namespace.as_deref()),
+        watcher::Config::default(),
+        Mark::Message,
+    )
+    .modify(slim)
+    .reflect(writer);
+    let (events, listed) = shared::signal_ready(events);
+    let concurrency = ctx.settings.concurrency;
+    let (by_provider, by_template, by_cluster) = (store.clone(), store.clone(), store.clone());
+    let controller = Controller::for_stream(events.applied_objects(), store.clone())
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .watches_shared_stream(wakes.providers.touched(), move |p| {
+            wake::messages_of_provider(&by_provider, &p)
+        })
+        .watches_shared_stream(wakes.templates.touched(), move |t| {
+            wake::messages_of_template(&by_template, &t)
+        })
+        .watches_shared_stream(wakes.cluster_providers.touched(), move |c| {
+            wake::messages_of_cluster_provider(&by_cluster, &c)
+        });
+    let run = run_controller(
+        controller,
+        "EmailMessage",
+        message::reconcile,
+        ctx,
+        shutdown,
+    );
+    (run, listed, store)
+}
+
+/// The EmailProvider controller: verifies providers, and again when a
+/// Secret or ConfigMap they reference changes.
+pub(super) fn run_providers(
+    feed: Feed<EmailProvider>,
+    secrets: Feed<PartialObjectMeta<Secret>>,
+    config_maps: Feed<PartialObjectMeta<ConfigMap>>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    let (by_secret, by_map) = (ctx.providers.clone(), ctx.providers.clone());
+    let controller = Controller::for_shared_stream(feed.applied(), ctx.providers.clone())
+        .watches_shared_stream(secrets.touched(), move |s| {
+            wake::providers_referencing(&by_secret, "Secret", s.namespace(), &s.name_any())
+        })
+        .watches_shared_stream(config_maps.touched(), move |m| {
+            wake::providers_referencing(&by_map, "ConfigMap", m.namespace(), &m.name_any())
+        });
+    run_controller(
+        controller,
+        "EmailProvider",
+        provider::reconcile,
+        ctx,
+        shutdown,
+    )
+}
+
+/// The ClusterEmailProvider controller: as for EmailProviders, with the
+/// Secrets and ConfigMaps of the controller's namespace `home`.
+pub(super) fn run_cluster_providers(
+    feed: Feed<ClusterEmailProvider>,
+    secrets: Feed<PartialObjectMeta<Secret>>,
+    config_maps: Feed<PartialObjectMeta<ConfigMap>>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    let (by_secret, by_map) = (ctx.cluster_providers.clone(), ctx.cluster_providers.clone());
+    let home = ctx
+        .settings
+        .cluster_provider_namespace
+        .clone()
+        .unwrap_or_default();
+    let home_of_maps = home.clone();
+    let controller = Controller::for_shared_stream(feed.applied(), ctx.cluster_providers.clone())
+        .watches_shared_stream(secrets.touched(), move |s| {
+            let (namespace, name) = (s.namespace(), s.name_any());
+            wake::cluster_providers_referencing(&by_secret, "Secret", &home, namespace, &name)
+        })
+        .watches_shared_stream(config_maps.touched(), move |m| {
+            let (namespace, name) = (m.namespace(), m.name_any());
+            wake::cluster_providers_referencing(
+                &by_map,
+                "ConfigMap",
+                &home_of_maps,
+                namespace,
+                &name,
+            )
+        });
+    let reconcile = provider::reconcile_cluster;
+    run_controller(controller, "ClusterEmailProvider", reconcile, ctx, shutdown)
+}
+
+/// Runs `controller` with `reconcile` until `shutdown`, under the one error
+/// policy, logging the reconciles that failed.
+pub(super) fn run_controller<K, R, F>(
+    controller: Controller<K>,
+    kind: &'static str,
+    reconcile: R,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+    R: FnMut(Arc<K>, Arc<Context>) -> F,
+    F: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy(kind), ctx)
+        .for_each(move |result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, kind, "reconcile failed");
+            }
+        })
+}
+
+/// Drops what the controller never reads from a cached message, noting how
+/// many bytes of the stored object that was (`fits` counts them).
+fn slim(message: &mut EmailMessage) {
+    let fields = std::mem::take(message.managed_fields_mut());
+    let fields_bytes = serde_json::to_vec(&fields).map_or(0, |b| b.len());
+    let applied = message
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration")
+        .map_or(0, |a| a.len());
+    let dropped = fields_bytes + applied;
+    if dropped > 0 {
+        message.annotations_mut().insert(
+            message::fits::DROPPED_BYTES.to_string(),
+            dropped.to_string(),
+        );
+    }
+}
+
+/// How soon a failed reconcile is tried again: soon after a conflict (the
+/// newer version brings its own reconcile), a little later otherwise (the
+/// apiserver failed).
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+const API_FAILURE_RETRY: Duration = Duration::from_secs(2);
+
+/// The one error policy: count the error under `kind`, and look again.
+fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |_, error, ctx| {
+        ctx.telemetry.metrics.count_reconcile_error(kind);
+        if error.is_conflict() {
+            Action::requeue(CONFLICT_RETRY)
+        } else {
+            Action::requeue(API_FAILURE_RETRY)
+        }
+    }
+}
