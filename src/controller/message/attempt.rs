@@ -2,8 +2,8 @@
 //! Sending, guarded by resourceVersion, written before any I/O), the
 //! withdrawal of a provider whose own failure stopped the send, the retry
 //! rule, and the record of the outcome, which is kept in memory and written
-//! on the next reconcile when the apiserver cannot take it now. Send slots
-//! are held from the claim until the record (see `slots`).
+//! on the next reconcile when the apiserver cannot take it now, and the
+//! send slot held from before the claim until the record (see `slots`).
 
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
 use crate::controller::provider;
+use crate::controller::slots::SendSlot;
 use crate::transport::SendError;
 
 /// How soon a message whose claim met a newer version is looked at again.
@@ -33,8 +34,25 @@ const RECORD_TRIES: u32 = 6;
 /// How soon a message whose provider or namespace holds its share of send
 /// slots looks again: 1-3 s, spread so a large backlog (a thousand messages
 /// for one provider) comes back a few hundred a second, not all at once.
-pub fn slots_busy_retry() -> Duration {
+fn slots_busy_retry() -> Duration {
     Duration::from_millis(1000 + fastrand::u64(..2000))
+}
+
+/// A send slot for a message of `namespace` through `provider`, held from
+/// before the claim until the outcome is recorded, so at most
+/// `--max-concurrent-sends` messages are ever claimed but unrecorded (the
+/// most a crash can leave in doubt). `Err` with when to look again when the
+/// provider or the namespace holds its share already: the message waits
+/// without a status write.
+pub async fn slot(
+    ctx: &Context,
+    provider: &ProviderId,
+    namespace: &str,
+) -> Result<SendSlot, Action> {
+    ctx.sends
+        .take(provider, namespace)
+        .await
+        .ok_or_else(|| Action::requeue(slots_busy_retry()))
 }
 
 /// The claim of the next attempt on top of `status`: Sending, with the

@@ -81,8 +81,9 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     // not render its batch each time it looks.
     let key = key_of(provider);
     let namespace = message.namespace().unwrap_or_default();
-    let Some(_slot) = ctx.sends.take(&key, &namespace).await else {
-        return Ok(Action::requeue(attempt::slots_busy_retry()));
+    let _slot = match attempt::slot(ctx, &key, &namespace).await {
+        Ok(slot) => slot,
+        Err(later) => return Ok(later),
     };
     let status = message.status.clone().unwrap_or_default();
     let mut progress = status.bulk.clone().unwrap_or_default();

@@ -152,12 +152,11 @@ fn check(
         return Err(waiting(Reason::Suspended, text));
     }
     let sender = view.sender.ok_or_else(|| unverified(message, provider))?;
-    let status = message.status.clone().unwrap_or_default();
-    if let Some(due) = status
-        .next_attempt_time
+    let retry_at = message
+        .status
         .as_ref()
-        .and_then(|t| until(t, now))
-    {
+        .and_then(|s| s.next_attempt_time.as_ref());
+    if let Some(due) = retry_at.and_then(|t| until(t, now)) {
         return Err(Stop::Requeue(due));
     }
     interrupted(message, sender)?;

@@ -59,14 +59,12 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         message.clone()
     };
 
-    // A send slot is held from the claim until the outcome is recorded, so at
-    // most --max-concurrent-sends messages are ever claimed but unrecorded:
-    // the most a crash can leave in doubt. A provider (or namespace) that
-    // holds its share already waits without a status write.
+    // The send slot, held until the outcome is recorded.
     let key = key_of(provider);
     let namespace = message.namespace().unwrap_or_default();
-    let Some(_slot) = ctx.sends.take(&key, &namespace).await else {
-        return Ok(Action::requeue(attempt::slots_busy_retry()));
+    let _slot = match attempt::slot(ctx, &key, &namespace).await {
+        Ok(slot) => slot,
+        Err(later) => return Ok(later),
     };
     let claim = claim(message, verified, email, retry_requested);
     let attempt = claim.attempts;
