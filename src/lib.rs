@@ -12,6 +12,8 @@ pub mod guarded;
 mod hostile_input;
 pub mod logging;
 pub mod metrics;
+#[cfg(test)]
+mod module_graph;
 pub mod render;
 pub mod transport;
 pub mod webhook;
