@@ -406,31 +406,43 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_decision_of_the_gate() {
-        let ready = provider(|p| {
+    fn ready() -> EmailProvider {
+        provider(|p| {
             p["status"] = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Verified",
                 "message": "ok", "lastTransitionTime": at(-10)}]})
-        });
-        let not_ready = provider(|p| {
-            p["status"] = json!({"conditions": [{"type": "Ready", "status": "False", "reason": "AuthFailed",
-                "message": "535 refused", "lastTransitionTime": at(-10)}]})
-        });
+        })
+    }
+
+    fn interrupted(policy: &str) -> EmailMessage {
+        message(|m| {
+            m["spec"]["deliveryPolicy"] = json!(policy);
+            m["status"] = json!({"phase": "Sending", "attempts": 1});
+        })
+    }
+
+    fn service_template() -> EmailMessage {
+        message(|m| {
+            m["spec"]["providerTemplate"] = json!({"id": "welcome"});
+            m["spec"].as_object_mut().map(|s| s.remove("text"));
+        })
+    }
+
+    /// Each case's decision, summarised, is the one expected.
+    fn check(cases: Vec<(&str, Decision, &str)>) {
+        for (what, decision, expected) in &cases {
+            assert_eq!(&summary(decision), expected, "{what}: {}", text(decision));
+        }
+    }
+
+    /// The message itself, and whether what it names is there.
+    #[test]
+    fn what_the_message_and_its_names_decide() {
+        let ready = ready();
         let suspended = provider(|p| p["spec"]["suspend"] = json!(true));
         let plain = message(|_| {});
         let denied = Access::Denied("namespace \"team\" is not allowed".into());
-        let templates = message(|m| {
-            m["spec"]["providerTemplate"] = json!({"id": "welcome"});
-            m["spec"].as_object_mut().map(|s| s.remove("text"));
-        });
-        let interrupted = |policy: &str| {
-            message(|m| {
-                m["spec"]["deliveryPolicy"] = json!(policy);
-                m["status"] = json!({"phase": "Sending", "attempts": 1});
-            })
-        };
         let huge = message(|m| m["spec"]["text"] = json!("x".repeat(1_600_000)));
-        let cases: Vec<(&str, Decision, &str)> = vec![
+        check(vec![
             (
                 "a healthy message is sent",
                 decide_with(&plain, Some(&ready), |_| {}),
@@ -505,6 +517,20 @@ mod tests {
                 decide_with(&plain, Some(&suspended), |_| {}),
                 "Wait Suspended",
             ),
+        ]);
+    }
+
+    /// The provider's state, and what its service can do.
+    #[test]
+    fn what_the_providers_state_decides() {
+        let ready = ready();
+        let not_ready = provider(|p| {
+            p["status"] = json!({"conditions": [{"type": "Ready", "status": "False", "reason": "AuthFailed",
+                "message": "535 refused", "lastTransitionTime": at(-10)}]})
+        });
+        let plain = message(|_| {});
+        let templates = service_template();
+        check(vec![
             (
                 "a provider not Ready",
                 decide_with(&plain, Some(&not_ready), |v| v.sender = None),
@@ -520,6 +546,30 @@ mod tests {
                 decide_with(&plain, Some(&provider(|_| {})), |v| v.sender = None),
                 "Requeue 30s",
             ),
+            (
+                "a service template over SMTP",
+                decide_with(&templates, Some(&ready), |_| {}),
+                "End Failed InvalidRequest",
+            ),
+            (
+                "a service template where the service keeps them",
+                decide_with(&templates, Some(&ready), |v| {
+                    v.sender = Some(Sender {
+                        stores_templates: true,
+                        name: "postmark",
+                        ..SMTP
+                    })
+                }),
+                "Send",
+            ),
+        ]);
+    }
+
+    /// What an earlier attempt left in the status.
+    #[test]
+    fn what_an_earlier_attempt_decides() {
+        let ready = ready();
+        check(vec![
             (
                 "a retry not due yet",
                 decide_with(
@@ -564,26 +614,7 @@ mod tests {
                 decide_with(&interrupted("AtLeastOnce"), Some(&ready), |_| {}),
                 "Send",
             ),
-            (
-                "a service template over SMTP",
-                decide_with(&templates, Some(&ready), |_| {}),
-                "End Failed InvalidRequest",
-            ),
-            (
-                "a service template where the service keeps them",
-                decide_with(&templates, Some(&ready), |v| {
-                    v.sender = Some(Sender {
-                        stores_templates: true,
-                        name: "postmark",
-                        ..SMTP
-                    })
-                }),
-                "Send",
-            ),
-        ];
-        for (what, decision, expected) in &cases {
-            assert_eq!(&summary(decision), expected, "{what}: {}", text(decision));
-        }
+        ]);
     }
 
     #[test]
