@@ -12,13 +12,13 @@
 
 mod attachments;
 mod attempt;
-pub mod backoff;
+pub(crate) mod backoff;
 mod bulk;
 mod cleanup;
 mod clock;
 mod email;
-pub mod fits;
-pub mod gate;
+pub(crate) mod fits;
+mod gate;
 mod inputs;
 mod limits;
 mod prepare;
@@ -32,7 +32,6 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-pub use bulk::MAX_FAILURES_LISTED;
 pub use clock::not_before;
 pub use limits::deadline;
 
