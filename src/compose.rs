@@ -36,6 +36,9 @@ pub struct Email {
     pub tags: Vec<String>,
     /// Metadata the service echoes in its events, in key order.
     pub metadata: Vec<(String, String)>,
+    /// The message (and bulk recipient) this email is, echoed back by the
+    /// services' webhooks; set for sends, `None` in previews.
+    pub origin: Option<crate::api::origin::Origin>,
     /// Files sent with the email, read when it is sent.
     pub attachments: Vec<Attachment>,
     /// A template stored at the service that supplies the body instead.
@@ -231,9 +234,22 @@ pub fn compose(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        origin: None,
         attachments: Vec::new(),
         stored_template,
     })
+}
+
+impl Email {
+    /// The metadata a service echoes in its webhooks: the message's own,
+    /// then the origin mailroom routes events by.
+    pub fn echoed(&self) -> Vec<(String, String)> {
+        let mut entries = self.metadata.clone();
+        if let Some(origin) = &self.origin {
+            entries.extend(origin.entries());
+        }
+        entries
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 mod batch;
 mod check;
+pub mod echo;
 mod mailgun;
 mod mailtrap;
 mod postmark;
@@ -237,6 +238,33 @@ impl Fake {
             .into_iter()
             .filter(Recorded::is_accepted_send)
             .collect()
+    }
+
+    /// What the service's webhooks echo about the message it gave `id`
+    /// (the first email of the request that got it).
+    pub fn echo(&self, id: &str) -> BTreeMap<String, String> {
+        self.accepted()
+            .iter()
+            .rev()
+            .find(|r| {
+                r.id.as_deref()
+                    .is_some_and(|own| own.trim_matches(['<', '>']) == id.trim_matches(['<', '>']))
+            })
+            .and_then(|r| echo::items(r).into_iter().next())
+            .map(|(_, echoed)| echoed)
+            .unwrap_or_default()
+    }
+
+    /// What the service's webhooks echo about the latest email accepted for
+    /// `address` (one of a batch, say).
+    pub fn echo_to(&self, address: &str) -> BTreeMap<String, String> {
+        self.accepted()
+            .iter()
+            .rev()
+            .flat_map(echo::items)
+            .find(|(to, _)| to == address)
+            .map(|(_, echoed)| echoed)
+            .unwrap_or_default()
     }
 
     /// How many emails the accepted requests so far would deliver.

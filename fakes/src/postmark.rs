@@ -240,6 +240,20 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             "Incompatible JSON: 'Metadata' must be an object of strings.",
         );
     }
+    if let Some(Value::Object(metadata)) = object.get("Metadata") {
+        // Postmark's "Custom metadata": 10 fields, names up to 20
+        // characters, values up to 80.
+        let too_long = metadata.iter().any(|(k, v)| {
+            k.chars().count() > 20 || v.as_str().is_some_and(|v| v.chars().count() > 80)
+        });
+        if metadata.len() > 10 || too_long {
+            return error(
+                422,
+                300,
+                "Invalid 'Metadata': at most 10 fields, names of up to 20 characters and values of up to 80.",
+            );
+        }
+    }
     if let Some(list) = object.get("Attachments") {
         if let Err(e) = attachments(list, "Attachments", &ATTACHMENTS) {
             return error(422, 300, &format!("Invalid attachment: {e}"));

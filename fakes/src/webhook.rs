@@ -50,6 +50,9 @@ pub struct Event {
     pub at: i64,
     /// The event's own id (where the service has one).
     pub id: String,
+    /// The metadata sent with the email, which the service echoes (see
+    /// `Fake::echo`).
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl Event {
@@ -61,7 +64,14 @@ impl Event {
             recipient: recipient.to_string(),
             at,
             id: uuid::Uuid::new_v4().to_string(),
+            metadata: BTreeMap::new(),
         }
+    }
+
+    /// The same event, echoing `metadata` as the service does.
+    pub fn echoing(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.metadata = metadata;
+        self
     }
 }
 
@@ -271,6 +281,9 @@ fn resend_body(e: &Event) -> Value {
         "to": [e.recipient],
         "subject": "Sending this example",
     });
+    if !e.metadata.is_empty() {
+        data["tags"] = json!(e.metadata);
+    }
     let type_ = match e.happened {
         Happened::Delivered => "email.delivered",
         Happened::Deferred => "email.delivery_delayed",
@@ -308,6 +321,9 @@ fn mailtrap_event(e: &Event) -> Value {
         "sending_stream": "transactional",
         "sending_domain_name": "example.com",
     });
+    if !e.metadata.is_empty() {
+        event["custom_variables"] = json!(e.metadata);
+    }
     let name = match e.happened {
         Happened::Delivered => "delivery",
         Happened::Deferred | Happened::SoftBounce => "soft bounce",
@@ -343,7 +359,7 @@ fn mailgun_event(e: &Event) -> Value {
         "recipient": e.recipient,
         "log-level": "info",
         "message": {"headers": {"message-id": e.message_id, "from": "tests@mg.example.com", "to": e.recipient, "subject": "hi"}},
-        "tags": [], "user-variables": {}, "flags": {"is-test-mode": false},
+        "tags": [], "user-variables": e.metadata, "flags": {"is-test-mode": false},
     });
     let (name, severity, reason) = match e.happened {
         Happened::Delivered => ("delivered", None, None),
@@ -377,6 +393,12 @@ fn sendgrid_event(e: &Event) -> Value {
         "sg_message_id": format!("{}.filterdrecv-5645d9c87f-78xgx-1-5F7E4B05-4.0", e.message_id),
         "category": ["mailroom"],
     });
+    // custom_args arrive as top-level keys beside SendGrid's own.
+    for (key, value) in &e.metadata {
+        if event.get(key).is_none() {
+            event[key] = json!(value);
+        }
+    }
     let name = match e.happened {
         Happened::Delivered => "delivered",
         Happened::Deferred | Happened::SoftBounce => "deferred",
@@ -418,7 +440,7 @@ fn numeric_id(e: &Event) -> u64 {
 
 fn postmark_record(e: &Event) -> Value {
     let at = iso(e.at);
-    let common = json!({"MessageID": e.message_id, "ServerID": 23, "MessageStream": "outbound", "Tag": "", "Metadata": {}});
+    let common = json!({"MessageID": e.message_id, "ServerID": 23, "MessageStream": "outbound", "Tag": "", "Metadata": e.metadata});
     let mut record = match e.happened {
         // Postmark posts nothing for a send; a reactivation is the record
         // mailroom has no use for.

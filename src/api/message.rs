@@ -255,10 +255,14 @@ pub struct EmailMessageSpec {
     /// Mailtrap `custom_variables`, Resend `tags`, Postmark `Metadata`,
     /// Mailgun `v:` variables, SendGrid `custom_args`, and an
     /// `X-Mailroom-Metadata` header over SMTP. Keys are 1-64 letters, digits,
-    /// `_` or `-`; values at most 256 characters without line breaks.
+    /// `_` or `-`; values at most 256 characters without line breaks. Keys
+    /// starting with `mailroom-` are mailroom's own: over the APIs it sends
+    /// the message's namespace, name and UID beside these (see
+    /// docs/architecture.md), which count toward Postmark's 10 fields.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 20, "additionalProperties" = {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$"}))]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9_-]{1,64}$'))").message("metadata keys must be 1-64 letters, digits, _ or -"))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('mailroom-'))").message("metadata keys starting with mailroom- are mailroom's own (they name the message in delivery events)"))]
     pub metadata: BTreeMap<String, String>,
 
     /// Sends one email to each entry instead of one email to `to`, `cc` and
@@ -544,6 +548,27 @@ pub struct BulkStatus {
     /// The first failures (at most 20): who, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<RecipientFailure>,
+    /// How many recipients the service's delivery events showed delivered
+    /// (and not bounced or complained since).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delivered: u32,
+    /// How many recipients bounced for good (or the service dropped).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bounced: u32,
+    /// How many recipients marked the email as spam.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub complained: u32,
+    /// What the delivery events said of each recipient, one character per
+    /// entry of spec.recipients in order: `-` nothing yet, `D` delivered,
+    /// `B` bounced, `C` complained. Each recipient moves forward only, so
+    /// an event repeated changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10000))]
+    pub outcomes: Option<String>,
+    /// The first recipients that bounced or complained (at most 20): who,
+    /// and what the service said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undelivered: Vec<RecipientFailure>,
 }
 
 fn is_zero(n: &u32) -> bool {

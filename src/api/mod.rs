@@ -5,6 +5,7 @@
 pub mod cluster_provider;
 pub mod condition;
 pub mod message;
+pub mod origin;
 pub mod provider;
 pub mod provider_id;
 pub mod schema;

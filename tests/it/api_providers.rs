@@ -109,6 +109,29 @@ fn documented_request(service: Service, subject: &str) -> (&'static str, Value) 
     }
 }
 
+/// `body` with the message's origin where `service` takes the metadata it
+/// echoes: Mailtrap `custom_variables`, Resend `tags`, Postmark `Metadata`,
+/// Mailgun `v:` fields, SendGrid `custom_args`.
+fn with_origin(service: Service, body: &mut Value, origin: &[(String, String)]) {
+    let object: serde_json::Map<String, Value> =
+        origin.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    match service {
+        Service::Mailtrap => body["custom_variables"] = Value::Object(object),
+        Service::Resend => {
+            body["tags"] = origin
+                .iter()
+                .map(|(k, v)| json!({"name": k, "value": v}))
+                .collect()
+        }
+        Service::Postmark => body["Metadata"] = Value::Object(object),
+        Service::Mailgun => {
+            let fields = body.as_array_mut().expect("form fields");
+            fields.extend(origin.iter().map(|(k, v)| json!([format!("v:{k}"), v])));
+        }
+        Service::SendGrid => body["custom_args"] = Value::Object(object),
+    }
+}
+
 /// The Ready reason a correctly configured provider reaches: services with a
 /// read-only authenticated call are Verified; the others Configured.
 fn ready_reason_for(service: Service) -> &'static str {
@@ -136,7 +159,8 @@ async fn documented_request_is_sent(service: Service) {
 
     let accepted = fake.accepted();
     assert_eq!(accepted.len(), 1, "one request: {:?}", fake.requests());
-    let (path, body) = documented_request(service, &subject);
+    let (path, mut body) = documented_request(service, &subject);
+    with_origin(service, &mut body, &support::origin(&sent));
     assert_eq!(accepted[0].path, path);
     assert_eq!(
         accepted[0].body, body,

@@ -18,6 +18,7 @@ use super::limits::Limits;
 use super::{report, verdict};
 use crate::api::condition::{self, Reason, SENT};
 use crate::api::message::{BulkStatus, DeliveryPolicy, RecipientFailure};
+use crate::api::origin::Origin;
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, EmailTemplate, Phase};
 use crate::compose::Email;
 use crate::controller::context::{Context, Verified};
@@ -166,7 +167,8 @@ fn next_batch(
             recipient.data.as_ref(),
         ));
         match build(&spec, template, default_from, &format!("{uid}.{i}")) {
-            Ok(email) => {
+            Ok(mut email) => {
+                email.origin = Some(Origin::of(message, u32::try_from(i).ok()));
                 bytes += crate::transport::api::limits::email_bytes(&email);
                 if budget.is_some_and(|b| bytes > b) && i > start {
                     batch.end = i;

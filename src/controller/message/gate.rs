@@ -13,6 +13,7 @@ use super::limits::Limits;
 use super::{email, fits};
 use crate::api::condition::{self, READY, Reason};
 use crate::api::message::{DeliveryPolicy, ProviderKind, RETRY_ANNOTATION};
+use crate::api::origin::Origin;
 use crate::api::{EmailMessage, EmailProvider, EmailTemplate, Phase};
 use crate::compose::Email;
 use crate::controller::access::Access;
@@ -63,7 +64,7 @@ pub enum Stop {
     },
     /// Look again after this long, writing nothing.
     Requeue(Duration),
-    /// Finished: delete it when its time to live has passed.
+    /// Finished: nothing to do (its time to live is kept by `expiry`).
     Finished,
     /// A retry was asked of a finished message that is not Unknown.
     RefuseRetry(Phase),
@@ -247,6 +248,7 @@ fn compose(
     let uid = message.uid().unwrap_or_default();
     let default_from = provider.spec.default_from.as_deref();
     let mut email = email::build(&message.spec, template, default_from, &uid).map_err(invalid)?;
+    email.origin = Some(Origin::of(message, None));
     // A repeated attempt keeps the Message-ID of the first.
     if let Some(id) = message.status.as_ref().and_then(|s| s.message_id.clone()) {
         email.message_id = id;

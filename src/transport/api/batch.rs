@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::wire::{self, Body, ErrorDetail, Request};
 use super::{Target, mailgun, mailtrap, postmark, resend, sendgrid};
+use crate::api::origin;
 use crate::api::provider::ApiProvider;
 use crate::compose::Email;
 use crate::transport::{Accepted, BatchOutcome, FailureKind, SendError};
@@ -95,6 +96,10 @@ pub fn request(
                 .iter()
                 .map(|e| {
                     let mut p = json!({ "to": [wire::mailbox_object(&e.to[0])] });
+                    // Each recipient's index, where its webhooks echo it.
+                    if let Some(index) = e.origin.as_ref().and_then(|o| o.recipient) {
+                        p["custom_args"] = json!({ origin::RECIPIENT: index.to_string() });
+                    }
                     if let Some(t) = &e.stored_template {
                         p["dynamic_template_data"] = t.data.clone();
                     }
@@ -103,13 +108,19 @@ pub fn request(
                 .collect();
             if let Body::Json(body) = &mut single.body {
                 body["personalizations"] = Value::from(personalizations);
+                if let Some(args) = body.get_mut("custom_args").and_then(Value::as_object_mut) {
+                    args.remove(origin::RECIPIENT);
+                }
             }
             single
         }
         ApiProvider::Mailgun if same_content(emails) && same_template_data(emails) => {
             let mut single = super::request(provider, target, first)?;
             if let Body::Form(fields, _) = &mut single.body {
-                fields.retain(|(name, _)| name != "to");
+                // One request for every recipient: the receiver finds each
+                // one's index by its address instead.
+                let index_field = format!("v:{}", origin::RECIPIENT);
+                fields.retain(|(name, _)| name != "to" && *name != index_field);
                 let mut variables = serde_json::Map::new();
                 for e in emails {
                     let address = e.to[0].email.to_string();

@@ -135,7 +135,42 @@ pub fn check(service: ApiProvider, email: &Email) -> Result<(), SendError> {
         option_bytes(email),
         limits.option_bytes,
         "bytes of options",
-    )
+    )?;
+    if service == ApiProvider::Postmark {
+        postmark_metadata(email)?;
+    }
+    Ok(())
+}
+
+/// Postmark's metadata: at most 10 fields, names of at most 20 characters
+/// and values of at most 80 (its "Custom metadata" documentation).
+/// mailroom's own fields (the message's origin) count among the ten.
+pub const POSTMARK_METADATA: (usize, usize, usize) = (10, 20, 80);
+
+fn postmark_metadata(email: &Email) -> Result<(), SendError> {
+    let (fields, key_chars, value_chars) = POSTMARK_METADATA;
+    let echoed = email.echoed();
+    let refuse = |text: String| Err(SendError::new(FailureKind::InvalidRequest, text));
+    if echoed.len() > fields {
+        let own = email.metadata.len();
+        let ours = echoed.len() - own;
+        return refuse(format!(
+            "spec.metadata: {own} fields; Postmark takes at most {fields}, and mailroom uses {ours} of them to match delivery events"
+        ));
+    }
+    for (key, value) in &email.metadata {
+        if key.chars().count() > key_chars {
+            return refuse(format!(
+                "spec.metadata[{key}]: Postmark takes field names of at most {key_chars} characters"
+            ));
+        }
+        if value.chars().count() > value_chars {
+            return refuse(format!(
+                "spec.metadata[{key}]: Postmark takes values of at most {value_chars} characters"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The bytes of an email as an API receives it: subject, bodies, and each
@@ -162,7 +197,7 @@ fn option_bytes(email: &Email) -> usize {
         .sum();
     let tags: usize = email.tags.iter().map(|t| 5 + t.len()).sum();
     let metadata: usize = email
-        .metadata
+        .echoed()
         .iter()
         .map(|(k, v)| 2 + k.len() + v.len())
         .sum();

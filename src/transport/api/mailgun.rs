@@ -91,9 +91,9 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     fields.extend(email.tags.iter().map(|t| ("o:tag".to_string(), t.clone())));
     fields.extend(
         email
-            .metadata
-            .iter()
-            .map(|(k, v)| (format!("v:{k}"), v.clone())),
+            .echoed()
+            .into_iter()
+            .map(|(k, v)| (format!("v:{k}"), v)),
     );
     // Files are real file parts; Mailgun names an inline part's `cid:` by its
     // file name, so an inline part is sent under its content id.

@@ -67,7 +67,7 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             }
         }
     }
-    if !email.metadata.is_empty() {
+    if !email.echoed().is_empty() {
         body.insert("custom_variables".into(), wire::metadata_object(email));
     }
     if !email.attachments.is_empty() {

@@ -71,7 +71,7 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     if let Some(tag) = email.tags.first() {
         body.insert("Tag".into(), json!(tag));
     }
-    if !email.metadata.is_empty() {
+    if !email.echoed().is_empty() {
         body.insert("Metadata".into(), wire::metadata_object(email));
     }
     if !email.attachments.is_empty() {

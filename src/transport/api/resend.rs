@@ -104,8 +104,8 @@ fn tags(email: &Email) -> Result<Vec<Value>, SendError> {
         .iter()
         .map(|t| json!({"name": t, "value": "true"}))
         .collect();
-    for (key, value) in &email.metadata {
-        if !allowed(value) {
+    for (key, value) in email.echoed() {
+        if !allowed(&value) {
             return Err(SendError::new(
                 FailureKind::InvalidRequest,
                 format!(

@@ -86,7 +86,7 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     if !email.tags.is_empty() {
         body.insert("categories".into(), json!(email.tags));
     }
-    if !email.metadata.is_empty() {
+    if !email.echoed().is_empty() {
         body.insert("custom_args".into(), wire::metadata_object(email));
     }
     if !email.attachments.is_empty() {

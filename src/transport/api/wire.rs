@@ -221,11 +221,12 @@ pub fn no_subject_with_template(email: &Email, service: &str) -> Result<(), Send
     Ok(())
 }
 
-/// The message's metadata as a JSON object of strings.
+/// The metadata the service echoes (the message's own and its origin) as
+/// a JSON object of strings.
 pub fn metadata_object(email: &Email) -> Value {
     Value::Object(
         email
-            .metadata
+            .echoed()
             .iter()
             .map(|(k, v)| (k.clone(), json!(v)))
             .collect(),
