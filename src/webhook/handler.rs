@@ -17,10 +17,9 @@ use tracing::{debug, warn};
 use super::Receiver;
 use super::keys::REFRESH_AFTER;
 use super::payload;
-use super::queue::Applied;
+use super::queue::{Applied, Routed, Target};
 use super::signature::{self, Refused};
 use crate::api::ProviderId;
-use crate::api::{DeliveryEvent, EmailMessage};
 
 type Answer = (StatusCode, String);
 
@@ -97,12 +96,6 @@ async fn receive(
             return answer((StatusCode::BAD_REQUEST, e.to_string()));
         }
     };
-    if !receiver.index.synced() {
-        return answer((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting: messages are still being listed".into(),
-        ));
-    }
     // Counted once acknowledged, so a retried request is not counted twice.
     let mut types: HashMap<String, u64> = HashMap::new();
     for reported in &payload.reported {
@@ -113,59 +106,10 @@ async fn receive(
     if !payload.ignored.is_empty() {
         types.insert("Ignored".into(), payload.ignored.len() as u64);
     }
-    let grace_until = tokio::time::Instant::now() + receiver.settings.unknown_grace();
-    let mut by_message: HashMap<ObjectRef<EmailMessage>, Vec<DeliveryEvent>> = HashMap::new();
-    let mut unknown = 0;
-    for reported in payload.reported {
-        let candidates = payload::candidate_ids(endpoint.service, &reported.message_id);
-        let grace = grace_until.saturating_duration_since(tokio::time::Instant::now());
-        match receiver.index.find(&scope, &candidates, grace).await {
-            Some(message) => by_message.entry(message).or_default().push(reported.event),
-            None => {
-                debug!(provider = %scope, id = %reported.message_id, "event for an unknown message");
-                unknown += 1;
-            }
-        }
-    }
-    let mut pending = Vec::with_capacity(by_message.len());
-    for (message, events) in by_message {
-        match receiver.queue.submit(message, events) {
-            Ok(done) => pending.push(done),
-            Err(full) => {
-                warn!(provider = %scope, "{full}: asking the service to retry");
-                return answer((StatusCode::SERVICE_UNAVAILABLE, full.to_string()));
-            }
-        }
-    }
-    metrics.set_webhook_queue(receiver.queue.depth());
-    let written = tokio::time::timeout(
-        receiver.settings.ack_timeout(),
-        futures::future::join_all(pending),
-    )
-    .await;
-    metrics.set_webhook_queue(receiver.queue.depth());
-    let Ok(results) = written else {
-        warn!(provider = %scope, "status writes are slow: asking the service to retry");
-        return answer((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the events are queued but not written yet: retry".into(),
-        ));
-    };
-    for result in results {
-        match result {
-            Ok(Ok(Applied::Gone)) => unknown += 1,
-            Ok(Ok(Applied::Recorded | Applied::Unchanged)) => {}
-            Ok(Err(e)) => {
-                warn!(provider = %scope, error = %e, "webhook events not written");
-                return answer((StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
-            }
-            Err(_) => {
-                return answer((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the writer stopped: retry".into(),
-                ));
-            }
-        }
+    let (by_message, mut unknown) = route(receiver, &scope, payload.reported);
+    match write_all(receiver, &scope, by_message).await {
+        Ok(not_found) => unknown += not_found,
+        Err(refusal) => return answer(refusal),
     }
     if unknown > 0 {
         metrics.count_webhook_unknown(&scope, service, unknown);
@@ -174,4 +118,123 @@ async fn receive(
         metrics.count_webhook_events(&scope, service, &type_, count);
     }
     answer((StatusCode::OK, "ok".into()))
+}
+
+/// The events grouped by the message their origin names, and how many name
+/// none this provider may write: no origin (sent before mailroom wrote
+/// one, or by another tool), or a namespace the provider does not serve.
+fn route(
+    receiver: &Receiver,
+    scope: &ProviderId,
+    reported: Vec<payload::Reported>,
+) -> (HashMap<Target, Vec<Routed>>, u64) {
+    let mut by_message: HashMap<Target, Vec<Routed>> = HashMap::new();
+    let mut unknown = 0;
+    for reported in reported {
+        let Some(origin) = reported.origin else {
+            debug!(provider = %scope, id = %reported.message_id, "event without mailroom's origin");
+            unknown += 1;
+            continue;
+        };
+        let allowed = match scope {
+            ProviderId::Namespaced { namespace, .. } => *namespace == origin.namespace,
+            ProviderId::Cluster { .. } => receiver
+                .settings
+                .namespace
+                .as_ref()
+                .is_none_or(|served| *served == origin.namespace),
+        };
+        if !allowed {
+            debug!(provider = %scope, namespace = %origin.namespace, "event for a namespace this provider does not serve");
+            unknown += 1;
+            continue;
+        }
+        let target = Target {
+            message: ObjectRef::new(&origin.name).within(&origin.namespace),
+            uid: origin.uid,
+            provider: scope.clone(),
+        };
+        by_message.entry(target).or_default().push(Routed {
+            event: reported.event,
+            recipient: origin.recipient,
+        });
+    }
+    (by_message, unknown)
+}
+
+/// How often events for a message not recorded as sent yet are tried
+/// again within the grace the settings give.
+const NOT_YET_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Writes every message's events; how many found no message of this
+/// provider, or the answer that asks the service to retry.
+async fn write_all(
+    receiver: &Receiver,
+    scope: &ProviderId,
+    mut by_message: HashMap<Target, Vec<Routed>>,
+) -> Result<u64, Answer> {
+    let metrics = &receiver.telemetry.metrics;
+    let grace_until = tokio::time::Instant::now() + receiver.settings.unknown_grace();
+    let mut unknown = 0;
+    loop {
+        let mut pending = Vec::with_capacity(by_message.len());
+        for (target, events) in by_message.drain() {
+            match receiver.queue.submit(target.clone(), events.clone()) {
+                Ok(done) => pending.push((target, events, done)),
+                Err(full) => {
+                    warn!(provider = %scope, "{full}: asking the service to retry");
+                    return Err((StatusCode::SERVICE_UNAVAILABLE, full.to_string()));
+                }
+            }
+        }
+        metrics.set_webhook_queue(receiver.queue.depth());
+        let (targets, dones): (Vec<_>, Vec<_>) =
+            pending.into_iter().map(|(t, e, d)| ((t, e), d)).unzip();
+        let written = tokio::time::timeout(
+            receiver.settings.ack_timeout(),
+            futures::future::join_all(dones),
+        )
+        .await;
+        metrics.set_webhook_queue(receiver.queue.depth());
+        let Ok(results) = written else {
+            warn!(provider = %scope, "status writes are slow: asking the service to retry");
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the events are queued but not written yet: retry".into(),
+            ));
+        };
+        for ((target, events), result) in targets.into_iter().zip(results) {
+            match result {
+                Ok(Ok(Applied::Gone)) => unknown += 1,
+                Ok(Ok(Applied::Foreign)) => {
+                    warn!(provider = %scope, message = %target.message, "an event names a message of another provider: not written");
+                    unknown += 1;
+                }
+                Ok(Ok(Applied::NotYet)) => {
+                    by_message.insert(target, events);
+                }
+                Ok(Ok(Applied::Recorded | Applied::Unchanged)) => {}
+                Ok(Err(e)) => {
+                    warn!(provider = %scope, error = %e, "webhook events not written");
+                    return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
+                }
+                Err(_) => {
+                    return Err((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the writer stopped: retry".into(),
+                    ));
+                }
+            }
+        }
+        if by_message.is_empty() {
+            return Ok(unknown);
+        }
+        if tokio::time::Instant::now() + NOT_YET_RETRY > grace_until {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "a message is not recorded as sent yet: retry".into(),
+            ));
+        }
+        tokio::time::sleep(NOT_YET_RETRY).await;
+    }
 }

@@ -2,15 +2,15 @@
 //! (standbys too, as it does not send), taking `POST
 //! /webhooks/{namespace}/{provider}` (`/webhooks/_cluster/{provider}` for a
 //! ClusterEmailProvider). Each request is checked with the provider's
-//! webhook key, its events are matched to messages by the service's message
-//! id, written into their status, and only then acknowledged: an
+//! webhook key, its events are matched to messages by the origin mailroom
+//! sent with each email (see `api::origin`; no watch, no index), written
+//! into their status, and only then acknowledged: an
 //! acknowledged event is in etcd, and one that is not gets retried by the
 //! service. The port faces the internet: bodies, request time, requests and
 //! connections at once are bounded, and an unsigned request costs no
 //! apiserver call (providers come from a watch).
 
 mod handler;
-pub mod index;
 pub mod keys;
 pub mod payload;
 pub mod queue;
@@ -29,8 +29,6 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Router, middleware};
 use kube::Client;
-use kube::api::Api;
-use kube::core::DeserializeGuard;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::{BoxError, ServiceBuilder};
@@ -38,7 +36,6 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::Telemetry;
-use crate::api::EmailMessage;
 
 /// The defaults of the receiver's flags; clap and `Settings::default()`
 /// both read them, so they cannot drift apart.
@@ -83,9 +80,9 @@ pub struct Settings {
         default_value_t = defaults::ACK_TIMEOUT_SECONDS
     )]
     pub ack_timeout_seconds: u64,
-    /// Seconds an event for a message id not known yet waits for it to
-    /// appear before it is acknowledged as unknown (a webhook can arrive
-    /// before the watch shows the status that holds the id).
+    /// Seconds an event for a message not recorded as sent yet waits for
+    /// that write (a webhook can overtake it) before the request is
+    /// answered 503, so the service tries again later.
     #[arg(
         long = "webhook-unknown-grace-seconds",
         env = "MAILROOM_WEBHOOK_UNKNOWN_GRACE_SECONDS",
@@ -167,20 +164,13 @@ impl Default for Settings {
 /// What the request handlers share.
 struct Receiver {
     keys: keys::Keys,
-    index: Arc<index::Index>,
     queue: queue::Queue,
     settings: Settings,
     telemetry: Arc<Telemetry>,
 }
 
-/// The receiver's routes, with the index watch and the writers started.
+/// The receiver's routes, with the writers started.
 pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> Router {
-    let index = Arc::new(index::Index::default());
-    let messages: Api<DeserializeGuard<EmailMessage>> = match &settings.namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
-    tokio::spawn(index.clone().maintain(client.clone(), messages));
     let counted = telemetry.clone();
     let receiver = Arc::new(Receiver {
         keys: keys::Keys::new(
@@ -188,7 +178,6 @@ pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> 
             settings.namespace.clone(),
             settings.cluster_provider_namespace.clone(),
         ),
-        index,
         queue: queue::Queue::start(
             client,
             settings.workers,

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
+use crate::api::origin::Origin;
 use crate::api::provider::ApiProvider;
 use crate::api::{BounceKind, DeliveryEvent, DeliveryEventType};
 
@@ -16,6 +17,10 @@ use crate::api::{BounceKind, DeliveryEvent, DeliveryEventType};
 pub struct Reported {
     /// The service's id of the message (what the send returned).
     pub message_id: String,
+    /// The message the email came from, as the service echoed it; `None`
+    /// for an email sent without it (by another tool, or before mailroom
+    /// wrote it).
+    pub origin: Option<Origin>,
     /// The event as status records it.
     pub event: DeliveryEvent,
 }
@@ -151,6 +156,7 @@ fn push(
     recipient: Option<String>,
     bounce: Option<BounceKind>,
     detail: Option<String>,
+    origin: Option<Origin>,
 ) {
     let Some(message_id) = message_id else {
         payload
@@ -160,6 +166,7 @@ fn push(
     };
     payload.reported.push(Reported {
         message_id,
+        origin,
         event: DeliveryEvent {
             id: id.chars().take(512).collect(),
             type_,
@@ -226,6 +233,7 @@ fn mailtrap(event: &Value, payload: &mut Payload) {
         text(event, "email"),
         bounce,
         detail,
+        Origin::from_json(event.get("custom_variables")),
     );
 }
 
@@ -300,6 +308,7 @@ fn resend(value: &Value, svix_id: &str, payload: &mut Payload) -> Result<(), Str
         recipient,
         bounce,
         why,
+        Origin::from_json(data.get("tags")),
     );
     Ok(())
 }
@@ -406,6 +415,7 @@ fn postmark(value: &Value, payload: &mut Payload) -> Result<(), String> {
         recipient,
         bounce,
         why,
+        Origin::from_json(value.get("Metadata")),
     );
     Ok(())
 }
@@ -470,6 +480,7 @@ fn mailgun(data: &Value, payload: &mut Payload) {
         text(data, "recipient"),
         bounce,
         why,
+        Origin::from_json(data.get("user-variables")),
     );
 }
 
@@ -514,22 +525,9 @@ fn sendgrid(event: &Value, payload: &mut Payload) {
         text(event, "email"),
         bounce,
         why,
+        // custom_args arrive as top-level keys of the event.
+        Origin::from_json(Some(event)),
     );
-}
-
-/// The ids under which a message may be indexed for a reported id: the id
-/// itself, then for SendGrid each shorter prefix ending before a dot
-/// (`sg_message_id` is the send's `X-Message-Id` followed by
-/// `.filter...`).
-pub fn candidate_ids(service: ApiProvider, message_id: &str) -> Vec<String> {
-    let mut ids = vec![message_id.to_string()];
-    if service == ApiProvider::SendGrid {
-        let dots: Vec<usize> = message_id.match_indices('.').map(|(i, _)| i).collect();
-        for &i in dots.iter().rev() {
-            ids.push(message_id[..i].to_string());
-        }
-    }
-    ids
 }
 
 #[cfg(test)]
@@ -646,17 +644,58 @@ mod tests {
     }
 
     #[test]
-    fn sendgrid_array_and_prefix_ids() {
-        let body = r#"[{"email":"a@example.org","timestamp":1513299569,"smtp-id":"<14c5d75ce93.dfd.64b469@ismtpd-555>","event":"delivered","category":"cat facts","sg_event_id":"sg_event_id","sg_message_id":"14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0","response":"250 OK"},{"email":"a@example.org","timestamp":1513299569,"event":"processed","sg_event_id":"p","sg_message_id":"x"}]"#;
+    fn sendgrid_array_and_custom_args_at_the_top_level() {
+        let body = r#"[{"email":"a@example.org","timestamp":1513299569,"smtp-id":"<14c5d75ce93.dfd.64b469@ismtpd-555>","event":"delivered","category":"cat facts","sg_event_id":"sg_event_id","sg_message_id":"14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0","response":"250 OK","mailroom-ns":"team","mailroom-name":"welcome_1","mailroom-uid":"u-1","mailroom-rcpt":"3"},{"email":"a@example.org","timestamp":1513299569,"event":"processed","sg_event_id":"p","sg_message_id":"x"}]"#;
         let payload = read(ApiProvider::SendGrid, &HeaderMap::new(), body.as_bytes()).unwrap();
         assert_eq!(payload.reported.len(), 1);
         assert_eq!(payload.ignored, ["processed"]);
-        let ids = candidate_ids(ApiProvider::SendGrid, &payload.reported[0].message_id);
-        assert!(
-            ids.contains(&"14c5d75ce93.dfd.64b469".to_string()),
-            "{ids:?}"
+        let origin = payload.reported[0].origin.clone().expect("an origin");
+        assert_eq!(
+            (
+                origin.namespace.as_str(),
+                origin.name.as_str(),
+                origin.uid.as_str()
+            ),
+            ("team", "welcome.1", "u-1")
         );
-        assert_eq!(candidate_ids(ApiProvider::Resend, "a.b"), ["a.b"]);
+        assert_eq!(origin.recipient, Some(3));
+    }
+
+    #[test]
+    fn each_service_echo_field_gives_the_origin() {
+        let echo = r#"{"mailroom-ns":"team","mailroom-name":"m","mailroom-uid":"u-9"}"#;
+        let cases = [
+            (
+                ApiProvider::Mailtrap,
+                format!(
+                    r#"{{"events":[{{"event":"delivery","message_id":"m1","event_id":"e1","timestamp":1,"email":"a@b.c","custom_variables":{echo}}}]}}"#
+                ),
+            ),
+            (
+                ApiProvider::Resend,
+                format!(
+                    r#"{{"type":"email.delivered","created_at":"2024-11-22T23:41:12.126Z","data":{{"email_id":"x","to":["a@b.c"],"tags":{echo}}}}}"#
+                ),
+            ),
+            (
+                ApiProvider::Postmark,
+                format!(
+                    r#"{{"RecordType":"Delivery","MessageID":"x","Recipient":"a@b.c","DeliveredAt":"2019-11-05T16:33:54Z","Metadata":{echo}}}"#
+                ),
+            ),
+            (
+                ApiProvider::Mailgun,
+                format!(
+                    r#"{{"signature":{{}},"event-data":{{"event":"delivered","id":"i","timestamp":1.5,"recipient":"a@b.c","message":{{"headers":{{"message-id":"x"}}}},"user-variables":{echo}}}}}"#
+                ),
+            ),
+        ];
+        for (service, body) in cases {
+            let r = one(service, &HeaderMap::new(), &body);
+            let origin = r.origin.unwrap_or_else(|| panic!("{service:?}: no origin"));
+            assert_eq!((origin.name.as_str(), origin.uid.as_str()), ("m", "u-9"));
+            assert_eq!(origin.recipient, None);
+        }
     }
 
     #[test]

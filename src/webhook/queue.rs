@@ -22,7 +22,7 @@ use super::record;
 use crate::admin::Telemetry;
 use crate::api::ProviderId;
 use crate::api::condition::{self, DELIVERED};
-use crate::api::{DeliveryEvent, EmailMessage, Phase};
+use crate::api::{DeliveryEvent, EmailMessage, EmailMessageStatus, Phase};
 
 /// How many jobs one worker takes at once.
 const DRAIN: usize = 512;
@@ -36,8 +36,35 @@ pub enum Applied {
     Recorded,
     /// Already there: nothing to write.
     Unchanged,
-    /// The message no longer exists.
+    /// The message no longer exists (or was re-created: another UID).
     Gone,
+    /// The message names another provider than the one whose webhook
+    /// reported it: nothing is written.
+    Foreign,
+    /// The message is not recorded as sent yet (the event overtook the
+    /// controller's write): the service should try again.
+    NotYet,
+}
+
+/// The message an event is for, as its origin named it, and the provider
+/// whose webhook reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The message.
+    pub message: ObjectRef<EmailMessage>,
+    /// Its UID, as sent.
+    pub uid: String,
+    /// The provider in the webhook's URL.
+    pub provider: ProviderId,
+}
+
+/// One event, and the bulk recipient it is about (where echoed).
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The event.
+    pub event: DeliveryEvent,
+    /// The index in spec.recipients, for a bulk message's email.
+    pub recipient: Option<u32>,
 }
 
 /// Why events could not be written.
@@ -56,8 +83,8 @@ pub struct WriteFailed {
 pub struct Full;
 
 struct Job {
-    message: ObjectRef<EmailMessage>,
-    events: Vec<DeliveryEvent>,
+    target: Target,
+    events: Vec<Routed>,
     done: oneshot::Sender<Result<Applied, WriteFailed>>,
 }
 
@@ -103,17 +130,17 @@ impl Queue {
         self.depth.load(Ordering::Relaxed)
     }
 
-    /// Queues `events` for `message`; the receiver resolves once written.
+    /// Queues `events` for `target`; the receiver resolves once written.
     pub fn submit(
         &self,
-        message: ObjectRef<EmailMessage>,
-        events: Vec<DeliveryEvent>,
+        target: Target,
+        events: Vec<Routed>,
     ) -> Result<oneshot::Receiver<Result<Applied, WriteFailed>>, Full> {
-        let shard = (self.hasher.hash_one(&message) % self.shards.len() as u64) as usize;
+        let shard = (self.hasher.hash_one(&target.message) % self.shards.len() as u64) as usize;
         let (done, result) = oneshot::channel();
         self.shards[shard]
             .try_send(Job {
-                message,
+                target,
                 events,
                 done,
             })
@@ -141,14 +168,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut by_message: HashMap<ObjectRef<EmailMessage>, Vec<Job>> = HashMap::new();
+            let mut by_message: HashMap<Target, Vec<Job>> = HashMap::new();
             for job in jobs {
-                by_message.entry(job.message.clone()).or_default().push(job);
+                by_message.entry(job.target.clone()).or_default().push(job);
             }
-            for (message, jobs) in by_message {
-                let events: Vec<DeliveryEvent> =
+            for (target, jobs) in by_message {
+                let events: Vec<Routed> =
                     jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
-                let (result, moved) = match write(&self.client, &message, &events).await {
+                let (result, moved) = match write(&self.client, &target, &events).await {
                     Ok((applied, moved)) => (Ok(applied), moved),
                     Err(e) => (Err(e), None),
                 };
@@ -194,13 +221,60 @@ struct Moved {
     note: String,
 }
 
+/// What the events do to `current`'s status, or why they do nothing.
+fn lay_over(
+    current: &EmailMessage,
+    target: &Target,
+    events: &[Routed],
+    status: &mut EmailMessageStatus,
+) -> Result<bool, Applied> {
+    if current.metadata.uid.as_deref() != Some(target.uid.as_str()) {
+        return Err(Applied::Gone);
+    }
+    if ProviderId::of(current) != target.provider {
+        return Err(Applied::Foreign);
+    }
+    let phase = status.phase;
+    if current.spec.recipients.is_empty() {
+        // A single message: once it is recorded as sent. One that failed
+        // (or whose send is Unknown) takes no delivery events.
+        if phase.and_then(Phase::delivery_rank).is_none() {
+            let finished = phase.is_some_and(Phase::is_finished);
+            return if finished {
+                Ok(false)
+            } else {
+                Err(Applied::NotYet)
+            };
+        }
+        let events: Vec<DeliveryEvent> = events.iter().map(|r| r.event.clone()).collect();
+        return Ok(record::apply(status, &events, current.metadata.generation));
+    }
+    // A bulk message: once every batch is done, so these writes never
+    // race the controller's.
+    if !phase.is_some_and(Phase::is_finished) {
+        return Err(Applied::NotYet);
+    }
+    let recipients: Vec<String> = current
+        .spec
+        .recipients
+        .iter()
+        .map(|r| r.to.clone())
+        .collect();
+    let events: Vec<_> = events
+        .iter()
+        .map(|r| (r.event.clone(), r.recipient))
+        .collect();
+    Ok(record::apply_bulk(status, &recipients, &events))
+}
+
 /// Reads the message, lays the events over its status and writes it back
 /// if that changed anything.
 async fn write(
     client: &Client,
-    message: &ObjectRef<EmailMessage>,
-    events: &[DeliveryEvent],
+    target: &Target,
+    events: &[Routed],
 ) -> Result<(Applied, Option<Moved>), WriteFailed> {
+    let message = &target.message;
     let namespace = message.namespace.clone().unwrap_or_default();
     let api: Api<EmailMessage> = Api::namespaced(client.clone(), &namespace);
     let failed = |why: String| WriteFailed {
@@ -216,8 +290,10 @@ async fn write(
         };
         let mut status = current.status.clone().unwrap_or_default();
         let before = status.phase;
-        if !record::apply(&mut status, events, current.metadata.generation) {
-            return Ok((Applied::Unchanged, None));
+        match lay_over(&current, target, events, &mut status) {
+            Ok(true) => {}
+            Ok(false) => return Ok((Applied::Unchanged, None)),
+            Err(not) => return Ok((not, None)),
         }
         let moved = (status.phase != before)
             .then_some(status.phase)
@@ -236,6 +312,7 @@ async fn write(
                 "phase": status.phase,
                 "deliveryEvents": status.delivery_events,
                 "conditions": status.conditions,
+                "bulk": status.bulk,
             }
         });
         match api

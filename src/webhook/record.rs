@@ -112,6 +112,31 @@ fn defers(event: &DeliveryEvent) -> bool {
     )
 }
 
+/// Keeps `event` among the latest ones (deduplicated by id, in time
+/// order); whether it was new. An event older than every kept one when the
+/// list is full is not kept (so a repeat cannot come back either).
+fn keep(status: &mut EmailMessageStatus, event: &DeliveryEvent) -> (bool, bool) {
+    if status.delivery_events.iter().any(|e| e.id == event.id) {
+        return (false, false);
+    }
+    let full = status.delivery_events.len() >= MAX_EVENTS;
+    let older_than_all = status
+        .delivery_events
+        .first()
+        .is_some_and(|oldest| order(event, oldest).is_lt());
+    if full && older_than_all {
+        return (true, false);
+    }
+    let at = status
+        .delivery_events
+        .partition_point(|e| order(e, event).is_le());
+    status.delivery_events.insert(at, event.clone());
+    if status.delivery_events.len() > MAX_EVENTS {
+        status.delivery_events.remove(0);
+    }
+    (true, true)
+}
+
 /// Applies `events` to `status`; returns whether anything changed.
 pub fn apply(
     status: &mut EmailMessageStatus,
@@ -120,26 +145,10 @@ pub fn apply(
 ) -> bool {
     let mut changed = false;
     for event in events {
-        if status.delivery_events.iter().any(|e| e.id == event.id) {
+        let (new, kept) = keep(status, event);
+        changed |= kept;
+        if !new {
             continue;
-        }
-        let full = status.delivery_events.len() >= MAX_EVENTS;
-        let older_than_all = status
-            .delivery_events
-            .first()
-            .is_some_and(|oldest| order(event, oldest).is_lt());
-        // An event older than every kept one when the list is full would be
-        // dropped at once: it is not kept (so a repeat cannot come back
-        // either), but it still counts for the phase below.
-        if !(full && older_than_all) {
-            let at = status
-                .delivery_events
-                .partition_point(|e| order(e, event).is_le());
-            status.delivery_events.insert(at, event.clone());
-            if status.delivery_events.len() > MAX_EVENTS {
-                status.delivery_events.remove(0);
-            }
-            changed = true;
         }
         let Some(rank) = status.phase.and_then(Phase::delivery_rank) else {
             continue;
@@ -158,6 +167,110 @@ pub fn apply(
         }
     }
     changed
+}
+
+/// The recipients of a bulk message whose outcomes status lists.
+const MAX_UNDELIVERED: usize = 20;
+
+/// A recipient's outcome as one character of `status.bulk.outcomes`.
+fn outcome_char(phase: Phase) -> char {
+    match phase {
+        Phase::Delivered => 'D',
+        Phase::Bounced => 'B',
+        Phase::Complained => 'C',
+        _ => '-',
+    }
+}
+
+fn outcome_rank(c: char) -> u8 {
+    match c {
+        'D' => 1,
+        'B' => 2,
+        'C' => 3,
+        _ => 0,
+    }
+}
+
+/// The address inside `Name <address>`, lower-cased.
+fn bare(address: &str) -> String {
+    let address = address.trim();
+    let inner = match (address.rfind('<'), address.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &address[open + 1..close],
+        _ => address,
+    };
+    inner.to_ascii_lowercase()
+}
+
+/// Which recipient an event is about: the index the service echoed, else
+/// the first recipient with the event's address.
+fn recipient_index(
+    recipients: &[String],
+    event: &DeliveryEvent,
+    echoed: Option<u32>,
+) -> Option<usize> {
+    if let Some(index) = echoed.and_then(|i| usize::try_from(i).ok()) {
+        return (index < recipients.len()).then_some(index);
+    }
+    let address = bare(event.recipient.as_deref()?);
+    recipients.iter().position(|r| bare(r) == address)
+}
+
+/// Lays the events of a bulk message's emails over `status.bulk`: each
+/// recipient's outcome (forward only), the counts, and the first that
+/// bounced or complained. The message's own phase does not move: it says
+/// how the sending went. Events are kept among the latest as for any
+/// message. Returns whether anything changed.
+pub fn apply_bulk(
+    status: &mut EmailMessageStatus,
+    recipients: &[String],
+    events: &[(DeliveryEvent, Option<u32>)],
+) -> bool {
+    let mut changed = false;
+    let mut bulk = status.bulk.clone().unwrap_or_default();
+    let mut outcomes: Vec<char> = bulk
+        .outcomes
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .collect();
+    outcomes.resize(recipients.len(), '-');
+    for (event, echoed) in events {
+        changed |= keep(status, event).1;
+        let (Some(index), Some(phase)) =
+            (recipient_index(recipients, event, *echoed), proves(event))
+        else {
+            continue;
+        };
+        let next = outcome_char(phase);
+        if outcome_rank(next) <= outcome_rank(outcomes[index]) {
+            continue;
+        }
+        outcomes[index] = next;
+        changed = true;
+        if next != 'D' && bulk.undelivered.len() < MAX_UNDELIVERED {
+            let reason = match event.type_ {
+                DeliveryEventType::Failed => Reason::Dropped,
+                _ if next == 'C' => Reason::Complained,
+                _ => Reason::Bounced,
+            };
+            bulk.undelivered
+                .push(crate::api::message::RecipientFailure {
+                    to: recipients[index].clone(),
+                    reason: reason.as_str().to_string(),
+                    message: event.detail.clone().unwrap_or_default(),
+                });
+        }
+    }
+    if !changed {
+        return false;
+    }
+    let count = |c: char| outcomes.iter().filter(|o| **o == c).count() as u32;
+    bulk.delivered = count('D');
+    bulk.bounced = count('B');
+    bulk.complained = count('C');
+    bulk.outcomes = Some(outcomes.into_iter().collect());
+    status.bulk = Some(bulk);
+    true
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ const KEY: &str = support::fixtures::VALID_API_KEY;
 /// controller, and a receiver.
 struct Hooked {
     scene: Scene,
-    _fake: mailroom_fakes::Fake,
+    fake: mailroom_fakes::Fake,
     _controller: RunningController,
     receiver: Receiver,
     signer: Signer,
@@ -51,15 +51,27 @@ impl Hooked {
             message.contains(&format!("/webhooks/{}/api", scene.ns)),
             "{message}"
         );
-        let receiver = Receiver::start(&scene, scene.client.clone()).await;
+        // The receiver may read and write messages one at a time, but may
+        // not list or watch them: events find their message by the origin
+        // the service echoes, with no index of messages.
+        let client = client_without_message_watch(&scene).await;
+        let receiver = Receiver::start(&scene, client).await;
         Self {
             scene,
-            _fake: fake,
+            fake,
             _controller: controller,
             receiver,
             signer,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// An event about the message the service gave `id`, echoing what
+    /// the service echoes for it.
+    fn event(&self, happened: Happened, id: &str, at: i64) -> Event {
+        let echoed = self.fake.echo(id);
+        assert!(!echoed.is_empty(), "the send of {id} carried its origin");
+        Event::new(happened, id, RECIPIENT, at).echoing(echoed)
     }
 
     fn url(&self) -> String {
@@ -95,6 +107,35 @@ impl Hooked {
             .await
             .expect("reading the message")
     }
+}
+
+/// A client that may read one message and write its status, and read the
+/// providers and Secrets webhook keys come from, but may not list or watch
+/// messages (nor read anything outside the scene's namespace).
+async fn client_without_message_watch(scene: &Scene) -> kube::Client {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let user = format!("receiver-{}", scene.ns);
+    create::<Role>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "receiver"},
+               "rules": [
+                 {"apiGroups": ["mailroom.dev"], "resources": ["emailproviders"], "verbs": ["list", "watch"]},
+                 {"apiGroups": ["mailroom.dev"], "resources": ["emailmessages"], "verbs": ["get"]},
+                 {"apiGroups": ["mailroom.dev"], "resources": ["emailmessages/status"], "verbs": ["get", "patch"]},
+                 {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+                 {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]}),
+    )
+    .await;
+    create::<RoleBinding>(
+        &scene.client,
+        &scene.ns,
+        json!({"metadata": {"name": "receiver"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "receiver"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+    )
+    .await;
+    support::impersonating_client(&user, &[]).await
 }
 
 /// The provider's WebhookReady reason and message.
@@ -137,7 +178,7 @@ async fn service_scenario(service: Service) {
 
     // Refused: another key, no signature, a stale timestamp. Nothing changes.
     let stranger = Signer::generate(service);
-    let delivered_a = Event::new(Happened::Delivered, &a, RECIPIENT, t + 1);
+    let delivered_a = h.event(Happened::Delivered, &a, t + 1);
     for request in stranger.requests(std::slice::from_ref(&delivered_a), t + 60) {
         assert_eq!(
             post(&h.http, &h.url(), &request).await,
@@ -188,7 +229,7 @@ async fn service_scenario(service: Service) {
     );
 
     // Delivered (an ignored "processed" event alongside), then a repeat.
-    let processed = Event::new(Happened::Processed, &a, RECIPIENT, t);
+    let processed = h.event(Happened::Processed, &a, t);
     let answers = h.report(&[processed, delivered_a.clone()]).await;
     assert!(
         answers.iter().all(|s| *s == 200),
@@ -224,18 +265,15 @@ async fn service_scenario(service: Service) {
     );
 
     // Opened, then a complaint: Complained.
-    h.report(&[Event::new(Happened::Opened, &a, RECIPIENT, t + 2)])
-        .await;
-    h.report(&[Event::new(Happened::Complained, &a, RECIPIENT, t + 3)])
-        .await;
+    h.report(&[h.event(Happened::Opened, &a, t + 2)]).await;
+    h.report(&[h.event(Happened::Complained, &a, t + 3)]).await;
     let m = h.message("a").await;
     assert_eq!(phase(&m), Some(Phase::Complained), "{service:?}");
     assert_eq!(delivered(&m).1, "Complained", "{service:?}");
     assert_eq!(events(&m).len(), 3, "{service:?}: {:?}", events(&m));
 
     // Deferred, then a hard bounce, then a late open: stays Bounced.
-    h.report(&[Event::new(Happened::Deferred, &b, RECIPIENT, t)])
-        .await;
+    h.report(&[h.event(Happened::Deferred, &b, t)]).await;
     let m = h.message("b").await;
     assert_eq!(phase(&m), Some(Phase::Sent), "{service:?}");
     assert_eq!(
@@ -243,10 +281,8 @@ async fn service_scenario(service: Service) {
         ("Unknown", "Deferred"),
         "{service:?}"
     );
-    h.report(&[Event::new(Happened::HardBounce, &b, RECIPIENT, t + 1)])
-        .await;
-    h.report(&[Event::new(Happened::Opened, &b, RECIPIENT, t + 5)])
-        .await;
+    h.report(&[h.event(Happened::HardBounce, &b, t + 1)]).await;
+    h.report(&[h.event(Happened::Opened, &b, t + 5)]).await;
     let m = h.message("b").await;
     assert_eq!(phase(&m), Some(Phase::Bounced), "{service:?}");
     let (value, reason, text) = delivered(&m);
@@ -303,6 +339,31 @@ async fn service_scenario(service: Service) {
             .metric("mailroom_webhook_events_total", "detail=\"Delivered\"")
             >= 2.0
     );
+
+    // The provider's status counts the last hour: both sent, and each
+    // message's outcomes once (a: delivered then complained; b: bounced).
+    let recent = |p: &EmailProvider| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.recent.clone())
+            .map(|r| (r.sent, r.failed, r.delivered, r.bounced, r.complained))
+    };
+    let counted = wait_provider(
+        &h.scene.client,
+        &h.scene.ns,
+        "api",
+        "its recent counts",
+        |p| recent(p) == Some((2, 0, 1, 1, 1)),
+    )
+    .await;
+    assert_eq!(
+        counted
+            .status
+            .and_then(|s| s.recent)
+            .map(|r| r.window_seconds),
+        Some(3600),
+        "{service:?}"
+    );
 }
 
 #[tokio::test]
@@ -337,8 +398,8 @@ async fn out_of_order_and_repeated_events_in_one_batch() {
     let h = Hooked::new(Service::SendGrid, "order").await;
     let id = h.send("m").await;
     let t = jiff::Timestamp::now().as_second() - 60;
-    let click = Event::new(Happened::Clicked, &id, RECIPIENT, t + 10);
-    let delivered = Event::new(Happened::Delivered, &id, RECIPIENT, t + 1);
+    let click = h.event(Happened::Clicked, &id, t + 10);
+    let delivered = h.event(Happened::Delivered, &id, t + 1);
     let batch = [click.clone(), delivered.clone(), click.clone()];
     assert_eq!(h.report(&batch).await, [200]);
     assert_eq!(h.report(&batch).await, [200]);
@@ -360,7 +421,7 @@ async fn unknown_providers_and_providers_without_webhook_are_not_found() {
     let id = h.send("m").await;
     let request = &h
         .signer
-        .requests(&[Event::new(Happened::Delivered, &id, RECIPIENT, 1)], 1)[0];
+        .requests(&[h.event(Happened::Delivered, &id, 1)], 1)[0];
     let nope = format!("{}/nope", h.receiver.base);
     assert_eq!(post(&h.http, &nope, request).await, 404);
     h.scene
@@ -432,7 +493,7 @@ async fn a_burst_of_5000_events_is_recorded_whole() {
             kinds
                 .iter()
                 .enumerate()
-                .map(|(k, happened)| Event::new(*happened, id, RECIPIENT, t + k as i64))
+                .map(|(k, happened)| h.event(*happened, id, t + k as i64))
                 .collect::<Vec<_>>()
         })
         .flat_map(|event| h.signer.requests(&[event], now))
@@ -523,7 +584,8 @@ async fn a_cluster_provider_takes_webhooks_at_its_own_url() {
 
     let receiver = Receiver::start_with(&team, team.client.clone(), Some(home.ns.clone())).await;
     let now = jiff::Timestamp::now().as_second();
-    let request = &signer.requests(&[Event::new(Happened::Delivered, &id, RECIPIENT, now)], now)[0];
+    let delivered = Event::new(Happened::Delivered, &id, RECIPIENT, now).echoing(fake.echo(&id));
+    let request = &signer.requests(&[delivered], now)[0];
     let http = reqwest::Client::new();
     let namespaced = format!("{}/{name}", receiver.base);
     assert_eq!(post(&http, &namespaced, request).await, 404);
@@ -779,4 +841,134 @@ async fn the_webhook_port_holds_against_floods_slow_clients_and_large_bodies() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answers("408") >= 1.0);
     assert!(answers("503") >= 1.0);
+}
+
+/// A provider's webhook can only write its own messages: an event signed
+/// with another provider's key, naming this provider's message, is
+/// acknowledged (the service must not retry it) and counted, and the
+/// message is untouched.
+#[tokio::test]
+async fn a_provider_cannot_write_another_providers_messages() {
+    let h = Hooked::new(Service::Postmark, "foreign").await;
+    let id = h.send("theirs").await;
+    h.scene
+        .api_provider_named(Service::Postmark, &h.fake.url, "other")
+        .await;
+    let other = webhook_provider(&h.scene, Service::Postmark, "other").await;
+    wait_provider(&h.scene.client, &h.scene.ns, "other", "its webhook", |p| {
+        webhook_condition(p).0 == "Configured"
+    })
+    .await;
+    let now = jiff::Timestamp::now().as_second();
+    let forged = h.event(Happened::HardBounce, &id, now);
+    let url = format!("{}/other", h.receiver.base);
+    let mut answers = Vec::new();
+    for request in other.requests(std::slice::from_ref(&forged), now) {
+        answers.push(post(&h.http, &url, &request).await);
+    }
+    assert_eq!(answers, [200]);
+    let m = h.message("theirs").await;
+    assert_eq!(phase(&m), Some(Phase::Sent));
+    assert!(events(&m).is_empty(), "{:?}", events(&m));
+    assert_eq!(
+        h.receiver
+            .metric("mailroom_webhook_unknown_messages_total", ""),
+        1.0
+    );
+    // The same event through the message's own provider is written.
+    assert_eq!(h.report(&[forged]).await, [200]);
+    assert_eq!(phase(&h.message("theirs").await), Some(Phase::Bounced));
+}
+
+/// A bulk message's events count per recipient: each recipient moves
+/// forward only, a repeated batch changes nothing, those that bounced or
+/// complained are listed, and the message's phase stays Sent.
+async fn bulk_scenario(service: Service) {
+    let h = Hooked::new(service, "bulk-hooks").await;
+    let to: Vec<String> = (0..5).map(|i| format!("r{i}@example.org")).collect();
+    let recipients: Vec<_> = to.iter().map(|t| json!({"to": t})).collect();
+    h.scene
+        .message(
+            "many",
+            json!({"providerRef": {"name": "api"}, "recipients": recipients,
+                   "subject": "news", "text": "hello"}),
+        )
+        .await;
+    let sent = h.scene.wait_phase("many", Phase::Sent).await;
+    let id = sent
+        .status
+        .and_then(|s| s.provider_message_id)
+        .unwrap_or_else(|| "bulk".into());
+    let t = jiff::Timestamp::now().as_second() - 60;
+    let event = |happened, i: usize, at| {
+        let echoed = h.fake.echo_to(&to[i]);
+        assert!(
+            !echoed.is_empty(),
+            "{service:?}: the email to {} carried its origin",
+            to[i]
+        );
+        Event::new(happened, &id, &to[i], at).echoing(echoed)
+    };
+    let batch = [
+        event(Happened::Delivered, 0, t),
+        event(Happened::HardBounce, 1, t + 1),
+        event(Happened::Delivered, 2, t + 2),
+        event(Happened::Complained, 2, t + 3),
+        event(Happened::Delivered, 1, t + 4),
+    ];
+    for _ in 0..2 {
+        let answers = h.report(&batch).await;
+        assert!(
+            answers.iter().all(|s| *s == 200),
+            "{service:?}: {answers:?}"
+        );
+    }
+    let m = h.message("many").await;
+    let status = m.status.clone().expect("status");
+    assert_eq!(status.phase, Some(Phase::Sent), "{service:?}");
+    let bulk = status.bulk.expect("bulk status");
+    assert_eq!(
+        (bulk.delivered, bulk.bounced, bulk.complained),
+        (1, 1, 1),
+        "{service:?}: {bulk:?}"
+    );
+    assert_eq!(bulk.outcomes.as_deref(), Some("DBC--"), "{service:?}");
+    let undelivered: Vec<_> = bulk
+        .undelivered
+        .iter()
+        .map(|f| (f.to.as_str(), f.reason.as_str()))
+        .collect();
+    assert_eq!(
+        undelivered,
+        [
+            ("r1@example.org", "Bounced"),
+            ("r2@example.org", "Complained")
+        ],
+        "{service:?}"
+    );
+}
+
+#[tokio::test]
+async fn mailtrap_bulk_recipients_are_counted() {
+    bulk_scenario(Service::Mailtrap).await;
+}
+
+#[tokio::test]
+async fn resend_bulk_recipients_are_counted() {
+    bulk_scenario(Service::Resend).await;
+}
+
+#[tokio::test]
+async fn postmark_bulk_recipients_are_counted() {
+    bulk_scenario(Service::Postmark).await;
+}
+
+#[tokio::test]
+async fn mailgun_bulk_recipients_are_counted() {
+    bulk_scenario(Service::Mailgun).await;
+}
+
+#[tokio::test]
+async fn sendgrid_bulk_recipients_are_counted() {
+    bulk_scenario(Service::SendGrid).await;
 }

@@ -273,3 +273,21 @@ pub async fn received(subject: &str) -> Vec<mailpit::Summary> {
         )
         .await
 }
+
+/// The metadata mailroom sends with each API email of message `name` (its
+/// namespace, name and UID, `.` written as `_`), in key order: what each
+/// service echoes in its webhooks.
+pub fn origin(message: &mailroom::api::EmailMessage) -> Vec<(String, String)> {
+    let meta = &message.metadata;
+    vec![
+        (
+            "mailroom-name".into(),
+            meta.name.clone().unwrap_or_default().replace('.', "_"),
+        ),
+        (
+            "mailroom-ns".into(),
+            meta.namespace.clone().unwrap_or_default(),
+        ),
+        ("mailroom-uid".into(), meta.uid.clone().unwrap_or_default()),
+    ]
+}
