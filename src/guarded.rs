@@ -133,6 +133,40 @@ async fn write_mark(client: Client, resource: ApiResource, invalid: InvalidObjec
     }
 }
 
+/// A label no object carries: the probe below lists nothing.
+const PROBE_SELECTOR: &str = "mailroom.dev/watch-list-probe=none";
+
+/// How `api` is best listed when its watch starts: the apiserver's
+/// streaming list (a watch that sends the current objects first, one at a
+/// time, with no large list response to hold) where it serves one, pages
+/// of `page_size` otherwise. One watch request that selects nothing tells.
+pub async fn list_config<K>(api: &Api<K>, page_size: u32) -> watcher::Config
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let probe = kube::api::WatchParams::streaming_lists()
+        .labels(PROBE_SELECTOR)
+        .timeout(2);
+    let first = match api.watch(&probe, "0").await {
+        Ok(stream) => std::pin::pin!(stream).next().await,
+        Err(e) => Some(Err(e)),
+    };
+    match first {
+        Some(Ok(_)) => watcher::Config::default().streaming_lists(),
+        outcome => {
+            let why = match outcome {
+                Some(Err(e)) => e.to_string(),
+                _ => "the watch ended without its initial-events bookmark".into(),
+            };
+            tracing::info!(
+                why,
+                "the apiserver serves no streaming list; listing in pages"
+            );
+            watcher::Config::default().page_size(page_size)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -458,10 +458,11 @@ async fn sigkill_during_a_webhook_burst_loses_no_acknowledged_event() {
                 .as_ref()
                 .and_then(|s| s.provider_message_id.clone())
                 .expect("id");
-            kinds
-                .iter()
-                .enumerate()
-                .map(move |(k, h)| Event::new(*h, &id, "x@example.org", t + k as i64))
+            let echoed = fake.echo(&id);
+            assert!(!echoed.is_empty(), "the send of {id} carried its origin");
+            kinds.iter().enumerate().map(move |(k, h)| {
+                Event::new(*h, &id, "x@example.org", t + k as i64).echoing(echoed.clone())
+            })
         })
         .collect();
     let now = t + 600;

@@ -138,6 +138,25 @@ impl Written {
         }
     }
 
+    /// Forgets `uid`: its message finished or was deleted, and the cache
+    /// no longer holds it.
+    pub fn forget(&self, uid: &str) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+
+    /// How many versions are remembered.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether `resource_version` is older than what this controller wrote.
     /// Once the cache has caught up the entry is dropped. Versions are etcd
     /// revisions; one that is not a number is never called stale.
@@ -216,7 +235,7 @@ pub mod defaults {
     /// `--max-concurrent-sends`.
     pub const MAX_CONCURRENT_SENDS: usize = 32;
     /// `--sent-events`.
-    pub const SENT_EVENTS: bool = true;
+    pub const SENT_EVENTS: bool = false;
 }
 
 /// Settings of a running controller: its command-line flags (each also an
@@ -247,7 +266,8 @@ pub struct Settings {
     )]
     pub max_concurrent_sends: usize,
     /// Record a Normal Event for every Sent message (one more apiserver write
-    /// per message). Failed and Unknown messages always get a Warning Event.
+    /// per message; off by default: the status says it). Failed and Unknown
+    /// messages always get a Warning Event.
     #[arg(
         long,
         env = "MAILROOM_SENT_EVENTS",
@@ -300,6 +320,10 @@ pub struct Context {
     pub unrecorded: Unrecorded,
     /// Outcomes written that the cache may not show yet.
     pub written: Written,
+    /// Finished messages to delete when their time to live has passed.
+    pub expiry: Arc<super::expiry::Expiry>,
+    /// What each provider did over the last hour, for its status.
+    pub activity: Arc<super::activity::Activity>,
     /// Token buckets of rate-limited providers.
     pub rate_limits: RateLimits,
     /// The send slots (`max_concurrent_sends`, shared fairly).

@@ -8,9 +8,11 @@
 //! ever arrives through a watch.
 
 pub mod access;
+mod activity;
 pub mod context;
 pub mod credentials;
 pub mod error;
+mod expiry;
 pub mod leader;
 pub mod message;
 mod observe;
@@ -99,8 +101,12 @@ pub async fn run(
     let (message_run, listed, store) = run_messages(&client, wakes, ctx.clone(), shutdown.clone());
     let providers_listed = ctx.ready.providers.clone();
     let observe = observe::observe(providers_listed, listed, store, telemetry, shutdown.clone());
-    // The watches stop with the controllers that read them.
-    let watches = drive(drivers, shutdown);
+    // The watches, the expiry of finished messages and the providers'
+    // recent counts run beside the controllers and stop with them.
+    let mut drivers = drivers;
+    drivers.push(ctx.expiry.clone().run(client.clone()).boxed());
+    drivers.push(ctx.activity.clone().run(client.clone()).boxed());
+    let background = drive(drivers, shutdown);
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
@@ -111,7 +117,7 @@ pub async fn run(
         template_run,
         message_run,
         observe,
-        watches
+        background
     );
     info!("controller stopped");
 }

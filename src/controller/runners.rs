@@ -19,7 +19,7 @@ use tracing::warn;
 use super::context::CachesReady;
 use super::shared::{self, Feed};
 use super::watches::Watches;
-use super::{Context, Error, Settings, api, message, provider, slots, wake};
+use super::{Context, Error, Settings, api, expiry, message, provider, slots, wake};
 use crate::admin::Telemetry;
 use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate};
 use crate::guarded::{self, Mark};
@@ -49,6 +49,8 @@ pub(super) fn context(
         },
         unrecorded: Default::default(),
         written: Default::default(),
+        expiry: Default::default(),
+        activity: Default::default(),
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
         sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),
@@ -80,28 +82,34 @@ pub(super) fn run_messages(
     kube::runtime::reflector::Store<EmailMessage>,
 ) {
     let (store, writer) = kube::runtime::reflector::store();
-    let events = guarded::watch(
-        client.clone(),
-        api::<DeserializeGuard<EmailMessage>>(client, ctx.settings.namespace.as_deref()),
-        watcher::Config::default(),
-        Mark::Message,
-    )
+    let api = api::<DeserializeGuard<EmailMessage>>(client, ctx.settings.namespace.as_deref());
+    let (watch_client, watch_ctx, sift_ctx) = (client.clone(), ctx.clone(), ctx.clone());
+    // Started once the provider caches are listed: a finished message's
+    // time to live may be its provider's.
+    let events = futures::stream::once(async move {
+        watch_ctx.caches_ready().await;
+        let config = guarded::list_config(&api, LIST_PAGE_SIZE).await;
+        guarded::watch(watch_client, api, config, Mark::Message)
+    })
+    .flatten()
     .modify(slim)
+    .filter_map(move |event| futures::future::ready(in_flight(event, &sift_ctx)))
     .reflect(writer);
     let (events, listed) = shared::signal_ready(events);
     let concurrency = ctx.settings.concurrency;
     let (by_provider, by_template, by_cluster) = (store.clone(), store.clone(), store.clone());
     let controller = Controller::for_stream(events.applied_objects(), store.clone())
         .with_config(controller::Config::default().concurrency(concurrency))
-        .watches_shared_stream(wakes.providers.touched(), move |p| {
+        .watches_shared_stream(provider_changes(wakes.providers), move |p| {
             wake::messages_of_provider(&by_provider, &p)
         })
         .watches_shared_stream(wakes.templates.touched(), move |t| {
             wake::messages_of_template(&by_template, &t)
         })
-        .watches_shared_stream(wakes.cluster_providers.touched(), move |c| {
-            wake::messages_of_cluster_provider(&by_cluster, &c)
-        });
+        .watches_shared_stream(
+            cluster_provider_changes(wakes.cluster_providers),
+            move |c| wake::messages_of_cluster_provider(&by_cluster, &c),
+        );
     let run = run_controller(
         controller,
         "EmailMessage",
@@ -110,6 +118,24 @@ pub(super) fn run_messages(
         shutdown,
     );
     (run, listed, store)
+}
+
+/// The provider changes that can change a waiting message's fate.
+fn provider_changes(
+    feed: Feed<EmailProvider>,
+) -> impl futures::Stream<Item = Arc<EmailProvider>> + Send + 'static {
+    feed.touched_where(wake::key_of, |p| {
+        wake::provider_fingerprint(p.metadata.generation, p.status.as_ref())
+    })
+}
+
+/// As `provider_changes`, for ClusterEmailProviders.
+fn cluster_provider_changes(
+    feed: Feed<ClusterEmailProvider>,
+) -> impl futures::Stream<Item = Arc<ClusterEmailProvider>> + Send + 'static {
+    feed.touched_where(wake::key_of, |p| {
+        wake::provider_fingerprint(p.metadata.generation, p.status.as_ref())
+    })
 }
 
 /// The EmailProvider controller: verifies providers, and again when a
@@ -196,6 +222,64 @@ where
                 warn!(error = %e, kind, "reconcile failed");
             }
         })
+}
+
+/// Notes a finished `message` for expiry, with its provider's default
+/// time to live as the cache shows it.
+fn note_finished(ctx: &Context, message: &EmailMessage) {
+    let provider_ttl = message::provider_of(message, ctx)
+        .0
+        .and_then(|p| p.spec.ttl_seconds_after_finished);
+    ctx.expiry.note(message, provider_ttl);
+}
+
+/// Messages per page when the apiserver serves no streaming list.
+const LIST_PAGE_SIZE: u32 = 500;
+
+/// Keeps only messages in flight in the cache: a finished one leaves it
+/// (an update that finishes it reaches the cache as a deletion), and its
+/// time to live is noted in `expiry`. Returns what the cache takes.
+fn in_flight(
+    event: Result<watcher::Event<EmailMessage>, watcher::Error>,
+    ctx: &Context,
+) -> Option<Result<watcher::Event<EmailMessage>, watcher::Error>> {
+    use watcher::Event;
+    let finished = |message: &EmailMessage| {
+        let finished = message
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_finished());
+        if finished {
+            note_finished(ctx, message);
+        } else {
+            ctx.expiry.forget(message);
+        }
+        if !expiry::held(message) {
+            ctx.written.forget(&message.uid().unwrap_or_default());
+        }
+    };
+    match event {
+        Ok(Event::InitApply(message)) => {
+            finished(&message);
+            expiry::held(&message).then_some(Ok(Event::InitApply(message)))
+        }
+        Ok(Event::Apply(message)) => {
+            ctx.activity.observe(&message);
+            finished(&message);
+            if expiry::held(&message) {
+                Some(Ok(Event::Apply(message)))
+            } else {
+                Some(Ok(Event::Delete(message)))
+            }
+        }
+        Ok(Event::Delete(message)) => {
+            ctx.expiry.forget(&message);
+            ctx.written.forget(&message.uid().unwrap_or_default());
+            Some(Ok(Event::Delete(message)))
+        }
+        other => Some(other),
+    }
 }
 
 /// Drops what the controller never reads from a cached message, noting how

@@ -108,6 +108,31 @@ impl<K: Send + Sync + 'static> Feed<K> {
     pub fn touched(self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         self.changes.map(|(object, _)| object)
     }
+
+    /// Deletions, and changes that alter what `fingerprint` reads of an
+    /// object (`key` names it): what wakes another kind when the rest of
+    /// the object, such as counts in its status, changes often.
+    pub fn touched_where(
+        self,
+        key: impl Fn(&K) -> String + Send + 'static,
+        fingerprint: impl Fn(&K) -> u64 + Send + 'static,
+    ) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let mut seen: std::collections::HashMap<String, u64> = Default::default();
+        self.changes.filter_map(move |(object, change)| {
+            let key = key(&object);
+            let wakes = match change {
+                Change::Deleted => {
+                    seen.remove(&key);
+                    true
+                }
+                Change::Applied => {
+                    let print = fingerprint(&object);
+                    seen.insert(key, print) != Some(print)
+                }
+            };
+            futures::future::ready(wakes.then_some(object))
+        })
+    }
 }
 
 /// A cached watch of `events` for `subscribers`.
@@ -285,6 +310,37 @@ mod tests {
         }
         assert_eq!(consumed.await.expect("joined"), 2);
         assert!(ready.wait().await, "and a late one");
+    }
+
+    #[tokio::test]
+    async fn only_changes_that_alter_the_fingerprint_and_deletions_wake() {
+        let labelled = |name: &str, label: &str| {
+            let mut m = map(name);
+            m.metadata.labels = Some([("l".to_string(), label.to_string())].into());
+            m
+        };
+        let events = futures::stream::iter(vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(labelled("a", "1"))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(labelled("a", "1"))),
+            Ok(Event::Apply(labelled("a", "2"))),
+            Ok(Event::Delete(labelled("a", "2"))),
+        ]);
+        let Shared {
+            mut feeds, driver, ..
+        } = cached(events, 1);
+        let woken = feeds
+            .pop()
+            .expect("a feed")
+            .touched_where(
+                |m: &ConfigMap| m.metadata.name.clone().unwrap_or_default(),
+                |m| u64::from(m.metadata.labels.as_ref().is_some_and(|l| l["l"] == "2")),
+            )
+            .map(|m| m.metadata.labels.clone().unwrap_or_default()["l"].clone())
+            .collect::<Vec<_>>();
+        let ((), woken) = futures::join!(driver, woken);
+        assert_eq!(woken, ["1", "2", "2"], "the unchanged repeat woke nobody");
     }
 
     #[tokio::test]

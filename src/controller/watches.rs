@@ -17,7 +17,7 @@ use super::{Settings, api, triggers};
 use crate::api::{ClusterEmailProvider, EmailProvider, EmailTemplate};
 use crate::guarded::{self, Mark};
 
-/// Drives the watches until `shutdown`.
+/// Drives the watches (and the tasks that run beside them) until `shutdown`.
 pub(super) async fn drive(
     drivers: Vec<BoxFuture<'static, ()>>,
     shutdown: impl Future<Output = ()>,

@@ -232,7 +232,11 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
     // A whole send, as the ServiceAccount.
     let scene = Scene::new("rbac-send").await;
     scene.mailpit_provider().await;
-    let controller = RunningController::start_with(sa.clone(), &scene.ns);
+    let with_events = mailroom::controller::Settings {
+        sent_events: true,
+        ..support::fixtures::settings(&scene.ns)
+    };
+    let controller = RunningController::start_with_settings(sa.clone(), with_events);
     let subject = support::unique("sent with the ServiceAccount's RBAC");
     scene.note("rbac", "mailpit", &subject).await;
     let sent = scene.wait_phase("rbac", Phase::Sent).await;
@@ -247,7 +251,7 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
     drop(lease);
 
     // Delivery webhooks as the ServiceAccount: the provider and its webhook
-    // Secret read, messages watched, the event written into status.
+    // Secret read, the message read, the event written into status.
     let hooks = Scene::new("rbac-hooks").await;
     let fake = mailroom_fakes::Fake::start(mailroom_fakes::Config::with_key(KEY))
         .await
@@ -260,7 +264,8 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
     let id = sent.status.and_then(|s| s.provider_message_id).expect("id");
     let receiver = Receiver::start(&hooks, sa.clone()).await;
     let now = jiff::Timestamp::now().as_second();
-    let delivered = Event::new(Happened::Delivered, &id, "x@example.org", now);
+    let delivered =
+        Event::new(Happened::Delivered, &id, "x@example.org", now).echoing(fake.echo(&id));
     let request = &signer.requests(&[delivered], now)[0];
     let url = format!("{}/api", receiver.base);
     assert_eq!(post(&reqwest::Client::new(), &url, request).await, 200);

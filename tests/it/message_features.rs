@@ -50,6 +50,28 @@ async fn finished_messages_are_deleted_after_their_ttl() {
         }
         spec
     };
+    // Kept by a GitOps tool: deleting it would only have the tool create it
+    // again, and send it again. Finished first, so it is due before the
+    // others: it is still there once they are gone.
+    let managed = |name: &str, insist: bool| {
+        let mut annotations = serde_json::Map::new();
+        if insist {
+            annotations.insert("mailroom.dev/expire-managed".into(), json!("true"));
+        }
+        json!({"apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage",
+               "metadata": {"name": name, "labels": {"kustomize.toolkit.fluxcd.io/name": "apps"},
+                            "annotations": annotations},
+               "spec": spec(&support::unique(name), "x@example.org", Some(1))})
+    };
+    support::fixtures::create::<EmailMessage>(&scene.client, &scene.ns, managed("from-git", false))
+        .await;
+    support::fixtures::create::<EmailMessage>(
+        &scene.client,
+        &scene.ns,
+        managed("from-git-expiring", true),
+    )
+    .await;
+    scene.wait_phase("from-git", Phase::Sent).await;
     scene
         .message(
             "short-lived",
@@ -72,7 +94,7 @@ async fn finished_messages_are_deleted_after_their_ttl() {
     scene.wait_phase("kept", Phase::Sent).await;
 
     let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
-    for name in ["short-lived", "failed-short-lived"] {
+    for name in ["short-lived", "failed-short-lived", "from-git-expiring"] {
         support::eventually(
             &format!("{name} to be deleted"),
             Duration::from_secs(20),
@@ -90,6 +112,10 @@ async fn finished_messages_are_deleted_after_their_ttl() {
         api.get_opt("kept").await.expect("get").is_some(),
         "a message without a TTL stays"
     );
+    assert!(
+        api.get_opt("from-git").await.expect("get").is_some(),
+        "a message Flux manages stays despite its TTL"
+    );
     controller.stop().await;
 }
 
@@ -104,25 +130,33 @@ async fn tags_and_metadata_reach_each_service_as_it_documents_them() {
         let (scene, fake, controller) =
             fixtures::api_scene(service, "tags", fixtures::VALID_API_KEY).await;
         scene.message("tagged", tagged("tagged", "api")).await;
-        scene.wait_phase("tagged", Phase::Sent).await;
+        let sent = scene.wait_phase("tagged", Phase::Sent).await;
+        let origin = support::origin(&sent);
+        // The message's own metadata, then the origin mailroom adds.
+        let mut metadata = json!({"plan": "pro", "user_id": "42"});
+        for (k, v) in &origin {
+            metadata[k] = json!(v);
+        }
         let body = fake.accepted()[0].body.clone();
         let field = |name: &str| body.get(name).cloned().unwrap_or(Value::Null);
         match service {
             Service::Mailtrap => {
                 assert_eq!(field("category"), json!("welcome"));
-                assert_eq!(
-                    field("custom_variables"),
-                    json!({"plan": "pro", "user_id": "42"})
-                );
+                assert_eq!(field("custom_variables"), metadata);
             }
-            Service::Resend => assert_eq!(
-                field("tags"),
-                json!([{"name": "welcome", "value": "true"}, {"name": "onboarding", "value": "true"},
-                       {"name": "plan", "value": "pro"}, {"name": "user_id", "value": "42"}])
-            ),
+            Service::Resend => {
+                let mut tags = vec![
+                    json!({"name": "welcome", "value": "true"}),
+                    json!({"name": "onboarding", "value": "true"}),
+                    json!({"name": "plan", "value": "pro"}),
+                    json!({"name": "user_id", "value": "42"}),
+                ];
+                tags.extend(origin.iter().map(|(k, v)| json!({"name": k, "value": v})));
+                assert_eq!(field("tags"), Value::from(tags));
+            }
             Service::Postmark => {
                 assert_eq!(field("Tag"), json!("welcome"));
-                assert_eq!(field("Metadata"), json!({"plan": "pro", "user_id": "42"}));
+                assert_eq!(field("Metadata"), metadata);
             }
             Service::Mailgun => {
                 let fields: Vec<(String, String)> = body
@@ -143,18 +177,16 @@ async fn tags_and_metadata_reach_each_service_as_it_documents_them() {
                     ("v:plan", "pro"),
                     ("v:user_id", "42"),
                 ];
-                let expected: Vec<(String, String)> = expected
+                let mut expected: Vec<(String, String)> = expected
                     .iter()
                     .map(|(a, b)| (a.to_string(), b.to_string()))
                     .collect();
+                expected.extend(origin.iter().map(|(k, v)| (format!("v:{k}"), v.clone())));
                 assert_eq!(fields, expected);
             }
             Service::SendGrid => {
                 assert_eq!(field("categories"), json!(["welcome", "onboarding"]));
-                assert_eq!(
-                    field("custom_args"),
-                    json!({"plan": "pro", "user_id": "42"})
-                );
+                assert_eq!(field("custom_args"), metadata);
             }
         }
         controller.stop().await;

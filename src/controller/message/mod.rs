@@ -14,7 +14,6 @@ mod attachments;
 mod attempt;
 pub(crate) mod backoff;
 mod bulk;
-mod cleanup;
 mod clock;
 mod email;
 pub(crate) mod fits;
@@ -33,6 +32,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
 pub use clock::not_before;
+pub(crate) use inputs::provider_of;
 pub use limits::deadline;
 
 use super::context::Context;

@@ -8,7 +8,8 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::condition::{self, Reason, SENT};
-use crate::api::{EmailMessage, EmailMessageStatus, Phase};
+use crate::api::{EmailMessage, EmailMessageStatus, Phase, ProviderId};
+use crate::controller::activity::Outcome;
 use crate::controller::context::Context;
 
 /// Counts an attempt's outcome and its duration.
@@ -26,6 +27,7 @@ pub fn attempt_metrics(
             let namespace = message.namespace().unwrap_or_default();
             let provider = &message.spec.provider_ref.name;
             metrics.count_sent(&namespace, provider, transport);
+            ctx.activity.count(ProviderId::of(message), Outcome::Sent);
         }
         Some(Phase::Failed | Phase::Unknown) => count_failure(ctx, message, outcome),
         _ => {}
@@ -42,6 +44,7 @@ fn count_failure(ctx: &Context, message: &EmailMessage, status: &EmailMessageSta
     ctx.telemetry
         .metrics
         .count_failed(&namespace, provider, &reason);
+    ctx.activity.count(ProviderId::of(message), Outcome::Failed);
 }
 
 /// A message the gate ended (Failed or Unknown): counted, and an Event.

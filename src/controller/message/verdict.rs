@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::clock::{not_before, remaining};
 use super::gate::Stop;
-use super::{cleanup, report};
+use super::report;
 use crate::api::condition::{self, Reason, SENT};
 use crate::api::message::{LastError, RETRY_ANNOTATION};
 use crate::api::{EmailMessage, EmailMessageStatus, Phase};
@@ -48,7 +48,8 @@ pub async fn write(
             text,
         } => conclude(&api, message, ctx, phase, reason, text).await,
         Stop::Requeue(after) => Ok(Action::requeue(after)),
-        Stop::Finished => cleanup::clean_up(message, ctx).await,
+        // Its time to live is kept by `expiry`, outside the cache.
+        Stop::Finished => Ok(Action::await_change()),
         Stop::RefuseRetry(phase) => refuse_retry(&api, message, ctx, phase).await,
     }
 }
