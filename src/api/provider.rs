@@ -516,4 +516,31 @@ pub struct EmailProviderStatus {
     /// When the provider was last verified against the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_time: Option<Time>,
+    /// What the provider did over the last hour, written by the leader at
+    /// most every few seconds when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<RecentActivity>,
+}
+
+/// A provider's messages over a recent window. Counted by the running
+/// controller from its start (`since`): a restart starts again from zero.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentActivity {
+    /// The window's length, in seconds (an hour).
+    pub window_seconds: u32,
+    /// Where the counts start: the window's start, or the controller's
+    /// start when that is later.
+    pub since: Time,
+    /// Messages the server accepted.
+    pub sent: u64,
+    /// Messages that ended Failed or Unknown.
+    pub failed: u64,
+    /// Messages the service's events showed delivered (or opened, or
+    /// clicked).
+    pub delivered: u64,
+    /// Messages that bounced for good, or the service dropped.
+    pub bounced: u64,
+    /// Messages marked as spam.
+    pub complained: u64,
 }

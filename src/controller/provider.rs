@@ -297,6 +297,8 @@ async fn write_status(
         } else {
             warn!(reason = outcome.reason.as_str(), message = %outcome.message, "provider not ready");
         }
+        // The recent counts are another writer's: left as they are.
+        new.recent = None;
         let patch = serde_json::json!({ "status": new });
         patch_status(ctx, provider, &patch)
             .await

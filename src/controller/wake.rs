@@ -101,3 +101,30 @@ pub fn cluster_providers_referencing(
         .map(|p| ObjectRef::from_obj(&*p))
         .collect()
 }
+
+/// What of a provider can change a waiting message's fate: its spec (by
+/// generation) and its status without the recent counts (written every few
+/// seconds, they wake nobody).
+pub fn provider_fingerprint(
+    generation: Option<i64>,
+    status: Option<&crate::api::EmailProviderStatus>,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut status = status.cloned();
+    if let Some(status) = status.as_mut() {
+        status.recent = None;
+    }
+    let text = serde_json::to_string(&(generation, status)).unwrap_or_default();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// `namespace/name` of an object.
+pub fn key_of<K: kube::Resource>(object: &K) -> String {
+    format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}

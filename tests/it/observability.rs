@@ -46,6 +46,8 @@ async fn probes_metrics_and_logs_tell_the_truth_and_keep_secrets() {
     let base = format!("http://{admin}");
     let flags = [
         "--leader-election=false",
+        // A Normal Event per Sent message too, so every writer is searched.
+        "--sent-events=true",
         "--admin-addr",
         &admin,
         "--log-format",
@@ -182,16 +184,14 @@ async fn probes_metrics_and_logs_tell_the_truth_and_keep_secrets() {
 }
 
 #[tokio::test]
-async fn sent_events_can_be_turned_off_while_failures_still_get_one() {
-    use mailroom::controller::Settings;
+async fn sent_messages_get_no_event_by_default_while_failures_still_get_one() {
     use support::fixtures::{self, RunningController};
     let scene = Scene::new("quiet-events").await;
     scene.mailpit_provider().await;
-    let settings = Settings {
-        sent_events: false,
-        ..support::fixtures::settings(&scene.ns)
-    };
-    let controller = RunningController::start_with_settings(scene.client.clone(), settings);
+    let controller = RunningController::start_with_settings(
+        scene.client.clone(),
+        support::fixtures::settings(&scene.ns),
+    );
     let subject = support::unique("no event");
     scene.note("quiet", "mailpit", &subject).await;
     scene
