@@ -55,7 +55,8 @@ bench: tools
 ## bench-smoke: the benchmark at N=200, printing its figures (no threshold), as CI runs it
 bench-smoke: tools
 	$(CARGO) build --release -p mailroom -p mailroom-bench
-	target/release/mailroom-bench --sizes 200 --shape-secrets 200 --shape-config-maps 200 --out target/bench-smoke
+	target/release/mailroom-bench --sizes 200 --shape-secrets 200 --shape-config-maps 200 \
+	  --history-sizes 200,1000 --history-in-flight 200 --history-events-per-message 5 --out target/bench-smoke
 
 ## image: build the controller's OCI image without a container engine, and check it
 image: tools

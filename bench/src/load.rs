@@ -174,7 +174,11 @@ pub async fn operator_run(
             };
             let now = started.elapsed().as_secs_f64();
             let mut t = watched.lock().unwrap_or_else(|e| e.into_inner());
-            for m in objects {
+            // Only this run's messages (`m-`), not a history already there.
+            for m in objects
+                .into_iter()
+                .filter(|m| m.name_any().starts_with("m-"))
+            {
                 if m.status.as_ref().and_then(|s| s.phase) == Some(Phase::Sent) {
                     t.sent.entry(m.name_any()).or_insert(now);
                 }

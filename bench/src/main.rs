@@ -18,6 +18,7 @@
 mod apiserver;
 mod cluster;
 mod env;
+mod history;
 mod load;
 mod process;
 mod report;
@@ -81,6 +82,20 @@ struct Args {
     /// KiB of data in each of those ConfigMaps.
     #[arg(long, default_value_t = 50)]
     shape_config_map_kib: usize,
+    /// The history run: finished messages in the namespace the controller
+    /// starts over, ascending (empty skips the run).
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000, 100000])]
+    history_sizes: Vec<usize>,
+    /// New messages sent over the largest history.
+    #[arg(long, default_value_t = 10000)]
+    history_in_flight: usize,
+    /// Delivery webhook events per new message.
+    #[arg(long, default_value_t = 10)]
+    history_events_per_message: usize,
+    /// Events per webhook request (one, as Postmark, Resend and Mailgun
+    /// post them; SendGrid batches them).
+    #[arg(long, default_value_t = 1)]
+    history_events_per_request: usize,
     /// Where the figures and plots go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -188,6 +203,22 @@ async fn bench(args: Args) -> Result<(), Error> {
     if let Some(run) = &shape_run {
         report::write_shape(&args.out, run)?;
         println!("{}", cluster::markdown(run));
+    }
+    if !args.history_sizes.is_empty() && args.history_sizes.iter().all(|&s| s > 0) {
+        let mut sizes = args.history_sizes.clone();
+        sizes.sort_unstable();
+        let plan = history::Plan {
+            sizes: &sizes,
+            in_flight: args.history_in_flight,
+            events_per_message: args.history_events_per_message,
+            events_per_request: args.history_events_per_request,
+            concurrency: args.concurrency,
+            controller: &args.controller,
+            flags: &args.controller_flags,
+        };
+        let run = history::run(&env, &client, &plan).await?;
+        report::write_history(&args.out, &run)?;
+        println!("{}", history::markdown(&run));
     }
     println!("figures and plots in {}", args.out.display());
     Ok(())

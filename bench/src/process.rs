@@ -30,6 +30,28 @@ impl Controller {
         namespace: Option<&str>,
         log: &Path,
     ) -> Result<Self, Error> {
+        Self::start_on(
+            binary,
+            flags,
+            kubeconfig,
+            namespace,
+            log,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+        )
+    }
+
+    /// As `start`, with the admin server on `admin` and the webhook
+    /// receiver on `webhook`.
+    pub fn start_on(
+        binary: &Path,
+        flags: &[String],
+        kubeconfig: &Path,
+        namespace: Option<&str>,
+        log: &Path,
+        admin: &str,
+        webhook: &str,
+    ) -> Result<Self, Error> {
         let log = std::fs::File::create(log)
             .map_err(|e| Error::Setup(format!("controller log {}: {e}", log.display())))?;
         let err = log
@@ -44,9 +66,9 @@ impl Controller {
                 "--allowed-endpoint-hosts",
                 "127.0.0.1",
                 "--admin-addr",
-                "127.0.0.1:0",
+                admin,
                 "--webhook-addr",
-                "127.0.0.1:0",
+                webhook,
                 "--log-level",
                 "warn",
             ])
@@ -66,6 +88,11 @@ impl Controller {
             cpu_seconds: cpu_seconds(self.child.id()),
             peak_rss_mib: self.status_mib("VmHWM:"),
         }
+    }
+
+    /// How it ended, if it did.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Resident memory now, MiB.

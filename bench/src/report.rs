@@ -201,6 +201,55 @@ pub fn write_shape(dir: &Path, run: &crate::cluster::ShapeRun) -> Result<(), Err
         .map_err(|e| Error::Setup(format!("writing the cluster-shape figures: {e}")))
 }
 
+/// Writes `history.json` and `history.md` (the history run) into `dir`.
+pub fn write_history(dir: &Path, run: &crate::history::HistoryRun) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(run).map_err(|e| Error::Setup(e.to_string()))?;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(dir.join("history.json"), json))
+        .and_then(|()| std::fs::write(dir.join("history.md"), crate::history::markdown(run)))
+        .map_err(|e| Error::Setup(format!("writing the history figures: {e}")))?;
+    if font().is_some() {
+        history_plot(&dir.join("history.png"), run)?;
+    }
+    Ok(())
+}
+
+/// Peak RSS at ready against the finished messages already there.
+fn history_plot(path: &Path, run: &crate::history::HistoryRun) -> Result<(), Error> {
+    let points: Vec<(f64, f64)> = run
+        .starts
+        .iter()
+        .map(|s| (s.history as f64, s.peak_rss_mib))
+        .collect();
+    let x_max = points.iter().map(|p| p.0).fold(10.0f64, f64::max) * 2.0;
+    let y_max = points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.5;
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "controller peak RSS at ready, by finished messages in the cluster",
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d((100f64..x_max).log_scale(), 0f64..y_max)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("finished messages (log scale)")
+        .y_desc("MiB")
+        .draw()
+        .map_err(plot_error)?;
+    chart
+        .draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))
+        .map_err(plot_error)?;
+    chart
+        .draw_series(points.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)
+}
+
 fn font() -> Option<&'static [u8]> {
     let bytes = [
         "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
