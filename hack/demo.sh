@@ -104,16 +104,20 @@ k -n "$ns" get emailmessage via-resend-fake -o jsonpath='providerMessageId={.sta
 
 say "Resend reports via-resend-fake delivered: a signed webhook to the operator"
 email_id=$(k -n "$ns" get emailmessage via-resend-fake -o jsonpath='{.status.providerMessageId}')
-WEBHOOK_SECRET=$WEBHOOK_SECRET python3 - "http://127.0.0.1:$webhook_port/webhooks/$ns/resend-local-fake" "$email_id" <<'PY'
-# What Resend (through Svix) posts: the event, signed with HMAC-SHA256 over
-# "svix-id.svix-timestamp.body" with the webhook's secret.
+WEBHOOK_SECRET=$WEBHOOK_SECRET python3 - "http://127.0.0.1:$webhook_port/webhooks/$ns/resend-local-fake" "$email_id" "$FAKE_URL" <<'PY'
+# What Resend (through Svix) posts: the event, with the tags the email was
+# sent with (mailroom's origin among them: they name the message), signed
+# with HMAC-SHA256 over "svix-id.svix-timestamp.body" with the webhook's secret.
 import base64, hashlib, hmac, json, os, sys, time, urllib.error, urllib.request, uuid
-url, email_id = sys.argv[1], sys.argv[2]
+url, email_id, fake_url = sys.argv[1], sys.argv[2], sys.argv[3]
+with urllib.request.urlopen(fake_url + "/_fake/requests") as res:
+    sent = [r for r in json.load(res) if r.get("id") == email_id]
+tags = {t["name"]: t["value"] for t in sent[-1]["body"].get("tags", [])} if sent else {}
 now = int(time.time())
 body = json.dumps({"type": "email.delivered", "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)),
                    "data": {"email_id": email_id, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)),
                             "from": "mailroom demo <demo@mailroom.dev>", "to": ["dana@example.org"],
-                            "subject": "Sent through an HTTP API (Resend, local fake)"}}).encode()
+                            "subject": "Sent through an HTTP API (Resend, local fake)", "tags": tags}}).encode()
 msg_id = "msg_" + uuid.uuid4().hex
 key = base64.b64decode(os.environ["WEBHOOK_SECRET"].removeprefix("whsec_"))
 signature = base64.b64encode(hmac.new(key, f"{msg_id}.{now}.".encode() + body, hashlib.sha256).digest()).decode()
