@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the local control plane and test servers from the pinned Go modules in
 # tools/: kube-apiserver and kubectl (tools/kube), etcd (tools/etcd), mailpit
-# (tools/mailpit), helm (tools/helm) and crane (tools/crane). Each output lands in .cache/tools/<tool>-<version>-<hash>/,
+# (tools/mailpit), helm (tools/helm), crane (tools/crane), promtool (tools/promtool, for the
+# alert rules' tests) and kstatus (tools/kstatus: Flux's health library over objects on stdin).
+# Each output lands in .cache/tools/<tool>-<version>-<hash>/,
 # keyed by the pinned version and a hash of the module files, so a binary is
 # rebuilt only when its pin changes. Prints the bin directory on the last line.
 #
-# Usage: hack/build-tools.sh [kube|etcd|mailpit|helm|crane ...]   (default: all)
+# Usage: hack/build-tools.sh [kube|etcd|mailpit|helm|crane|promtool|kstatus ...]   (default: all)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,8 +17,11 @@ mkdir -p "$bindir"
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 
-module_key() { # <tool dir> -> short hash of go.mod + go.sum + go version
-  cat "$1/go.mod" "$1/go.sum" <(go env GOVERSION) | sha256sum | cut -c1-12
+module_key() { # <tool dir> -> short hash of go.mod + go.sum + its own Go files + go version
+  local sources
+  sources=$(find "$1" -maxdepth 1 -name '*.go' | sort)
+  # shellcheck disable=SC2086 # one path per word
+  cat "$1/go.mod" "$1/go.sum" $sources <(go env GOVERSION) | sha256sum | cut -c1-12
 }
 
 required_version() { # <tool dir> <module path> -> pinned version
@@ -49,7 +54,7 @@ build() {
 command -v go >/dev/null || { log "Go is required (https://go.dev/dl/); none found on PATH"; exit 1; }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd mailpit kube helm crane)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd mailpit kube helm crane kstatus promtool)
 
 for t in "${targets[@]}"; do
   case $t in
@@ -70,7 +75,12 @@ for t in "${targets[@]}"; do
       build helm helm.sh/helm/v3 helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$v"
       ;;
     crane) build crane github.com/google/go-containerregistry crane github.com/google/go-containerregistry/cmd/crane ;;
-    *) log "unknown tool: $t (expected kube, etcd, mailpit, helm or crane)"; exit 2 ;;
+    kstatus) build kstatus sigs.k8s.io/cli-utils kstatus . ;;
+    promtool)
+      v=$(required_version "$root/tools/promtool" github.com/prometheus/prometheus)
+      build promtool github.com/prometheus/prometheus promtool github.com/prometheus/prometheus/cmd/promtool "-X github.com/prometheus/common/version.Version=$v"
+      ;;
+    *) log "unknown tool: $t (expected kube, etcd, mailpit, helm, crane, promtool or kstatus)"; exit 2 ;;
   esac
 done
 echo "$bindir"
