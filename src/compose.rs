@@ -1,6 +1,7 @@
 //! Turns an EmailMessage spec into a validated [`Email`]: parsed mailboxes, a
 //! sender (the message's or the provider's default), safe extra headers and a
-//! Message-ID derived from the object's UID. Every error names the field.
+//! Message-ID derived from the message's identity (see `ledger::identity`).
+//! Every error names the field.
 
 use lettre::message::Mailbox;
 
@@ -29,8 +30,9 @@ pub struct Email {
     pub headers: Vec<(String, String)>,
     /// The Message-ID header value, with angle brackets.
     pub message_id: String,
-    /// The message object's UID: the same for every attempt, used for
-    /// idempotency keys.
+    /// The key derived from the message's identity: the same for every
+    /// attempt and for the same message created again; the Message-ID's
+    /// local part and the idempotency key.
     pub key: String,
     /// Tags for the service's reporting.
     pub tags: Vec<String>,
@@ -141,18 +143,18 @@ fn mailboxes(field: &str, values: &[String]) -> Result<Vec<Mailbox>, InvalidMess
         .collect()
 }
 
-/// The Message-ID for a message object: stable across attempts, unique per
-/// object, in the sender's domain.
-pub fn message_id(uid: &str, from: &Mailbox) -> String {
-    format!("<{uid}@{}>", from.email.domain())
+/// The Message-ID for a message: stable across attempts and re-creations,
+/// unique per identity, in the sender's domain.
+pub fn message_id(key: &str, from: &Mailbox) -> String {
+    format!("<{key}@{}>", from.email.domain())
 }
 
 /// Builds the email for `spec`. `default_from` is the provider's, used when
-/// the spec has none; `uid` is the object's UID.
+/// the spec has none; `key` is derived from the message's identity.
 pub fn compose(
     spec: &EmailMessageSpec,
     default_from: Option<&str>,
-    uid: &str,
+    key: &str,
 ) -> Result<Email, InvalidMessage> {
     let from = match (&spec.from, default_from) {
         (Some(from), _) => mailbox("spec.from".into(), from)?,
@@ -215,7 +217,7 @@ pub fn compose(
         }
         headers.push((name.clone(), value.clone()));
     }
-    let message_id = message_id(uid, &from);
+    let message_id = message_id(key, &from);
     Ok(Email {
         from,
         to,
@@ -227,7 +229,7 @@ pub fn compose(
         html: spec.html.clone(),
         headers,
         message_id,
-        key: uid.to_string(),
+        key: key.to_string(),
         tags: spec.tags.clone(),
         metadata: spec
             .metadata
@@ -278,6 +280,7 @@ mod tests {
             template_ref: None,
             data: None,
             ttl_seconds_after_finished: None,
+            idempotency_key: None,
             tags: vec![],
             metadata: Default::default(),
             attachments: vec![],

@@ -10,6 +10,7 @@ pub mod events;
 pub mod guarded;
 #[cfg(test)]
 mod hostile_input;
+pub mod ledger;
 pub mod logging;
 pub mod metrics;
 #[cfg(test)]

@@ -96,11 +96,14 @@ pub enum Reason {
     /// The message was claimed but the controller stopped before the result
     /// was recorded; it is sent again (at-least-once).
     Interrupted,
+    /// The same message (same identity) was sent before, within its
+    /// provider's deduplication window: not sent again.
+    AlreadySent,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 37] = [
+    pub const ALL: [Reason; 38] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -138,6 +141,7 @@ impl Reason {
         Reason::DeadlineExceeded,
         Reason::OutcomeUnknown,
         Reason::Interrupted,
+        Reason::AlreadySent,
     ];
 
     /// The reason as written to status.
@@ -180,6 +184,7 @@ impl Reason {
             Reason::DeadlineExceeded => "DeadlineExceeded",
             Reason::OutcomeUnknown => "OutcomeUnknown",
             Reason::Interrupted => "Interrupted",
+            Reason::AlreadySent => "AlreadySent",
         }
     }
 

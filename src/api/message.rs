@@ -239,6 +239,16 @@ pub struct EmailMessageSpec {
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<u32>,
 
+    /// What makes two messages one send. Unset, a message is the same send
+    /// as an earlier one in this namespace with the same name and spec:
+    /// created again (re-applied from Git, restored from a backup) it is not
+    /// sent again but marked Sent, reason AlreadySent. Set, the key alone
+    /// decides, whatever the name: one send per order number, say; a new key
+    /// sends the same content again. Printable ASCII without spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[!-~]+$"))]
+    pub idempotency_key: Option<String>,
+
     /// Tags for the service's reporting, each 1-64 letters, digits, `_` or
     /// `-`, no repeats: Mailtrap `category` (the first), Resend `tags`,
     /// Postmark `Tag` (the first), Mailgun `o:tag` (up to 3), SendGrid
@@ -483,9 +493,11 @@ pub struct EmailMessageStatus {
     /// How many send attempts have been started.
     #[serde(default)]
     pub attempts: u32,
-    /// The Message-ID header of the email (SMTP), derived from this object's
-    /// UID, so every attempt carries the same one and receivers can drop
-    /// duplicates. HTTP APIs set their own Message-ID; see providerMessageId.
+    /// The Message-ID header of the email (SMTP), derived from the message's
+    /// identity (namespace, name and spec, or spec.idempotencyKey), so every
+    /// attempt, and the same message created again, carries the same one and
+    /// receivers can drop duplicates. HTTP APIs set their own Message-ID; see
+    /// providerMessageId.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
     /// The id the server gave the accepted message: for SMTP, the queue id

@@ -1,9 +1,12 @@
 //! The custom resources of the `mailroom.dev/v1alpha1` API: what to send
 //! ([`EmailMessage`], [`EmailTemplate`]) and how to send it
-//! ([`EmailProvider`], [`ClusterEmailProvider`]).
+//! ([`EmailProvider`], [`ClusterEmailProvider`]), and the record of what
+//! was sent ([`EmailLedger`]).
 
 pub mod cluster_provider;
 pub mod condition;
+pub mod health;
+pub mod ledger;
 pub mod message;
 pub mod origin;
 pub mod provider;
@@ -12,6 +15,7 @@ pub mod schema;
 pub mod template;
 
 pub use cluster_provider::{ClusterEmailProvider, ClusterEmailProviderSpec};
+pub use ledger::{EmailLedger, EmailLedgerSpec, LedgerEntry};
 pub use message::{
     BounceKind, DeliveryEvent, DeliveryEventType, EmailMessage, EmailMessageSpec,
     EmailMessageStatus, Phase,
@@ -33,6 +37,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         ClusterEmailProvider::crd(),
         EmailMessage::crd(),
         EmailTemplate::crd(),
+        EmailLedger::crd(),
     ]
     .into_iter()
     .map(without_unsigned_formats)

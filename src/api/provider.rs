@@ -62,6 +62,15 @@ pub struct EmailProviderSpec {
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<u32>,
 
+    /// How many days mailroom remembers each message this provider sent
+    /// (in the namespace's EmailLedger pages), so that the same message
+    /// created again (re-applied by a GitOps tool, restored from a backup)
+    /// is not sent again but marked Sent with reason AlreadySent. Default
+    /// 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 365))]
+    pub deduplication_window_days: Option<u32>,
+
     /// The sender used by messages that do not set `from`, as `address` or
     /// `Display Name <address>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -236,6 +236,8 @@ pub mod defaults {
     pub const MAX_CONCURRENT_SENDS: usize = 32;
     /// `--sent-events`.
     pub const SENT_EVENTS: bool = false;
+    /// `--ledger-max-entries`.
+    pub const LEDGER_MAX_ENTRIES: usize = crate::ledger::DEFAULT_MAX_ENTRIES;
 }
 
 /// Settings of a running controller: its command-line flags (each also an
@@ -285,6 +287,11 @@ pub struct Settings {
     /// cluster.
     #[arg(long, value_delimiter = ',', env = "MAILROOM_ALLOWED_ENDPOINT_HOSTS")]
     pub allowed_endpoint_hosts: Vec<String>,
+    /// Ledger entries kept per namespace at most (16 bytes of memory each):
+    /// beyond it the oldest page of the namespace's record is dropped
+    /// before its window ends.
+    #[arg(long, env = "MAILROOM_LEDGER_MAX_ENTRIES", default_value_t = defaults::LEDGER_MAX_ENTRIES)]
+    pub ledger_max_entries: usize,
 }
 
 impl Default for Settings {
@@ -298,6 +305,7 @@ impl Default for Settings {
             sent_events: defaults::SENT_EVENTS,
             cluster_provider_namespace: None,
             allowed_endpoint_hosts: Vec::new(),
+            ledger_max_entries: defaults::LEDGER_MAX_ENTRIES,
         }
     }
 }
@@ -324,6 +332,8 @@ pub struct Context {
     pub expiry: Arc<super::expiry::Expiry>,
     /// What each provider did over the last hour, for its status.
     pub activity: Arc<super::activity::Activity>,
+    /// The record of what was sent, so the same message is sent once.
+    pub ledger: Arc<crate::ledger::Ledger>,
     /// Token buckets of rate-limited providers.
     pub rate_limits: RateLimits,
     /// The send slots (`max_concurrent_sends`, shared fairly).
@@ -340,12 +350,14 @@ impl Context {
     /// Waits until the provider and template caches (and the cluster
     /// providers', when served) have listed everything: messages are judged
     /// against them, so none is marked ProviderNotFound for a provider that
-    /// exists but is not listed yet. `false` when a cache stopped first.
+    /// exists but is not listed yet, and until the ledger is read, so none
+    /// is sent that was sent before. `false` when a cache stopped first.
     pub async fn caches_ready(&self) -> bool {
         let ready = &self.ready;
         ready.providers.wait().await
             && ready.templates.wait().await
             && ready.cluster_providers.wait().await
+            && self.ledger.loaded().await
     }
 }
 

@@ -16,6 +16,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The ledger of what was sent could not be read.
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::ledger::pages::Error),
     /// A status write kept conflicting with other writers.
     #[error("the status write conflicted {0} times in a row")]
     Contended(u32),

@@ -28,11 +28,15 @@ use tracing::{info, warn};
 use crate::api::EmailMessage;
 use crate::api::condition::{self, SENT};
 use crate::api::message::RETRY_ANNOTATION;
+use crate::ledger::Ledger;
 
 /// Deletes at once, at most.
 const DELETES_AT_ONCE: usize = 8;
 /// How soon a delete the apiserver failed is tried again.
 const DELETE_RETRY: SignedDuration = SignedDuration::from_secs(5);
+/// How soon a message whose ledger entry waits to be written is looked at
+/// again (entries are written every second).
+const LEDGER_WAIT: SignedDuration = SignedDuration::from_secs(1);
 
 /// Whether the cache must hold `message` in full: it is not finished, or
 /// it asks for a retry (which the controller answers).
@@ -198,10 +202,15 @@ impl Expiry {
         (due, None)
     }
 
-    /// Puts back a record whose delete failed, due again after a pause,
-    /// unless a newer version was noted meanwhile.
-    fn put_back(&self, key: Key, mut record: Record) {
-        let Ok(later) = Timestamp::now().checked_add(DELETE_RETRY) else {
+    /// When the next record is due.
+    fn next_due(&self) -> Option<Timestamp> {
+        self.lock().by_due.first().map(|(when, _)| *when)
+    }
+
+    /// Puts back a record whose delete failed or must wait, due again after
+    /// `pause`, unless a newer version was noted meanwhile.
+    fn put_back(&self, key: Key, mut record: Record, pause: SignedDuration) {
+        let Ok(later) = Timestamp::now().checked_add(pause) else {
             return;
         };
         record.due = later;
@@ -213,23 +222,31 @@ impl Expiry {
         records.by_key.insert(key, record);
     }
 
-    /// Deletes each message when it is due, until the process ends.
-    pub async fn run(self: Arc<Self>, client: Client) {
+    /// Deletes each message when it is due, until the process ends; one
+    /// whose ledger entry is not written yet waits for it (deleted first,
+    /// it could be created again and sent again).
+    pub async fn run(self: Arc<Self>, client: Client, ledger: Arc<Ledger>) {
         loop {
             let changed = self.changed.notified();
-            let (due, next) = self.take_due(Timestamp::now());
+            let (due, _) = self.take_due(Timestamp::now());
             futures::stream::iter(due)
                 .for_each_concurrent(DELETES_AT_ONCE, |(key, record)| {
                     let expiry = self.clone();
                     let client = client.clone();
+                    let unrecorded = key
+                        .split_once('/')
+                        .is_some_and(|(ns, name)| ledger.is_pending(ns, name));
                     async move {
-                        if let Err(record) = delete(&client, &key, record).await {
-                            expiry.put_back(key, record);
+                        if unrecorded {
+                            expiry.put_back(key, record, LEDGER_WAIT);
+                        } else if let Err(record) = delete(&client, &key, record).await {
+                            expiry.put_back(key, record, DELETE_RETRY);
                         }
                     }
                 })
                 .await;
-            let wait = next
+            let wait = self
+                .next_due()
                 .and_then(|n| n.duration_since(Timestamp::now()).try_into().ok())
                 .unwrap_or(Duration::from_secs(3600));
             let _ = tokio::time::timeout(wait, changed).await;

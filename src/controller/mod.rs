@@ -101,11 +101,19 @@ pub async fn run(
     let (message_run, listed, store) = run_messages(&client, wakes, ctx.clone(), shutdown.clone());
     let providers_listed = ctx.ready.providers.clone();
     let observe = observe::observe(providers_listed, listed, store, telemetry, shutdown.clone());
-    // The watches, the expiry of finished messages and the providers'
-    // recent counts run beside the controllers and stop with them.
+    // The watches, the expiry of finished messages, the providers' recent
+    // counts and the ledger run beside the controllers and stop with them.
     let mut drivers = drivers;
-    drivers.push(ctx.expiry.clone().run(client.clone()).boxed());
+    drivers.push(
+        ctx.expiry
+            .clone()
+            .run(client.clone(), ctx.ledger.clone())
+            .boxed(),
+    );
     drivers.push(ctx.activity.clone().run(client.clone()).boxed());
+    let ledger = ctx.ledger.clone();
+    let ledger_client = client.clone();
+    drivers.push(async move { ledger.run(ledger_client).await }.boxed());
     let background = drive(drivers, shutdown);
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
@@ -119,5 +127,7 @@ pub async fn run(
         observe,
         background
     );
+    // What was sent last is recorded before the process ends.
+    ctx.ledger.flush(&client).await;
     info!("controller stopped");
 }

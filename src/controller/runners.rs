@@ -51,6 +51,10 @@ pub(super) fn context(
         written: Default::default(),
         expiry: Default::default(),
         activity: Default::default(),
+        ledger: Arc::new(crate::ledger::Ledger::new(
+            settings.namespace.clone(),
+            settings.ledger_max_entries,
+        )),
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
         sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),
@@ -225,12 +229,19 @@ where
 }
 
 /// Notes a finished `message` for expiry, with its provider's default
-/// time to live as the cache shows it.
+/// time to live as the cache shows it, and, when it was sent, in the
+/// ledger for its provider's deduplication window (a message sent before
+/// the ledger existed is recorded when first seen).
 fn note_finished(ctx: &Context, message: &EmailMessage) {
-    let provider_ttl = message::provider_of(message, ctx)
-        .0
-        .and_then(|p| p.spec.ttl_seconds_after_finished);
-    ctx.expiry.note(message, provider_ttl);
+    let (own, cluster) = message::provider_of(message, ctx);
+    let spec = own
+        .as_ref()
+        .map(|p| &p.spec)
+        .or(cluster.as_ref().map(|c| &c.spec.provider));
+    ctx.ledger
+        .remember(message, spec.and_then(|s| s.deduplication_window_days));
+    ctx.expiry
+        .note(message, spec.and_then(|s| s.ttl_seconds_after_finished));
 }
 
 /// Messages per page when the apiserver serves no streaming list.

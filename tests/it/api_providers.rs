@@ -166,7 +166,7 @@ async fn documented_request_is_sent(service: Service) {
         accepted[0].body, body,
         "the request is exactly the documented one"
     );
-    let status = sent.status.expect("status");
+    let status = sent.status.clone().expect("status");
     assert_eq!(
         status.provider_message_id.as_deref(),
         Some(expected_id(service, &accepted[0]).as_str())
@@ -187,7 +187,10 @@ async fn documented_request_is_sent(service: Service) {
                 .expect("Idempotency-Key");
             assert_eq!(
                 key,
-                &format!("mailroom/{}", sent.metadata.uid.expect("uid"))
+                &format!(
+                    "mailroom/{}",
+                    mailroom::ledger::Identity::of(&sent).as_str()
+                )
             );
         }
         _ => {}

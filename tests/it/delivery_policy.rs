@@ -143,7 +143,8 @@ async fn an_idempotent_service_sends_an_interrupted_at_most_once_message_again()
     let accepted = fake.accepted();
     assert_eq!(accepted.len(), 1);
     let key = accepted[0].headers.get("idempotency-key").expect("key");
-    assert_eq!(key, &format!("mailroom/{}", message.uid().expect("uid")));
+    let identity = mailroom::ledger::Identity::of(&message);
+    assert_eq!(key, &format!("mailroom/{}", identity.as_str()));
     controller.stop().await;
 }
 

@@ -41,15 +41,15 @@ async fn text_message_is_sent_once_with_its_ids_in_status() {
     let found = support::received(&subject).await;
     assert_eq!(found.len(), 1, "exactly one copy received");
     let mail = Mailpit::shared().message(&found[0].id).await;
-    let uid = sent.metadata.uid.clone().expect("uid");
+    let identity = mailroom::ledger::Identity::of(&sent);
     assert_eq!(
         format!("<{}>", mail.message_id),
         status.message_id.expect("message id")
     );
     assert_eq!(
         mail.message_id,
-        format!("{uid}@mailroom.dev"),
-        "Message-ID derives from the UID"
+        format!("{}@mailroom.dev", identity.as_str()),
+        "Message-ID derives from the message's identity"
     );
     assert_eq!(
         mail.from.expect("from").address,

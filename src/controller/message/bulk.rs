@@ -145,7 +145,7 @@ fn next_batch(
     start: usize,
 ) -> Batch {
     let recipients = &message.spec.recipients;
-    let uid = message.uid().unwrap_or_default();
+    let key = super::gate::send_key(message);
     let start = start.min(recipients.len());
     let mut batch = Batch {
         start,
@@ -166,7 +166,7 @@ fn next_batch(
             message.spec.data.as_ref(),
             recipient.data.as_ref(),
         ));
-        match build(&spec, template, default_from, &format!("{uid}.{i}")) {
+        match build(&spec, template, default_from, &format!("{key}.{i}")) {
             Ok(mut email) => {
                 email.origin = Some(Origin::of(message, u32::try_from(i).ok()));
                 bytes += crate::transport::api::limits::email_bytes(&email);

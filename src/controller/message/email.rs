@@ -12,7 +12,7 @@ pub fn build(
     spec: &EmailMessageSpec,
     template: Option<&EmailTemplate>,
     default_from: Option<&str>,
-    uid: &str,
+    key: &str,
 ) -> Result<compose::Email, String> {
     let data = spec.data.clone().unwrap_or_else(|| json!({}));
     let rendered;
@@ -30,7 +30,7 @@ pub fn build(
         },
         _ => spec,
     };
-    compose::compose(spec, default_from, uid).map_err(|e| e.to_string())
+    compose::compose(spec, default_from, key).map_err(|e| e.to_string())
 }
 
 /// The message's data with a recipient's laid over it (top-level keys).

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use super::clock::until;
 use super::limits::Limits;
 use super::{email, fits};
-use crate::api::condition::{self, READY, Reason};
+use crate::api::condition::{self, READY, Reason, SENT};
 use crate::api::message::{DeliveryPolicy, ProviderKind, RETRY_ANNOTATION};
 use crate::api::origin::Origin;
 use crate::api::{EmailMessage, EmailProvider, EmailTemplate, Phase};
@@ -68,6 +68,9 @@ pub enum Stop {
     Finished,
     /// A retry was asked of a finished message that is not Unknown.
     RefuseRetry(Phase),
+    /// The same message was sent before (the ledger's entry): it ends Sent,
+    /// reason AlreadySent.
+    AlreadySent(Box<crate::ledger::Entry>),
 }
 
 /// What a verified transport can do, as the gate needs to know it.
@@ -115,10 +118,21 @@ pub fn settled(message: &EmailMessage) -> Option<Stop> {
     let retry_requested = message.annotations().contains_key(RETRY_ANNOTATION);
     match phase {
         Phase::Unknown if retry_requested => None,
+        Phase::Sent if retry_requested && already_sent(message) => None,
         phase if phase.is_finished() && retry_requested => Some(Stop::RefuseRetry(phase)),
         phase if phase.is_finished() => Some(Stop::Finished),
         _ => None,
     }
+}
+
+/// Whether `message` was not sent because the same message was sent before
+/// (reason AlreadySent).
+pub fn already_sent(message: &EmailMessage) -> bool {
+    message
+        .status
+        .as_ref()
+        .and_then(|s| condition::find(&s.conditions, SENT))
+        .is_some_and(|c| c.reason == Reason::AlreadySent)
 }
 
 /// Decides what happens to an unfinished message at `now`.
@@ -245,15 +259,23 @@ fn compose(
     if !message.spec.recipients.is_empty() {
         return Ok(None);
     }
-    let uid = message.uid().unwrap_or_default();
+    let key = send_key(message);
     let default_from = provider.spec.default_from.as_deref();
-    let mut email = email::build(&message.spec, template, default_from, &uid).map_err(invalid)?;
+    let mut email = email::build(&message.spec, template, default_from, &key).map_err(invalid)?;
     email.origin = Some(Origin::of(message, None));
     // A repeated attempt keeps the Message-ID of the first.
     if let Some(id) = message.status.as_ref().and_then(|s| s.message_id.clone()) {
         email.message_id = id;
     }
     Ok(Some(Box::new(email)))
+}
+
+/// The key every attempt sends with (the Message-ID's local part, the
+/// Resend Idempotency-Key): derived from the message's identity, and new
+/// when a person asked to send an already sent message again.
+pub fn send_key(message: &EmailMessage) -> String {
+    let again = already_sent(message) && message.annotations().contains_key(RETRY_ANNOTATION);
+    crate::ledger::send_key(message, again)
 }
 
 fn schedule(message: &EmailMessage, now: jiff::Timestamp) -> Result<(), Stop> {

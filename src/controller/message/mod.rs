@@ -2,7 +2,8 @@
 //!
 //! 1. `inputs` gathers what the caches know (provider, access, template,
 //!    verified transport, retry limits);
-//! 2. `gate` decides, without I/O, whether to send, wait, end or look again;
+//! 2. `gate` decides, without I/O, whether to send, wait, end or look again,
+//!    and `once` whether the same message was sent before (the ledger);
 //! 3. `verdict` writes a decision that is not a send;
 //! 4. `prepare` takes the rate-limit slot and reads the attachments;
 //! 5. `single` or `bulk` makes the attempt through `attempt` (claim before
@@ -20,6 +21,7 @@ pub(crate) mod fits;
 mod gate;
 mod inputs;
 mod limits;
+mod once;
 mod prepare;
 mod report;
 mod single;
@@ -73,6 +75,9 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         Decision::Send(email) => email,
         Decision::Stop(stop) => return verdict::write(&ctx, &message, stop, deadline).await,
     };
+    if let Some(stop) = once::check(&ctx, &message).await? {
+        return verdict::write(&ctx, &message, stop, deadline).await;
+    }
     // The gate sends only with both; this is never taken.
     let (Some(provider), Some(verified)) = (&inputs.provider, &inputs.verified) else {
         return Ok(Action::requeue(gate::TRANSPORT_WARMUP_RETRY));

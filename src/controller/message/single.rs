@@ -137,8 +137,35 @@ fn outcome(
     let generation = claimed.metadata.generation;
     match result {
         Ok(accepted) => sent(status, attempt, &accepted, generation),
+        Err(error) if error.provider_code.as_deref() == Some(KEY_ALREADY_USED) => {
+            already_taken(status, &error, generation)
+        }
         Err(error) => failed(status, attempt, &error, limits, policy, generation),
     }
+}
+
+/// Resend's answer to an Idempotency-Key it holds from another request:
+/// the same message (same identity) was accepted before, by an object
+/// whose record this controller no longer has.
+const KEY_ALREADY_USED: &str = "invalid_idempotent_request";
+
+/// The service already took a send with this message's identity: it is not
+/// sent again, and says so (Sent, reason AlreadySent).
+fn already_taken(
+    mut status: EmailMessageStatus,
+    error: &SendError,
+    generation: Option<i64>,
+) -> EmailMessageStatus {
+    status.phase = Some(Phase::Sent);
+    status.sent_time = Some(now());
+    status.last_error = None;
+    let text = format!(
+        "not sent again: the service already accepted a send with this message's identity (its idempotency key): {}. Set a new spec.idempotencyKey to send it again",
+        error.message
+    );
+    let why = Reason::AlreadySent;
+    condition::set(&mut status.conditions, SENT, true, why, text, generation);
+    status
 }
 
 fn sent(

@@ -51,6 +51,7 @@ pub async fn write(
         // Its time to live is kept by `expiry`, outside the cache.
         Stop::Finished => Ok(Action::await_change()),
         Stop::RefuseRetry(phase) => refuse_retry(&api, message, ctx, phase).await,
+        Stop::AlreadySent(entry) => already_sent(&api, message, &entry).await,
     }
 }
 
@@ -86,6 +87,47 @@ pub async fn conclude(
         Ok(written) => {
             warn!(reason = why.as_str(), message = %text, phase = ?phase, "concluded");
             report::concluded(ctx, &written, phase, why, &text).await;
+            Ok(Action::await_change())
+        }
+        Err(e) if e.is_conflict() => Ok(Action::requeue(CONFLICT_RETRY)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Ends a message whose identity the ledger holds: Sent, reason
+/// AlreadySent, naming the original send; nothing is sent.
+async fn already_sent(
+    api: &Api<EmailMessage>,
+    message: &EmailMessage,
+    entry: &crate::ledger::Entry,
+) -> Result<Action, Error> {
+    let generation = message.metadata.generation;
+    let mut status = message.status.clone().unwrap_or_default();
+    status.phase = Some(Phase::Sent);
+    status.observed_generation = generation;
+    status.next_attempt_time = None;
+    status.last_error = None;
+    status.sent_time = Some(Time(entry.sent));
+    status.provider_message_id = entry.provider_message_id.clone();
+    let original = match &entry.provider_message_id {
+        Some(id) => format!("EmailMessage {:?}, provider message id {id}", entry.name),
+        None => format!("EmailMessage {:?}", entry.name),
+    };
+    let text = format!(
+        "not sent again: the same message was sent at {} ({original}); the record lasts until {}. Annotate {RETRY_ANNOTATION}=true to send it anyway, or set a new spec.idempotencyKey",
+        entry.sent, entry.until
+    );
+    condition::set(
+        &mut status.conditions,
+        SENT,
+        true,
+        Reason::AlreadySent,
+        &text,
+        generation,
+    );
+    match replace_status(api, message, status).await {
+        Ok(_) => {
+            info!(original = %entry.name, sent = %entry.sent, "already sent; not sent again");
             Ok(Action::await_change())
         }
         Err(e) if e.is_conflict() => Ok(Action::requeue(CONFLICT_RETRY)),
@@ -197,6 +239,7 @@ pub async fn replace_status(
     let mut object = message.clone();
     let mut status = status;
     status.recipient = message.spec.recipient_summary();
+    crate::api::health::message(&mut status, message.metadata.generation);
     object.status = Some(status);
     api.replace_status(&message.name_any(), &PostParams::default(), &object)
         .await

@@ -1,6 +1,7 @@
 //! Resend: `POST /emails`, JSON, `Authorization: Bearer`, and an
-//! `Idempotency-Key` derived from the message object's UID, so a retry after
-//! a crash cannot send twice. Success: `{"id": "<uuid>"}`.
+//! `Idempotency-Key` derived from the message's identity, so neither a retry
+//! after a crash nor the same message created again can send twice (within
+//! Resend's key window). Success: `{"id": "<uuid>"}`.
 
 use reqwest::Method;
 use serde_json::{Map, Value, json};
