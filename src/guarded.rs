@@ -91,8 +91,8 @@ pub fn mark_patch(invalid: &InvalidObject, mark: Mark) -> Option<serde_json::Val
     let text = format!("the controller cannot read this object: {error}");
     let generation = invalid.metadata.generation;
     let since = invalid.metadata.creation_timestamp.clone();
-    let condition = |type_: &str, why: Reason| {
-        json!({"type": type_, "status": "False", "reason": why, "message": text,
+    let condition = |type_: &str, status: &str, why: Reason| {
+        json!({"type": type_, "status": status, "reason": why, "message": text,
                "lastTransitionTime": since, "observedGeneration": generation})
     };
     match mark {
@@ -101,11 +101,18 @@ pub fn mark_patch(invalid: &InvalidObject, mark: Mark) -> Option<serde_json::Val
             "phase": "Failed",
             "observedGeneration": generation,
             "lastError": {"reason": Reason::InvalidRequest, "message": text, "retryable": false},
-            "conditions": [condition("Sent", Reason::InvalidRequest)],
+            "conditions": [
+                condition("Sent", "False", Reason::InvalidRequest),
+                condition("Ready", "False", Reason::InvalidRequest),
+                condition("Stalled", "True", Reason::InvalidRequest),
+            ],
         }})),
         Mark::Ready => Some(json!({"status": {
             "observedGeneration": generation,
-            "conditions": [condition("Ready", Reason::InvalidSpec)],
+            "conditions": [
+                condition("Ready", "False", Reason::InvalidSpec),
+                condition("Stalled", "True", Reason::InvalidSpec),
+            ],
         }})),
     }
 }

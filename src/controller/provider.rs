@@ -227,6 +227,7 @@ pub async fn mark_unverified(
     };
     let text = format!("a send failed, verifying again: {}", error.message);
     condition::set(&mut status.conditions, READY, false, why, text, generation);
+    crate::api::health::provider(&mut status.conditions, generation);
     warn!(
         provider = provider.name_any(),
         reason = why.as_str(),
@@ -276,6 +277,7 @@ async fn write_status(
         generation,
     );
     readiness::report(&mut new.conditions, hook.as_ref(), generation);
+    crate::api::health::provider(&mut new.conditions, generation);
     if verified_now && outcome.ready {
         new.last_verified_time = Some(Time(jiff::Timestamp::now()));
     }

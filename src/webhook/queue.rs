@@ -291,7 +291,7 @@ async fn write(
         let mut status = current.status.clone().unwrap_or_default();
         let before = status.phase;
         match lay_over(&current, target, events, &mut status) {
-            Ok(true) => {}
+            Ok(true) => crate::api::health::message(&mut status, current.metadata.generation),
             Ok(false) => return Ok((Applied::Unchanged, None)),
             Err(not) => return Ok((not, None)),
         }
