@@ -137,6 +137,14 @@ pub struct Metrics {
     /// Webhook answers, by status code (404 unknown provider, 408 too slow,
     /// 413 too large, 503 busy or not ready, ...).
     webhook_answers: Family<AnswerLabels, Counter>,
+    /// Age of the oldest message waiting (Pending, not Scheduled).
+    waiting_oldest: Family<SlotLabels, Gauge>,
+    /// The most send slots one provider may hold.
+    slots_per_provider: Gauge,
+    /// Entries in the ledger of what was sent.
+    ledger_entries: Gauge,
+    /// Ledger pages written (created or appended to).
+    ledger_writes: Gauge,
 }
 
 fn provider_labels(namespace: &str, provider: &str, transport: &str) -> ProviderLabels {
@@ -195,6 +203,30 @@ impl Default for Metrics {
         let send_slots = Family::default();
         let slow_attempts = Family::default();
         let webhook_answers = Family::default();
+        let waiting_oldest = Family::default();
+        let slots_per_provider = Gauge::default();
+        let ledger_entries = Gauge::default();
+        let ledger_writes = Gauge::default();
+        registry.register(
+            "messages_waiting_oldest_seconds",
+            "Age of the oldest message waiting (Pending for any reason but Scheduled), by provider",
+            waiting_oldest.clone(),
+        );
+        registry.register(
+            "send_slots_per_provider",
+            "The most send slots one provider may hold (a quarter of --max-concurrent-sends)",
+            slots_per_provider.clone(),
+        );
+        registry.register(
+            "ledger_entries",
+            "Sent messages the ledger remembers (EmailLedger entries)",
+            ledger_entries.clone(),
+        );
+        registry.register(
+            "ledger_writes",
+            "EmailLedger pages written (created or appended to) since start",
+            ledger_writes.clone(),
+        );
         registry.register(
             "webhook_answers",
             "Webhook answers by status code (404 no such provider, 408 too slow, 413 body too large, 503 busy or not ready)",
@@ -301,6 +333,10 @@ impl Default for Metrics {
             send_slots,
             slow_attempts,
             webhook_answers,
+            waiting_oldest,
+            slots_per_provider,
+            ledger_entries,
+            ledger_writes,
         }
     }
 }
@@ -348,6 +384,33 @@ impl Metrics {
             };
             self.waiting.get_or_create(&labels).set(n);
         }
+    }
+
+    /// The age of each provider's oldest waiting message, by (namespace,
+    /// provider); every value before is replaced.
+    pub fn set_waiting_oldest(&self, ages: HashMap<(String, String), f64>) {
+        self.waiting_oldest.clear();
+        for ((namespace, provider), age) in ages {
+            let labels = SlotLabels {
+                namespace,
+                provider,
+            };
+            self.waiting_oldest.get_or_create(&labels).set(age as i64);
+        }
+    }
+
+    /// The most send slots one provider may hold.
+    pub fn set_slots_per_provider(&self, slots: usize) {
+        self.slots_per_provider
+            .set(i64::try_from(slots).unwrap_or(i64::MAX));
+    }
+
+    /// The ledger's entries and writes so far.
+    pub fn set_ledger(&self, entries: usize, writes: u64) {
+        self.ledger_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.ledger_writes
+            .set(i64::try_from(writes).unwrap_or(i64::MAX));
     }
 
     /// A reconcile of `controller` (a kind) that failed and is retried.

@@ -100,7 +100,14 @@ pub async fn run(
     };
     let (message_run, listed, store) = run_messages(&client, wakes, ctx.clone(), shutdown.clone());
     let providers_listed = ctx.ready.providers.clone();
-    let observe = observe::observe(providers_listed, listed, store, telemetry, shutdown.clone());
+    let observe = observe::observe(
+        providers_listed,
+        listed,
+        store,
+        ctx.ledger.clone(),
+        telemetry,
+        shutdown.clone(),
+    );
     // The watches, the expiry of finished messages, the providers' recent
     // counts and the ledger run beside the controllers and stop with them.
     let mut drivers = drivers;

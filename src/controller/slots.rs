@@ -58,6 +58,7 @@ impl SendSlots {
     /// `total` slots (at least 1), reported in the metrics.
     pub fn new(total: usize, telemetry: Arc<Telemetry>) -> Arc<Self> {
         let (per_provider, per_namespace) = shares(total);
+        telemetry.metrics.set_slots_per_provider(per_provider);
         Arc::new(Self {
             global: Arc::new(Semaphore::new(total.max(1))),
             per_provider,

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerts;
 mod api_providers;
 mod attachments;
 mod bad_input;

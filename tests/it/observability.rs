@@ -121,6 +121,27 @@ async fn probes_metrics_and_logs_tell_the_truth_and_keep_secrets() {
     })
     .await;
     assert_eq!(waiting, 1.0);
+    // What the alerts read: the oldest wait, the slot share, the ledger.
+    let oldest = format!(
+        "mailroom_messages_waiting_oldest_seconds{{namespace=\"{ns}\",provider=\"not-there\"}}"
+    );
+    let metrics = support::eventually("the ledger gauge", Duration::from_secs(15), || async {
+        let metrics = get(&format!("{base}/metrics")).await.1;
+        metric(&metrics, "mailroom_ledger_entries ")
+            .is_some_and(|n| n == 1.0)
+            .then_some(metrics)
+    })
+    .await;
+    assert!(metric(&metrics, &oldest).is_some(), "{metrics}");
+    assert_eq!(
+        metric(&metrics, "mailroom_send_slots_per_provider "),
+        Some(8.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "mailroom_ledger_writes ").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
 
     let exit = controller.terminate();
     assert!(exit.success(), "a clean exit on SIGTERM: {exit:?}");
