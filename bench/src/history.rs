@@ -5,7 +5,9 @@
 //! (throughput, create->Sent p99, RSS) and a burst of delivery webhook
 //! events for them (events/s, receiver p99, none lost, RSS before and
 //! after). The provider is the SendGrid fake, whose webhook posts events in
-//! batches.
+//! batches. At each start the controller records the history it finds in
+//! its ledger (the messages predate it): the time that takes, the pages
+//! written and their size are the ledger's cost at that history size.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -50,6 +52,14 @@ pub struct Start {
     pub ready_seconds: f64,
     /// Peak RSS by then, MiB.
     pub peak_rss_mib: f64,
+    /// Seconds from ready until the ledger held every finished message.
+    pub ledger_seconds: f64,
+    /// Ledger pages (EmailLedger objects) then.
+    pub ledger_pages: usize,
+    /// Their size as JSON, bytes.
+    pub ledger_bytes: usize,
+    /// Peak RSS once the ledger was written, MiB.
+    pub peak_rss_after_ledger_mib: f64,
 }
 
 /// Figures of the sends and events over the largest history.
@@ -140,6 +150,38 @@ async fn fill(
     Ok(())
 }
 
+/// Waits until the ledger pages in `ns` hold `size` entries; returns the
+/// seconds that took, the pages and their JSON size.
+async fn ledger_filled(
+    client: &Client,
+    ns: &str,
+    size: usize,
+) -> Result<(f64, usize, usize), Error> {
+    let api: Api<mailroom::api::EmailLedger> = Api::namespaced(client.clone(), ns);
+    let began = Instant::now();
+    loop {
+        let pages = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Error::Kube("listing ledger pages", e))?
+            .items;
+        let entries: usize = pages.iter().map(|p| p.spec.entries.len()).sum();
+        if entries >= size {
+            let bytes = pages
+                .iter()
+                .map(|p| serde_json::to_vec(p).map_or(0, |b| b.len()))
+                .sum();
+            return Ok((began.elapsed().as_secs_f64(), pages.len(), bytes));
+        }
+        if began.elapsed() > Duration::from_secs(600) {
+            return Err(Error::Setup(format!(
+                "the ledger holds {entries} of {size} entries after 600 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Starts the controller and waits for `/readyz`.
 async fn start(
     env: &Env,
@@ -185,6 +227,10 @@ async fn start(
         history,
         ready_seconds: started.elapsed().as_secs_f64(),
         peak_rss_mib: controller.usage().peak_rss_mib,
+        ledger_seconds: 0.0,
+        ledger_pages: 0,
+        ledger_bytes: 0,
+        peak_rss_after_ledger_mib: 0.0,
     };
     Ok((controller, start))
 }
@@ -373,10 +419,18 @@ pub async fn run(env: &Env, client: &Client, plan: &Plan<'_>) -> Result<HistoryR
             began.elapsed().as_secs_f64()
         );
         filled = size;
-        let (controller, start) = start(env, plan, &ns, &admin, &webhook, size).await?;
+        let (controller, mut start) = start(env, plan, &ns, &admin, &webhook, size).await?;
+        let (seconds, pages, bytes) = ledger_filled(client, &ns, size).await?;
+        start.ledger_seconds = seconds;
+        start.ledger_pages = pages;
+        start.ledger_bytes = bytes;
+        start.peak_rss_after_ledger_mib = controller.usage().peak_rss_mib;
         eprintln!(
-            "history {size}: ready {:.1} s after its start, peak RSS {:.1} MiB",
-            start.ready_seconds, start.peak_rss_mib
+            "history {size}: ready {:.1} s after its start, peak RSS {:.1} MiB; ledger {pages} pages, {:.1} MiB, written {seconds:.1} s after ready, peak RSS then {:.1} MiB",
+            start.ready_seconds,
+            start.peak_rss_mib,
+            bytes as f64 / 1048576.0,
+            start.peak_rss_after_ledger_mib
         );
         starts.push(start);
         if size == largest {
@@ -442,12 +496,18 @@ pub async fn run(env: &Env, client: &Client, plan: &Plan<'_>) -> Result<HistoryR
 /// The run as markdown.
 pub fn markdown(run: &HistoryRun) -> String {
     let mut out = String::from(
-        "| finished messages | ready after start (s) | controller peak RSS (MiB) |\n|---|---|---|\n",
+        "| finished messages | ready after start (s) | controller peak RSS (MiB) | ledger recorded after ready (s) | ledger pages | ledger size (MiB) | peak RSS after (MiB) |\n|---|---|---|---|---|---|---|\n",
     );
     for s in &run.starts {
         out.push_str(&format!(
-            "| {} | {:.1} | {:.1} |\n",
-            s.history, s.ready_seconds, s.peak_rss_mib
+            "| {} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.1} |\n",
+            s.history,
+            s.ready_seconds,
+            s.peak_rss_mib,
+            s.ledger_seconds,
+            s.ledger_pages,
+            s.ledger_bytes as f64 / 1048576.0,
+            s.peak_rss_after_ledger_mib
         ));
     }
     let l = &run.load;

@@ -39,6 +39,8 @@ pub struct Run {
     pub writes_per_message: f64,
     /// Event writes per message (the controller records one per outcome).
     pub event_writes_per_message: f64,
+    /// Writes to the ledger's EmailLedger pages per message (coalesced).
+    pub ledger_writes_per_message: f64,
     /// Messages seen Sent in each second of the run.
     pub sent_per_second: Vec<u32>,
     /// Every create->Sent latency, seconds, sorted (for the plot).
@@ -85,7 +87,7 @@ pub fn per_second(times: impl Iterator<Item = f64>) -> Vec<u32> {
 /// The markdown table of `runs`, with the operator/limit ratio per size.
 pub fn markdown(runs: &[Run]) -> String {
     let mut out = String::from(
-        "| run | transport | N | msg/s | vs limit | p50 ms | p95 ms | p99 ms | message writes/msg | event writes/msg | requests/msg | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | transport | N | msg/s | vs limit | p50 ms | p95 ms | p99 ms | message writes/msg | event writes/msg | ledger writes/msg | requests/msg | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in runs {
         let limit = runs
@@ -118,13 +120,14 @@ pub fn markdown(runs: &[Run]) -> String {
             )
         });
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {ratio} | {p50} | {p95} | {p99} | {:.2} | {:.2} | {requests} | {cpu} | {rss} |\n",
+            "| {} | {} | {} | {:.1} | {ratio} | {p50} | {p95} | {p99} | {:.2} | {:.2} | {:.3} | {requests} | {cpu} | {rss} |\n",
             run.kind,
             run.transport,
             run.n,
             run.per_second,
             run.writes_per_message,
-            run.event_writes_per_message
+            run.event_writes_per_message,
+            run.ledger_writes_per_message
         ));
     }
     out.push_str(&cpu_table(runs));
