@@ -26,7 +26,7 @@ pub const PAGE_LABEL: &str = "mailroom.dev/ledger";
     category = "mailroom",
     doc = "One page of mailroom's record of the messages it sent in this namespace: a message whose identity is listed is not sent again. Written by the controller only.",
     printcolumn = r#"{"name":"Entries","type":"integer","jsonPath":".spec.count"}"#,
-    printcolumn = r#"{"name":"Until","type":"date","jsonPath":".spec.until"}"#,
+    printcolumn = r#"{"name":"Until","type":"string","jsonPath":".spec.until"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

@@ -249,6 +249,15 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
     );
     controller.stop().await;
     drop(lease);
+    // It recorded the send in the namespace's ledger.
+    let pages: Api<mailroom::api::EmailLedger> = Api::namespaced(scene.client.clone(), &scene.ns);
+    let page = support::eventually(
+        "the ledger page",
+        std::time::Duration::from_secs(30),
+        || async { pages.get_opt("sent-000001").await.ok().flatten() },
+    )
+    .await;
+    assert_eq!(page.spec.entries[0].name, "rbac");
 
     // Delivery webhooks as the ServiceAccount: the provider and its webhook
     // Secret read, the message read, the event written into status.
@@ -344,6 +353,14 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
             .await
             .map(|_| ()),
         "creating a ClusterEmailProvider",
+    );
+    let own_pages: Api<mailroom::api::EmailLedger> = Api::namespaced(sa.clone(), &scene.ns);
+    forbidden(
+        own_pages
+            .replace("sent-000001", &PostParams::default(), &page)
+            .await
+            .map(|_| ()),
+        "replacing a ledger page whole",
     );
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(sa.clone(), &scene.ns);
