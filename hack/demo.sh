@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: a local control plane and mailpit, the CRDs, the operator, the
 # messages in examples/demo sent, and their status shown; then a signed
-# delivery webhook, as Resend posts it, turns the API message Delivered. Exits
+# delivery webhook, as Resend posts it, turns the API message Delivered, and a
+# message deleted and applied again is not sent twice (AlreadySent). Exits
 # 0 when every valid message is Sent (and the invalid one Failed, with its
 # reason) and the webhook is recorded.
 set -euo pipefail
@@ -93,6 +94,14 @@ k -n "$ns" get emailmessage bad-address \
 say "what welcome's status says"
 k -n "$ns" get emailmessage welcome -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
 k -n "$ns" get emailmessage welcome -o jsonpath='messageId={.status.messageId} providerMessageId={.status.providerMessageId}{"\n"}'
+
+say "welcome deleted and applied again, as a GitOps tool would: it is not sent twice"
+k -n "$ns" delete emailmessage welcome --wait=true >/dev/null
+k -n "$ns" apply -f examples/demo/messages.yaml >/dev/null
+k -n "$ns" wait --for=jsonpath='{.status.conditions[?(@.type=="Sent")].reason}'=AlreadySent \
+  emailmessage/welcome --timeout=60s >/dev/null
+k -n "$ns" get emailmessage welcome -o jsonpath='{range .status.conditions[?(@.type=="Sent")]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+k -n "$ns" get emailledgers
 
 say "what the local Resend fake received for via-resend-fake"
 curl -fsS "$FAKE_URL/_fake/requests" | python3 -c '
