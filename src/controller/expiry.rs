@@ -245,10 +245,11 @@ impl Expiry {
                     }
                 })
                 .await;
-            let wait = self
-                .next_due()
-                .and_then(|n| n.duration_since(Timestamp::now()).try_into().ok())
-                .unwrap_or(Duration::from_secs(3600));
+            // A record already due (put back while the deletes ran) is taken
+            // at once; with none, a change wakes the loop.
+            let wait = self.next_due().map_or(Duration::from_secs(3600), |next| {
+                Duration::try_from(next.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+            });
             let _ = tokio::time::timeout(wait, changed).await;
         }
     }

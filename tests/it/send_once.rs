@@ -247,3 +247,32 @@ async fn the_ledger_stays_bounded_over_10000_messages_and_forgets_after_its_wind
     );
     assert_eq!(small.size().entries, 5_000);
 }
+
+/// Sends a second apart share a page: the second write appends to it.
+#[tokio::test]
+async fn entries_written_apart_are_appended_to_the_same_page() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "ledger-append").await;
+    let now = Timestamp::now();
+    let ledger = Ledger::new(Some(ns.clone()), 100_000);
+    ledger.load(&client).await.expect("load");
+    ledger.remember(&sent_message(&ns, 1, now), Some(1));
+    ledger.flush(&client).await;
+    ledger.remember(&sent_message(&ns, 2, now), Some(1));
+    ledger.flush(&client).await;
+    let size = ledger.size();
+    assert_eq!((size.entries, size.pages, size.writes), (2, 1, 2));
+    let api: Api<EmailLedger> = Api::namespaced(client.clone(), &ns);
+    let pages = api.list(&ListParams::default()).await.expect("pages").items;
+    assert_eq!(pages.len(), 1);
+    let names: Vec<_> = pages[0]
+        .spec
+        .entries
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(
+        (pages[0].spec.count, names),
+        (2, vec!["m-00001", "m-00002"])
+    );
+}
