@@ -69,6 +69,8 @@ pub struct Append {
     pub count_before: u32,
     /// The entries.
     pub entries: Vec<Entry>,
+    /// Whether entries that waited stay behind: the page filled up.
+    pub more: bool,
 }
 
 /// One namespace's ledger.
@@ -166,6 +168,7 @@ impl Book {
             create,
             count_before,
             entries,
+            more: !self.pending.is_empty(),
         })
     }
 
@@ -320,12 +323,17 @@ mod tests {
             book.remember(entry(n, now), now);
         }
         let first = book.next_append().expect("a first page");
-        assert_eq!(first.entries.len(), PAGE_ENTRIES);
+        assert_eq!((first.entries.len(), first.more), (PAGE_ENTRIES, true));
         book.appended(&first);
         let second = book.next_append().expect("a second page");
         assert_eq!(
-            (second.page, second.create, second.entries.len()),
-            (2, true, 10)
+            (
+                second.page,
+                second.create,
+                second.entries.len(),
+                second.more
+            ),
+            (2, true, 10, false)
         );
         book.appended(&second);
         book.remember(entry(99_999, now), now);

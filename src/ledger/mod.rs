@@ -212,6 +212,9 @@ impl Ledger {
         }
     }
 
+    /// Writes what waits in `namespace`: one write, or one per page when
+    /// the entries fill a page. Entries that arrive meanwhile wait for the
+    /// next flush, so a busy namespace costs one write a second.
     async fn flush_namespace(&self, client: &Client, namespace: &str) {
         loop {
             let next = {
@@ -236,7 +239,11 @@ impl Ledger {
                 return;
             };
             match result {
-                Ok(()) => book.appended(&append),
+                Ok(()) if append.more => book.appended(&append),
+                Ok(()) => {
+                    book.appended(&append);
+                    return;
+                }
                 Err(e) => {
                     warn!(error = %e, "ledger write failed; retried");
                     book.append_failed(append, e.is_stale_page());
