@@ -281,6 +281,7 @@ mod tests {
             data: None,
             ttl_seconds_after_finished: None,
             idempotency_key: None,
+            ignore_suppression: false,
             tags: vec![],
             metadata: Default::default(),
             attachments: vec![],

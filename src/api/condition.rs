@@ -99,11 +99,14 @@ pub enum Reason {
     /// The same message (same identity) was sent before, within its
     /// provider's deduplication window: not sent again.
     AlreadySent,
+    /// A recipient is on the provider's suppression list (an
+    /// EmailSuppression): nothing is sent to it.
+    Suppressed,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 38] = [
+    pub const ALL: [Reason; 39] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -142,6 +145,7 @@ impl Reason {
         Reason::OutcomeUnknown,
         Reason::Interrupted,
         Reason::AlreadySent,
+        Reason::Suppressed,
     ];
 
     /// The reason as written to status.
@@ -185,6 +189,7 @@ impl Reason {
             Reason::OutcomeUnknown => "OutcomeUnknown",
             Reason::Interrupted => "Interrupted",
             Reason::AlreadySent => "AlreadySent",
+            Reason::Suppressed => "Suppressed",
         }
     }
 

@@ -249,6 +249,13 @@ pub struct EmailMessageSpec {
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[!-~]+$"))]
     pub idempotency_key: Option<String>,
 
+    /// Send even to addresses on the provider's suppression list (they
+    /// bounced for good or complained). For mail a recipient asked for and
+    /// must get, such as a password reset; sending to such addresses
+    /// repeatedly harms the sender's reputation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_suppression: bool,
+
     /// Tags for the service's reporting, each 1-64 letters, digits, `_` or
     /// `-`, no repeats: Mailtrap `category` (the first), Resend `tags`,
     /// Postmark `Tag` (the first), Mailgun `o:tag` (up to 3), SendGrid

@@ -12,6 +12,7 @@ pub mod origin;
 pub mod provider;
 pub mod provider_id;
 pub mod schema;
+pub mod suppression;
 pub mod template;
 
 pub use cluster_provider::{ClusterEmailProvider, ClusterEmailProviderSpec};
@@ -22,6 +23,7 @@ pub use message::{
 };
 pub use provider::{EmailProvider, EmailProviderSpec, EmailProviderStatus};
 pub use provider_id::ProviderId;
+pub use suppression::{EmailSuppression, EmailSuppressionSpec, SuppressionReason};
 pub use template::{EmailTemplate, EmailTemplateSpec, EmailTemplateStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -38,6 +40,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         EmailMessage::crd(),
         EmailTemplate::crd(),
         EmailLedger::crd(),
+        EmailSuppression::crd(),
     ]
     .into_iter()
     .map(without_unsigned_formats)

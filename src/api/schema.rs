@@ -15,6 +15,15 @@ pub fn mailbox_pattern() -> String {
     format!(r#"^(?:{ADDR_SPEC}|(?:[^<>"\x00-\x1f\x7f,;@]*|"[^"\x00-\x1f\x7f]*") ?<{ADDR_SPEC}>)$"#)
 }
 
+/// Schema of one bare address (`local@domain`, no display name).
+pub fn address(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 254,
+        "pattern": format!("^{ADDR_SPEC}$"),
+    })
+}
+
 /// The longest mailbox accepted (display name and address).
 pub const MAILBOX_MAX_LENGTH: u64 = 320;
 /// The most recipients one message may name across to, cc and bcc lists each.

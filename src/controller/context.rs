@@ -322,6 +322,8 @@ pub struct Context {
     pub cluster_providers: Store<crate::api::ClusterEmailProvider>,
     /// Every EmailTemplate the controller watches.
     pub templates: Store<crate::api::EmailTemplate>,
+    /// The suppression lists (EmailSuppressions).
+    pub suppressions: Store<crate::api::EmailSuppression>,
     /// Whether those caches have listed everything.
     pub ready: CachesReady,
     /// Sent messages whose outcome is not written yet.
@@ -357,6 +359,7 @@ impl Context {
         ready.providers.wait().await
             && ready.templates.wait().await
             && ready.cluster_providers.wait().await
+            && ready.suppressions.wait().await
             && self.ledger.loaded().await
     }
 }
@@ -369,6 +372,8 @@ pub struct CachesReady {
     pub templates: Ready,
     /// The ClusterEmailProvider cache (given at once when not served).
     pub cluster_providers: Ready,
+    /// The EmailSuppression cache.
+    pub suppressions: Ready,
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod provider;
 mod runners;
 mod shared;
 pub mod slots;
+pub mod suppressions;
 pub mod template;
 pub mod triggers;
 mod wake;
@@ -69,6 +70,7 @@ pub async fn run(
         clusters,
         secrets,
         config_maps,
+        suppressions: _,
         drivers,
     } = watches;
 

@@ -38,6 +38,7 @@ pub(super) fn context(
         providers: watches.providers.store.clone(),
         cluster_providers: watches.clusters.store.clone(),
         templates: watches.templates.store.clone(),
+        suppressions: watches.suppressions.0.clone(),
         ready: CachesReady {
             providers: watches.providers.ready.clone(),
             templates: watches.templates.ready.clone(),
@@ -46,6 +47,7 @@ pub(super) fn context(
             } else {
                 shared::Ready::given()
             },
+            suppressions: watches.suppressions.1.clone(),
         },
         unrecorded: Default::default(),
         written: Default::default(),

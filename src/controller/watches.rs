@@ -14,7 +14,7 @@ use kube::{Client, Resource};
 
 use super::shared::{self, Feed};
 use super::{Settings, api, triggers};
-use crate::api::{ClusterEmailProvider, EmailProvider, EmailTemplate};
+use crate::api::{ClusterEmailProvider, EmailProvider, EmailSuppression, EmailTemplate};
 use crate::guarded::{self, Mark};
 
 /// Drives the watches (and the tasks that run beside them) until `shutdown`.
@@ -69,6 +69,11 @@ pub(super) struct Watches {
     pub(super) clusters: Pair<ClusterEmailProvider>,
     pub(super) secrets: TriggerWatch<PartialObjectMeta<Secret>>,
     pub(super) config_maps: TriggerWatch<PartialObjectMeta<ConfigMap>>,
+    /// The suppression lists: a cache only, nothing to wake.
+    pub(super) suppressions: (
+        kube::runtime::reflector::Store<EmailSuppression>,
+        shared::Ready,
+    ),
     pub(super) drivers: Vec<BoxFuture<'static, ()>>,
 }
 
@@ -86,6 +91,16 @@ impl Watches {
             None => futures::stream::empty().boxed(),
         };
         let clusters = Pair::watch(cluster_events, &mut drivers);
+        // Every served namespace, and the one a ClusterEmailProvider's live in.
+        let suppression_scope = match (ns, home) {
+            (Some(own), Some(home)) if own != home => None,
+            _ => ns,
+        };
+        let suppressions = shared::cached(
+            guarded_watch::<EmailSuppression>(client, suppression_scope),
+            0,
+        );
+        drivers.push(suppressions.driver.boxed());
         let mut secrets = TriggerWatch::of(|n| triggers::secrets(client, n), ns, home);
         let mut config_maps = TriggerWatch::of(|n| triggers::config_maps(client, n), ns, home);
         drivers.append(&mut secrets.drivers);
@@ -96,6 +111,7 @@ impl Watches {
             clusters,
             secrets,
             config_maps,
+            suppressions: (suppressions.store, suppressions.ready),
             drivers,
         }
     }

@@ -18,6 +18,7 @@ pub mod readiness;
 pub mod record;
 pub mod server;
 pub mod signature;
+pub mod suppress;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -182,6 +183,7 @@ pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> 
             client,
             settings.workers,
             settings.queue_capacity,
+            settings.cluster_provider_namespace.clone(),
             telemetry.clone(),
         ),
         telemetry,

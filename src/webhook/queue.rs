@@ -102,12 +102,14 @@ impl Queue {
         client: Client,
         workers: usize,
         capacity: usize,
+        home: Option<String>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let depth = Arc::new(AtomicI64::new(0));
         let writer = Arc::new(Writer {
             events: crate::events::Events::new(client.clone()),
             client,
+            home,
             telemetry,
             depth: depth.clone(),
         });
@@ -153,6 +155,8 @@ impl Queue {
 /// What the workers share.
 struct Writer {
     client: Client,
+    /// Where ClusterEmailProviders' suppression lists live.
+    home: Option<String>,
     events: crate::events::Events,
     telemetry: Arc<Telemetry>,
     depth: Arc<AtomicI64>,
@@ -180,6 +184,17 @@ impl Writer {
                     Err(e) => (Err(e), None),
                 };
                 self.depth.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
+                if matches!(result, Ok(Applied::Recorded | Applied::Unchanged)) {
+                    for routed in &events {
+                        super::suppress::suppress(
+                            &self.client,
+                            &target.provider,
+                            self.home.as_deref(),
+                            &routed.event,
+                        )
+                        .await;
+                    }
+                }
                 for job in jobs {
                     let _ = job.done.send(result.clone());
                 }

@@ -23,4 +23,5 @@ mod observability;
 mod provider_templates;
 mod send_once;
 mod smtp_delivery;
+mod suppression;
 mod templates;

@@ -23,6 +23,7 @@ use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, EmailTemplate,
 use crate::compose::Email;
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
+use crate::controller::suppressions::{Scope, Suppressed};
 use crate::transport::{BatchOutcome, SendError};
 
 /// How many failures `status.bulk.failures` lists; the counters hold the rest.
@@ -63,7 +64,8 @@ struct Batch {
     end: usize,
     emails: Vec<Email>,
     indices: Vec<usize>,
-    invalid: Vec<(usize, String)>,
+    /// Recipients not sent to: why (InvalidRequest, Suppressed) in words.
+    invalid: Vec<(usize, Reason, String)>,
 }
 
 /// Sends the next batch of a bulk message and records how it went.
@@ -89,12 +91,19 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     let status = message.status.clone().unwrap_or_default();
     let mut progress = status.bulk.clone().unwrap_or_default();
     progress.total = message.spec.recipients.len() as u32;
+    let suppressions = Scope::of(
+        ctx.suppressions.clone(),
+        &namespace,
+        &message.spec.provider_ref,
+        ctx.settings.cluster_provider_namespace.as_deref(),
+    );
     let batch = next_batch(
         message,
         provider,
         verified,
         template,
         progress.next as usize,
+        (!message.spec.ignore_suppression).then_some(&suppressions),
     );
 
     // Claim the batch before any I/O.
@@ -143,6 +152,7 @@ fn next_batch(
     verified: &Verified,
     template: Option<&EmailTemplate>,
     start: usize,
+    suppressions: Option<&Scope>,
 ) -> Batch {
     let recipients = &message.spec.recipients;
     let key = super::gate::send_key(message);
@@ -167,6 +177,13 @@ fn next_batch(
             recipient.data.as_ref(),
         ));
         match build(&spec, template, default_from, &format!("{key}.{i}")) {
+            Ok(email) if let Some(found) = suppressed(suppressions, &email) => {
+                let field = format!("spec.recipients[{i}].to");
+                let namespace = suppressions.map(Scope::namespace).unwrap_or_default();
+                batch
+                    .invalid
+                    .push((i, Reason::Suppressed, found.explain(&field, namespace)));
+            }
             Ok(mut email) => {
                 email.origin = Some(Origin::of(message, u32::try_from(i).ok()));
                 bytes += crate::transport::api::limits::email_bytes(&email);
@@ -179,11 +196,17 @@ fn next_batch(
             }
             Err(text) => {
                 let text = text.replace("spec.to[0]", &format!("spec.recipients[{i}].to"));
-                batch.invalid.push((i, text));
+                batch.invalid.push((i, Reason::InvalidRequest, text));
             }
         }
     }
     batch
+}
+
+/// The suppression of the one recipient of a bulk email, if it has one.
+fn suppressed(suppressions: Option<&Scope>, email: &Email) -> Option<Suppressed> {
+    let to = email.to.first()?;
+    suppressions?.find(to.email.as_ref())
 }
 
 /// Lays the batch's results into `new` (the claimed status): the progress,
@@ -229,9 +252,9 @@ fn progress_after(
         }
         None => progress.retries = 0,
     }
-    for (i, text) in batch.invalid.iter().filter(|(i, _)| *i < next) {
+    for (i, why, text) in batch.invalid.iter().filter(|(i, _, _)| *i < next) {
         let to = &recipients[*i].to;
-        fail(&mut progress, to, Reason::InvalidRequest, text);
+        fail(&mut progress, to, *why, text);
     }
     progress.next = next as u32;
     let finished = next >= total;

@@ -17,6 +17,7 @@ use crate::api::origin::Origin;
 use crate::api::{EmailMessage, EmailProvider, EmailTemplate, Phase};
 use crate::compose::Email;
 use crate::controller::access::Access;
+use crate::controller::suppressions::Scope;
 use crate::transport::Transport;
 
 /// How soon a message looks again for a provider that is Ready but whose
@@ -109,6 +110,8 @@ pub struct View<'a> {
     pub limits: Limits,
     /// Whether this controller serves ClusterEmailProviders at all.
     pub serves_cluster_providers: bool,
+    /// The provider's suppression list (`None`: none is read).
+    pub suppressions: Option<&'a Scope>,
 }
 
 /// For a finished message: what happens to it. `None` when it is not
@@ -166,6 +169,9 @@ fn check(
         let text = format!("EmailProvider {name:?} is suspended (spec.suspend)");
         return Err(waiting(Reason::Suspended, text));
     }
+    if let (Some(email), Some(scope)) = (&email, view.suppressions) {
+        suppressed(message, email, scope)?;
+    }
     let sender = view.sender.ok_or_else(|| unverified(message, provider))?;
     let retry_at = message
         .status
@@ -183,6 +189,28 @@ fn check(
         return Err(invalid(text));
     }
     Ok(email)
+}
+
+/// Ends a message one of whose recipients is suppressed, unless it says to
+/// ignore the list.
+fn suppressed(message: &EmailMessage, email: &Email, scope: &Scope) -> Result<(), Stop> {
+    if message.spec.ignore_suppression {
+        return Ok(());
+    }
+    let lists = [
+        ("spec.to", &email.to),
+        ("spec.cc", &email.cc),
+        ("spec.bcc", &email.bcc),
+    ];
+    for (field, list) in lists {
+        for (i, mailbox) in list.iter().enumerate() {
+            if let Some(found) = scope.find(mailbox.email.as_ref()) {
+                let text = found.explain(&format!("{field}[{i}]"), scope.namespace());
+                return Err(end(Phase::Failed, Reason::Suppressed, text));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid(text: String) -> Stop {
@@ -401,6 +429,7 @@ mod tests {
             sender: Some(SMTP),
             limits,
             serves_cluster_providers: false,
+            suppressions: None,
         };
         edit(&mut view);
         decide(message, &view, now())

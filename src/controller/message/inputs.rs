@@ -16,6 +16,7 @@ use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplat
 use crate::controller::access::{self, Access};
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
+use crate::controller::suppressions::Scope;
 
 /// What the caches know about one message's sending.
 pub struct Inputs {
@@ -31,6 +32,8 @@ pub struct Inputs {
     pub limits: Limits,
     /// Whether this controller serves ClusterEmailProviders at all.
     pub serves_cluster_providers: bool,
+    /// The provider's suppression list.
+    pub suppressions: Scope,
 }
 
 impl Inputs {
@@ -46,6 +49,7 @@ impl Inputs {
                 .map(|v| Sender::of(v.transport.as_ref())),
             limits: self.limits.clone(),
             serves_cluster_providers: self.serves_cluster_providers,
+            suppressions: Some(&self.suppressions),
         }
     }
 }
@@ -77,6 +81,12 @@ pub async fn gather(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Err
         verified,
         limits,
         serves_cluster_providers: ctx.settings.cluster_provider_namespace.is_some(),
+        suppressions: Scope::of(
+            ctx.suppressions.clone(),
+            &namespace,
+            &message.spec.provider_ref,
+            ctx.settings.cluster_provider_namespace.as_deref(),
+        ),
     })
 }
 

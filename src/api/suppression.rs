@@ -1,0 +1,101 @@
+//! `EmailSuppression`: an address a provider no longer sends to, because
+//! it bounced for good, its recipient marked mail as spam, or a person said
+//! so. One object per provider and address, in the provider's namespace (the
+//! controller's own for a ClusterEmailProvider). People read, add and delete
+//! them with kubectl; the webhook receiver adds them from the services'
+//! events.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::message::ProviderRef;
+use super::schema;
+
+/// An address the named provider does not send to.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mailroom.dev",
+    version = "v1alpha1",
+    kind = "EmailSuppression",
+    namespaced,
+    shortname = "esup",
+    category = "mailroom",
+    doc = "An address the named provider does not send to: it bounced for good, its recipient complained, or a person said so. Delete it to send to the address again.",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.providerRef.name"}"#,
+    printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.address"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".spec.reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailSuppressionSpec {
+    /// The provider that does not send to the address: an EmailProvider in
+    /// this namespace, or a ClusterEmailProvider (then this object lives in
+    /// the controller's namespace).
+    pub provider_ref: ProviderRef,
+    /// The address (`local@domain`), compared without regard to case.
+    #[schemars(schema_with = "schema::address")]
+    pub address: String,
+    /// Why it is suppressed.
+    pub reason: SuppressionReason,
+    /// What the service or the recipient's server said, for a bounce or a
+    /// complaint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub detail: Option<String>,
+    /// When the event that suppressed it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+/// Why an address is suppressed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuppressionReason {
+    /// The recipient's server refused the address for good.
+    HardBounce,
+    /// The recipient marked mail from the provider as spam.
+    Complaint,
+    /// A person added it.
+    Manual,
+}
+
+/// The name of the suppression of `address` for the provider `kind/name`:
+/// the same for every event about it, so adding it twice adds it once.
+pub fn name_for(kind: &str, provider: &str, address: &str) -> String {
+    let input = format!("{kind}/{provider}\0{}", address.to_ascii_lowercase());
+    let hash = ring::digest::digest(&ring::digest::SHA256, input.as_bytes());
+    let short: String = provider
+        .chars()
+        .take(40)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "{}-{}",
+        short.trim_matches('-'),
+        hex::encode(&hash.as_ref()[..10])
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_name_per_provider_and_address_whatever_the_case() {
+        let a = name_for("EmailProvider", "relay", "Bo@Example.org");
+        assert_eq!(a, name_for("EmailProvider", "relay", "bo@example.org"));
+        assert_ne!(a, name_for("EmailProvider", "other", "bo@example.org"));
+        assert_ne!(
+            a,
+            name_for("ClusterEmailProvider", "relay", "bo@example.org")
+        );
+        assert!(a.starts_with("relay-") && a.len() <= 63, "{a}");
+    }
+}

@@ -1,0 +1,102 @@
+//! The suppression list as the send path reads it: the EmailSuppressions of
+//! a message's provider, from the cache (one watch of the kind). A
+//! namespaced provider's live in its namespace; a ClusterEmailProvider's in
+//! the controller's own (`--cluster-provider-namespace`).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+
+use crate::api::EmailSuppression;
+use crate::api::message::{ProviderKind, ProviderRef};
+use crate::api::suppression::SuppressionReason;
+
+/// Why an address is not sent to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suppressed {
+    /// The address as listed.
+    pub address: String,
+    /// The EmailSuppression's name.
+    pub name: String,
+    /// Why.
+    pub reason: SuppressionReason,
+    /// What the service said.
+    pub detail: Option<String>,
+    /// Since when.
+    pub since: Option<Time>,
+}
+
+impl Suppressed {
+    /// The sentence a status gives: the address, why and since when, and
+    /// how to lift it.
+    pub fn explain(&self, field: &str, namespace: &str) -> String {
+        let why = match self.reason {
+            SuppressionReason::HardBounce => "it bounced for good",
+            SuppressionReason::Complaint => "its recipient marked mail as spam",
+            SuppressionReason::Manual => "a person suppressed it",
+        };
+        let since = self
+            .since
+            .as_ref()
+            .map(|t| format!(" on {}", t.0))
+            .unwrap_or_default();
+        let detail = self
+            .detail
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        format!(
+            "{field}: {} is suppressed: {why}{since}{detail}; EmailSuppression {namespace}/{}. Delete it to send to the address again, or set spec.ignoreSuppression",
+            self.address, self.name
+        )
+    }
+}
+
+/// The suppressions of one provider.
+pub struct Scope {
+    store: Store<EmailSuppression>,
+    namespace: String,
+    provider: ProviderRef,
+}
+
+impl Scope {
+    /// The suppressions of `provider` as a message in `namespace` names it;
+    /// `home` is where a ClusterEmailProvider's live.
+    pub fn of(
+        store: Store<EmailSuppression>,
+        namespace: &str,
+        provider: &ProviderRef,
+        home: Option<&str>,
+    ) -> Self {
+        let namespace = match provider.kind {
+            ProviderKind::EmailProvider => namespace.to_string(),
+            ProviderKind::ClusterEmailProvider => home.unwrap_or_default().to_string(),
+        };
+        Self {
+            store,
+            namespace,
+            provider: provider.clone(),
+        }
+    }
+
+    /// Where the suppressions live.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The suppression of `address`, if it is listed.
+    pub fn find(&self, address: &str) -> Option<Suppressed> {
+        let found = self.store.find(|s| {
+            s.namespace().as_deref() == Some(self.namespace.as_str())
+                && s.spec.provider_ref == self.provider
+                && s.spec.address.eq_ignore_ascii_case(address)
+        })?;
+        Some(Suppressed {
+            address: found.spec.address.clone(),
+            name: found.name_any(),
+            reason: found.spec.reason,
+            detail: found.spec.detail.clone(),
+            since: found.spec.since.clone(),
+        })
+    }
+}

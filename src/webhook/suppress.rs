@@ -1,0 +1,71 @@
+//! Adds an address to its provider's suppression list when the service
+//! reports a hard bounce or a complaint for it: an EmailSuppression named
+//! after the provider and the address, so the same event twice (or a bounce
+//! then a complaint) adds it once. The first reason stays.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
+use tracing::{info, warn};
+
+use crate::api::message::{ProviderKind, ProviderRef};
+use crate::api::suppression::{EmailSuppressionSpec, SuppressionReason, name_for};
+use crate::api::{BounceKind, DeliveryEvent, DeliveryEventType, EmailSuppression, ProviderId};
+
+/// Why `event` suppresses its recipient, if it does.
+pub fn reason_of(event: &DeliveryEvent) -> Option<SuppressionReason> {
+    match (event.type_, event.bounce) {
+        (DeliveryEventType::Bounced, Some(BounceKind::Hard)) => Some(SuppressionReason::HardBounce),
+        (DeliveryEventType::Complained, _) => Some(SuppressionReason::Complaint),
+        _ => None,
+    }
+}
+
+/// Suppresses the recipient of `event` for `provider`; a ClusterEmailProvider's
+/// list lives in `home`. Errors are logged: the event itself is recorded.
+pub async fn suppress(
+    client: &Client,
+    provider: &ProviderId,
+    home: Option<&str>,
+    event: &DeliveryEvent,
+) {
+    let (Some(reason), Some(address)) = (reason_of(event), event.recipient.as_deref()) else {
+        return;
+    };
+    let (namespace, kind, name) = match provider {
+        ProviderId::Namespaced { namespace, name } => {
+            (namespace.as_str(), ProviderKind::EmailProvider, name)
+        }
+        ProviderId::Cluster { name } => match home {
+            Some(home) => (home, ProviderKind::ClusterEmailProvider, name),
+            None => return,
+        },
+    };
+    let object = EmailSuppression {
+        metadata: ObjectMeta {
+            name: Some(name_for(&format!("{kind:?}"), name, address)),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        spec: EmailSuppressionSpec {
+            provider_ref: ProviderRef {
+                kind,
+                name: name.clone(),
+            },
+            address: address.to_string(),
+            reason,
+            detail: event.detail.clone(),
+            since: Some(Time(event.time.0)),
+        },
+    };
+    let api: Api<EmailSuppression> = Api::namespaced(client.clone(), namespace);
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => info!(namespace, provider = %name, reason = ?reason, "address suppressed"),
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        // An address the schema refuses (not a bare addr-spec) is not listed.
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            warn!(namespace, provider = %name, "a suppressed address the schema refuses was not listed")
+        }
+        Err(e) => warn!(namespace, provider = %name, error = %e, "suppressing an address failed"),
+    }
+}
