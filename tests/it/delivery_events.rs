@@ -738,7 +738,9 @@ async fn the_webhook_port_holds_against_floods_slow_clients_and_large_bodies() {
 
     let settings = mailroom::webhook::Settings {
         namespace: Some(scene.ns.clone()),
-        read_timeout_seconds: 1,
+        // Long enough that the four held requests still hold their slots
+        // when the fifth arrives on a busy machine (408 after 5 + 1 s).
+        read_timeout_seconds: 5,
         ack_timeout_seconds: 1,
         unknown_grace_seconds: 1,
         max_requests: 4,
