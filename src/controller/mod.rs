@@ -53,6 +53,25 @@ where
     }
 }
 
+/// How long in-flight work may take to finish after the shutdown signal
+/// (the pod's grace period is 60 s).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(40);
+
+/// `part`, noted in `running` until it completes.
+async fn tracked(
+    name: &'static str,
+    part: futures::future::BoxFuture<'_, ()>,
+    running: &Arc<std::sync::Mutex<std::collections::BTreeSet<&'static str>>>,
+) {
+    if let Ok(mut r) = running.lock() {
+        r.insert(name);
+    }
+    part.await;
+    if let Ok(mut r) = running.lock() {
+        r.remove(name);
+    }
+}
+
 /// Runs the controller until `shutdown` completes; in-flight reconciles
 /// finish (and record their outcome) before it returns.
 pub async fn run(
@@ -123,19 +142,36 @@ pub async fn run(
     let ledger = ctx.ledger.clone();
     let ledger_client = client.clone();
     drivers.push(async move { ledger.run(ledger_client).await }.boxed());
-    let background = drive(drivers, shutdown);
+    let background = drive(drivers, shutdown.clone());
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
     );
-    futures::join!(
-        provider_run,
-        cluster_run,
-        template_run,
-        message_run,
-        observe,
-        background
-    );
+    let running: Arc<std::sync::Mutex<std::collections::BTreeSet<&'static str>>> = Arc::default();
+    let parts = futures::future::join_all([
+        tracked("EmailProvider controller", provider_run.boxed(), &running),
+        tracked("ClusterEmailProvider controller", cluster_run, &running),
+        tracked("EmailTemplate controller", template_run.boxed(), &running),
+        tracked("EmailMessage controller", message_run.boxed(), &running),
+        tracked("probes", observe.boxed(), &running),
+        tracked("watches", background.boxed(), &running),
+    ]);
+    // In-flight reconciles finish before it returns, within a bound: a part
+    // that does not stop is named, and left, so the process still ends (and
+    // records what it sent) inside the pod's grace period.
+    let grace = shutdown
+        .clone()
+        .then(|_| tokio::time::sleep(SHUTDOWN_GRACE));
+    tokio::select! {
+        _ = parts => {},
+        () = grace => {
+            let still: Vec<&str> = running
+                .lock()
+                .map(|r| r.iter().copied().collect())
+                .unwrap_or_default();
+            tracing::warn!(?still, "parts of the controller did not stop within {} s of the shutdown; left", SHUTDOWN_GRACE.as_secs());
+        }
+    }
     // What was sent last is recorded before the process ends.
     ctx.ledger.flush(&client).await;
     info!("controller stopped");
