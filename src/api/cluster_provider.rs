@@ -24,6 +24,7 @@ use super::provider::{EmailProvider, EmailProviderSpec, EmailProviderStatus};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Webhook","type":"string","jsonPath":".status.conditions[?(@.type==\"WebhookReady\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Bounces","type":"string","jsonPath":".status.conditions[?(@.type==\"BouncesReady\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

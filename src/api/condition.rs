@@ -11,6 +11,9 @@ pub const SENT: &str = "Sent";
 pub const DELIVERED: &str = "Delivered";
 /// `WebhookReady` on a provider with `spec.webhook`: its key can be used.
 pub const WEBHOOK_READY: &str = "WebhookReady";
+/// `BouncesReady` on an SMTP provider with `spec.smtp.bounces`: its bounce
+/// mailbox can be read.
+pub const BOUNCES_READY: &str = "BouncesReady";
 
 /// The reasons mailroom puts on conditions and in `lastError.reason`. Each
 /// is written to status as its name (`TlsFailed` as "TLSFailed"), so status
@@ -102,11 +105,13 @@ pub enum Reason {
     /// A recipient is on the provider's suppression list (an
     /// EmailSuppression): nothing is sent to it.
     Suppressed,
+    /// The bounce mailbox was read.
+    MailboxRead,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 39] = [
+    pub const ALL: [Reason; 40] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -146,6 +151,7 @@ impl Reason {
         Reason::Interrupted,
         Reason::AlreadySent,
         Reason::Suppressed,
+        Reason::MailboxRead,
     ];
 
     /// The reason as written to status.
@@ -190,6 +196,7 @@ impl Reason {
             Reason::Interrupted => "Interrupted",
             Reason::AlreadySent => "AlreadySent",
             Reason::Suppressed => "Suppressed",
+            Reason::MailboxRead => "MailboxRead",
         }
     }
 

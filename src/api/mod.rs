@@ -3,6 +3,7 @@
 //! ([`EmailProvider`], [`ClusterEmailProvider`]), and the record of what
 //! was sent ([`EmailLedger`]).
 
+pub mod bounces;
 pub mod cluster_provider;
 pub mod condition;
 pub mod health;
@@ -11,6 +12,7 @@ pub mod message;
 pub mod origin;
 pub mod provider;
 pub mod provider_id;
+pub mod refs;
 pub mod schema;
 pub mod suppression;
 pub mod template;

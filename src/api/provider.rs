@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::refs::{CaBundleSource, KeyRef, SecretRef};
 use super::schema;
 
 /// How to send email: one transport, with its connection settings and the
@@ -25,6 +26,7 @@ use super::schema;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Webhook","type":"string","jsonPath":".status.conditions[?(@.type==\"WebhookReady\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Bounces","type":"string","jsonPath":".status.conditions[?(@.type==\"BouncesReady\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("[has(self.smtp), has(self.api)].filter(t, t).size() == 1").message("exactly one transport must be set: smtp or api"))]
@@ -84,6 +86,12 @@ pub struct EmailProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 52428800))]
     pub max_attachment_bytes: Option<u32>,
+
+    /// How many soft bounces within how many hours put an address on the
+    /// suppression list (default 3 in 168 hours; `limit: 0` turns it off).
+    /// Hard bounces and complaints suppress at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_bounces: Option<super::bounces::SoftBouncePolicy>,
 
     /// Receive the service's delivery webhooks (API providers only): the
     /// controller verifies each request with the key in this Secret and
@@ -174,6 +182,16 @@ pub struct SmtpSpec {
     /// messages of this provider.
     #[serde(default)]
     pub pool: PoolSpec,
+
+    /// The mailbox that receives this provider's bounces and complaints.
+    /// When set, each message goes out with an envelope sender that names
+    /// it, and the controller reads the mailbox: a bounce turns the message
+    /// Bounced (hard) or records it (soft, delayed), a complaint turns it
+    /// Complained, and hard bounces and complaints put the address on the
+    /// provider's suppression list. The `BouncesReady` condition says
+    /// whether the mailbox can be read; sending never depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounces: Option<super::bounces::BounceMailbox>,
 }
 
 fn default_port() -> u16 {
@@ -194,32 +212,6 @@ pub enum TlsMode {
     Implicit,
     /// No TLS at all: credentials and mail cross the network in clear text.
     None,
-}
-
-/// Where to read PEM certificate authorities from: exactly one of a Secret key
-/// or a ConfigMap key, in the provider's namespace.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)").message("set exactly one of secretKeyRef or configMapKeyRef"))]
-#[serde(rename_all = "camelCase")]
-pub struct CaBundleSource {
-    /// A key of a Secret holding PEM certificates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_key_ref: Option<KeyRef>,
-    /// A key of a ConfigMap holding PEM certificates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_map_key_ref: Option<KeyRef>,
-}
-
-/// One key of a Secret or ConfigMap in the same namespace.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyRef {
-    /// Name of the Secret or ConfigMap.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// The key within it.
-    #[schemars(length(min = 1, max = 253))]
-    pub key: String,
 }
 
 /// SMTP authentication.
@@ -260,14 +252,6 @@ pub enum AuthMechanism {
     Login,
     /// AUTH XOAUTH2 with user name and an OAuth 2.0 access token.
     XOAuth2,
-}
-
-/// A Secret in the same namespace.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct SecretRef {
-    /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
 }
 
 /// Connection pool settings.

@@ -56,6 +56,9 @@ pub enum SuppressionReason {
     HardBounce,
     /// The recipient marked mail from the provider as spam.
     Complaint,
+    /// The address bounced softly (a full mailbox, a temporary refusal) as
+    /// often as the provider's `softBounces` allow within their window.
+    SoftBounces,
     /// A person added it.
     Manual,
 }

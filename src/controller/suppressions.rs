@@ -33,6 +33,7 @@ impl Suppressed {
         let why = match self.reason {
             SuppressionReason::HardBounce => "it bounced for good",
             SuppressionReason::Complaint => "its recipient marked mail as spam",
+            SuppressionReason::SoftBounces => "it bounced softly too often",
             SuppressionReason::Manual => "a person suppressed it",
         };
         let since = self
