@@ -203,6 +203,17 @@ proptest! {
     }
 
     #[test]
+    fn any_mailbox_message_is_read_without_panicking(raw in proptest::collection::vec(any::<u8>(), 0..4096), header in text(), body in text()) {
+        let _ = crate::bounces::report::read(&raw);
+        let shaped = format!(
+            "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n{header}\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n{body}\r\n\r\nFinal-Recipient: {header}\r\nAction: {body}\r\nStatus: {body}\r\n--b--\r\n"
+        );
+        let _ = crate::bounces::report::read(shaped.as_bytes());
+        let address = crate::bounces::token::BounceAddress::parse("bounces@example.com").expect("address");
+        let _ = address.tokens_in(&body, 8);
+    }
+
+    #[test]
     fn any_webhook_request_is_read_without_panicking(body in proptest::collection::vec(any::<u8>(), 0..2048), json_body in text()) {
         let headers = axum::http::HeaderMap::new();
         for service in SERVICES {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod bounces;
 pub mod compose;
 pub mod controller;
 pub mod events;

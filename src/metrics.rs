@@ -35,6 +35,14 @@ struct AnswerLabels {
     code: String,
 }
 
+/// What a message found in a bounce mailbox was.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MailboxLabels {
+    /// `hard_bounce`, `soft_bounce`, `delayed`, `delivered`, `complaint`,
+    /// `auto_reply`, `malformed`, `foreign`, `unmatched` or `other`.
+    kind: String,
+}
+
 /// A provider by namespace and name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SlotLabels {
@@ -137,6 +145,8 @@ pub struct Metrics {
     /// Webhook answers, by status code (404 unknown provider, 408 too slow,
     /// 413 too large, 503 busy or not ready, ...).
     webhook_answers: Family<AnswerLabels, Counter>,
+    /// Messages read from bounce mailboxes, by what they were.
+    mailbox_messages: Family<MailboxLabels, Counter>,
     /// Age of the oldest message waiting (Pending, not Scheduled).
     waiting_oldest: Family<SlotLabels, Gauge>,
     /// The most send slots one provider may hold.
@@ -203,6 +213,12 @@ impl Default for Metrics {
         let send_slots = Family::default();
         let slow_attempts = Family::default();
         let webhook_answers = Family::default();
+        let mailbox_messages = Family::default();
+        registry.register(
+            "bounce_mailbox_messages",
+            "Messages read from SMTP providers' bounce mailboxes, by what they were (each counted once)",
+            mailbox_messages.clone(),
+        );
         let waiting_oldest = Family::default();
         let slots_per_provider = Gauge::default();
         let ledger_entries = Gauge::default();
@@ -333,6 +349,7 @@ impl Default for Metrics {
             send_slots,
             slow_attempts,
             webhook_answers,
+            mailbox_messages,
             waiting_oldest,
             slots_per_provider,
             ledger_entries,
@@ -514,6 +531,14 @@ impl Metrics {
             code: code.to_string(),
         };
         self.webhook_answers.get_or_create(&labels).inc();
+    }
+
+    /// Counts a message read from a bounce mailbox.
+    pub fn count_mailbox_message(&self, kind: &str) {
+        let labels = MailboxLabels {
+            kind: kind.to_string(),
+        };
+        self.mailbox_messages.get_or_create(&labels).inc();
     }
 
     /// The metrics in the Prometheus text format.

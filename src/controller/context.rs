@@ -336,6 +336,8 @@ pub struct Context {
     pub activity: Arc<super::activity::Activity>,
     /// The record of what was sent, so the same message is sent once.
     pub ledger: Arc<crate::ledger::Ledger>,
+    /// The bounce mailboxes' state and the soft bounce counts.
+    pub bounces: Arc<crate::bounces::Bounces>,
     /// Token buckets of rate-limited providers.
     pub rate_limits: RateLimits,
     /// The send slots (`max_concurrent_sends`, shared fairly).

@@ -9,6 +9,7 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use crate::api::EmailProvider;
+use crate::api::bounces::BounceMailbox;
 use crate::api::condition::Reason;
 use crate::api::provider::{ApiSpec, CaBundleSource, KeyRef, SmtpSpec};
 use crate::transport::Transport;
@@ -53,7 +54,10 @@ pub async fn build(
 ) -> Result<Built, ResolveError> {
     let mut fingerprint = format!("gen={}", provider.metadata.generation.unwrap_or_default());
     let transport = match (&provider.spec.smtp, &provider.spec.api) {
-        (Some(smtp), _) => build_smtp(client, namespace, smtp, &mut fingerprint).await?,
+        (Some(smtp), _) => {
+            let id = crate::api::ProviderId::from_provider(provider);
+            build_smtp(client, namespace, smtp, &id, &mut fingerprint).await?
+        }
         (None, Some(api)) => {
             if let Some(endpoint) = &api.endpoint {
                 check_endpoint(endpoint, allowed_endpoint_hosts)?;
@@ -103,6 +107,7 @@ async fn build_smtp(
     client: &Client,
     namespace: &str,
     smtp: &SmtpSpec,
+    provider: &crate::api::ProviderId,
     fingerprint: &mut String,
 ) -> Result<Arc<dyn Transport>, ResolveError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -127,11 +132,51 @@ async fn build_smtp(
     };
     let ca_pem = match &smtp.ca_bundle {
         None => None,
-        Some(source) => Some(ca_bundle(client, namespace, source, fingerprint).await?),
+        Some(source) => {
+            Some(ca_bundle(client, namespace, source, "spec.smtp.caBundle", fingerprint).await?)
+        }
     };
-    let transport = SmtpTransport::new(smtp, ca_pem.as_deref(), credentials)
+    let mut transport = SmtpTransport::new(smtp, ca_pem.as_deref(), credentials)
         .map_err(|e| ResolveError::new(Reason::TlsFailed, format!("spec.smtp.caBundle: {e}")))?;
+    if let Some(mailbox) = &smtp.bounces {
+        transport =
+            transport.with_verp(verp(client, namespace, mailbox, provider, fingerprint).await?);
+    }
     Ok(Arc::new(transport))
+}
+
+/// The envelope senders of a provider with a bounce mailbox. A Secret that
+/// cannot be read does not stop sending (the mailbox's `BouncesReady` says
+/// why): the plain bounce address is used, and bounces match by Message-ID.
+async fn verp(
+    client: &Client,
+    namespace: &str,
+    mailbox: &BounceMailbox,
+    provider: &crate::api::ProviderId,
+    fingerprint: &mut String,
+) -> Result<crate::transport::smtp::Verp, ResolveError> {
+    use crate::bounces::token::{BounceAddress, TokenKey};
+    let address = BounceAddress::parse(&mailbox.address).ok_or_else(|| {
+        ResolveError::new(
+            Reason::InvalidSpec,
+            "spec.smtp.bounces.address: not local@domain",
+        )
+    })?;
+    let key = match mailbox_secret(client, namespace, mailbox).await {
+        Ok(secret) => {
+            fingerprint.push_str(&format!(",bounces-secret={}", secret.version));
+            Some(TokenKey::derive(
+                secret.token_key.as_deref(),
+                secret.password.as_bytes(),
+                provider,
+            ))
+        }
+        Err(_) => {
+            fingerprint.push_str(",bounces-secret=none");
+            None
+        }
+    };
+    Ok(crate::transport::smtp::Verp { address, key })
 }
 
 async fn build_api(
@@ -157,7 +202,8 @@ async fn build_api(
     Ok(Arc::new(transport))
 }
 
-async fn get_secret(
+/// Reads Secret `name`; `field` names where the spec refers to it.
+pub async fn get_secret(
     secrets: &Api<Secret>,
     name: &str,
     field: &str,
@@ -175,7 +221,8 @@ async fn get_secret(
     }
 }
 
-fn secret_value(secret: &Secret, key: &str, field: &str) -> Result<String, ResolveError> {
+/// The UTF-8 value of `key` in `secret`.
+pub fn secret_value(secret: &Secret, key: &str, field: &str) -> Result<String, ResolveError> {
     let name = secret.name_any();
     let bytes = secret
         .data
@@ -203,24 +250,28 @@ fn secret_value(secret: &Secret, key: &str, field: &str) -> Result<String, Resol
     })
 }
 
-async fn ca_bundle(
+/// Reads the PEM certificates `source` names; `field` is where the spec
+/// names them, for errors.
+pub async fn ca_bundle(
     client: &Client,
     namespace: &str,
     source: &CaBundleSource,
+    field: &str,
     fingerprint: &mut String,
 ) -> Result<Vec<u8>, ResolveError> {
     match (&source.secret_key_ref, &source.config_map_key_ref) {
         (Some(KeyRef { name, key }), _) => {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-            let secret = get_secret(&secrets, name, "spec.smtp.caBundle.secretKeyRef").await?;
+            let field = format!("{field}.secretKeyRef");
+            let secret = get_secret(&secrets, name, &field).await?;
             fingerprint.push_str(&format!(
                 ",ca-secret={}",
                 secret.resource_version().unwrap_or_default()
             ));
-            Ok(secret_value(&secret, key, "spec.smtp.caBundle.secretKeyRef")?.into_bytes())
+            Ok(secret_value(&secret, key, &field)?.into_bytes())
         }
         (None, Some(KeyRef { name, key })) => {
-            let field = "spec.smtp.caBundle.configMapKeyRef";
+            let field = format!("{field}.configMapKeyRef");
             let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
             let map = maps.get_opt(name).await.map_err(|e| {
                 ResolveError::new(
@@ -251,7 +302,7 @@ async fn ca_bundle(
         }
         (None, None) => Err(ResolveError::new(
             Reason::InvalidSpec,
-            "spec.smtp.caBundle: set secretKeyRef or configMapKeyRef",
+            format!("{field}: set secretKeyRef or configMapKeyRef"),
         )),
     }
 }
@@ -274,13 +325,78 @@ pub fn references(provider: &EmailProvider, kind: &str, name: &str) -> bool {
         .auth
         .as_ref()
         .is_some_and(|a| kind == "Secret" && a.secret_ref.name == name);
-    let ca = smtp.ca_bundle.as_ref().is_some_and(|c| match kind {
+    let names = |c: &CaBundleSource| match kind {
         "Secret" => c.secret_key_ref.as_ref().is_some_and(|r| r.name == name),
         "ConfigMap" => c
             .config_map_key_ref
             .as_ref()
             .is_some_and(|r| r.name == name),
         _ => false,
+    };
+    let ca = smtp.ca_bundle.as_ref().is_some_and(names);
+    let bounces = smtp.bounces.as_ref().is_some_and(|b| {
+        (kind == "Secret" && b.secret_ref.name == name)
+            || b.pop3.ca_bundle.as_ref().is_some_and(names)
     });
-    auth || ca
+    auth || ca || bounces
+}
+
+/// The shortest `tokenKey` taken, in bytes.
+pub const MIN_TOKEN_KEY_BYTES: usize = 16;
+
+/// What the Secret holds.
+#[derive(Clone)]
+pub struct MailboxSecret {
+    /// The mailbox user.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+    /// The token key, when the Secret sets one.
+    pub token_key: Option<Vec<u8>>,
+    /// The Secret's resourceVersion.
+    pub version: String,
+}
+
+impl std::fmt::Debug for MailboxSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailboxSecret")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("token_key", &self.token_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Reads the bounce mailbox's Secret (`username`, `password`, optional
+/// `tokenKey`), in `namespace`.
+pub async fn mailbox_secret(
+    client: &Client,
+    namespace: &str,
+    mailbox: &BounceMailbox,
+) -> Result<MailboxSecret, ResolveError> {
+    let field = "spec.smtp.bounces.secretRef";
+    let secrets = Api::namespaced(client.clone(), namespace);
+    let secret = get_secret(&secrets, &mailbox.secret_ref.name, field).await?;
+    let username = secret_value(&secret, "username", field)?;
+    let password = secret_value(&secret, "password", field)?;
+    let token_key = match secret_value(&secret, "tokenKey", field) {
+        Ok(key) if key.len() >= MIN_TOKEN_KEY_BYTES => Some(key.into_bytes()),
+        Ok(_) => {
+            return Err(ResolveError {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "{field}: Secret {:?} key \"tokenKey\" is shorter than {MIN_TOKEN_KEY_BYTES} bytes",
+                    secret.name_any()
+                ),
+            });
+        }
+        Err(e) if e.reason == Reason::SecretNotFound => None,
+        Err(e) => return Err(e),
+    };
+    Ok(MailboxSecret {
+        username,
+        password,
+        token_key,
+        version: secret.resource_version().unwrap_or_default(),
+    })
 }

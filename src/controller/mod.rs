@@ -130,7 +130,8 @@ pub async fn run(
         shutdown.clone(),
     );
     // The watches, the expiry of finished messages, the providers' recent
-    // counts and the ledger run beside the controllers and stop with them.
+    // counts, the ledger and the bounce mailboxes run beside the controllers
+    // and stop with them.
     let mut drivers = drivers;
     drivers.push(
         ctx.expiry
@@ -142,6 +143,7 @@ pub async fn run(
     let ledger = ctx.ledger.clone();
     let ledger_client = client.clone();
     drivers.push(async move { ledger.run(ledger_client).await }.boxed());
+    drivers.push(crate::bounces::reader::run(ctx.clone()).boxed());
     let background = drive(drivers, shutdown.clone());
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),

@@ -277,6 +277,18 @@ async fn write_status(
         generation,
     );
     readiness::report(&mut new.conditions, hook.as_ref(), generation);
+    let has_mailbox = provider
+        .spec
+        .smtp
+        .as_ref()
+        .is_some_and(|s| s.bounces.is_some());
+    let mailbox = ctx.bounces.state(&ProviderId::from_provider(provider));
+    crate::bounces::report(
+        &mut new.conditions,
+        mailbox.as_ref(),
+        has_mailbox,
+        generation,
+    );
     crate::api::health::provider(&mut new.conditions, generation);
     if verified_now && outcome.ready {
         new.last_verified_time = Some(Time(jiff::Timestamp::now()));

@@ -57,6 +57,7 @@ pub(super) fn context(
             settings.namespace.clone(),
             settings.ledger_max_entries,
         )),
+        bounces: Default::default(),
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
         sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),

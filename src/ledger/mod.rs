@@ -174,6 +174,39 @@ impl Ledger {
         Ok(entry.filter(|e| e.until > now))
     }
 
+    /// The recorded send of identity `id` in any namespace served (a bounce
+    /// names its message by identity only), with the namespace.
+    pub async fn find_identity(
+        &self,
+        client: &Client,
+        id: &Identity,
+    ) -> Result<Option<(String, Entry)>, pages::Error> {
+        let now = Timestamp::now();
+        let candidates: Vec<(String, Result<Entry, u32>)> = {
+            let books = self.books();
+            books
+                .iter()
+                .filter_map(|(namespace, book)| match book.find(id, now)? {
+                    Place::Pending => book
+                        .pending_entry(id)
+                        .cloned()
+                        .map(|e| (namespace.clone(), Ok(e))),
+                    Place::Page(page) => Some((namespace.clone(), Err(page))),
+                })
+                .collect()
+        };
+        for (namespace, place) in candidates {
+            let entry = match place {
+                Ok(entry) => Some(entry),
+                Err(page) => pages::read(client, &namespace, page, id).await?,
+            };
+            if let Some(entry) = entry.filter(|e| e.id == *id) {
+                return Ok(Some((namespace, entry)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether the message `namespace/name` has an entry not yet written:
     /// it must not be deleted before.
     pub fn is_pending(&self, namespace: &str, name: &str) -> bool {

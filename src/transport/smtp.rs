@@ -39,9 +39,39 @@ impl std::fmt::Debug for SmtpCredentials {
     }
 }
 
+/// The envelope sender of a provider with a bounce mailbox: the bounce
+/// address with each message's token, or without one while the token key
+/// cannot be read (bounces are then matched by Message-ID).
+#[derive(Debug, Clone)]
+pub struct Verp {
+    /// The bounce address.
+    pub address: crate::bounces::token::BounceAddress,
+    /// The provider's token key.
+    pub key: Option<crate::bounces::token::TokenKey>,
+}
+
+impl Verp {
+    /// The envelope sender for `email`.
+    pub fn sender_for(&self, email: &Email) -> String {
+        let identity = email.key.get(..32).and_then(crate::ledger::Identity::parse);
+        let recipient = email.origin.as_ref().and_then(|o| o.recipient);
+        let token = self
+            .key
+            .as_ref()
+            .zip(identity)
+            .and_then(|(key, id)| crate::bounces::token::make(key, &id, recipient));
+        match token {
+            Some(token) => self.address.with_token(&token),
+            None => self.address.plain(),
+        }
+    }
+}
+
 /// An SMTP server, with a pool of connections to it.
 pub struct SmtpTransport {
     inner: AsyncSmtpTransport<Tokio1Executor>,
+    /// The envelope sender naming each message, with a bounce mailbox.
+    verp: Option<Verp>,
     /// The most a whole verification or send may take: lettre bounds only
     /// the TCP connect, and a server that stalls after it (its greeting, a
     /// command, the reply to DATA) must not hold a send slot for ever.
@@ -111,10 +141,19 @@ impl SmtpTransport {
         }
         Ok(Self {
             inner: builder.build(),
+            verp: None,
             attempt_limit: Duration::from_secs(u64::from(
                 spec.timeout_seconds.saturating_mul(ATTEMPT_LIMIT_FACTOR),
             )),
         })
+    }
+}
+
+impl SmtpTransport {
+    /// Sends with envelope senders that name each message.
+    pub fn with_verp(mut self, verp: Verp) -> Self {
+        self.verp = Some(verp);
+        self
     }
 }
 
@@ -149,7 +188,24 @@ impl Transport for SmtpTransport {
 
     async fn send(&self, email: &Email) -> Result<Accepted, SendError> {
         let message = to_lettre(email)?;
-        let sent = tokio::time::timeout(self.attempt_limit, self.inner.send(message)).await;
+        let envelope = match &self.verp {
+            None => message.envelope().clone(),
+            Some(verp) => {
+                let sender = verp.sender_for(email).parse().map_err(|e| {
+                    SendError::new(
+                        FailureKind::InvalidRequest,
+                        format!("spec.smtp.bounces.address: not a valid envelope sender: {e}"),
+                    )
+                })?;
+                lettre::address::Envelope::new(Some(sender), message.envelope().to().to_vec())
+                    .map_err(|e| {
+                        SendError::new(FailureKind::InvalidRequest, format!("the envelope: {e}"))
+                    })?
+            }
+        };
+        let raw = message.formatted();
+        let sent =
+            tokio::time::timeout(self.attempt_limit, self.inner.send_raw(&envelope, &raw)).await;
         let response = match sent {
             Ok(result) => result.map_err(|e| classify(&e))?,
             Err(_) => return Err(stalled(self.attempt_limit)),

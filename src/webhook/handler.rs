@@ -106,7 +106,8 @@ async fn receive(
     if !payload.ignored.is_empty() {
         types.insert("Ignored".into(), payload.ignored.len() as u64);
     }
-    let (by_message, mut unknown) = route(receiver, &scope, payload.reported);
+    let (by_message, mut unknown) =
+        route(receiver, &scope, &endpoint.soft_bounces, payload.reported);
     match write_all(receiver, &scope, by_message).await {
         Ok(not_found) => unknown += not_found,
         Err(refusal) => return answer(refusal),
@@ -126,6 +127,7 @@ async fn receive(
 fn route(
     receiver: &Receiver,
     scope: &ProviderId,
+    soft_bounces: &crate::api::bounces::SoftBouncePolicy,
     reported: Vec<payload::Reported>,
 ) -> (HashMap<Target, Vec<Routed>>, u64) {
     let mut by_message: HashMap<Target, Vec<Routed>> = HashMap::new();
@@ -153,6 +155,7 @@ fn route(
             message: ObjectRef::new(&origin.name).within(&origin.namespace),
             uid: origin.uid,
             provider: scope.clone(),
+            soft_bounces: soft_bounces.clone(),
         };
         by_message.entry(target).or_default().push(Routed {
             event: reported.event,

@@ -38,6 +38,8 @@ pub struct Endpoint {
     pub key: WebhookKey,
     /// The timestamp tolerance in seconds.
     pub tolerance_seconds: u32,
+    /// The provider's soft bounce policy.
+    pub soft_bounces: crate::api::bounces::SoftBouncePolicy,
 }
 
 /// Why a provider's webhook cannot be served.
@@ -214,6 +216,7 @@ impl Keys {
         scope: &ProviderId,
         (spec, secret_namespace): (EmailProviderSpec, String),
     ) -> Result<Endpoint, Unavailable> {
+        let soft_bounces = spec.soft_bounces.clone().unwrap_or_default();
         let (Some(api), Some(webhook)) = (spec.api, spec.webhook) else {
             return Err(Unavailable::NoWebhook(scope.clone()));
         };
@@ -229,6 +232,7 @@ impl Keys {
             service: api.provider,
             key,
             tolerance_seconds: webhook.tolerance_seconds,
+            soft_bounces,
         })
     }
 }

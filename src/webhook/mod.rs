@@ -184,6 +184,7 @@ pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> 
             settings.workers,
             settings.queue_capacity,
             settings.cluster_provider_namespace.clone(),
+            Arc::default(),
             telemetry.clone(),
         ),
         telemetry,

@@ -21,8 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::record;
 use crate::admin::Telemetry;
 use crate::api::ProviderId;
+use crate::api::bounces::SoftBouncePolicy;
 use crate::api::condition::{self, DELIVERED};
 use crate::api::{DeliveryEvent, EmailMessage, EmailMessageStatus, Phase};
+use crate::bounces::soft::SoftBounces;
 
 /// How many jobs one worker takes at once.
 const DRAIN: usize = 512;
@@ -56,6 +58,8 @@ pub struct Target {
     pub uid: String,
     /// The provider in the webhook's URL.
     pub provider: ProviderId,
+    /// The provider's soft bounce policy.
+    pub soft_bounces: SoftBouncePolicy,
 }
 
 /// One event, and the bulk recipient it is about (where echoed).
@@ -103,6 +107,7 @@ impl Queue {
         workers: usize,
         capacity: usize,
         home: Option<String>,
+        soft: Arc<SoftBounces>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let depth = Arc::new(AtomicI64::new(0));
@@ -110,6 +115,7 @@ impl Queue {
             events: crate::events::Events::new(client.clone()),
             client,
             home,
+            soft,
             telemetry,
             depth: depth.clone(),
         });
@@ -157,6 +163,8 @@ struct Writer {
     client: Client,
     /// Where ClusterEmailProviders' suppression lists live.
     home: Option<String>,
+    /// Soft bounces counted towards suppression.
+    soft: Arc<SoftBounces>,
     events: crate::events::Events,
     telemetry: Arc<Telemetry>,
     depth: Arc<AtomicI64>,
@@ -193,6 +201,7 @@ impl Writer {
                             &routed.event,
                         )
                         .await;
+                        self.count_soft(&target, &routed.event).await;
                     }
                 }
                 for job in jobs {
@@ -203,6 +212,39 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Counts a soft bounce; at the provider's limit the address is
+    /// suppressed (reason SoftBounces).
+    async fn count_soft(&self, target: &Target, event: &DeliveryEvent) {
+        let soft = event.type_ == crate::api::DeliveryEventType::Bounced
+            && event.bounce == Some(crate::api::BounceKind::Soft);
+        let Some(address) = event.recipient.as_deref().filter(|_| soft) else {
+            return;
+        };
+        let policy = &target.soft_bounces;
+        if !self
+            .soft
+            .count(&target.provider, address, &event.id, event.time.0, policy)
+        {
+            return;
+        }
+        let detail = format!(
+            "{} soft bounces within {} hours; the last: {}",
+            policy.limit,
+            policy.window_hours,
+            event.detail.as_deref().unwrap_or("no detail")
+        );
+        super::suppress::suppress_address(
+            &self.client,
+            &target.provider,
+            self.home.as_deref(),
+            address,
+            crate::api::SuppressionReason::SoftBounces,
+            Some(detail),
+            event.time.clone(),
+        )
+        .await;
     }
 
     /// Counts a message's new phase; a Warning Event for Bounced and

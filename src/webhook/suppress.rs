@@ -32,6 +32,29 @@ pub async fn suppress(
     let (Some(reason), Some(address)) = (reason_of(event), event.recipient.as_deref()) else {
         return;
     };
+    let since = Time(event.time.0);
+    suppress_address(
+        client,
+        provider,
+        home,
+        address,
+        reason,
+        event.detail.clone(),
+        since,
+    )
+    .await;
+}
+
+/// Suppresses `address` for `provider` for `reason`.
+pub async fn suppress_address(
+    client: &Client,
+    provider: &ProviderId,
+    home: Option<&str>,
+    address: &str,
+    reason: SuppressionReason,
+    detail: Option<String>,
+    since: Time,
+) {
     let (namespace, kind, name) = match provider {
         ProviderId::Namespaced { namespace, name } => {
             (namespace.as_str(), ProviderKind::EmailProvider, name)
@@ -54,8 +77,8 @@ pub async fn suppress(
             },
             address: address.to_string(),
             reason,
-            detail: event.detail.clone(),
-            since: Some(Time(event.time.0)),
+            detail: detail.map(|d| d.chars().take(1024).collect()),
+            since: Some(since),
         },
     };
     let api: Api<EmailSuppression> = Api::namespaced(client.clone(), namespace);

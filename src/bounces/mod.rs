@@ -1,0 +1,88 @@
+//! Delivery truth for SMTP: each message goes out with an envelope sender
+//! that names it (`token`), the leader reads the provider's bounce mailbox
+//! over POP3 (`pop3`, `reader`), reads what each message there is
+//! (`report`, `fields`), finds the message it is about (`locate`) and
+//! records it as the services' webhooks do; hard bounces and complaints,
+//! and soft bounces past the provider's limit (`soft`), suppress the
+//! address. The provider's `BouncesReady` condition says how reading goes.
+
+pub mod fields;
+pub mod locate;
+pub mod pop3;
+pub mod reader;
+pub mod report;
+pub mod soft;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::api::ProviderId;
+use crate::api::condition::{self, BOUNCES_READY, Reason};
+
+/// What `BouncesReady` says for one provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailboxState {
+    /// Whether the mailbox was read.
+    pub ready: bool,
+    /// The reason.
+    pub reason: Reason,
+    /// What happened, with the counts so far.
+    pub message: String,
+}
+
+/// The bounce mailboxes' shared state: their last reading, and the soft
+/// bounce counts (which the webhook receiver feeds too).
+#[derive(Default)]
+pub struct Bounces {
+    states: Mutex<HashMap<ProviderId, MailboxState>>,
+    /// Soft bounces by provider and address.
+    pub soft: std::sync::Arc<soft::SoftBounces>,
+}
+
+impl Bounces {
+    /// The last state of `provider`'s mailbox.
+    pub fn state(&self, provider: &ProviderId) -> Option<MailboxState> {
+        self.lock().get(provider).cloned()
+    }
+
+    /// Records `state`; `true` when it differs from the last.
+    pub fn set_state(&self, provider: &ProviderId, state: MailboxState) -> bool {
+        self.lock().insert(provider.clone(), state.clone()) != Some(state)
+    }
+
+    /// Forgets providers that no longer have a mailbox.
+    pub fn retain(&self, keep: impl Fn(&ProviderId) -> bool) {
+        self.lock().retain(|p, _| keep(p));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProviderId, MailboxState>> {
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Sets `BouncesReady` from `state`; removes it when the provider has no
+/// mailbox; leaves it while the mailbox was not read yet.
+pub fn report(
+    conditions: &mut Vec<Condition>,
+    state: Option<&MailboxState>,
+    has_mailbox: bool,
+    generation: Option<i64>,
+) {
+    if !has_mailbox {
+        conditions.retain(|c| c.type_ != BOUNCES_READY);
+        return;
+    }
+    if let Some(s) = state {
+        condition::set(
+            conditions,
+            BOUNCES_READY,
+            s.ready,
+            s.reason,
+            &s.message,
+            generation,
+        );
+    }
+}

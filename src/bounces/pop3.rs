@@ -1,0 +1,206 @@
+//! A session with the bounce mailbox over POP3 (async-pop), over TLS from
+//! the first byte (tokio-rustls, the public web roots plus the provider's
+//! CA bundle) or, by explicit choice, in clear text. Every step is bounded
+//! by the caller's deadline. Deletions take effect at QUIT only (RFC 1939),
+//! so a session cut off deletes nothing.
+
+use std::sync::Arc;
+
+use async_pop::response::list::ListResponse;
+use async_pop::response::types::DataType;
+use async_pop::response::uidl::UidlResponse;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::api::bounces::{MailboxTls, Pop3Server};
+
+/// Why the mailbox could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MailboxError {
+    /// No connection (refused, no route, DNS).
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// host:port.
+        address: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// TLS failed (certificate, handshake) or the CA bundle is unusable.
+    #[error("TLS with {host} failed: {why}")]
+    Tls {
+        /// The host.
+        host: String,
+        /// What failed.
+        why: String,
+    },
+    /// The server refused the user name or password.
+    #[error("the POP3 server refused the credentials: {0}")]
+    Auth(String),
+    /// Any other POP3 error.
+    #[error("POP3 {step} failed: {why}")]
+    Protocol {
+        /// The command.
+        step: &'static str,
+        /// The server's answer or the error.
+        why: String,
+    },
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One logged-in session.
+pub struct Session {
+    client: async_pop::Client<Box<dyn Stream>>,
+}
+
+/// A message in the mailbox: its number in this session, unique id, size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The message number (this session only).
+    pub number: usize,
+    /// The UIDL, stable across sessions.
+    pub uid: String,
+    /// Its size in octets.
+    pub size: usize,
+}
+
+fn protocol(step: &'static str) -> impl Fn(async_pop::error::Error) -> MailboxError {
+    move |e| MailboxError::Protocol {
+        step,
+        why: e.to_string(),
+    }
+}
+
+fn tls_config(ca_pem: Option<&[u8]>, host: &str) -> Result<rustls::ClientConfig, MailboxError> {
+    let tls_error = |why: String| MailboxError::Tls {
+        host: host.to_string(),
+        why,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| tls_error(format!("the CA bundle: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| tls_error(format!("the CA bundle: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(tls_error("the CA bundle holds no PEM certificate".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl Session {
+    /// Connects to `server` and logs in.
+    pub async fn open(
+        server: &Pop3Server,
+        ca_pem: Option<&[u8]>,
+        username: &str,
+        password: &str,
+    ) -> Result<Self, MailboxError> {
+        let address = format!("{}:{}", server.host, server.port);
+        let tcp = TcpStream::connect(&address)
+            .await
+            .map_err(|source| MailboxError::Connect {
+                address: address.clone(),
+                source,
+            })?;
+        let stream: Box<dyn Stream> = match server.tls {
+            MailboxTls::None => Box::new(tcp),
+            MailboxTls::Implicit => {
+                let config = tls_config(ca_pem, &server.host)?;
+                let name =
+                    ServerName::try_from(server.host.clone()).map_err(|e| MailboxError::Tls {
+                        host: server.host.clone(),
+                        why: e.to_string(),
+                    })?;
+                let tls = TlsConnector::from(Arc::new(config))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| MailboxError::Tls {
+                        host: server.host.clone(),
+                        why: e.to_string(),
+                    })?;
+                Box::new(tls)
+            }
+        };
+        let mut client = async_pop::new(stream).await.map_err(protocol("greeting"))?;
+        client
+            .login(username, password)
+            .await
+            .map_err(|e| MailboxError::Auth(e.to_string()))?;
+        Ok(Self { client })
+    }
+
+    /// Every message: number, UIDL and size.
+    pub async fn list(&mut self) -> Result<Vec<Listed>, MailboxError> {
+        let uids = match self.client.uidl(None).await.map_err(protocol("UIDL"))? {
+            UidlResponse::Multiple(list) => list
+                .items()
+                .iter()
+                .filter_map(|u| Some((u.index().value().ok()?, u.id().to_string())))
+                .collect::<Vec<_>>(),
+            UidlResponse::Single(u) => u
+                .index()
+                .value()
+                .ok()
+                .map(|i| vec![(i, u.id().to_string())])
+                .unwrap_or_default(),
+        };
+        let sizes: std::collections::HashMap<usize, usize> =
+            match self.client.list(None).await.map_err(protocol("LIST"))? {
+                ListResponse::Multiple(list) => list
+                    .items()
+                    .iter()
+                    .filter_map(|s| Some((s.counter().value().ok()?, s.size().value().ok()?)))
+                    .collect(),
+                ListResponse::Single(s) => s
+                    .counter()
+                    .value()
+                    .ok()
+                    .zip(s.size().value().ok())
+                    .into_iter()
+                    .collect(),
+            };
+        Ok(uids
+            .into_iter()
+            .map(|(number, uid)| Listed {
+                number,
+                uid,
+                size: sizes.get(&number).copied().unwrap_or(usize::MAX),
+            })
+            .collect())
+    }
+
+    /// The whole of message `number`.
+    pub async fn retrieve(&mut self, number: usize) -> Result<Vec<u8>, MailboxError> {
+        let bytes = self.client.retr(number).await.map_err(protocol("RETR"))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Marks message `number` deleted (done at [`Session::close`]).
+    pub async fn delete(&mut self, number: usize) -> Result<(), MailboxError> {
+        self.client
+            .dele(number)
+            .await
+            .map(drop)
+            .map_err(protocol("DELE"))
+    }
+
+    /// Ends the session: the server deletes what was marked.
+    pub async fn close(mut self) -> Result<(), MailboxError> {
+        self.client.quit().await.map(drop).map_err(protocol("QUIT"))
+    }
+}

@@ -1,0 +1,751 @@
+//! Reads the bounce mailboxes, on the leader: every few seconds it starts
+//! a poll for each SMTP provider with `spec.smtp.bounces` whose
+//! `pollSeconds` have passed (at most [`POLLS_AT_ONCE`] at once, each cut off
+//! after [`POLL_DEADLINE`], so one slow mailbox holds up no other). A poll
+//! logs in, reads at most [`MAX_PER_POLL`] messages it has not judged yet,
+//! records each bounce or complaint it can tie to a message of its provider
+//! (through the webhook receiver's writer, so both paths write alike),
+//! deletes just those, and leaves the rest; then `BouncesReady` tells how it
+//! went, with the counts so far.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, ResourceExt};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::MailboxState;
+use super::locate::{self, Evidence, Located};
+use super::pop3::{MailboxError, Session};
+use super::report::{self, Action, Outcome, Report, Verdict};
+use super::token::{BounceAddress, TokenKey};
+use crate::api::bounces::BounceMailbox;
+use crate::api::condition::{self, BOUNCES_READY, Reason};
+use crate::api::suppression::SuppressionReason;
+use crate::api::{
+    BounceKind, ClusterEmailProvider, DeliveryEvent, DeliveryEventType, EmailMessage,
+    EmailProvider, ProviderId,
+};
+use crate::controller::context::Context;
+use crate::webhook::queue::{Applied, Queue, Routed, Target};
+
+/// How often due polls are looked for.
+const TICK: Duration = Duration::from_secs(2);
+/// Mailboxes read at once.
+pub const POLLS_AT_ONCE: usize = 4;
+/// The longest one poll may take.
+pub const POLL_DEADLINE: Duration = Duration::from_secs(120);
+/// Messages judged in one poll.
+pub const MAX_PER_POLL: usize = 200;
+/// How long a poll waits for one report's status write.
+const WRITE_WAIT: Duration = Duration::from_secs(30);
+/// Polls a report whose message is not recorded yet is tried in, before it
+/// is left as unmatched.
+pub const MAX_TRIES: u32 = 10;
+
+/// What a poll did with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    HardBounce,
+    SoftBounce,
+    Delayed,
+    Delivered,
+    Complaint,
+    AutoReply,
+    Malformed,
+    Foreign,
+    Unmatched,
+    Other,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::HardBounce => "hard_bounce",
+            Kind::SoftBounce => "soft_bounce",
+            Kind::Delayed => "delayed",
+            Kind::Delivered => "delivered",
+            Kind::Complaint => "complaint",
+            Kind::AutoReply => "auto_reply",
+            Kind::Malformed => "malformed",
+            Kind::Foreign => "foreign",
+            Kind::Unmatched => "unmatched",
+            Kind::Other => "other",
+        }
+    }
+
+    fn phrase(self) -> &'static str {
+        match self {
+            Kind::HardBounce => "hard bounces recorded",
+            Kind::SoftBounce => "soft bounces recorded",
+            Kind::Delayed => "delays recorded",
+            Kind::Delivered => "deliveries recorded",
+            Kind::Complaint => "complaints recorded",
+            Kind::AutoReply => "auto-replies left",
+            Kind::Malformed => "malformed reports left",
+            Kind::Foreign => "reports for another provider left",
+            Kind::Unmatched => "reports for no known message left",
+            Kind::Other => "other messages left",
+        }
+    }
+}
+
+/// One provider's memory between polls: the messages judged and left (by
+/// UIDL, only those still in the mailbox), and the counts so far.
+#[derive(Default)]
+struct Memory {
+    judged: HashSet<String>,
+    tries: HashMap<String, u32>,
+    counts: BTreeMap<Kind, u64>,
+}
+
+/// A provider with a mailbox, as a poll needs it.
+struct Mailbox {
+    id: ProviderId,
+    provider: EmailProvider,
+    mailbox: BounceMailbox,
+    /// Where its Secrets (and a ClusterEmailProvider's suppressions) are.
+    namespace: String,
+}
+
+/// Runs until dropped (its polls stop with it).
+pub async fn run(ctx: Arc<Context>) {
+    if !ctx.caches_ready().await {
+        return;
+    }
+    let home = ctx.settings.cluster_provider_namespace.clone();
+    let queue = Arc::new(Queue::start(
+        ctx.client.clone(),
+        2,
+        256,
+        home,
+        ctx.bounces.soft.clone(),
+        ctx.telemetry.clone(),
+    ));
+    let memory: Arc<Mutex<HashMap<ProviderId, Memory>>> = Arc::default();
+    let mut due: HashMap<ProviderId, Instant> = HashMap::new();
+    let mut polls: JoinSet<()> = JoinSet::new();
+    let mut running: HashMap<ProviderId, tokio::task::AbortHandle> = HashMap::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(POLLS_AT_ONCE));
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tick.tick().await;
+        while polls.try_join_next().is_some() {}
+        running.retain(|_, handle| !handle.is_finished());
+        let mailboxes = mailboxes(&ctx);
+        let present: HashSet<ProviderId> = mailboxes.iter().map(|m| m.id.clone()).collect();
+        due.retain(|id, _| present.contains(id));
+        ctx.bounces.retain(|id| present.contains(id));
+        if let Ok(mut memory) = memory.lock() {
+            memory.retain(|id, _| present.contains(id));
+        }
+        let now = Instant::now();
+        for mailbox in mailboxes {
+            if running.contains_key(&mailbox.id) || due.get(&mailbox.id).is_some_and(|t| *t > now) {
+                continue;
+            }
+            let every = Duration::from_secs(u64::from(mailbox.mailbox.poll_seconds));
+            due.insert(mailbox.id.clone(), now + every);
+            let id = mailbox.id.clone();
+            let (ctx, queue, memory, limit) =
+                (ctx.clone(), queue.clone(), memory.clone(), limit.clone());
+            let handle = polls.spawn(async move {
+                let Ok(_permit) = limit.acquire_owned().await else {
+                    return;
+                };
+                poll(&ctx, &queue, &memory, mailbox).await;
+            });
+            running.insert(id, handle);
+        }
+    }
+}
+
+/// Every provider the controller serves that names a bounce mailbox.
+fn mailboxes(ctx: &Context) -> Vec<Mailbox> {
+    let mut found = Vec::new();
+    for provider in ctx.providers.state() {
+        if let Some(mailbox) = provider.spec.smtp.as_ref().and_then(|s| s.bounces.clone()) {
+            found.push(Mailbox {
+                id: ProviderId::from_provider(&provider),
+                namespace: provider.namespace().unwrap_or_default(),
+                provider: (*provider).clone(),
+                mailbox,
+            });
+        }
+    }
+    if let Some(home) = &ctx.settings.cluster_provider_namespace {
+        for cluster in ctx.cluster_providers.state() {
+            let provider = ClusterEmailProvider::as_provider(&cluster);
+            if let Some(mailbox) = provider.spec.smtp.as_ref().and_then(|s| s.bounces.clone()) {
+                found.push(Mailbox {
+                    id: ProviderId::from_provider(&provider),
+                    namespace: home.clone(),
+                    provider,
+                    mailbox,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// One poll of one mailbox, bounded in time; then `BouncesReady`.
+async fn poll(
+    ctx: &Context,
+    queue: &Queue,
+    memory: &Mutex<HashMap<ProviderId, Memory>>,
+    mailbox: Mailbox,
+) {
+    let read = tokio::time::timeout(POLL_DEADLINE, read(ctx, queue, memory, &mailbox)).await;
+    let state = match read {
+        Ok(Ok(())) => {
+            let counts = memory
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&mailbox.id).map(|m| m.counts.clone()))
+                .unwrap_or_default();
+            MailboxState {
+                ready: true,
+                reason: Reason::MailboxRead,
+                message: summary(&mailbox, &counts),
+            }
+        }
+        Ok(Err((reason, message))) => MailboxState {
+            ready: false,
+            reason,
+            message,
+        },
+        Err(_) => MailboxState {
+            ready: false,
+            reason: Reason::Unreachable,
+            message: format!(
+                "reading {}:{} took longer than {} s; it is tried again in {} s",
+                mailbox.mailbox.pop3.host,
+                mailbox.mailbox.pop3.port,
+                POLL_DEADLINE.as_secs(),
+                mailbox.mailbox.poll_seconds
+            ),
+        },
+    };
+    if !state.ready {
+        warn!(provider = %mailbox.id, reason = state.reason.as_str(), message = %state.message, "the bounce mailbox could not be read");
+    }
+    if ctx.bounces.set_state(&mailbox.id, state.clone()) {
+        write_condition(&ctx.client, &mailbox.provider, &state).await;
+    }
+}
+
+fn summary(mailbox: &Mailbox, counts: &BTreeMap<Kind, u64>) -> String {
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(kind, n)| format!("{n} {}", kind.phrase()))
+        .collect();
+    let so_far = if parts.is_empty() {
+        "nothing found yet".to_string()
+    } else {
+        parts.join(", ")
+    };
+    format!(
+        "{} read every {} s; since the controller started: {so_far}",
+        mailbox.mailbox.address, mailbox.mailbox.poll_seconds
+    )
+}
+
+type Failure = (Reason, String);
+
+fn failure(e: MailboxError) -> Failure {
+    let reason = match &e {
+        MailboxError::Connect { .. } | MailboxError::Protocol { .. } => Reason::Unreachable,
+        MailboxError::Tls { .. } => Reason::TlsFailed,
+        MailboxError::Auth(_) => Reason::AuthFailed,
+    };
+    (reason, format!("spec.smtp.bounces.pop3: {e}"))
+}
+
+/// Logs in, judges new messages, deletes those recorded, logs out.
+async fn read(
+    ctx: &Context,
+    queue: &Queue,
+    memory: &Mutex<HashMap<ProviderId, Memory>>,
+    mailbox: &Mailbox,
+) -> Result<(), Failure> {
+    let spec = &mailbox.mailbox;
+    let secret =
+        crate::controller::credentials::mailbox_secret(&ctx.client, &mailbox.namespace, spec)
+            .await
+            .map_err(|e| (e.reason, e.message))?;
+    let ca = match &spec.pop3.ca_bundle {
+        None => None,
+        Some(source) => Some(
+            crate::controller::credentials::ca_bundle(
+                &ctx.client,
+                &mailbox.namespace,
+                source,
+                "spec.smtp.bounces.pop3.caBundle",
+                &mut String::new(),
+            )
+            .await
+            .map_err(|e| (e.reason, e.message))?,
+        ),
+    };
+    let address = BounceAddress::parse(&spec.address).ok_or((
+        Reason::InvalidSpec,
+        "spec.smtp.bounces.address: not local@domain".to_string(),
+    ))?;
+    let key = TokenKey::derive(
+        secret.token_key.as_deref(),
+        secret.password.as_bytes(),
+        &mailbox.id,
+    );
+    let mut session = Session::open(
+        &spec.pop3,
+        ca.as_deref(),
+        &secret.username,
+        &secret.password,
+    )
+    .await
+    .map_err(failure)?;
+    let listed = session.list().await.map_err(failure)?;
+    let (judged, tries) = memory
+        .lock()
+        .ok()
+        .and_then(|m| {
+            m.get(&mailbox.id)
+                .map(|m| (m.judged.clone(), m.tries.clone()))
+        })
+        .unwrap_or_default();
+    let mut tried = Vec::new();
+    let mut left = Vec::new();
+    let mut tally = Vec::new();
+    for item in listed
+        .iter()
+        .filter(|i| !judged.contains(&i.uid))
+        .take(MAX_PER_POLL)
+    {
+        let verdict = if item.size > report::MAX_BYTES {
+            Verdict::Malformed(format!(
+                "{} bytes, more than {}",
+                item.size,
+                report::MAX_BYTES
+            ))
+        } else {
+            let raw = session.retrieve(item.number).await.map_err(failure)?;
+            match report::read(&raw) {
+                Verdict::Report(r) => {
+                    let text = String::from_utf8_lossy(&raw);
+                    match record(ctx, queue, mailbox, &key, &address, &text, &r).await {
+                        Some(kind) if is_recorded(kind) => {
+                            session.delete(item.number).await.map_err(failure)?;
+                            tally.push(kind);
+                            continue;
+                        }
+                        Some(kind) => {
+                            tally.push(kind);
+                            left.push(item.uid.clone());
+                            continue;
+                        }
+                        // Not written yet: judged again next time, a
+                        // few times.
+                        None if tries.get(&item.uid).copied().unwrap_or(0) + 1 < MAX_TRIES => {
+                            tried.push(item.uid.clone());
+                            continue;
+                        }
+                        None => {
+                            tally.push(Kind::Unmatched);
+                            left.push(item.uid.clone());
+                            continue;
+                        }
+                    }
+                }
+                other => other,
+            }
+        };
+        let kind = match verdict {
+            Verdict::AutoReply => Kind::AutoReply,
+            Verdict::NotABounce => Kind::Other,
+            Verdict::Malformed(why) => {
+                warn!(provider = %mailbox.id, uidl = %item.uid, %why, "a malformed report in the bounce mailbox was left");
+                Kind::Malformed
+            }
+            Verdict::Report(_) => Kind::Other,
+        };
+        tally.push(kind);
+        left.push(item.uid.clone());
+    }
+    session.close().await.map_err(failure)?;
+    let present: HashSet<&str> = listed.iter().map(|i| i.uid.as_str()).collect();
+    if let Ok(mut memory) = memory.lock() {
+        let mine = memory.entry(mailbox.id.clone()).or_default();
+        mine.judged.retain(|uid| present.contains(uid.as_str()));
+        mine.tries.retain(|uid, _| present.contains(uid.as_str()));
+        for uid in &left {
+            mine.tries.remove(uid);
+        }
+        mine.judged.extend(left);
+        for uid in tried {
+            *mine.tries.entry(uid).or_default() += 1;
+        }
+        for kind in tally {
+            *mine.counts.entry(kind).or_default() += 1;
+            ctx.telemetry.metrics.count_mailbox_message(kind.label());
+        }
+    }
+    Ok(())
+}
+
+fn is_recorded(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::HardBounce | Kind::SoftBounce | Kind::Delayed | Kind::Delivered | Kind::Complaint
+    )
+}
+
+/// Ties `report` to its message and records it; the kind, or `None` when
+/// it should be judged again later (not written yet, or a write failed).
+async fn record(
+    ctx: &Context,
+    queue: &Queue,
+    mailbox: &Mailbox,
+    key: &TokenKey,
+    address: &BounceAddress,
+    text: &str,
+    report: &Report,
+) -> Option<Kind> {
+    let located = locate::locate(
+        &ctx.client,
+        &ctx.ledger,
+        &mailbox.id,
+        key,
+        address,
+        text,
+        report,
+    )
+    .await;
+    let (message, recipient, evidence) = match located {
+        Ok(Located::Found {
+            message,
+            recipient,
+            evidence,
+        }) => (message, recipient, evidence),
+        Ok(Located::Gone) => {
+            for outcome in &report.recipients {
+                suppress_for(ctx, mailbox, outcome, outcome.address.as_deref(), report).await;
+            }
+            return Some(kind_of(report));
+        }
+        Ok(Located::Foreign) => return Some(Kind::Foreign),
+        Ok(Located::NotRecorded) => return None,
+        Ok(Located::Unmatched) => return Some(Kind::Unmatched),
+        Err(e) => {
+            warn!(provider = %mailbox.id, error = %e, "a bounce is tried again later");
+            return None;
+        }
+    };
+    let recipients = recipients_of(&message, recipient);
+    let mut events = Vec::new();
+    for (i, outcome) in report.recipients.iter().enumerate() {
+        let matched = outcome.address.as_deref().and_then(|a| {
+            recipients
+                .iter()
+                .find(|r| r.eq_ignore_ascii_case(a))
+                .cloned()
+        });
+        let address = match (matched, evidence) {
+            (Some(a), _) => Some(a),
+            // A token vouches for the message; one recipient is the one.
+            (None, Evidence::Token) if recipients.len() == 1 => recipients.first().cloned(),
+            (None, Evidence::Token) => outcome.address.clone(),
+            // A Message-ID alone does not: its recipients must be the message's.
+            (None, Evidence::MessageId) => continue,
+        };
+        events.push(Routed {
+            event: event_of(report, outcome, address, i),
+            recipient,
+        });
+    }
+    if events.is_empty() {
+        return Some(Kind::Unmatched);
+    }
+    let target = Target {
+        message: ObjectRef::from_obj(&*message),
+        uid: message.uid().unwrap_or_default(),
+        provider: mailbox.id.clone(),
+        soft_bounces: mailbox
+            .provider
+            .spec
+            .soft_bounces
+            .clone()
+            .unwrap_or_default(),
+    };
+    let Ok(done) = queue.submit(target, events) else {
+        return None;
+    };
+    let applied = match tokio::time::timeout(WRITE_WAIT, done).await {
+        Ok(Ok(Ok(applied))) => applied,
+        Ok(Ok(Err(e))) => {
+            warn!(provider = %mailbox.id, error = %e, "recording a bounce failed; tried again later");
+            return None;
+        }
+        _ => return None,
+    };
+    match applied {
+        Applied::Recorded | Applied::Unchanged => {
+            info!(provider = %mailbox.id, namespace = message.namespace().unwrap_or_default(), name = message.name_any(), kind = kind_of(report).label(), "bounce recorded");
+            Some(kind_of(report))
+        }
+        Applied::Gone => Some(kind_of(report)),
+        Applied::Foreign => Some(Kind::Foreign),
+        Applied::NotYet => None,
+    }
+}
+
+/// Every address the message was sent to; one for a bulk recipient.
+fn recipients_of(message: &EmailMessage, recipient: Option<u32>) -> Vec<String> {
+    let spec = &message.spec;
+    if let Some(i) = recipient {
+        return spec
+            .recipients
+            .get(i as usize)
+            .map(|r| vec![bare(&r.to)])
+            .unwrap_or_default();
+    }
+    if !spec.recipients.is_empty() {
+        return spec.recipients.iter().map(|r| bare(&r.to)).collect();
+    }
+    spec.to
+        .iter()
+        .chain(&spec.cc)
+        .chain(&spec.bcc)
+        .map(|m| bare(m))
+        .collect()
+}
+
+/// The address of `Name <address>` or `address`.
+fn bare(mailbox: &str) -> String {
+    match (mailbox.rfind('<'), mailbox.rfind('>')) {
+        (Some(start), Some(end)) if start < end => mailbox[start + 1..end].trim().to_string(),
+        _ => mailbox.trim().to_string(),
+    }
+}
+
+/// The kind a report counts as: its gravest outcome.
+fn kind_of(report: &Report) -> Kind {
+    let kinds = report.recipients.iter().map(|o| match o.action {
+        Action::Failed if o.is_hard() => Kind::HardBounce,
+        Action::Failed => Kind::SoftBounce,
+        Action::Delayed => Kind::Delayed,
+        Action::Delivered => Kind::Delivered,
+        Action::Complained => Kind::Complaint,
+    });
+    kinds.min().unwrap_or(Kind::Other)
+}
+
+/// The delivery event one outcome is.
+fn event_of(
+    report: &Report,
+    outcome: &Outcome,
+    recipient: Option<String>,
+    index: usize,
+) -> DeliveryEvent {
+    let (type_, bounce) = match outcome.action {
+        Action::Failed if outcome.is_hard() => (DeliveryEventType::Bounced, Some(BounceKind::Hard)),
+        Action::Failed => (DeliveryEventType::Bounced, Some(BounceKind::Soft)),
+        Action::Delayed => (DeliveryEventType::Deferred, None),
+        Action::Delivered => (DeliveryEventType::Delivered, None),
+        Action::Complained => (DeliveryEventType::Complained, None),
+    };
+    let seed = format!(
+        "{}\0{}\0{index}",
+        report.id.as_deref().unwrap_or(""),
+        outcome.address.as_deref().unwrap_or("")
+    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
+    let detail = match (&outcome.status, &outcome.diagnostic) {
+        (Some(s), Some(d)) if !s.is_empty() => Some(format!("{s}: {d}")),
+        (_, Some(d)) => Some(d.clone()),
+        (Some(s), None) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    DeliveryEvent {
+        id: format!("mailbox-{}", hex::encode(&digest.as_ref()[..12])),
+        type_,
+        time: Time(report.time.unwrap_or_else(Timestamp::now)),
+        recipient,
+        bounce,
+        detail: detail.map(|d| d.chars().take(1024).collect()),
+    }
+}
+
+/// Suppresses the address of a hard bounce or complaint whose message is
+/// gone (the message itself cannot be written).
+async fn suppress_for(
+    ctx: &Context,
+    mailbox: &Mailbox,
+    outcome: &Outcome,
+    address: Option<&str>,
+    report: &Report,
+) {
+    let Some(address) = address else {
+        return;
+    };
+    let reason = match outcome.action {
+        Action::Failed if outcome.is_hard() => SuppressionReason::HardBounce,
+        Action::Complained => SuppressionReason::Complaint,
+        Action::Failed => {
+            let id = event_of(report, outcome, None, 0).id;
+            count_soft(ctx, mailbox, outcome, Some(address), &id, report).await;
+            return;
+        }
+        _ => return,
+    };
+    let event = event_of(report, outcome, Some(address.to_string()), 0);
+    crate::webhook::suppress::suppress_address(
+        &ctx.client,
+        &mailbox.id,
+        ctx.settings.cluster_provider_namespace.as_deref(),
+        address,
+        reason,
+        event.detail,
+        event.time,
+    )
+    .await;
+}
+
+/// Counts a soft bounce; suppresses the address at the provider's limit.
+async fn count_soft(
+    ctx: &Context,
+    mailbox: &Mailbox,
+    outcome: &Outcome,
+    address: Option<&str>,
+    event: &str,
+    report: &Report,
+) {
+    let Some(address) = address else {
+        return;
+    };
+    let policy = mailbox
+        .provider
+        .spec
+        .soft_bounces
+        .clone()
+        .unwrap_or_default();
+    let at = report.time.unwrap_or_else(Timestamp::now);
+    if ctx
+        .bounces
+        .soft
+        .count(&mailbox.id, address, event, at, &policy)
+    {
+        let detail = format!(
+            "{} soft bounces within {} hours; the last: {}",
+            policy.limit,
+            policy.window_hours,
+            outcome.diagnostic.as_deref().unwrap_or("no diagnostic")
+        );
+        crate::webhook::suppress::suppress_address(
+            &ctx.client,
+            &mailbox.id,
+            ctx.settings.cluster_provider_namespace.as_deref(),
+            address,
+            SuppressionReason::SoftBounces,
+            Some(detail),
+            Time(at),
+        )
+        .await;
+    }
+}
+
+/// Writes `BouncesReady` on the provider, guarded by its resourceVersion.
+async fn write_condition(client: &Client, provider: &EmailProvider, state: &MailboxState) {
+    for _ in 0..4 {
+        let result = match provider.namespace() {
+            Some(namespace) => {
+                let api: Api<EmailProvider> = Api::namespaced(client.clone(), &namespace);
+                patch_condition(&api, &provider.name_any(), state).await
+            }
+            None => {
+                let api: Api<ClusterEmailProvider> = Api::all(client.clone());
+                patch_condition(&api, &provider.name_any(), state).await
+            }
+        };
+        match result {
+            Ok(()) => return,
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => {
+                warn!(provider = provider.name_any(), error = %e, "writing BouncesReady failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn patch_condition<K>(
+    api: &Api<K>,
+    name: &str,
+    state: &MailboxState,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + HasConditions,
+{
+    let Some(current) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let generation = current.meta().generation;
+    let mut conditions = current.conditions();
+    condition::set(
+        &mut conditions,
+        BOUNCES_READY,
+        state.ready,
+        state.reason,
+        &state.message,
+        generation,
+    );
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": current.meta().resource_version},
+        "status": {"conditions": conditions}
+    });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+}
+
+/// The status conditions of a provider kind.
+pub trait HasConditions {
+    /// The current conditions.
+    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;
+}
+
+impl HasConditions for EmailProvider {
+    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl HasConditions for ClusterEmailProvider {
+    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_addresses_come_out_of_mailboxes() {
+        assert_eq!(bare("Bo <bo@x.org>"), "bo@x.org");
+        assert_eq!(bare(" bo@x.org "), "bo@x.org");
+    }
+}
