@@ -158,6 +158,23 @@ async fn refused_at_apply_time() {
             json!({"defaultFrom": "not-an-address", "smtp": {"host": "smtp.example.com"}}),
             "spec.defaultFrom",
         ),
+        (
+            json!({"smtp": {"host": "smtp.example.com", "bounces": {
+                "address": "bounces+already@example.com", "pop3": {"host": "pop.example.com"},
+                "secretRef": {"name": "b"}}}}),
+            "spec.smtp.bounces.address",
+        ),
+        (
+            json!({"smtp": {"host": "smtp.example.com", "bounces": {
+                "address": "b@example.com", "pop3": {"host": "pop.example.com", "tls": "None",
+                "caBundle": {"secretKeyRef": {"name": "ca", "key": "ca.crt"}}},
+                "secretRef": {"name": "b"}}}}),
+            "caBundle needs tls Implicit",
+        ),
+        (
+            json!({"softBounces": {"limit": 1000}, "smtp": {"host": "smtp.example.com"}}),
+            "spec.softBounces.limit",
+        ),
     ];
     for (i, (spec, expected)) in providers.into_iter().enumerate() {
         scene

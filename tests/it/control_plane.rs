@@ -189,6 +189,7 @@ async fn examples_are_accepted_by_the_apiserver_and_the_bad_one_refused() {
         .map(|e| e.expect("entry").path())
         .collect();
     files.push(examples.join("demo/messages.yaml"));
+    files.push(examples.join("demo/after-bounce.yaml"));
     for file in &files {
         let out = dry_run(&ns, file);
         let stderr = String::from_utf8_lossy(&out.stderr);

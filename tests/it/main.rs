@@ -11,6 +11,7 @@ mod alerts;
 mod api_providers;
 mod attachments;
 mod bad_input;
+mod bounces;
 mod bulk;
 mod cluster_providers;
 mod control_plane;

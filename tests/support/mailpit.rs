@@ -59,6 +59,9 @@ pub struct Message {
     pub text: String,
     #[serde(rename = "HTML")]
     pub html: String,
+    /// The envelope sender.
+    #[serde(rename = "ReturnPath", default)]
+    pub return_path: String,
 }
 
 #[derive(Deserialize)]
