@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # make demo: a local control plane and mailpit, the CRDs, the operator, the
 # messages in examples/demo sent, and their status shown; then a signed
-# delivery webhook, as Resend posts it, turns the API message Delivered, and a
-# message deleted and applied again is not sent twice (AlreadySent). Exits
-# 0 when every valid message is Sent (and the invalid one Failed, with its
-# reason) and the webhook is recorded.
+# delivery webhook, as Resend posts it, turns the API message Delivered, a
+# message deleted and applied again is not sent twice (AlreadySent), and a
+# bounce read from the SMTP provider's mailbox (mailpit over POP3) turns a
+# message Bounced and the next one to that address Suppressed. Exits 0 when
+# every valid message is Sent (and the invalid one Failed, with its reason),
+# the webhook and the bounce are recorded.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -147,6 +149,52 @@ else:
 PY
 k -n "$ns" wait --for=jsonpath='{.status.phase}'=Delivered emailmessage/via-resend-fake --timeout=30s >/dev/null
 k -n "$ns" get emailmessage via-resend-fake -o jsonpath='phase={.status.phase}{"\n"}{range .status.conditions[?(@.type=="Delivered")]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}{range .status.deliveryEvents[*]}event: {.type} {.recipient} at {.time}{"\n"}{end}'
+
+say "an SMTP bounce: the recipient's server returns a DSN for bounce-me to its envelope sender"
+k -n "$ns" create secret generic bounce-mailbox --from-literal=username="$MAILPIT_POP3_USERNAME" \
+  --from-file=password="$MAILPIT_POP3_PASSWORD_FILE" --dry-run=client -o yaml | k apply -f - >/dev/null
+MAILPIT_HOST=${MAILPIT_SMTP%:*} MAILPIT_PORT=${MAILPIT_SMTP##*:} \
+  MAILPIT_POP3_HOST=${MAILPIT_POP3%:*} MAILPIT_POP3_PORT=${MAILPIT_POP3##*:} \
+  envsubst '${MAILPIT_HOST} ${MAILPIT_PORT} ${MAILPIT_POP3_HOST} ${MAILPIT_POP3_PORT}' \
+  < examples/demo/bounces.yaml | k -n "$ns" apply -f -
+k -n "$ns" wait --for=condition=Sent emailmessage/bounce-me --timeout=60s >/dev/null
+if [ "$(k -n "$ns" get emailmessage bounce-me -o jsonpath='{.status.phase}')" != Bounced ]; then
+  # A DSN in Postfix's shape (tests/fixtures/bounces/postfix.eml), addressed
+  # to the envelope sender mailpit recorded, dropped into the mailbox.
+  python3 - "$MAILPIT_API" "$MAILPIT_SMTP" "$MAILROOM_CA" "$MAILPIT_SMTP_USERNAME" \
+    "$MAILPIT_SMTP_PASSWORD_FILE" tests/fixtures/bounces/postfix.eml <<'PY'
+import email.utils, json, re, smtplib, ssl, sys, urllib.parse, urllib.request
+api, smtp, ca, user, password_file, fixture = sys.argv[1:]
+query = urllib.parse.quote('subject:"An address that does not exist"')
+with urllib.request.urlopen(f"{api}/api/v1/search?query={query}") as res:
+    found = json.load(res)["messages"]
+with urllib.request.urlopen(f"{api}/api/v1/message/{found[0]['ID']}") as res:
+    sent = json.load(res)
+envelope, message_id = sent["ReturnPath"], "<" + sent["MessageID"] + ">"
+print("bounce-me went out with envelope sender", envelope)
+dsn = (open(fixture).read().replace("{{ENVELOPE}}", envelope).replace("{{RECIPIENT}}", "nobody@example.org")
+       .replace("{{MESSAGE_ID}}", message_id))
+now = email.utils.formatdate(usegmt=True)
+dsn = re.sub(r"^(Date|Arrival-Date): .*$", lambda m: f"{m.group(1)}: {now}", dsn, flags=re.M).replace("\n", "\r\n")
+host, port = smtp.rsplit(":", 1)
+with smtplib.SMTP(host, int(port)) as client:
+    client.starttls(context=ssl.create_default_context(cafile=ca))
+    client.login(user, open(password_file).read().strip())
+    client.sendmail("", [envelope], dsn.encode())
+print("a DSN (550 5.1.1 User unknown) delivered to", envelope)
+PY
+fi
+k -n "$ns" wait --for=jsonpath='{.status.phase}'=Bounced emailmessage/bounce-me --timeout=60s >/dev/null
+k -n "$ns" get emailmessage bounce-me -o jsonpath='phase={.status.phase}{"\n"}{range .status.conditions[?(@.type=="Delivered")]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+k -n "$ns" wait --for=condition=BouncesReady emailprovider/mailpit-bounces --timeout=60s >/dev/null
+k -n "$ns" get emailprovider mailpit-bounces -o jsonpath='{range .status.conditions[?(@.type=="BouncesReady")]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+k -n "$ns" get emailsuppressions
+
+say "the next message to that address is refused (examples/demo/after-bounce.yaml)"
+k -n "$ns" apply -f examples/demo/after-bounce.yaml
+k -n "$ns" wait --for=jsonpath='{.status.conditions[?(@.type=="Sent")].reason}'=Suppressed \
+  emailmessage/after-bounce --timeout=60s >/dev/null
+k -n "$ns" get emailmessage after-bounce -o jsonpath='phase={.status.phase} {.status.lastError.reason}: {.status.lastError.message}{"\n"}'
 
 cat <<MSG
 

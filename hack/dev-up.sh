@@ -26,9 +26,13 @@ done
 dir=${dir:-$ROOT/.cache/dev/env}
 
 if [ -f "$dir/env" ] && [ -f "$dir/pids/mailpit.pid" ] && kill -0 "$(cat "$dir/pids/mailpit.pid")" 2>/dev/null; then
-  log "already running in $dir (stop it with: hack/dev-down.sh $dir)"
-  cat "$dir/env"
-  exit 0
+  if grep -q '^MAILPIT_POP3=' "$dir/env"; then
+    log "already running in $dir (stop it with: hack/dev-down.sh $dir)"
+    cat "$dir/env"
+    exit 0
+  fi
+  log "an environment from an older version runs in $dir: restarting it"
+  "$ROOT/hack/dev-down.sh" "$dir" >/dev/null
 fi
 
 if [ -n "$mailpit_only" ]; then bin=$(tools_bin mailpit); else bin=$(tools_bin etcd kube-apiserver kubectl mailpit); fi
@@ -90,18 +94,29 @@ fi
 smtp_password=$(openssl rand -hex 16)
 printf 'mailroom:%s\n' "$smtp_password" > "$dir/smtp-auth"
 chmod 600 "$dir/smtp-auth"
+# mailpit also serves its mail over POP3 with TLS: the demo's bounce mailbox.
+pop3_password=$(openssl rand -hex 16)
+printf 'bounces:%s\n' "$pop3_password" > "$dir/pop3-auth"
+chmod 600 "$dir/pop3-auth"
+pop3_port=$(free_port)
 "$ROOT/hack/mailpit-up.sh" "$dir" mailpit --tls "$pki/serving.crt" "$pki/serving.key" \
-  --require-starttls --auth-file "$dir/smtp-auth" >/dev/null
+  --require-starttls --auth-file "$dir/smtp-auth" -- --pop3 "127.0.0.1:$pop3_port" \
+  --pop3-auth-file "$dir/pop3-auth" --pop3-tls-cert "$pki/serving.crt" --pop3-tls-key "$pki/serving.key" >/dev/null
 
 { [ -n "$mailpit_only" ] || echo "KUBECONFIG=$dir/kubeconfig"; cat <<ENV
 MAILROOM_CA=$pki/ca.crt
 $(cat "$dir/mailpit.env")
 MAILPIT_SMTP_USERNAME=mailroom
 MAILPIT_SMTP_PASSWORD_FILE=$dir/smtp-password
+MAILPIT_POP3=127.0.0.1:$pop3_port
+MAILPIT_POP3_USERNAME=bounces
+MAILPIT_POP3_PASSWORD_FILE=$dir/pop3-password
 ENV
 } > "$dir/env"
 printf '%s' "$smtp_password" > "$dir/smtp-password"
 chmod 600 "$dir/smtp-password"
+printf '%s' "$pop3_password" > "$dir/pop3-password"
+chmod 600 "$dir/pop3-password"
 
 if [ -n "$owner" ]; then
   setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" "$3" --purge' \
@@ -117,6 +132,7 @@ if [ -z "$quiet" ]; then
                 $bin/kubectl --kubeconfig $dir/kubeconfig get namespaces
   mailpit UI:   $MAILPIT_API
   mailpit SMTP: $MAILPIT_SMTP (STARTTLS required, CA $pki/ca.crt, user mailroom, password in $dir/smtp-password)
+  mailpit POP3: 127.0.0.1:$pop3_port (TLS, user bounces, password in $dir/pop3-password)
   stop it:      make dev-down   (or hack/dev-down.sh $dir)
 MSG
 fi
