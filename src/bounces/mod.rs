@@ -48,9 +48,9 @@ impl Bounces {
         self.lock().get(provider).cloned()
     }
 
-    /// Records `state`; `true` when it differs from the last.
-    pub fn set_state(&self, provider: &ProviderId, state: MailboxState) -> bool {
-        self.lock().insert(provider.clone(), state.clone()) != Some(state)
+    /// Records `state`, as written to the provider.
+    pub fn set_state(&self, provider: &ProviderId, state: MailboxState) {
+        self.lock().insert(provider.clone(), state);
     }
 
     /// Forgets providers that no longer have a mailbox.

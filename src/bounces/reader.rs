@@ -41,7 +41,7 @@ const TICK: Duration = Duration::from_secs(2);
 /// Mailboxes read at once.
 pub const POLLS_AT_ONCE: usize = 4;
 /// The longest one poll may take.
-pub const POLL_DEADLINE: Duration = Duration::from_secs(120);
+pub const POLL_DEADLINE: Duration = Duration::from_secs(90);
 /// Messages judged in one poll.
 pub const MAX_PER_POLL: usize = 200;
 /// How long a poll waits for one report's status write.
@@ -237,8 +237,12 @@ async fn poll(
     if !state.ready {
         warn!(provider = %mailbox.id, reason = state.reason.as_str(), message = %state.message, "the bounce mailbox could not be read");
     }
-    if ctx.bounces.set_state(&mailbox.id, state.clone()) {
-        write_condition(&ctx.client, &mailbox.provider, &state).await;
+    // Remembered once written, so a write that failed is made again after
+    // the next poll.
+    if ctx.bounces.state(&mailbox.id).as_ref() != Some(&state)
+        && write_condition(&ctx.client, &mailbox.provider, &state).await
+    {
+        ctx.bounces.set_state(&mailbox.id, state);
     }
 }
 
@@ -379,7 +383,12 @@ async fn read(
         tally.push(kind);
         left.push(item.uid.clone());
     }
-    session.close().await.map_err(failure)?;
+    tracing::debug!(provider = %mailbox.id, listed = listed.len(), judged = tally.len(), "bounce mailbox read");
+    // The reports are recorded whatever QUIT says; one not deleted is read
+    // again and found recorded.
+    if let Err(e) = session.close().await {
+        warn!(provider = %mailbox.id, error = %e, "the bounce mailbox session did not end cleanly");
+    }
     let present: HashSet<&str> = listed.iter().map(|i| i.uid.as_str()).collect();
     if let Ok(mut memory) = memory.lock() {
         let mine = memory.entry(mailbox.id.clone()).or_default();
@@ -661,9 +670,10 @@ async fn count_soft(
     }
 }
 
-/// Writes `BouncesReady` on the provider, guarded by its resourceVersion.
-async fn write_condition(client: &Client, provider: &EmailProvider, state: &MailboxState) {
-    for _ in 0..4 {
+/// Writes `BouncesReady` on the provider, guarded by its resourceVersion;
+/// `false` when it could not.
+async fn write_condition(client: &Client, provider: &EmailProvider, state: &MailboxState) -> bool {
+    for attempt in 0..8u64 {
         let result = match provider.namespace() {
             Some(namespace) => {
                 let api: Api<EmailProvider> = Api::namespaced(client.clone(), &namespace);
@@ -675,14 +685,21 @@ async fn write_condition(client: &Client, provider: &EmailProvider, state: &Mail
             }
         };
         match result {
-            Ok(()) => return,
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Ok(()) => return true,
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+            }
             Err(e) => {
                 warn!(provider = provider.name_any(), error = %e, "writing BouncesReady failed");
-                return;
+                return false;
             }
         }
     }
+    warn!(
+        provider = provider.name_any(),
+        "writing BouncesReady conflicted 8 times; written after the next poll"
+    );
+    false
 }
 
 async fn patch_condition<K>(

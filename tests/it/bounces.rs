@@ -171,29 +171,34 @@ async fn suppressions(scene: &Scene, count: usize) -> Vec<EmailSuppression> {
 
 /// How long a report may take to be read: a few polls of 10 s on a busy
 /// machine.
-const READ_WITHIN: Duration = Duration::from_secs(120);
+const READ_WITHIN: Duration = Duration::from_secs(180);
 
 /// Waits until the provider's `BouncesReady` passes `check` (reason,
-/// message); returns its message.
+/// message); returns its message. On timeout, says what it last said.
 async fn bounces_ready(
     scene: &Scene,
     provider: &str,
     check: impl Fn(&str, &str) -> bool,
 ) -> String {
     let api: Api<EmailProvider> = Api::namespaced(scene.client.clone(), &scene.ns);
-    support::eventually(
-        &format!("provider {provider} BouncesReady"),
-        READ_WITHIN,
-        || async {
-            let p = api.get(provider).await.ok()?;
-            p.status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "BouncesReady" && check(&c.reason, &c.message))
-                .map(|c| c.message)
-        },
-    )
-    .await
+    let deadline = tokio::time::Instant::now() + READ_WITHIN;
+    let mut last = String::from("no BouncesReady condition");
+    while tokio::time::Instant::now() < deadline {
+        let condition = api
+            .get(provider)
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "BouncesReady"));
+        if let Some(c) = condition {
+            if check(&c.reason, &c.message) {
+                return c.message;
+            }
+            last = format!("{}: {}", c.reason, c.message);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("provider {provider}: BouncesReady did not pass within {READ_WITHIN:?}; it says {last}");
 }
 
 /// Waits until message `name` is in `phase`, as the mailbox is read.
