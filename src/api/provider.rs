@@ -192,6 +192,12 @@ pub struct SmtpSpec {
     /// whether the mailbox can be read; sending never depends on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounces: Option<super::bounces::BounceMailbox>,
+
+    /// Sign every message with DKIM, for relays that do not sign (many
+    /// company relays and self-hosted Postfix do not). Publish the record
+    /// the provider's `status.dkim` prints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<super::dkim::DkimSpec>,
 }
 
 fn default_port() -> u16 {
@@ -509,6 +515,10 @@ pub struct EmailProviderStatus {
     /// When the provider was last verified against the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_time: Option<Time>,
+    /// The DNS TXT record to publish for the DKIM public key (SMTP providers
+    /// with `smtp.dkim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<super::dkim::DkimRecord>,
     /// What the provider did over the last hour, written by the leader at
     /// most every few seconds when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -41,6 +41,8 @@ pub struct Built {
     pub transport: Arc<dyn Transport>,
     /// Identifies the provider generation and referenced object versions.
     pub fingerprint: String,
+    /// The DNS record of its DKIM key, with `smtp.dkim`.
+    pub dkim: Option<crate::api::dkim::DkimRecord>,
 }
 
 /// Builds the transport a provider names, reading its Secrets and ConfigMaps
@@ -53,10 +55,16 @@ pub async fn build(
     allowed_endpoint_hosts: &[String],
 ) -> Result<Built, ResolveError> {
     let mut fingerprint = format!("gen={}", provider.metadata.generation.unwrap_or_default());
+    let mut dkim = None;
     let transport = match (&provider.spec.smtp, &provider.spec.api) {
         (Some(smtp), _) => {
             let id = crate::api::ProviderId::from_provider(provider);
-            build_smtp(client, namespace, smtp, &id, &mut fingerprint).await?
+            let signer = match &smtp.dkim {
+                Some(spec) => Some(dkim_signer(client, namespace, spec, &mut fingerprint).await?),
+                None => None,
+            };
+            dkim = signer.as_ref().map(|s| s.record.clone());
+            build_smtp(client, namespace, smtp, &id, signer, &mut fingerprint).await?
         }
         (None, Some(api)) => {
             if let Some(endpoint) = &api.endpoint {
@@ -72,6 +80,7 @@ pub async fn build(
     Ok(Built {
         transport,
         fingerprint,
+        dkim,
     })
 }
 
@@ -108,6 +117,7 @@ async fn build_smtp(
     namespace: &str,
     smtp: &SmtpSpec,
     provider: &crate::api::ProviderId,
+    dkim: Option<crate::transport::dkim::Signer>,
     fingerprint: &mut String,
 ) -> Result<Arc<dyn Transport>, ResolveError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -138,11 +148,38 @@ async fn build_smtp(
     };
     let mut transport = SmtpTransport::new(smtp, ca_pem.as_deref(), credentials)
         .map_err(|e| ResolveError::new(Reason::TlsFailed, format!("spec.smtp.caBundle: {e}")))?;
+    if let Some(signer) = dkim {
+        transport = transport.with_dkim(signer);
+    }
     if let Some(mailbox) = &smtp.bounces {
         transport =
             transport.with_verp(verp(client, namespace, mailbox, provider, fingerprint).await?);
     }
     Ok(Arc::new(transport))
+}
+
+/// The DKIM signer `spec` names, its key read from its Secret.
+async fn dkim_signer(
+    client: &Client,
+    namespace: &str,
+    spec: &crate::api::dkim::DkimSpec,
+    fingerprint: &mut String,
+) -> Result<crate::transport::dkim::Signer, ResolveError> {
+    let field = "spec.smtp.dkim.privateKeySecretRef";
+    let KeyRef { name, key } = &spec.private_key_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = get_secret(&secrets, name, field).await?;
+    fingerprint.push_str(&format!(
+        ",dkim-secret={}",
+        secret.resource_version().unwrap_or_default()
+    ));
+    let pem = secret_value(&secret, key, field)?;
+    crate::transport::dkim::signer(spec, &pem).map_err(|e| {
+        ResolveError::new(
+            Reason::InvalidSpec,
+            format!("{field}: Secret {name:?} key {key:?}: {e}"),
+        )
+    })
 }
 
 /// The envelope senders of a provider with a bounce mailbox. A Secret that

@@ -35,6 +35,8 @@ struct Outcome {
     reason: Reason,
     message: String,
     retry: Duration,
+    /// The DKIM record to print, when the transport was built with one.
+    dkim: Option<crate::api::dkim::DkimRecord>,
 }
 
 /// Reconciles a ClusterEmailProvider as the provider it describes.
@@ -99,6 +101,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
                 reason: e.reason,
                 message: e.message,
                 retry: MISCONFIGURED_RETRY,
+                dkim: None,
             };
             return write_status(&provider, &ctx, status, outcome, hook, false).await;
         }
@@ -121,7 +124,11 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         return Ok(Action::requeue(due));
     }
 
-    let outcome = verify(&ctx, key, built).await;
+    let dkim = built.dkim.clone();
+    let outcome = Outcome {
+        dkim,
+        ..verify(&ctx, key, built).await
+    };
     write_status(&provider, &ctx, status, outcome, hook, true).await
 }
 
@@ -143,6 +150,7 @@ async fn verify(ctx: &Context, key: ProviderId, built: credentials::Built) -> Ou
                     reason: Reason::AuthFailed,
                     message: format!("{message} (update the Secret or the spec to try again)"),
                     retry: MISCONFIGURED_RETRY,
+                    dkim: None,
                 }
             } else {
                 let (reason, message) = match verification {
@@ -171,6 +179,7 @@ async fn verify(ctx: &Context, key: ProviderId, built: credentials::Built) -> Ou
                     reason,
                     message,
                     retry: REVERIFY_INTERVAL,
+                    dkim: None,
                 }
             }
         }
@@ -182,6 +191,7 @@ async fn verify(ctx: &Context, key: ProviderId, built: credentials::Built) -> Ou
                 reason,
                 message: e.message,
                 retry,
+                dkim: None,
             }
         }
     }
@@ -239,6 +249,25 @@ pub async fn mark_unverified(
     }
 }
 
+/// A warning when the provider signs with DKIM for a domain its
+/// `defaultFrom` does not align with (DMARC would not count the signature).
+fn dkim_alignment_warning(provider: &EmailProvider) -> Option<String> {
+    let dkim = provider.spec.smtp.as_ref()?.dkim.as_ref()?;
+    let from = provider.spec.default_from.as_deref()?;
+    let domain = from
+        .rsplit_once('@')?
+        .1
+        .trim_end_matches('>')
+        .trim()
+        .to_string();
+    (!crate::transport::dkim::aligned(&domain, &dkim.domain)).then(|| {
+        format!(
+            "; warning: defaultFrom's domain {domain} does not align with the DKIM domain {} (DMARC counts a signature only for the From domain or its parent)",
+            dkim.domain
+        )
+    })
+}
+
 /// Time left until the next verification, or `None` when it is due now.
 fn reverify_due_in(status: &EmailProviderStatus) -> Option<Duration> {
     let last = status.last_verified_time.as_ref()?.0;
@@ -268,12 +297,19 @@ async fn write_status(
         .to_string(),
     );
     new.observed_generation = generation;
+    new.dkim = outcome.dkim.clone();
+    let mut message = outcome.message.clone();
+    if outcome.ready
+        && let Some(warning) = dkim_alignment_warning(provider)
+    {
+        message.push_str(&warning);
+    }
     condition::set(
         &mut new.conditions,
         READY,
         outcome.ready,
         outcome.reason,
-        &outcome.message,
+        &message,
         generation,
     );
     readiness::report(&mut new.conditions, hook.as_ref(), generation);
@@ -304,6 +340,7 @@ async fn write_status(
     let changed = !condition::same_meaning(&old.conditions, &new.conditions)
         || old.transport != new.transport
         || old.observed_generation != new.observed_generation
+        || old.dkim != new.dkim
         || old.last_verified_time != new.last_verified_time;
     if changed {
         if outcome.ready {

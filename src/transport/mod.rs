@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod classify;
+pub mod dkim;
 pub mod error;
 pub mod smtp;
 
