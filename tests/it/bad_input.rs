@@ -175,6 +175,18 @@ async fn refused_at_apply_time() {
             json!({"softBounces": {"limit": 1000}, "smtp": {"host": "smtp.example.com"}}),
             "spec.softBounces.limit",
         ),
+        (
+            json!({"smtp": {"host": "smtp.example.com", "dkim": {
+                "domain": "example.com", "selector": "s1", "headers": ["Subject", "To"],
+                "privateKeySecretRef": {"name": "dkim", "key": "private.pem"}}}}),
+            "headers must include From",
+        ),
+        (
+            json!({"smtp": {"host": "smtp.example.com", "dkim": {
+                "domain": "example.com", "selector": "s1", "algorithm": "RsaSha1",
+                "privateKeySecretRef": {"name": "dkim", "key": "private.pem"}}}}),
+            "spec.smtp.dkim.algorithm",
+        ),
     ];
     for (i, (spec, expected)) in providers.into_iter().enumerate() {
         scene

@@ -18,6 +18,7 @@ mod control_plane;
 mod delivery_events;
 mod delivery_policy;
 mod deploy;
+mod dkim;
 mod health;
 mod message_features;
 mod observability;

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod dkim;
 pub mod fixtures;
 pub mod mailpit;
 pub mod stalling_smtp;
