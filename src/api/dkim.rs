@@ -35,7 +35,7 @@ pub struct DkimSpec {
     )]
     pub selector: String,
     /// The Secret key holding the private key: for `RsaSha256` a PEM RSA key
-    /// of 2048 bits or more (PKCS#1 `BEGIN RSA PRIVATE KEY` or PKCS#8
+    /// of 2048 to 4096 bits (PKCS#1 `BEGIN RSA PRIVATE KEY` or PKCS#8
     /// `BEGIN PRIVATE KEY`); for `Ed25519Sha256` a PKCS#8 PEM Ed25519 key or
     /// its 32-byte seed in base64. Anything else makes the provider
     /// InvalidSpec. The key is never logged.
@@ -70,7 +70,7 @@ pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[
 /// A DKIM signing algorithm.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DkimAlgorithm {
-    /// rsa-sha256 with an RSA key of 2048 bits or more.
+    /// rsa-sha256 with an RSA key of 2048 to 4096 bits.
     #[default]
     RsaSha256,
     /// ed25519-sha256 (RFC 8463).

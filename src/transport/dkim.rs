@@ -19,6 +19,9 @@ use crate::api::dkim::{DEFAULT_SIGNED_HEADERS, DkimAlgorithm, DkimRecord, DkimSp
 
 /// The shortest RSA key taken, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
+/// The longest RSA key taken, in bits: signing costs grow with the cube of
+/// the size, and one tenant's key must not slow every send.
+pub const MAX_RSA_BITS: usize = 4096;
 
 /// Why a DKIM key cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -54,6 +57,11 @@ pub fn signer(spec: &DkimSpec, key: &str) -> Result<Signer, KeyError> {
             if bits < MIN_RSA_BITS {
                 return Err(KeyError(format!(
                     "the RSA key has {bits} bits; at least {MIN_RSA_BITS} are needed"
+                )));
+            }
+            if bits > MAX_RSA_BITS {
+                return Err(KeyError(format!(
+                    "the RSA key has {bits} bits; at most {MAX_RSA_BITS} are taken"
                 )));
             }
             let pkcs1 = private
@@ -178,6 +186,13 @@ mod tests {
             short.map(|_| ()),
             Err(KeyError(
                 "the RSA key has 1024 bits; at least 2048 are needed".into()
+            ))
+        );
+        let long = super::signer(&spec(DkimAlgorithm::RsaSha256), &fixture("rsa-8192.pem"));
+        assert_eq!(
+            long.map(|_| ()),
+            Err(KeyError(
+                "the RSA key has 8192 bits; at most 4096 are taken".into()
             ))
         );
         let garbage = super::signer(&spec(DkimAlgorithm::RsaSha256), "-----BEGIN nothing");
