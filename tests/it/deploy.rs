@@ -242,11 +242,16 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
     let sent = scene.wait_phase("rbac", Phase::Sent).await;
     assert_eq!(sent.status.expect("status").attempts, 1);
     support::received(&subject).await;
-    let events = support::fixtures::events_for(&scene.client, &scene.ns, "rbac").await;
-    assert!(
-        events.iter().any(|(_, r, _)| r == "Sent"),
-        "it could record the Event: {events:?}"
-    );
+    // It could record the Event (published after the status write).
+    support::eventually(
+        "the Sent Event of rbac",
+        std::time::Duration::from_secs(30),
+        || async {
+            let events = support::fixtures::events_for(&scene.client, &scene.ns, "rbac").await;
+            events.iter().any(|(_, r, _)| r == "Sent").then_some(())
+        },
+    )
+    .await;
     controller.stop().await;
     drop(lease);
     // It recorded the send in the namespace's ledger.

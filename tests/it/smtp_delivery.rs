@@ -389,13 +389,19 @@ async fn an_address_the_schema_lets_through_fails_the_message_naming_the_field()
     assert_eq!(error.reason, "InvalidRequest");
     assert!(error.message.starts_with("spec.to[1]"), "{}", error.message);
     assert!(!error.retryable);
-    let events = fixtures::events_for(&scene.client, &scene.ns, "odd").await;
-    assert!(
-        events
-            .iter()
-            .any(|(t, r, _)| t == "Warning" && r == "Failed"),
-        "{events:?}"
-    );
+    // The Warning Event is published after the status is written.
+    support::eventually(
+        "a Warning Event for odd",
+        std::time::Duration::from_secs(30),
+        || async {
+            let events = fixtures::events_for(&scene.client, &scene.ns, "odd").await;
+            events
+                .iter()
+                .any(|(t, r, _)| t == "Warning" && r == "Failed")
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(support::received_count(&subject).await, 0);
     controller.stop().await;
 }
