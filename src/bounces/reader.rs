@@ -26,15 +26,15 @@ use super::locate::{self, Evidence, Located};
 use super::pop3::{MailboxError, Session};
 use super::report::{self, Action, Outcome, Report, Verdict};
 use super::token::{BounceAddress, TokenKey};
-use crate::api::bounces::BounceMailbox;
+use crate::api::bounces::{BounceMailbox, SoftBouncePolicy};
 use crate::api::condition::{self, BOUNCES_READY, Reason};
-use crate::api::suppression::SuppressionReason;
 use crate::api::{
     BounceKind, ClusterEmailProvider, DeliveryEvent, DeliveryEventType, EmailMessage,
     EmailProvider, ProviderId,
 };
 use crate::controller::context::Context;
 use crate::webhook::queue::{Applied, Queue, Routed, Target};
+use crate::webhook::suppress;
 
 /// How often due polls are looked for.
 const TICK: Duration = Duration::from_secs(2);
@@ -113,6 +113,13 @@ struct Mailbox {
     mailbox: BounceMailbox,
     /// Where its Secrets (and a ClusterEmailProvider's suppressions) are.
     namespace: String,
+}
+
+impl Mailbox {
+    /// The provider's soft bounce policy.
+    fn soft_bounces(&self) -> SoftBouncePolicy {
+        self.provider.spec.soft_bounces.clone().unwrap_or_default()
+    }
 }
 
 /// Runs until dropped (its polls stop with it).
@@ -273,18 +280,21 @@ fn failure(e: MailboxError) -> Failure {
     (reason, format!("spec.smtp.bounces.pop3: {e}"))
 }
 
-/// Logs in, judges new messages, deletes those recorded, logs out.
-async fn read(
-    ctx: &Context,
-    queue: &Queue,
-    memory: &Mutex<HashMap<ProviderId, Memory>>,
-    mailbox: &Mailbox,
-) -> Result<(), Failure> {
+/// What one poll needs: the logged-in session, the bounce address and the
+/// provider's token key.
+struct Opened {
+    session: Session,
+    address: BounceAddress,
+    key: TokenKey,
+}
+
+/// Reads the mailbox Secret (and CA bundle) and logs in.
+async fn open(ctx: &Context, mailbox: &Mailbox) -> Result<Opened, Failure> {
     let spec = &mailbox.mailbox;
-    let secret =
-        crate::controller::credentials::mailbox_secret(&ctx.client, &mailbox.namespace, spec)
-            .await
-            .map_err(|e| (e.reason, e.message))?;
+    let credentials = &crate::controller::credentials::mailbox_secret;
+    let secret = credentials(&ctx.client, &mailbox.namespace, spec)
+        .await
+        .map_err(|e| (e.reason, e.message))?;
     let ca = match &spec.pop3.ca_bundle {
         None => None,
         Some(source) => Some(
@@ -308,7 +318,7 @@ async fn read(
         secret.password.as_bytes(),
         &mailbox.id,
     );
-    let mut session = Session::open(
+    let session = Session::open(
         &spec.pop3,
         ca.as_deref(),
         &secret.username,
@@ -316,7 +326,32 @@ async fn read(
     )
     .await
     .map_err(failure)?;
-    let listed = session.list().await.map_err(failure)?;
+    Ok(Opened {
+        session,
+        address,
+        key,
+    })
+}
+
+/// What became of one message of the mailbox in this poll.
+enum Judged {
+    /// Recorded: delete it.
+    Recorded(Kind),
+    /// Left in the mailbox, not judged again while it stays.
+    Left(Kind),
+    /// Its message is not recorded yet, or the write failed: judged again.
+    Again,
+}
+
+/// Logs in, judges new messages, deletes those recorded, logs out.
+async fn read(
+    ctx: &Context,
+    queue: &Queue,
+    memory: &Mutex<HashMap<ProviderId, Memory>>,
+    mailbox: &Mailbox,
+) -> Result<(), Failure> {
+    let mut opened = open(ctx, mailbox).await?;
+    let listed = opened.session.list().await.map_err(failure)?;
     let (judged, tries) = memory
         .lock()
         .ok()
@@ -325,88 +360,116 @@ async fn read(
                 .map(|m| (m.judged.clone(), m.tries.clone()))
         })
         .unwrap_or_default();
-    let mut tried = Vec::new();
-    let mut left = Vec::new();
-    let mut tally = Vec::new();
+    let mut poll = Poll::default();
     for item in listed
         .iter()
         .filter(|i| !judged.contains(&i.uid))
         .take(MAX_PER_POLL)
     {
-        let verdict = if item.size > report::MAX_BYTES {
-            Verdict::Malformed(format!(
-                "{} bytes, more than {}",
-                item.size,
-                report::MAX_BYTES
-            ))
-        } else {
-            let raw = session.retrieve(item.number).await.map_err(failure)?;
-            match report::read(&raw) {
-                Verdict::Report(r) => {
-                    let text = String::from_utf8_lossy(&raw);
-                    match record(ctx, queue, mailbox, &key, &address, &text, &r).await {
-                        Some(kind) if is_recorded(kind) => {
-                            session.delete(item.number).await.map_err(failure)?;
-                            tally.push(kind);
-                            continue;
-                        }
-                        Some(kind) => {
-                            tally.push(kind);
-                            left.push(item.uid.clone());
-                            continue;
-                        }
-                        // Not written yet: judged again next time, a
-                        // few times.
-                        None if tries.get(&item.uid).copied().unwrap_or(0) + 1 < MAX_TRIES => {
-                            tried.push(item.uid.clone());
-                            continue;
-                        }
-                        None => {
-                            tally.push(Kind::Unmatched);
-                            left.push(item.uid.clone());
-                            continue;
-                        }
-                    }
-                }
-                other => other,
+        match judge(ctx, queue, mailbox, &mut opened, item).await? {
+            Judged::Recorded(kind) => {
+                opened.session.delete(item.number).await.map_err(failure)?;
+                poll.tally.push(kind);
             }
-        };
-        let kind = match verdict {
-            Verdict::AutoReply => Kind::AutoReply,
-            Verdict::NotABounce => Kind::Other,
-            Verdict::Malformed(why) => {
-                warn!(provider = %mailbox.id, uidl = %item.uid, %why, "a malformed report in the bounce mailbox was left");
-                Kind::Malformed
+            Judged::Left(kind) => {
+                poll.tally.push(kind);
+                poll.left.push(item.uid.clone());
             }
-            Verdict::Report(_) => Kind::Other,
-        };
-        tally.push(kind);
-        left.push(item.uid.clone());
+            // Judged again on the next polls, a few times.
+            Judged::Again if tries.get(&item.uid).copied().unwrap_or(0) + 1 < MAX_TRIES => {
+                poll.tried.push(item.uid.clone());
+            }
+            Judged::Again => {
+                poll.tally.push(Kind::Unmatched);
+                poll.left.push(item.uid.clone());
+            }
+        }
     }
-    tracing::debug!(provider = %mailbox.id, listed = listed.len(), judged = tally.len(), "bounce mailbox read");
+    tracing::debug!(provider = %mailbox.id, listed = listed.len(), judged = poll.tally.len(), "bounce mailbox read");
     // The reports are recorded whatever QUIT says; one not deleted is read
     // again and found recorded.
-    if let Err(e) = session.close().await {
+    if let Err(e) = opened.session.close().await {
         warn!(provider = %mailbox.id, error = %e, "the bounce mailbox session did not end cleanly");
     }
     let present: HashSet<&str> = listed.iter().map(|i| i.uid.as_str()).collect();
     if let Ok(mut memory) = memory.lock() {
         let mine = memory.entry(mailbox.id.clone()).or_default();
-        mine.judged.retain(|uid| present.contains(uid.as_str()));
-        mine.tries.retain(|uid, _| present.contains(uid.as_str()));
-        for uid in &left {
-            mine.tries.remove(uid);
-        }
-        mine.judged.extend(left);
-        for uid in tried {
-            *mine.tries.entry(uid).or_default() += 1;
-        }
-        for kind in tally {
-            *mine.counts.entry(kind).or_default() += 1;
-            ctx.telemetry.metrics.count_mailbox_message(kind.label());
-        }
+        mine.remember(poll, &present, &ctx.telemetry.metrics);
     }
     Ok(())
+}
+
+/// What one poll found, for the provider's memory.
+#[derive(Default)]
+struct Poll {
+    /// The kind of every message judged.
+    tally: Vec<Kind>,
+    /// Messages left in the mailbox.
+    left: Vec<String>,
+    /// Messages to judge again.
+    tried: Vec<String>,
+}
+
+impl Memory {
+    /// Keeps what `poll` found; forgets messages no longer `present`.
+    fn remember(&mut self, poll: Poll, present: &HashSet<&str>, metrics: &crate::metrics::Metrics) {
+        self.judged.retain(|uid| present.contains(uid.as_str()));
+        self.tries.retain(|uid, _| present.contains(uid.as_str()));
+        for uid in &poll.left {
+            self.tries.remove(uid);
+        }
+        self.judged.extend(poll.left);
+        for uid in poll.tried {
+            *self.tries.entry(uid).or_default() += 1;
+        }
+        for kind in poll.tally {
+            *self.counts.entry(kind).or_default() += 1;
+            metrics.count_mailbox_message(kind.label());
+        }
+    }
+}
+
+/// Reads one message and records it if it is a report of this provider.
+async fn judge(
+    ctx: &Context,
+    queue: &Queue,
+    mailbox: &Mailbox,
+    opened: &mut Opened,
+    item: &super::pop3::Listed,
+) -> Result<Judged, Failure> {
+    let verdict = if item.size > report::MAX_BYTES {
+        let why = format!("{} bytes, more than {}", item.size, report::MAX_BYTES);
+        Verdict::Malformed(why)
+    } else {
+        let raw = opened
+            .session
+            .retrieve(item.number)
+            .await
+            .map_err(failure)?;
+        match report::read(&raw) {
+            Verdict::Report(r) => {
+                let text = String::from_utf8_lossy(&raw);
+                let (key, address) = (&opened.key, &opened.address);
+                return Ok(
+                    match record(ctx, queue, mailbox, key, address, &text, &r).await {
+                        Some(kind) if is_recorded(kind) => Judged::Recorded(kind),
+                        Some(kind) => Judged::Left(kind),
+                        None => Judged::Again,
+                    },
+                );
+            }
+            other => other,
+        }
+    };
+    let kind = match verdict {
+        Verdict::AutoReply => Kind::AutoReply,
+        Verdict::Malformed(why) => {
+            warn!(provider = %mailbox.id, uidl = %item.uid, %why, "a malformed report in the bounce mailbox was left");
+            Kind::Malformed
+        }
+        Verdict::NotABounce | Verdict::Report(_) => Kind::Other,
+    };
+    Ok(Judged::Left(kind))
 }
 
 fn is_recorded(kind: Kind) -> bool {
@@ -444,8 +507,14 @@ async fn record(
             evidence,
         }) => (message, recipient, evidence),
         Ok(Located::Gone) => {
-            for outcome in &report.recipients {
-                suppress_for(ctx, mailbox, outcome, outcome.address.as_deref(), report).await;
+            // The message cannot be written, but its address is suppressed.
+            let home = ctx.settings.cluster_provider_namespace.as_deref();
+            let policy = mailbox.soft_bounces();
+            for (i, outcome) in report.recipients.iter().enumerate() {
+                let event = event_of(report, outcome, outcome.address.clone(), i);
+                suppress::suppress(&ctx.client, &mailbox.id, home, &event).await;
+                let soft = &ctx.bounces.soft;
+                suppress::count_soft(&ctx.client, soft, &mailbox.id, home, &policy, &event).await;
             }
             return Some(kind_of(report));
         }
@@ -486,12 +555,7 @@ async fn record(
         message: ObjectRef::from_obj(&*message),
         uid: message.uid().unwrap_or_default(),
         provider: mailbox.id.clone(),
-        soft_bounces: mailbox
-            .provider
-            .spec
-            .soft_bounces
-            .clone()
-            .unwrap_or_default(),
+        soft_bounces: mailbox.soft_bounces(),
     };
     let Ok(done) = queue.submit(target, events) else {
         return None;
@@ -536,12 +600,12 @@ fn recipients_of(message: &EmailMessage, recipient: Option<u32>) -> Vec<String> 
         .collect()
 }
 
-/// The address of `Name <address>` or `address`.
+/// The address of `Name <address>` or `address`, as the send parsed it.
 fn bare(mailbox: &str) -> String {
-    match (mailbox.rfind('<'), mailbox.rfind('>')) {
-        (Some(start), Some(end)) if start < end => mailbox[start + 1..end].trim().to_string(),
-        _ => mailbox.trim().to_string(),
-    }
+    mailbox
+        .parse::<lettre::message::Mailbox>()
+        .map(|m| m.email.to_string())
+        .unwrap_or_else(|_| mailbox.trim().to_string())
 }
 
 /// The kind a report counts as: its gravest outcome.
@@ -589,84 +653,6 @@ fn event_of(
         recipient,
         bounce,
         detail: detail.map(|d| d.chars().take(1024).collect()),
-    }
-}
-
-/// Suppresses the address of a hard bounce or complaint whose message is
-/// gone (the message itself cannot be written).
-async fn suppress_for(
-    ctx: &Context,
-    mailbox: &Mailbox,
-    outcome: &Outcome,
-    address: Option<&str>,
-    report: &Report,
-) {
-    let Some(address) = address else {
-        return;
-    };
-    let reason = match outcome.action {
-        Action::Failed if outcome.is_hard() => SuppressionReason::HardBounce,
-        Action::Complained => SuppressionReason::Complaint,
-        Action::Failed => {
-            let id = event_of(report, outcome, None, 0).id;
-            count_soft(ctx, mailbox, outcome, Some(address), &id, report).await;
-            return;
-        }
-        _ => return,
-    };
-    let event = event_of(report, outcome, Some(address.to_string()), 0);
-    crate::webhook::suppress::suppress_address(
-        &ctx.client,
-        &mailbox.id,
-        ctx.settings.cluster_provider_namespace.as_deref(),
-        address,
-        reason,
-        event.detail,
-        event.time,
-    )
-    .await;
-}
-
-/// Counts a soft bounce; suppresses the address at the provider's limit.
-async fn count_soft(
-    ctx: &Context,
-    mailbox: &Mailbox,
-    outcome: &Outcome,
-    address: Option<&str>,
-    event: &str,
-    report: &Report,
-) {
-    let Some(address) = address else {
-        return;
-    };
-    let policy = mailbox
-        .provider
-        .spec
-        .soft_bounces
-        .clone()
-        .unwrap_or_default();
-    let at = report.time.unwrap_or_else(Timestamp::now);
-    if ctx
-        .bounces
-        .soft
-        .count(&mailbox.id, address, event, at, &policy)
-    {
-        let detail = format!(
-            "{} soft bounces within {} hours; the last: {}",
-            policy.limit,
-            policy.window_hours,
-            outcome.diagnostic.as_deref().unwrap_or("no diagnostic")
-        );
-        crate::webhook::suppress::suppress_address(
-            &ctx.client,
-            &mailbox.id,
-            ctx.settings.cluster_provider_namespace.as_deref(),
-            address,
-            SuppressionReason::SoftBounces,
-            Some(detail),
-            Time(at),
-        )
-        .await;
     }
 }
 

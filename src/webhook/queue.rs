@@ -201,7 +201,15 @@ impl Writer {
                             &routed.event,
                         )
                         .await;
-                        self.count_soft(&target, &routed.event).await;
+                        super::suppress::count_soft(
+                            &self.client,
+                            &self.soft,
+                            &target.provider,
+                            self.home.as_deref(),
+                            &target.soft_bounces,
+                            &routed.event,
+                        )
+                        .await;
                     }
                 }
                 for job in jobs {
@@ -212,39 +220,6 @@ impl Writer {
                 }
             }
         }
-    }
-
-    /// Counts a soft bounce; at the provider's limit the address is
-    /// suppressed (reason SoftBounces).
-    async fn count_soft(&self, target: &Target, event: &DeliveryEvent) {
-        let soft = event.type_ == crate::api::DeliveryEventType::Bounced
-            && event.bounce == Some(crate::api::BounceKind::Soft);
-        let Some(address) = event.recipient.as_deref().filter(|_| soft) else {
-            return;
-        };
-        let policy = &target.soft_bounces;
-        if !self
-            .soft
-            .count(&target.provider, address, &event.id, event.time.0, policy)
-        {
-            return;
-        }
-        let detail = format!(
-            "{} soft bounces within {} hours; the last: {}",
-            policy.limit,
-            policy.window_hours,
-            event.detail.as_deref().unwrap_or("no detail")
-        );
-        super::suppress::suppress_address(
-            &self.client,
-            &target.provider,
-            self.home.as_deref(),
-            address,
-            crate::api::SuppressionReason::SoftBounces,
-            Some(detail),
-            event.time.clone(),
-        )
-        .await;
     }
 
     /// Counts a message's new phase; a Warning Event for Bounced and

@@ -1,16 +1,19 @@
 //! Adds an address to its provider's suppression list when the service
 //! reports a hard bounce or a complaint for it: an EmailSuppression named
 //! after the provider and the address, so the same event twice (or a bounce
-//! then a complaint) adds it once. The first reason stays.
+//! then a complaint) adds it once. The first reason stays. Soft bounces are
+//! counted, and suppress at the provider's limit.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tracing::{info, warn};
 
+use crate::api::bounces::SoftBouncePolicy;
 use crate::api::message::{ProviderKind, ProviderRef};
 use crate::api::suppression::{EmailSuppressionSpec, SuppressionReason, name_for};
 use crate::api::{BounceKind, DeliveryEvent, DeliveryEventType, EmailSuppression, ProviderId};
+use crate::bounces::soft::SoftBounces;
 
 /// Why `event` suppresses its recipient, if it does.
 pub fn reason_of(event: &DeliveryEvent) -> Option<SuppressionReason> {
@@ -43,6 +46,35 @@ pub async fn suppress(
         since,
     )
     .await;
+}
+
+/// Counts `event` if it is a soft bounce; at `policy`'s limit its recipient
+/// is suppressed (reason SoftBounces).
+pub async fn count_soft(
+    client: &Client,
+    soft: &SoftBounces,
+    provider: &ProviderId,
+    home: Option<&str>,
+    policy: &SoftBouncePolicy,
+    event: &DeliveryEvent,
+) {
+    let is_soft =
+        event.type_ == DeliveryEventType::Bounced && event.bounce == Some(BounceKind::Soft);
+    let Some(address) = event.recipient.as_deref().filter(|_| is_soft) else {
+        return;
+    };
+    if !soft.count(provider, address, &event.id, event.time.0, policy) {
+        return;
+    }
+    let detail = format!(
+        "{} soft bounces within {} hours; the last: {}",
+        policy.limit,
+        policy.window_hours,
+        event.detail.as_deref().unwrap_or("no detail")
+    );
+    let reason = SuppressionReason::SoftBounces;
+    let since = event.time.clone();
+    suppress_address(client, provider, home, address, reason, Some(detail), since).await;
 }
 
 /// Suppresses `address` for `provider` for `reason`.
