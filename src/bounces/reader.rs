@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
@@ -659,86 +658,22 @@ fn event_of(
 /// Writes `BouncesReady` on the provider, guarded by its resourceVersion;
 /// `false` when it could not.
 async fn write_condition(client: &Client, provider: &EmailProvider, state: &MailboxState) -> bool {
-    for attempt in 0..8u64 {
-        let result = match provider.namespace() {
-            Some(namespace) => {
-                let api: Api<EmailProvider> = Api::namespaced(client.clone(), &namespace);
-                patch_condition(&api, &provider.name_any(), state).await
-            }
-            None => {
-                let api: Api<ClusterEmailProvider> = Api::all(client.clone());
-                patch_condition(&api, &provider.name_any(), state).await
-            }
-        };
-        match result {
-            Ok(()) => return true,
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-            }
-            Err(e) => {
-                warn!(provider = provider.name_any(), error = %e, "writing BouncesReady failed");
-                return false;
-            }
-        }
-    }
-    warn!(
-        provider = provider.name_any(),
-        "writing BouncesReady conflicted 8 times; written after the next poll"
-    );
-    false
-}
-
-async fn patch_condition<K>(
-    api: &Api<K>,
-    name: &str,
-    state: &MailboxState,
-) -> Result<(), kube::Error>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + HasConditions,
-{
-    let Some(current) = api.get_opt(name).await? else {
-        return Ok(());
+    let edit = |conditions: &mut Vec<_>, generation| {
+        condition::set(
+            conditions,
+            BOUNCES_READY,
+            state.ready,
+            state.reason,
+            &state.message,
+            generation,
+        );
     };
-    let generation = current.meta().generation;
-    let mut conditions = current.conditions();
-    condition::set(
-        &mut conditions,
-        BOUNCES_READY,
-        state.ready,
-        state.reason,
-        &state.message,
-        generation,
-    );
-    let patch = serde_json::json!({
-        "metadata": {"resourceVersion": current.meta().resource_version},
-        "status": {"conditions": conditions}
-    });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(drop)
-}
-
-/// The status conditions of a provider kind.
-pub trait HasConditions {
-    /// The current conditions.
-    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;
-}
-
-impl HasConditions for EmailProvider {
-    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        self.status
-            .as_ref()
-            .map(|s| s.conditions.clone())
-            .unwrap_or_default()
-    }
-}
-
-impl HasConditions for ClusterEmailProvider {
-    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        self.status
-            .as_ref()
-            .map(|s| s.conditions.clone())
-            .unwrap_or_default()
+    match crate::controller::provider_status::edit_conditions(client, provider, edit).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(provider = provider.name_any(), error = %e, "writing BouncesReady failed; written after the next poll");
+            false
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod leader;
 pub mod message;
 mod observe;
 pub mod provider;
+pub mod provider_status;
 mod runners;
 mod shared;
 pub mod slots;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
@@ -15,6 +14,7 @@ use tracing::{info, warn};
 use super::context::{Context, Verified};
 use super::credentials;
 use super::error::Error;
+use super::provider_status;
 use crate::api::ProviderId;
 use crate::api::condition::{self, READY, Reason};
 use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderStatus};
@@ -28,6 +28,8 @@ const UNREACHABLE_RETRY: Duration = Duration::from_secs(20);
 /// How soon a provider with a configuration problem is looked at again (a
 /// change to it or its Secrets triggers a reconcile sooner).
 const MISCONFIGURED_RETRY: Duration = Duration::from_secs(300);
+/// How soon a status write that lost to another writer is made again.
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
 
 /// The result of one verification.
 struct Outcome {
@@ -45,31 +47,6 @@ pub async fn reconcile_cluster(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     reconcile(Arc::new(provider.as_provider()), ctx).await
-}
-
-/// Patches a provider's status: an EmailProvider's, or a
-/// ClusterEmailProvider's when it has no namespace.
-async fn patch_status(
-    ctx: &Context,
-    provider: &EmailProvider,
-    patch: &serde_json::Value,
-) -> Result<(), kube::Error> {
-    let name = provider.name_any();
-    let params = PatchParams::default();
-    match provider.namespace() {
-        Some(namespace) => {
-            let api: Api<EmailProvider> = Api::namespaced(ctx.client.clone(), &namespace);
-            api.patch_status(&name, &params, &Patch::Merge(patch))
-                .await
-                .map(drop)
-        }
-        None => {
-            let api: Api<ClusterEmailProvider> = Api::all(ctx.client.clone());
-            api.patch_status(&name, &params, &Patch::Merge(patch))
-                .await
-                .map(drop)
-        }
-    }
 }
 
 /// Reconciles one provider.
@@ -228,23 +205,22 @@ pub async fn mark_unverified(
         ctx.transports
             .reject(key, fingerprint.to_string(), error.message.clone());
     }
-    let generation = provider.metadata.generation;
-    let mut status = provider.status.clone().unwrap_or_default();
     let why = match error.kind {
         FailureKind::Auth => Reason::AuthFailed,
         FailureKind::Tls => Reason::TlsFailed,
         _ => Reason::Unreachable,
     };
     let text = format!("a send failed, verifying again: {}", error.message);
-    condition::set(&mut status.conditions, READY, false, why, text, generation);
-    crate::api::health::provider(&mut status.conditions, generation);
     warn!(
         provider = provider.name_any(),
         reason = why.as_str(),
         "a send failed for the provider's own reason"
     );
-    let patch = serde_json::json!({ "status": { "conditions": status.conditions } });
-    if let Err(e) = patch_status(ctx, provider, &patch).await {
+    let edit = |conditions: &mut Vec<_>, generation| {
+        condition::set(conditions, READY, false, why, &text, generation);
+        crate::api::health::provider(conditions, generation);
+    };
+    if let Err(e) = provider_status::edit_conditions(&ctx.client, provider, edit).await {
         warn!(error = %e, "marking the provider not Ready failed; it is verified again on its schedule");
     }
 }
@@ -350,10 +326,15 @@ async fn write_status(
         }
         // The recent counts are another writer's: left as they are.
         new.recent = None;
-        let patch = serde_json::json!({ "status": new });
-        patch_status(ctx, provider, &patch)
-            .await
-            .map_err(Error::Kube)?;
+        match provider_status::patch_guarded(&ctx.client, provider, serde_json::json!(new)).await {
+            Ok(()) => {}
+            // Another writer was first (the bounce reader, the send path):
+            // looked at again from the object as it is now.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Ok(Action::requeue(CONFLICT_RETRY));
+            }
+            Err(e) => return Err(Error::Kube(e)),
+        }
     }
     Ok(Action::requeue(outcome.retry))
 }
