@@ -45,6 +45,8 @@ pub struct Email {
     pub attachments: Vec<Attachment>,
     /// A template stored at the service that supplies the body instead.
     pub stored_template: Option<StoredTemplate>,
+    /// Open and click tracking asked of the service (empty: its default).
+    pub tracking: crate::api::deliverability::Tracking,
 }
 
 /// A template stored at the email service, and the values it is rendered with.
@@ -239,6 +241,7 @@ pub fn compose(
         origin: None,
         attachments: Vec::new(),
         stored_template,
+        tracking: Default::default(),
     })
 }
 
@@ -287,6 +290,8 @@ mod tests {
             attachments: vec![],
             provider_template: None,
             recipients: vec![],
+            unsubscribe: None,
+            tracking: None,
         }
     }
 

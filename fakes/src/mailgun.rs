@@ -168,6 +168,23 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         }
         delivered = to_count;
     }
+    // o:tracking-opens takes yes/no/true/false; o:tracking-clicks also htmlonly.
+    for (option, allowed) in [
+        ("o:tracking-opens", &["yes", "no", "true", "false"][..]),
+        (
+            "o:tracking-clicks",
+            &["yes", "no", "true", "false", "htmlonly"][..],
+        ),
+    ] {
+        let given = values(option);
+        if given.len() > 1
+            || given
+                .iter()
+                .any(|v| v.as_str().is_none_or(|v| !allowed.contains(&v)))
+        {
+            return bad(&format!("{option} must be one of {}", allowed.join(", ")));
+        }
+    }
     if values("o:tag").len() > 3 {
         return bad("Too many tags: a message can have at most 3 tags");
     }

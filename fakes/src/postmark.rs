@@ -220,6 +220,24 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             );
         }
     }
+    if object.get("TrackOpens").is_some_and(|t| !t.is_boolean()) {
+        return error(
+            422,
+            403,
+            "Incompatible JSON: 'TrackOpens' must be true or false.",
+        );
+    }
+    let links = ["None", "HtmlAndText", "HtmlOnly", "TextOnly"];
+    if object
+        .get("TrackLinks")
+        .is_some_and(|t| t.as_str().is_none_or(|t| !links.contains(&t)))
+    {
+        return error(
+            422,
+            403,
+            "Incompatible JSON: 'TrackLinks' must be None, HtmlAndText, HtmlOnly or TextOnly.",
+        );
+    }
     if object
         .get("Tag")
         .is_some_and(|t| t.as_str().is_none_or(|t| t.len() > 1000))

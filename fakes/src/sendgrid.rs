@@ -297,24 +297,22 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             "Invalid type. Expected: object of strings.",
         );
     }
-    if let Some(headers) = object.get("headers") {
-        let Some(map) = headers.as_object() else {
-            return bad(Some("headers"), "Invalid type. Expected: object.");
-        };
-        for (name, value) in map {
-            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                return bad(
-                    Some("headers"),
-                    &format!("The header {name} is reserved and cannot be set."),
-                );
-            }
-            if !value.is_string() {
-                return bad(
-                    Some("headers"),
-                    "Invalid type. Expected: string, given: other.",
-                );
-            }
+    if let Some(headers) = object.get("headers")
+        && let Err(answer) = check_headers(headers, "headers")
+    {
+        return answer;
+    }
+    for (i, p) in personalizations.iter().enumerate() {
+        if let Some(headers) = p.get("headers")
+            && let Err(answer) = check_headers(headers, &format!("personalizations.{i}.headers"))
+        {
+            return answer;
         }
+    }
+    if let Some(settings) = object.get("tracking_settings")
+        && let Err(answer) = check_tracking(settings)
+    {
+        return answer;
     }
     if let Some(list) = object.get("attachments")
         && let Err(e) = attachments(list, "attachments", &DISPOSITION_ATTACHMENTS)
@@ -326,6 +324,79 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         .header("x-message-id", id.clone())
         .accepted_id(id)
         .delivering(personalizations.len())
+}
+
+/// Custom headers: an object of strings, none of them reserved.
+fn check_headers(headers: &Value, field: &str) -> Result<(), Answer> {
+    let Some(map) = headers.as_object() else {
+        return Err(bad(Some(field), "Invalid type. Expected: object."));
+    };
+    for (name, value) in map {
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(bad(
+                Some(field),
+                &format!("The header {name} is reserved and cannot be set."),
+            ));
+        }
+        if !value.is_string() {
+            return Err(bad(
+                Some(field),
+                "Invalid type. Expected: string, given: other.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `tracking_settings` as the v3 mail-send schema has it: known settings,
+/// each an object of its documented fields, `enable` a boolean.
+fn check_tracking(settings: &Value) -> Result<(), Answer> {
+    const SETTINGS: &[(&str, &[&str])] = &[
+        ("click_tracking", &["enable", "enable_text"]),
+        ("open_tracking", &["enable", "substitution_tag"]),
+        (
+            "subscription_tracking",
+            &["enable", "text", "html", "substitution_tag"],
+        ),
+        (
+            "ganalytics",
+            &[
+                "enable",
+                "utm_source",
+                "utm_medium",
+                "utm_term",
+                "utm_content",
+                "utm_campaign",
+            ],
+        ),
+    ];
+    let Some(map) = settings.as_object() else {
+        return Err(bad(
+            Some("tracking_settings"),
+            "Invalid type. Expected: object.",
+        ));
+    };
+    for (name, value) in map {
+        let field = format!("tracking_settings.{name}");
+        let Some((_, known)) = SETTINGS.iter().find(|(n, _)| n == name) else {
+            return Err(bad(Some(&field), "Unknown field."));
+        };
+        let Some(setting) = value.as_object() else {
+            return Err(bad(Some(&field), "Invalid type. Expected: object."));
+        };
+        if let Some(key) = unknown_key(setting, known) {
+            return Err(bad(Some(&format!("{field}.{key}")), "Unknown field."));
+        }
+        for flag in ["enable", "enable_text"] {
+            if setting.get(flag).is_some_and(|v| !v.is_boolean()) {
+                return Err(bad(
+                    Some(&format!("{field}.{flag}")),
+                    "Invalid type. Expected: boolean, given: other.",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a JSON array holds no item twice (the spec's `uniqueItems`).

@@ -14,6 +14,9 @@ pub const WEBHOOK_READY: &str = "WebhookReady";
 /// `BouncesReady` on an SMTP provider with `spec.smtp.bounces`: its bounce
 /// mailbox can be read.
 pub const BOUNCES_READY: &str = "BouncesReady";
+/// `Warning` on an EmailMessage: it is sent, but something about it harms
+/// delivery (a bulk message without one-click unsubscribe).
+pub const WARNING: &str = "Warning";
 
 /// The reasons mailroom puts on conditions and in `lastError.reason`. Each
 /// is written to status as its name (`TlsFailed` as "TLSFailed"), so status
@@ -107,11 +110,14 @@ pub enum Reason {
     Suppressed,
     /// The bounce mailbox was read.
     MailboxRead,
+    /// A bulk message goes out without one-click unsubscribe (neither it
+    /// nor its provider sets `unsubscribe`).
+    UnsubscribeMissing,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 40] = [
+    pub const ALL: [Reason; 41] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -152,6 +158,7 @@ impl Reason {
         Reason::AlreadySent,
         Reason::Suppressed,
         Reason::MailboxRead,
+        Reason::UnsubscribeMissing,
     ];
 
     /// The reason as written to status.
@@ -197,6 +204,7 @@ impl Reason {
             Reason::AlreadySent => "AlreadySent",
             Reason::Suppressed => "Suppressed",
             Reason::MailboxRead => "MailboxRead",
+            Reason::UnsubscribeMissing => "UnsubscribeMissing",
         }
     }
 

@@ -45,8 +45,10 @@ pub struct DkimSpec {
     #[serde(default)]
     pub algorithm: DkimAlgorithm,
     /// The header fields signed, each at most once. Default: From, To, Cc,
-    /// Subject, Date, Message-ID, Reply-To, MIME-Version. `Content-*`
-    /// headers cannot be listed (the body hash covers the MIME tree).
+    /// Subject, Date, Message-ID, Reply-To, MIME-Version. List-Unsubscribe
+    /// and List-Unsubscribe-Post are always signed as well (RFC 8058).
+    /// `Content-*` headers cannot be listed (the body hash covers the MIME
+    /// tree).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 20),
@@ -54,6 +56,10 @@ pub struct DkimSpec {
     )]
     pub headers: Vec<String>,
 }
+
+/// The headers signed whatever the provider names: one-click unsubscribe
+/// counts only when signed (RFC 8058 §3).
+pub const ALWAYS_SIGNED_HEADERS: &[&str] = &["List-Unsubscribe", "List-Unsubscribe-Post"];
 
 /// The headers signed when a provider names none.
 pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[

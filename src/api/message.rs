@@ -42,6 +42,9 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "dkim-signature",
     "domainkey-signature",
     "authentication-results",
+    // Written from spec.unsubscribe, and signed with DKIM.
+    "list-unsubscribe",
+    "list-unsubscribe-post",
 ];
 
 /// Header name prefixes a message may not use, for the same reasons:
@@ -123,7 +126,7 @@ impl EmailMessageSpec {
 #[x_kube(validation = Rule::new("!has(self.templateRef) || (!has(self.text) && !has(self.html) && self.subject == '')").message("templateRef supplies the subject and body: leave subject, text and html unset"))]
 #[x_kube(validation = Rule::new("!has(self.providerTemplate) || (!has(self.text) && !has(self.html) && !has(self.templateRef))").message("providerTemplate supplies the body: leave text, html and templateRef unset"))]
 #[x_kube(validation = Rule::new("has(self.templateRef) || has(self.providerTemplate) || self.subject != ''").message("a subject is required (or a templateRef or providerTemplate)"))]
-#[x_kube(validation = Rule::new("!has(self.data) || has(self.templateRef) || has(self.providerTemplate)").message("data is only used with a templateRef or a providerTemplate"))]
+#[x_kube(validation = Rule::new("!has(self.data) || has(self.templateRef) || has(self.providerTemplate) || has(self.unsubscribe) || (has(self.recipients) && size(self.recipients) > 0)").message("data is only used with a templateRef, a providerTemplate, an unsubscribe URL or recipients (for the provider's unsubscribe URL)"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailMessageSpec {
     /// The EmailProvider, in the same namespace, that sends this message.
@@ -175,8 +178,8 @@ pub struct EmailMessageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_template: Option<ProviderTemplate>,
 
-    /// The values the template (templateRef or providerTemplate) refers to,
-    /// e.g. `{name: Alice, items: [...]}`.
+    /// The values the template (templateRef or providerTemplate) and the
+    /// unsubscribe URL refer to, e.g. `{name: Alice, items: [...]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::free_form_object")]
     pub data: Option<serde_json::Value>,
@@ -201,11 +204,12 @@ pub struct EmailMessageSpec {
     /// Return-Receipt-To, Resent-*), MIME headers (MIME-Version, Content-*),
     /// trace and authentication headers (Received, Received-SPF,
     /// DKIM-Signature, DomainKey-Signature, ARC-*, Authentication-Results)
-    /// and X-Mailroom-*.
+    /// List-Unsubscribe and List-Unsubscribe-Post (set `unsubscribe`) and
+    /// X-Mailroom-*.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 50, "additionalProperties" = {"type": "string", "maxLength": 998}))]
     #[x_kube(validation = Rule::new("self.all(name, name.matches('^[!#-\\'*+.0-9A-Z^-z|~-]{1,76}$'))").message("header names must be 1-76 token characters (letters, digits, and !#$%&'*+.^_`|~-)"))]
-    #[x_kube(validation = Rule::new(reserved_headers_rule()).message("headers may not set the message's own fields (From, Sender, To, Cc, Bcc, Reply-To, Subject, Message-ID, Date), routing or receipt headers (Return-Path, Delivered-To, Disposition-Notification-To, ...), MIME headers (MIME-Version, Content-*), Resent-*, trace or authentication headers (Received, DKIM-Signature, ARC-*, Authentication-Results) or X-Mailroom-*"))]
+    #[x_kube(validation = Rule::new(reserved_headers_rule()).message("headers may not set the message's own fields (From, Sender, To, Cc, Bcc, Reply-To, Subject, Message-ID, Date), routing or receipt headers (Return-Path, Delivered-To, Disposition-Notification-To, ...), MIME headers (MIME-Version, Content-*), Resent-*, trace or authentication headers (Received, DKIM-Signature, ARC-*, Authentication-Results), List-Unsubscribe* (set unsubscribe) or X-Mailroom-*"))]
     #[x_kube(validation = Rule::new("self.all(name, !self[name].contains('\\r') && !self[name].contains('\\n'))").message("header values may not contain CR or LF"))]
     #[x_kube(validation = Rule::new(format!("self.all(name, self[name].matches('{NO_CONTROLS}'))")).message("header values may not contain control characters"))]
     pub headers: BTreeMap<String, String>,
@@ -281,6 +285,22 @@ pub struct EmailMessageSpec {
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9_-]{1,64}$'))").message("metadata keys must be 1-64 letters, digits, _ or -"))]
     #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('mailroom-'))").message("metadata keys starting with mailroom- are mailroom's own (they name the message in delivery events)"))]
     pub metadata: BTreeMap<String, String>,
+
+    /// One-click unsubscribe for this message's emails (RFC 2369 and 8058
+    /// headers). A bulk message without it takes the provider's
+    /// `unsubscribe`; with neither, it is sent with a `Warning` condition
+    /// (reason UnsubscribeMissing), since Gmail and Yahoo require it of bulk
+    /// senders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe: Option<super::deliverability::Unsubscribe>,
+
+    /// Open and click tracking for this message, over the provider's
+    /// `tracking` setting by setting. Only Postmark, Mailgun and SendGrid
+    /// take it per message: through an SMTP, Mailtrap or Resend provider
+    /// (which track per sending domain, if at all) the message fails with
+    /// InvalidRequest naming this field, before anything is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<super::deliverability::Tracking>,
 
     /// Sends one email to each entry instead of one email to `to`, `cc` and
     /// `bcc` (which stay empty): a bulk send. With a template (templateRef

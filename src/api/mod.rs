@@ -6,6 +6,7 @@
 pub mod bounces;
 pub mod cluster_provider;
 pub mod condition;
+pub mod deliverability;
 pub mod dkim;
 pub mod health;
 pub mod ledger;

@@ -30,6 +30,8 @@ use super::schema;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("[has(self.smtp), has(self.api)].filter(t, t).size() == 1").message("exactly one transport must be set: smtp or api"))]
+#[x_kube(validation = Rule::new("!has(self.tracking) || has(self.api)").message("tracking needs an api provider (Postmark, Mailgun or SendGrid): SMTP servers do not track opens or clicks"))]
+#[x_kube(validation = Rule::new("!has(self.tracking) || !has(self.api) || !(self.api.provider in ['Mailtrap', 'Resend'])").message("Mailtrap and Resend set open and click tracking per sending domain in their dashboards, not per provider or message: remove tracking"))]
 #[x_kube(validation = Rule::new("!has(self.webhook) || has(self.api)").message("webhook needs an api provider: SMTP servers send no delivery webhooks"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailProviderSpec {
@@ -92,6 +94,19 @@ pub struct EmailProviderSpec {
     /// Hard bounces and complaints suppress at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft_bounces: Option<super::bounces::SoftBouncePolicy>,
+
+    /// One-click unsubscribe for bulk messages (`spec.recipients`) that set
+    /// none of their own; its URL is rendered for each recipient. Single
+    /// messages only get the headers they ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe: Option<super::deliverability::Unsubscribe>,
+
+    /// Open and click tracking for every message (a message's `tracking`
+    /// overrides it setting by setting). Postmark, Mailgun and SendGrid only:
+    /// refused at apply for SMTP (servers do not track) and for Mailtrap and
+    /// Resend (set it per sending domain in their dashboards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<super::deliverability::Tracking>,
 
     /// Receive the service's delivery webhooks (API providers only): the
     /// controller verifies each request with the key in this Secret and

@@ -15,7 +15,9 @@ use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 
-use crate::api::dkim::{DEFAULT_SIGNED_HEADERS, DkimAlgorithm, DkimRecord, DkimSpec};
+use crate::api::dkim::{
+    ALWAYS_SIGNED_HEADERS, DEFAULT_SIGNED_HEADERS, DkimAlgorithm, DkimRecord, DkimSpec,
+};
 
 /// The shortest RSA key taken, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -94,11 +96,14 @@ pub fn signer(spec: &DkimSpec, key: &str) -> Result<Signer, KeyError> {
             (signing, "ed25519", public)
         }
     };
-    let names: Vec<&str> = if spec.headers.is_empty() {
+    let mut names: Vec<&str> = if spec.headers.is_empty() {
         DEFAULT_SIGNED_HEADERS.to_vec()
     } else {
         spec.headers.iter().map(String::as_str).collect()
     };
+    // RFC 8058 §3: one-click unsubscribe counts only when signed. Named
+    // when absent too, so nobody can add them on the way.
+    names.extend(ALWAYS_SIGNED_HEADERS);
     let mut headers: Vec<HeaderName> = Vec::new();
     for name in names {
         // lettre writes Content-* with the MIME body, after signing the

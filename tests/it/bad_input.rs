@@ -126,6 +126,32 @@ async fn refused_at_apply_time() {
             message("to", json!(["Eve\u{1b}[31m <eve@example.org>"])),
             "spec.to[0]",
         ),
+        (
+            message("unsubscribe", json!({"url": "http://example.com/u"})),
+            "unsubscribe.url must be an https:// URL",
+        ),
+        (
+            message(
+                "unsubscribe",
+                json!({"url": "https://example.com/u?a=1, <x>"}),
+            ),
+            "unsubscribe.url may not contain spaces",
+        ),
+        (
+            message("unsubscribe", json!({})),
+            "unsubscribe needs a url, a mailto address or both",
+        ),
+        (
+            message("unsubscribe", json!({"mailto": "not an address"})),
+            "spec.unsubscribe.mailto",
+        ),
+        (
+            message(
+                "headers",
+                json!({"List-Unsubscribe": "<https://example.com/u>"}),
+            ),
+            "headers may not set",
+        ),
         // More recipients in one email than the schema allows in all.
         (
             json!({"providerRef": {"name": "p"}, "subject": "s", "text": "t",
@@ -186,6 +212,22 @@ async fn refused_at_apply_time() {
                 "domain": "example.com", "selector": "s1", "algorithm": "RsaSha1",
                 "privateKeySecretRef": {"name": "dkim", "key": "private.pem"}}}}),
             "spec.smtp.dkim.algorithm",
+        ),
+        (
+            json!({"tracking": {"opens": true}, "smtp": {"host": "smtp.example.com"}}),
+            "tracking needs an api provider",
+        ),
+        (
+            json!({"tracking": {"clicks": false}, "api": {"provider": "Resend", "secretRef": {"name": "k"}}}),
+            "Mailtrap and Resend set open and click tracking per sending domain",
+        ),
+        (
+            json!({"tracking": {"opens": true}, "api": {"provider": "Mailtrap", "secretRef": {"name": "k"}}}),
+            "Mailtrap and Resend set open and click tracking per sending domain",
+        ),
+        (
+            json!({"unsubscribe": {"url": "https://example.com/u", "mailto": "x@@example.com"}, "smtp": {"host": "smtp.example.com"}}),
+            "spec.unsubscribe.mailto",
         ),
     ];
     for (i, (spec, expected)) in providers.into_iter().enumerate() {

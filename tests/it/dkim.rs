@@ -127,7 +127,11 @@ async fn signatures_verify_for_single_bulk_templated_and_attachment_messages() {
         .message(
             "bulk",
             json!({"providerRef": {"name": "signed"}, "subject": bulk, "text": "news",
-                   "recipients": [{"to": "a@example.org"}, {"to": "b@example.org"}, {"to": "c@example.org"}]}),
+                   "unsubscribe": {"url": "https://lists.mailroom.dev/u?r={{recipient}}&id={{id}}",
+                                   "mailto": "leave@mailroom.dev"},
+                   "recipients": [{"to": "a@example.org", "data": {"id": "1"}},
+                                  {"to": "b@example.org", "data": {"id": "2"}},
+                                  {"to": "c@example.org", "data": {"id": "3"}}]}),
         )
         .await;
     for name in ["single", "attached", "templated", "bulk"] {
@@ -149,6 +153,29 @@ async fn signatures_verify_for_single_bulk_templated_and_attachment_messages() {
                 dkim::verifies(mail.as_bytes(), &txt),
                 "{subject} does not verify:\n{mail}"
             );
+            // RFC 8058: one-click unsubscribe is signed (named in h= even
+            // where absent, so nobody can add it on the way).
+            let unfolded = mail.replace("\r\n ", " ").replace("\r\n\t", "\t");
+            assert!(
+                unfolded.contains(":list-unsubscribe:list-unsubscribe-post;"),
+                "{unfolded}"
+            );
+            if subject == bulk {
+                let to = ["a", "b", "c"]
+                    .into_iter()
+                    .zip(1..)
+                    .find(|(who, _)| unfolded.contains(&format!("\r\nTo: {who}@example.org\r\n")))
+                    .expect("one of the three");
+                let expected = format!(
+                    "\r\nList-Unsubscribe: <https://lists.mailroom.dev/u?r={}%40example.org&id={}>, <mailto:leave@mailroom.dev?subject=unsubscribe>\r\n",
+                    to.0, to.1
+                );
+                assert!(unfolded.contains(&expected), "{unfolded}");
+                assert!(
+                    unfolded.contains("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+                    "{unfolded}"
+                );
+            }
             checked += 1;
         }
     }

@@ -15,6 +15,7 @@ mod bounces;
 mod bulk;
 mod cluster_providers;
 mod control_plane;
+mod deliverability;
 mod delivery_events;
 mod delivery_policy;
 mod deploy;

@@ -9,14 +9,15 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 
 use super::attempt::{self, CLAIM_CONFLICT_RETRY, Retry};
 use super::clock::now;
 use super::email::{build, merged_data};
 use super::inputs::key_of;
 use super::limits::Limits;
-use super::{report, verdict};
-use crate::api::condition::{self, Reason, SENT};
+use super::{deliverability, report, verdict};
+use crate::api::condition::{self, Reason, SENT, WARNING};
 use crate::api::message::{BulkStatus, DeliveryPolicy, RecipientFailure};
 use crate::api::origin::Origin;
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, EmailTemplate, Phase};
@@ -116,11 +117,23 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     let generation = message.metadata.generation;
     let mut claim = attempt::claim(&status, generation, Reason::Sending, text);
     claim.bulk = Some(progress.clone());
+    let warn_now = warn_without_unsubscribe(message, provider, &mut claim);
     let attempt = claim.attempts;
     let Some(claimed) = attempt::write_claim(&api, message, claim).await? else {
         return Ok(Action::requeue(CLAIM_CONFLICT_RETRY));
     };
 
+    if warn_now {
+        let note = UNSUBSCRIBE_MISSING.to_string();
+        report::publish(
+            ctx,
+            &claimed,
+            EventType::Warning,
+            "UnsubscribeMissing",
+            note,
+        )
+        .await;
+    }
     let started = std::time::Instant::now();
     let outcome = if batch.emails.is_empty() {
         BatchOutcome::default()
@@ -141,6 +154,32 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         report::announce(ctx, &recorded, &new, elapsed).await;
     }
     Ok(action)
+}
+
+/// What the Warning condition says of a bulk message without unsubscribe.
+const UNSUBSCRIBE_MISSING: &str = "bulk message without one-click unsubscribe: Gmail and Yahoo require it of bulk senders (set spec.unsubscribe, or the provider's spec.unsubscribe)";
+
+/// Sets the `Warning` condition on a bulk message sent without one-click
+/// unsubscribe; `true` the first time, when an Event says so too.
+fn warn_without_unsubscribe(
+    message: &EmailMessage,
+    provider: &EmailProvider,
+    claim: &mut EmailMessageStatus,
+) -> bool {
+    if !deliverability::lacks_unsubscribe(&message.spec, &provider.spec) {
+        return false;
+    }
+    let first = condition::find(&claim.conditions, WARNING).is_none();
+    let generation = message.metadata.generation;
+    condition::set(
+        &mut claim.conditions,
+        WARNING,
+        true,
+        Reason::UnsubscribeMissing,
+        UNSUBSCRIBE_MISSING,
+        generation,
+    );
+    first
 }
 
 /// Builds the batch that starts at recipient `start`: up to the transport's
@@ -168,7 +207,6 @@ fn next_batch(
     let mut bytes = 0usize;
     let mut base = message.spec.clone();
     base.recipients = Vec::new();
-    let default_from = provider.spec.default_from.as_deref();
     for (i, recipient) in recipients.iter().enumerate().take(batch.end).skip(start) {
         let mut spec = base.clone();
         spec.to = vec![recipient.to.clone()];
@@ -176,7 +214,7 @@ fn next_batch(
             message.spec.data.as_ref(),
             recipient.data.as_ref(),
         ));
-        match build(&spec, template, default_from, &format!("{key}.{i}")) {
+        match build(&spec, template, &provider.spec, &format!("{key}.{i}"), true) {
             Ok(email) if let Some(found) = suppressed(suppressions, &email) => {
                 let field = format!("spec.recipients[{i}].to");
                 let namespace = suppressions.map(Scope::namespace).unwrap_or_default();

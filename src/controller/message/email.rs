@@ -4,15 +4,19 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{EmailMessageSpec, EmailTemplate};
+use super::deliverability;
+use crate::api::{EmailMessageSpec, EmailProviderSpec, EmailTemplate};
 use crate::{compose, render};
 
-/// The email `spec` describes. The error names the field.
+/// The email `spec` describes, through `provider` (its default sender,
+/// unsubscribe and tracking); `bulk` when it is one recipient's email of a
+/// bulk message. The error names the field.
 pub fn build(
     spec: &EmailMessageSpec,
     template: Option<&EmailTemplate>,
-    default_from: Option<&str>,
+    provider: &EmailProviderSpec,
     key: &str,
+    bulk: bool,
 ) -> Result<compose::Email, String> {
     let data = spec.data.clone().unwrap_or_else(|| json!({}));
     let rendered;
@@ -30,7 +34,10 @@ pub fn build(
         },
         _ => spec,
     };
-    compose::compose(spec, default_from, key).map_err(|e| e.to_string())
+    let default_from = provider.default_from.as_deref();
+    let mut email = compose::compose(spec, default_from, key).map_err(|e| e.to_string())?;
+    deliverability::apply(&mut email, spec, provider, &data, bulk)?;
+    Ok(email)
 }
 
 /// The message's data with a recipient's laid over it (top-level keys).

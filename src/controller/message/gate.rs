@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use super::clock::until;
 use super::limits::Limits;
-use super::{email, fits};
+use super::{deliverability, email, fits};
 use crate::api::condition::{self, READY, Reason, SENT};
 use crate::api::message::{DeliveryPolicy, ProviderKind, RETRY_ANNOTATION};
 use crate::api::origin::Origin;
@@ -162,6 +162,9 @@ fn check(
         return Err(end(Phase::Failed, Reason::Denied, text.clone()));
     }
     let template = template(message, view)?;
+    if let Some(text) = deliverability::tracking_refusal(&message.spec, &provider.spec) {
+        return Err(invalid(text));
+    }
     let email = compose(message, provider, template)?;
     schedule(message, now)?;
     if provider.spec.suspend {
@@ -288,8 +291,8 @@ fn compose(
         return Ok(None);
     }
     let key = send_key(message);
-    let default_from = provider.spec.default_from.as_deref();
-    let mut email = email::build(&message.spec, template, default_from, &key).map_err(invalid)?;
+    let mut email =
+        email::build(&message.spec, template, &provider.spec, &key, false).map_err(invalid)?;
     email.origin = Some(Origin::of(message, None));
     // A repeated attempt keeps the Message-ID of the first.
     if let Some(id) = message.status.as_ref().and_then(|s| s.message_id.clone()) {

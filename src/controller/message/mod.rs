@@ -16,6 +16,7 @@ mod attempt;
 pub(crate) mod backoff;
 mod bulk;
 mod clock;
+mod deliverability;
 mod email;
 pub(crate) mod fits;
 mod gate;

@@ -103,10 +103,22 @@ pub fn request(
                     if let Some(t) = &e.stored_template {
                         p["dynamic_template_data"] = t.data.clone();
                     }
+                    // Each recipient's own headers (its unsubscribe URL).
+                    if !e.headers.is_empty() {
+                        let headers: serde_json::Map<String, Value> = e
+                            .headers
+                            .iter()
+                            .map(|(name, value)| (name.clone(), json!(value)))
+                            .collect();
+                        p["headers"] = Value::Object(headers);
+                    }
                     p
                 })
                 .collect();
             if let Body::Json(body) = &mut single.body {
+                if let Some(body) = body.as_object_mut() {
+                    body.remove("headers");
+                }
                 body["personalizations"] = Value::from(personalizations);
                 if let Some(args) = body.get_mut("custom_args").and_then(Value::as_object_mut) {
                     args.remove(origin::RECIPIENT);
@@ -114,7 +126,9 @@ pub fn request(
             }
             single
         }
-        ApiProvider::Mailgun if same_content(emails) && same_template_data(emails) => {
+        ApiProvider::Mailgun
+            if same_content(emails) && same_template_data(emails) && same_headers(emails) =>
+        {
             let mut single = super::request(provider, target, first)?;
             if let Body::Form(fields, _) = &mut single.body {
                 // One request for every recipient: the receiver finds each
@@ -147,7 +161,7 @@ fn json_body(request: &Request) -> Value {
 }
 
 /// Whether the emails differ only in their recipient (and stored template
-/// data, which SendGrid carries per personalization).
+/// data and headers, which SendGrid carries per personalization).
 fn same_content(emails: &[Email]) -> bool {
     let template = |e: &Email| {
         e.stored_template
@@ -160,6 +174,14 @@ fn same_content(emails: &[Email]) -> bool {
             (&a.subject, &a.text, &a.html) == (&b.subject, &b.text, &b.html)
                 && template(a) == template(b)
         })
+}
+
+/// Whether the emails carry the same headers (Mailgun's one request has one
+/// set of `h:` fields; a per-recipient unsubscribe URL makes them differ).
+fn same_headers(emails: &[Email]) -> bool {
+    emails
+        .windows(2)
+        .all(|pair| pair[0].headers == pair[1].headers)
 }
 
 fn same_template_data(emails: &[Email]) -> bool {

@@ -89,6 +89,13 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             .map(|(k, v)| (format!("h:{k}"), v.clone())),
     );
     fields.extend(email.tags.iter().map(|t| ("o:tag".to_string(), t.clone())));
+    let yes_no = |on: bool| if on { "yes" } else { "no" }.to_string();
+    if let Some(opens) = email.tracking.opens {
+        fields.push(("o:tracking-opens".into(), yes_no(opens)));
+    }
+    if let Some(clicks) = email.tracking.clicks {
+        fields.push(("o:tracking-clicks".into(), yes_no(clicks)));
+    }
     fields.extend(
         email
             .echoed()

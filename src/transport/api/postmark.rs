@@ -67,6 +67,13 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             .collect();
         body.insert("Headers".into(), Value::from(headers));
     }
+    if let Some(opens) = email.tracking.opens {
+        body.insert("TrackOpens".into(), json!(opens));
+    }
+    if let Some(clicks) = email.tracking.clicks {
+        let links = if clicks { "HtmlAndText" } else { "None" };
+        body.insert("TrackLinks".into(), json!(links));
+    }
     // Postmark takes one Tag: the first.
     if let Some(tag) = email.tags.first() {
         body.insert("Tag".into(), json!(tag));

@@ -41,6 +41,22 @@ pub fn check_scopes(body: &[u8]) -> Result<(), SendError> {
     }
 }
 
+/// `tracking_settings` for what the email asks: `open_tracking.enable`,
+/// and `click_tracking.enable` with `enable_text` (links in both bodies).
+fn tracking_settings(email: &Email) -> Map<String, Value> {
+    let mut settings = Map::new();
+    if let Some(opens) = email.tracking.opens {
+        settings.insert("open_tracking".into(), json!({"enable": opens}));
+    }
+    if let Some(clicks) = email.tracking.clicks {
+        settings.insert(
+            "click_tracking".into(),
+            json!({"enable": clicks, "enable_text": clicks}),
+        );
+    }
+    settings
+}
+
 pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     let list = |l: &[lettre::message::Mailbox]| {
         Value::from(l.iter().map(wire::mailbox_object).collect::<Vec<_>>())
@@ -88,6 +104,10 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     }
     if !email.echoed().is_empty() {
         body.insert("custom_args".into(), wire::metadata_object(email));
+    }
+    let tracking = tracking_settings(email);
+    if !tracking.is_empty() {
+        body.insert("tracking_settings".into(), Value::Object(tracking));
     }
     if !email.attachments.is_empty() {
         let keys = &wire::DISPOSITION_ATTACHMENT_KEYS;

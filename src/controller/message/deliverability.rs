@@ -1,0 +1,215 @@
+//! One-click unsubscribe headers and tracking settings for a message's
+//! emails: the message's own, else the provider's defaults (its
+//! unsubscribe for bulk messages only). The unsubscribe URL is a
+//! Handlebars template rendered for each recipient, every value
+//! percent-encoded, so no recipient's data can break out of the URL.
+
+use handlebars::{Handlebars, RenderErrorReason};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use crate::api::deliverability::{URL_MAX_LENGTH, Unsubscribe};
+use crate::api::provider::ApiProvider;
+use crate::api::{EmailMessageSpec, EmailProviderSpec};
+use crate::compose::Email;
+
+/// What a value may keep unencoded in a URL: RFC 3986 unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// RFC 8058's one-click POST body, the value of `List-Unsubscribe-Post`.
+pub const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
+
+/// Sets `email`'s tracking and unsubscribe headers from the message and its
+/// provider. `data` is what the recipient's email was rendered with;
+/// `bulk` says it is one recipient's email of a bulk message. The error
+/// names the field.
+pub fn apply(
+    email: &mut Email,
+    spec: &EmailMessageSpec,
+    provider: &EmailProviderSpec,
+    data: &Value,
+    bulk: bool,
+) -> Result<(), String> {
+    email.tracking = spec
+        .tracking
+        .unwrap_or_default()
+        .over(provider.tracking.unwrap_or_default());
+    let (unsubscribe, field) = match (&spec.unsubscribe, &provider.unsubscribe) {
+        (Some(own), _) => (own, "spec.unsubscribe.url"),
+        (None, Some(default)) if bulk => (default, "the provider's spec.unsubscribe.url"),
+        _ => return Ok(()),
+    };
+    let Some(recipient) = email.to.first().map(|m| m.email.to_string()) else {
+        return Ok(());
+    };
+    email
+        .headers
+        .extend(headers(unsubscribe, &recipient, data, field)?);
+    email.headers.sort();
+    Ok(())
+}
+
+/// Whether a bulk message goes out without one-click unsubscribe.
+pub fn lacks_unsubscribe(spec: &EmailMessageSpec, provider: &EmailProviderSpec) -> bool {
+    !spec.recipients.is_empty() && spec.unsubscribe.is_none() && provider.unsubscribe.is_none()
+}
+
+/// Why the message's own tracking cannot be honoured by its provider, if
+/// it cannot: only Postmark, Mailgun and SendGrid take it per message.
+pub fn tracking_refusal(spec: &EmailMessageSpec, provider: &EmailProviderSpec) -> Option<String> {
+    spec.tracking.filter(|t| !t.is_empty())?;
+    let service = match &provider.api {
+        None => "an SMTP server does not track opens or clicks",
+        Some(api) => match api.provider {
+            ApiProvider::Mailtrap => "Mailtrap sets tracking per sending domain, not per message",
+            ApiProvider::Resend => "Resend sets tracking per sending domain, not per message",
+            ApiProvider::Postmark | ApiProvider::Mailgun | ApiProvider::SendGrid => return None,
+        },
+    };
+    Some(format!(
+        "spec.tracking: {service}; remove it (only Postmark, Mailgun and SendGrid take tracking per message)"
+    ))
+}
+
+/// The `List-Unsubscribe` header (and `List-Unsubscribe-Post` when there is
+/// a URL) for `recipient`.
+pub fn headers(
+    unsubscribe: &Unsubscribe,
+    recipient: &str,
+    data: &Value,
+    field: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let mut targets = Vec::new();
+    if let Some(template) = &unsubscribe.url {
+        targets.push(format!("<{}>", url(template, recipient, data, field)?));
+    }
+    if let Some(address) = &unsubscribe.mailto {
+        if !address.contains('@')
+            || address
+                .chars()
+                .any(|c| c.is_whitespace() || "<>,?".contains(c) || c.is_control())
+        {
+            return Err(format!(
+                "{}: not an address",
+                field.replace(".url", ".mailto")
+            ));
+        }
+        targets.push(format!("<mailto:{address}?subject=unsubscribe>"));
+    }
+    let mut headers = vec![("List-Unsubscribe".to_string(), targets.join(", "))];
+    if unsubscribe.url.is_some() {
+        headers.push(("List-Unsubscribe-Post".to_string(), ONE_CLICK.to_string()));
+    }
+    Ok(headers)
+}
+
+/// The URL for `recipient`: the template rendered strictly, each value
+/// percent-encoded, and the result checked to be an https URL.
+fn url(template: &str, recipient: &str, data: &Value, field: &str) -> Result<String, String> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(|value| utf8_percent_encode(value, UNRESERVED).to_string());
+    let mut values = match data {
+        Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    values.insert("recipient".into(), Value::from(recipient));
+    let rendered = hb
+        .render_template(template, &values)
+        .map_err(|e| match e.reason() {
+            RenderErrorReason::MissingVariable(Some(name)) => {
+                format!("{field} uses \"{name}\", which the message's data does not set")
+            }
+            _ => format!("{field} could not be rendered: {e}"),
+        })?;
+    let parsed = reqwest::Url::parse(&rendered)
+        .map_err(|e| format!("{field}: the rendered URL is not a URL: {e}"))?;
+    if parsed.scheme() != "https" || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "{field}: the rendered URL must be https:// with a host"
+        ));
+    }
+    if rendered.len() > URL_MAX_LENGTH
+        || rendered
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,\"'".contains(c))
+    {
+        return Err(format!(
+            "{field}: the rendered URL must be at most {URL_MAX_LENGTH} characters without spaces, quotes, <, > or ,"
+        ));
+    }
+    Ok(rendered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn both() -> Unsubscribe {
+        Unsubscribe {
+            url: Some("https://example.com/u?list=news&id={{userId}}&to={{recipient}}".into()),
+            mailto: Some("unsubscribe@example.com".into()),
+        }
+    }
+
+    #[test]
+    fn the_headers_follow_rfc_8058_with_values_percent_encoded() {
+        let data = json!({"userId": "a b&c=d/<x>"});
+        let headers = headers(
+            &both(),
+            "bo+news@example.org",
+            &data,
+            "spec.unsubscribe.url",
+        )
+        .expect("headers");
+        assert_eq!(
+            headers,
+            vec![
+                (
+                    "List-Unsubscribe".to_string(),
+                    "<https://example.com/u?list=news&id=a%20b%26c%3Dd%2F%3Cx%3E&to=bo%2Bnews%40example.org>, <mailto:unsubscribe@example.com?subject=unsubscribe>".to_string()
+                ),
+                ("List-Unsubscribe-Post".to_string(), ONE_CLICK.to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn mailto_alone_has_no_one_click_post() {
+        let only_mail = Unsubscribe {
+            url: None,
+            mailto: Some("u@example.com".into()),
+        };
+        let headers = headers(&only_mail, "a@example.org", &json!({}), "f").expect("headers");
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].1, "<mailto:u@example.com?subject=unsubscribe>");
+    }
+
+    #[test]
+    fn a_missing_variable_or_a_url_that_is_not_https_names_the_field() {
+        let error = headers(&both(), "a@example.org", &json!({}), "spec.unsubscribe.url")
+            .expect_err("userId is missing");
+        assert!(
+            error.contains("spec.unsubscribe.url uses \"userId\""),
+            "{error}"
+        );
+        let plain = Unsubscribe {
+            url: Some("{{site}}/u".into()),
+            mailto: None,
+        };
+        // A value cannot make the URL another scheme or host: it is encoded.
+        let error = headers(
+            &plain,
+            "a@example.org",
+            &json!({"site": "https://evil.example"}),
+            "f",
+        )
+        .expect_err("not a URL");
+        assert!(error.contains("f: the rendered URL"), "{error}");
+    }
+}
