@@ -296,9 +296,11 @@ pub struct EmailMessageSpec {
 
     /// Open and click tracking for this message, over the provider's
     /// `tracking` setting by setting. Only Postmark, Mailgun and SendGrid
-    /// take it per message: through an SMTP, Mailtrap or Resend provider
-    /// (which track per sending domain, if at all) the message fails with
-    /// InvalidRequest naming this field, before anything is sent.
+    /// take it per message; SMTP servers do not track, and Mailtrap and
+    /// Resend set tracking per sending domain in their dashboards. Naming
+    /// such a provider, the message is refused at apply by mailroom's
+    /// admission policy (when the provider already exists), otherwise it
+    /// fails with InvalidRequest naming this field before anything is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<super::deliverability::Tracking>,
 

@@ -3,7 +3,8 @@
 //! custom headers) and in the mail mailpit receives, rendered per recipient;
 //! tracking in each service's own fields; a bulk message without
 //! unsubscribe warned about; a per-message tracking setting its service
-//! cannot take refused before anything is sent.
+//! cannot take refused at apply by the admission policy, or by the
+//! controller before anything is sent when the provider came later.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,15 +35,9 @@ fn tracks_per_message(service: Service) -> bool {
     )
 }
 
-/// A provider `api` for `fake`, with the default unsubscribe, and tracking
-/// where the service takes it.
-async fn provider(scene: &Scene, service: Service, fake: &Fake) {
-    fixtures::create::<Secret>(
-        &scene.client,
-        &scene.ns,
-        json!({"metadata": {"name": "api-key"}, "stringData": {"apiKey": fixtures::VALID_API_KEY}}),
-    )
-    .await;
+/// A provider `name` for `fake` (its key in Secret `api-key`), with the
+/// default unsubscribe, and tracking where the service takes it.
+async fn provider(scene: &Scene, service: Service, fake: &Fake, name: &str) {
     let mut api = json!({"provider": format!("{service:?}"), "secretRef": {"name": "api-key"},
                          "endpoint": fake.url, "timeoutSeconds": 5});
     if service == Service::Mailgun {
@@ -53,11 +48,16 @@ async fn provider(scene: &Scene, service: Service, fake: &Fake) {
     if tracks_per_message(service) {
         spec["tracking"] = json!({"opens": true, "clicks": true});
     }
+    create_provider(scene, name, spec).await;
+}
+
+/// Creates EmailProvider `name` with `spec`.
+async fn create_provider(scene: &Scene, name: &str, spec: Value) {
     fixtures::create::<EmailProvider>(
         &scene.client,
         &scene.ns,
         json!({"apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailProvider",
-               "metadata": {"name": "api"}, "spec": spec}),
+               "metadata": {"name": name}, "spec": spec}),
     )
     .await;
 }
@@ -250,7 +250,13 @@ async fn unsubscribe_and_tracking_reach_each_service_as_it_documents_them() {
             .expect("starting the fake");
         let label = format!("{service:?}").to_lowercase();
         let scene = Scene::new(&format!("{label}-unsubscribe")).await;
-        provider(&scene, service, &fake).await;
+        fixtures::create::<Secret>(
+            &scene.client,
+            &scene.ns,
+            json!({"metadata": {"name": "api-key"}, "stringData": {"apiKey": fixtures::VALID_API_KEY}}),
+        )
+        .await;
+        provider(&scene, service, &fake, "api").await;
         let controller = scene.controller().await;
         scene
             .message(
@@ -358,14 +364,17 @@ async fn unsubscribe_and_tracking_reach_each_service_as_it_documents_them() {
                 assert_eq!(tracking(service, email), (None, None));
             }
             // A per-message setting the service cannot take is refused,
-            // naming the field, and nothing is sent.
+            // naming the field, and nothing is sent. Created before its
+            // provider, the admission policy cannot judge it: the
+            // controller does.
             scene
                 .message(
                     "tracked",
-                    json!({"providerRef": {"name": "api"}, "to": ["ed@example.org"],
+                    json!({"providerRef": {"name": "later"}, "to": ["ed@example.org"],
                            "subject": "Tracked", "text": "hi", "tracking": {"opens": true}}),
                 )
                 .await;
+            provider(&scene, service, &fake, "later").await;
             let failed = scene.wait_phase("tracked", Phase::Failed).await;
             let error = failed.status.and_then(|s| s.last_error).expect("lastError");
             assert_eq!(error.reason, "InvalidRequest");
@@ -433,14 +442,22 @@ async fn bulk_mail_over_smtp_takes_the_providers_unsubscribe_and_warns_without_o
                    "recipients": [{"to": "cy@example.org"}, {"to": "di@example.org"}]}),
         )
         .await;
+    // Created before its provider, so the admission policy cannot judge it.
     scene
         .message(
             "tracked",
-            json!({"providerRef": {"name": "mailpit"}, "to": ["ed@example.org"],
+            json!({"providerRef": {"name": "relay"}, "to": ["ed@example.org"],
                    "subject": support::unique("tracked"), "text": "hi",
                    "tracking": {"clicks": true}}),
         )
         .await;
+    fixtures::provider(
+        &scene.client,
+        &scene.ns,
+        "relay",
+        fixtures::mailpit_smtp("smtp-credentials"),
+    )
+    .await;
 
     let sent = scene.wait_phase("digest", Phase::Sent).await;
     assert!(
@@ -515,4 +532,103 @@ async fn bulk_mail_over_smtp_takes_the_providers_unsubscribe_and_warns_without_o
     let tracked = messages.get("tracked").await.expect("get");
     assert_eq!(tracked.status.map(|s| s.attempts), Some(0));
     controller.stop().await;
+}
+
+/// Whether the apiserver would refuse `spec` as a new EmailMessage (a dry
+/// run through admission): its message if so.
+async fn dry_run_refusal(scene: &Scene, spec: &Value) -> Option<String> {
+    use kube::api::{ApiResource, DynamicObject, PostParams};
+    let resource = ApiResource::erase::<EmailMessage>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(scene.client.clone(), &scene.ns, &resource);
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage",
+        "metadata": {"generateName": "probe-"}, "spec": spec
+    }))
+    .expect("object");
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match api.create(&params, &object).await {
+        Ok(_) => None,
+        Err(kube::Error::Api(status)) => Some(format!("{} {}", status.code, status.message)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tracking_setting_the_named_provider_cannot_take_is_refused_at_apply() {
+    let scene = Scene::new("tracking-apply").await;
+    let api = |provider: &str| {
+        let mut api = json!({"provider": provider, "secretRef": {"name": "api-key"}});
+        if provider == "Mailgun" {
+            api["mailgun"] = json!({"domain": "mg.example.com"});
+        }
+        json!({"api": api})
+    };
+    let providers = [
+        ("relay", json!({"smtp": {"host": "smtp.example.com"}})),
+        ("resend", api("Resend")),
+        ("mailtrap", api("Mailtrap")),
+        ("postmark", api("Postmark")),
+        ("mailgun", api("Mailgun")),
+        ("sendgrid", api("SendGrid")),
+    ];
+    for (name, spec) in providers {
+        create_provider(&scene, name, spec).await;
+    }
+    let tracked = |provider: &str| {
+        json!({"providerRef": {"name": provider}, "to": ["a@example.org"], "subject": "s",
+               "text": "t", "tracking": {"opens": true}})
+    };
+    // The apiserver learns of new providers through a watch: the first
+    // refusal may take a moment.
+    let refused = support::eventually(
+        "the refusal of tracking through Resend",
+        Duration::from_secs(30),
+        || async { dry_run_refusal(&scene, &tracked("resend")).await },
+    )
+    .await;
+    assert!(
+        refused.starts_with("422 ")
+            && refused.contains("spec.tracking: EmailProvider resend sends through Resend, which sets tracking per sending domain"),
+        "{refused}"
+    );
+    for (name, expected) in [
+        (
+            "mailtrap",
+            Some("sends through Mailtrap, which sets tracking per sending domain"),
+        ),
+        (
+            "relay",
+            Some("sends over SMTP, and SMTP servers do not track opens or clicks"),
+        ),
+        ("postmark", None),
+        ("mailgun", None),
+        ("sendgrid", None),
+        // A provider that does not exist yet: judged when the message is sent.
+        ("later", None),
+    ] {
+        let got = support::eventually(
+            &format!("the verdict on tracking through {name}"),
+            Duration::from_secs(30),
+            || async {
+                let got = dry_run_refusal(&scene, &tracked(name)).await;
+                match expected {
+                    Some(_) => got.map(Some),
+                    None => Some(got),
+                }
+            },
+        )
+        .await;
+        match (expected, got) {
+            (Some(text), Some(got)) => assert!(got.contains(text), "{name}: {got}"),
+            (None, None) => {}
+            (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
+        }
+    }
+    // Without tracking, any provider will do.
+    let mut plain = tracked("resend");
+    plain.as_object_mut().expect("object").remove("tracking");
+    assert_eq!(dry_run_refusal(&scene, &plain).await, None);
 }

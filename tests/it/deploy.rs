@@ -90,6 +90,15 @@ fn objects(yaml: &str) -> BTreeMap<String, Value> {
         if value.is_null() {
             continue;
         }
+        // kustomize does not know these kinds are cluster-scoped and gives
+        // them the namespace; kubectl and the apiserver drop it.
+        let mut value = value;
+        let kind = value["kind"].as_str().unwrap_or_default();
+        if kind.starts_with("ValidatingAdmissionPolicy")
+            && let Some(meta) = value["metadata"].as_object_mut()
+        {
+            meta.remove("namespace");
+        }
         let key = format!(
             "{}/{}/{}",
             value["kind"].as_str().unwrap_or_default(),
@@ -132,6 +141,8 @@ async fn kustomize_and_helm_install_the_same_objects_and_the_apiserver_accepts_t
         "RoleBinding",
         "Deployment",
         "Service",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(
             k.keys().any(|key| key.starts_with(&format!("{kind}/"))),
@@ -174,10 +185,13 @@ async fn kustomize_and_helm_install_the_same_objects_and_the_apiserver_accepts_t
             ],
             Some(yaml),
         );
-        assert!(
-            out.contains("deployment.apps/mailroom serverside-applied (server dry run)"),
-            "{what}: {out}"
-        );
+        for applied in [
+            "deployment.apps/mailroom serverside-applied (server dry run)",
+            "validatingadmissionpolicy.admissionregistration.k8s.io/mailroom-message-tracking serverside-applied (server dry run)",
+            "validatingadmissionpolicybinding.admissionregistration.k8s.io/mailroom-message-tracking-cluster serverside-applied (server dry run)",
+        ] {
+            assert!(out.contains(applied), "{what}: {out}");
+        }
     }
 }
 

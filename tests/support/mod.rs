@@ -162,6 +162,19 @@ fn install_crds(kubeconfig: &Path) {
         "waiting for crds/: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // What deploy/ installs beside them: the admission policy that refuses
+    // what the schema cannot judge alone.
+    let policy = root().join("deploy/base/admission-policy.yaml");
+    let policy = policy.to_str().expect("utf-8 path");
+    let out = kubectl(
+        kubeconfig,
+        &["apply", "--server-side", "--force-conflicts", "-f", policy],
+    );
+    assert!(
+        out.status.success(),
+        "applying the admission policy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A kube client with admin rights. Each test makes its own: a client is tied

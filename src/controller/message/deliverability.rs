@@ -180,6 +180,34 @@ mod tests {
     }
 
     #[test]
+    fn the_admission_policy_lets_through_the_services_the_controller_does() {
+        let policy = include_str!("../../../deploy/base/admission-policy.yaml");
+        let chart = include_str!("../../../charts/mailroom/templates/admission-policy.yaml");
+        let mut takes = Vec::new();
+        for service in [
+            ApiProvider::Mailtrap,
+            ApiProvider::Resend,
+            ApiProvider::Postmark,
+            ApiProvider::Mailgun,
+            ApiProvider::SendGrid,
+        ] {
+            let spec: EmailMessageSpec = serde_json::from_value(json!({
+                "providerRef": {"name": "p"}, "to": ["a@example.org"], "subject": "s",
+                "text": "t", "tracking": {"opens": true}}))
+            .expect("spec");
+            let provider: EmailProviderSpec = serde_json::from_value(json!({
+                "api": {"provider": service.name(), "secretRef": {"name": "k"}}}))
+            .expect("provider");
+            if tracking_refusal(&spec, &provider).is_none() {
+                takes.push(format!("'{}'", service.name()));
+            }
+        }
+        let list = format!("params.spec.api.provider in [{}]", takes.join(", "));
+        assert_eq!(policy.matches(&list).count(), 2, "{list}");
+        assert_eq!(chart.matches(&list).count(), 2, "{list}");
+    }
+
+    #[test]
     fn mailto_alone_has_no_one_click_post() {
         let only_mail = Unsubscribe {
             url: None,
