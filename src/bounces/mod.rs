@@ -4,13 +4,15 @@
 //! (`report`, `fields`), finds the message it is about (`locate`) and
 //! records it as the services' webhooks do; hard bounces and complaints,
 //! and soft bounces past the provider's limit (`soft`), suppress the
-//! address. The provider's `BouncesReady` condition says how reading goes.
+//! address. The provider's `BouncesReady` condition says how reading goes;
+//! `schedule` shares the poll slots fairly between tenants.
 
 pub mod fields;
 pub mod locate;
 pub mod pop3;
 pub mod reader;
 pub mod report;
+pub mod schedule;
 pub mod soft;
 pub mod token;
 

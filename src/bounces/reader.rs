@@ -1,7 +1,9 @@
 //! Reads the bounce mailboxes, on the leader: every few seconds it starts
 //! a poll for each SMTP provider with `spec.smtp.bounces` whose
-//! `pollSeconds` have passed (at most [`POLLS_AT_ONCE`] at once, each cut off
-//! after [`POLL_DEADLINE`], so one slow mailbox holds up no other). A poll
+//! `pollSeconds` have passed (at most [`POLLS_AT_ONCE`] at once, one per
+//! namespace, the namespace served longest ago first (`schedule`), each cut
+//! off after [`POLL_DEADLINE`], so one tenant's slow mailboxes hold up no
+//! other tenant's). A poll
 //! logs in, reads at most [`MAX_PER_POLL`] messages it has not judged yet,
 //! records each bounce or complaint it can tie to a message of its provider
 //! (through the webhook receiver's writer, so both paths write alike),
@@ -24,6 +26,7 @@ use super::MailboxState;
 use super::locate::{self, Evidence, Located};
 use super::pop3::{MailboxError, Session};
 use super::report::{self, Action, Outcome, Report, Verdict};
+use super::schedule::{Candidate, Schedule};
 use super::token::{BounceAddress, TokenKey};
 use crate::api::bounces::{BounceMailbox, SoftBouncePolicy};
 use crate::api::condition::{self, BOUNCES_READY, Reason};
@@ -136,10 +139,9 @@ pub async fn run(ctx: Arc<Context>) {
         ctx.telemetry.clone(),
     ));
     let memory: Arc<Mutex<HashMap<ProviderId, Memory>>> = Arc::default();
-    let mut due: HashMap<ProviderId, Instant> = HashMap::new();
+    let mut schedule = Schedule::default();
     let mut polls: JoinSet<()> = JoinSet::new();
     let mut running: HashMap<ProviderId, tokio::task::AbortHandle> = HashMap::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(POLLS_AT_ONCE));
     let mut tick = tokio::time::interval(TICK);
     loop {
         tick.tick().await;
@@ -147,25 +149,25 @@ pub async fn run(ctx: Arc<Context>) {
         running.retain(|_, handle| !handle.is_finished());
         let mailboxes = mailboxes(&ctx);
         let present: HashSet<ProviderId> = mailboxes.iter().map(|m| m.id.clone()).collect();
-        due.retain(|id, _| present.contains(id));
+        schedule.retain(&present);
         ctx.bounces.retain(|id| present.contains(id));
         if let Ok(mut memory) = memory.lock() {
             memory.retain(|id, _| present.contains(id));
         }
-        let now = Instant::now();
-        for mailbox in mailboxes {
-            if running.contains_key(&mailbox.id) || due.get(&mailbox.id).is_some_and(|t| *t > now) {
-                continue;
-            }
-            let every = Duration::from_secs(u64::from(mailbox.mailbox.poll_seconds));
-            due.insert(mailbox.id.clone(), now + every);
+        let candidates: Vec<Candidate> = mailboxes
+            .iter()
+            .map(|m| Candidate {
+                id: m.id.clone(),
+                every: Duration::from_secs(u64::from(m.mailbox.poll_seconds)),
+            })
+            .collect();
+        let busy: HashSet<ProviderId> = running.keys().cloned().collect();
+        let free = POLLS_AT_ONCE.saturating_sub(running.len());
+        let picked = schedule.pick(&candidates, &busy, free, Instant::now());
+        for mailbox in mailboxes.into_iter().filter(|m| picked.contains(&m.id)) {
             let id = mailbox.id.clone();
-            let (ctx, queue, memory, limit) =
-                (ctx.clone(), queue.clone(), memory.clone(), limit.clone());
+            let (ctx, queue, memory) = (ctx.clone(), queue.clone(), memory.clone());
             let handle = polls.spawn(async move {
-                let Ok(_permit) = limit.acquire_owned().await else {
-                    return;
-                };
                 poll(&ctx, &queue, &memory, mailbox).await;
             });
             running.insert(id, handle);
