@@ -431,7 +431,7 @@ pub struct ProviderRef {
 }
 
 /// Which kind of provider a message names.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
     /// An EmailProvider in the message's namespace.
     #[default]

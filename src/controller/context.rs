@@ -323,7 +323,7 @@ pub struct Context {
     /// Every EmailTemplate the controller watches.
     pub templates: Store<crate::api::EmailTemplate>,
     /// The suppression lists (EmailSuppressions).
-    pub suppressions: Store<crate::api::EmailSuppression>,
+    pub suppressions: super::suppressions::Lists,
     /// Whether those caches have listed everything.
     pub ready: CachesReady,
     /// Sent messages whose outcome is not written yet.

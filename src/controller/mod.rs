@@ -21,6 +21,7 @@ pub mod provider_status;
 mod runners;
 mod shared;
 pub mod slots;
+pub mod suppression_index;
 pub mod suppressions;
 pub mod template;
 pub mod triggers;

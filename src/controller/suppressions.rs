@@ -5,11 +5,22 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::suppression_index::SuppressionIndex;
 use crate::api::EmailSuppression;
 use crate::api::message::{ProviderKind, ProviderRef};
 use crate::api::suppression::SuppressionReason;
+
+/// Every suppression the controller watches: the cache, and its index by
+/// namespace, provider and address.
+#[derive(Clone)]
+pub struct Lists {
+    /// The EmailSuppressions.
+    pub store: Store<EmailSuppression>,
+    /// Their index, kept from the same watch.
+    pub index: SuppressionIndex,
+}
 
 /// Why an address is not sent to.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +66,7 @@ impl Suppressed {
 
 /// The suppressions of one provider.
 pub struct Scope {
-    store: Store<EmailSuppression>,
+    lists: Lists,
     namespace: String,
     provider: ProviderRef,
 }
@@ -63,18 +74,13 @@ pub struct Scope {
 impl Scope {
     /// The suppressions of `provider` as a message in `namespace` names it;
     /// `home` is where a ClusterEmailProvider's live.
-    pub fn of(
-        store: Store<EmailSuppression>,
-        namespace: &str,
-        provider: &ProviderRef,
-        home: Option<&str>,
-    ) -> Self {
+    pub fn of(lists: Lists, namespace: &str, provider: &ProviderRef, home: Option<&str>) -> Self {
         let namespace = match provider.kind {
             ProviderKind::EmailProvider => namespace.to_string(),
             ProviderKind::ClusterEmailProvider => home.unwrap_or_default().to_string(),
         };
         Self {
-            store,
+            lists,
             namespace,
             provider: provider.clone(),
         }
@@ -85,12 +91,18 @@ impl Scope {
         &self.namespace
     }
 
-    /// The suppression of `address`, if it is listed.
+    /// The suppression of `address`, if it is listed: looked up in the
+    /// index, read from the cache (and checked again there).
     pub fn find(&self, address: &str) -> Option<Suppressed> {
-        let found = self.store.find(|s| {
-            s.namespace().as_deref() == Some(self.namespace.as_str())
-                && s.spec.provider_ref == self.provider
-                && s.spec.address.eq_ignore_ascii_case(address)
+        let names = self
+            .lists
+            .index
+            .names(&self.namespace, &self.provider, address);
+        let found = names.iter().find_map(|name| {
+            let object = ObjectRef::new(name).within(&self.namespace);
+            self.lists.store.get(&object).filter(|s| {
+                s.spec.provider_ref == self.provider && s.spec.address.eq_ignore_ascii_case(address)
+            })
         })?;
         Some(Suppressed {
             address: found.spec.address.clone(),

@@ -69,11 +69,8 @@ pub(super) struct Watches {
     pub(super) clusters: Pair<ClusterEmailProvider>,
     pub(super) secrets: TriggerWatch<PartialObjectMeta<Secret>>,
     pub(super) config_maps: TriggerWatch<PartialObjectMeta<ConfigMap>>,
-    /// The suppression lists: a cache only, nothing to wake.
-    pub(super) suppressions: (
-        kube::runtime::reflector::Store<EmailSuppression>,
-        shared::Ready,
-    ),
+    /// The suppression lists: a cache and its index, nothing to wake.
+    pub(super) suppressions: (super::suppressions::Lists, shared::Ready),
     pub(super) drivers: Vec<BoxFuture<'static, ()>>,
 }
 
@@ -96,10 +93,15 @@ impl Watches {
             (Some(own), Some(home)) if own != home => None,
             _ => ns,
         };
-        let suppressions = shared::cached(
-            guarded_watch::<EmailSuppression>(client, suppression_scope),
-            0,
-        );
+        let index = super::suppression_index::SuppressionIndex::default();
+        let indexed = index.clone();
+        let events =
+            guarded_watch::<EmailSuppression>(client, suppression_scope).inspect(move |event| {
+                if let Ok(event) = event {
+                    indexed.observe(event);
+                }
+            });
+        let suppressions = shared::cached(events, 0);
         drivers.push(suppressions.driver.boxed());
         let mut secrets = TriggerWatch::of(|n| triggers::secrets(client, n), ns, home);
         let mut config_maps = TriggerWatch::of(|n| triggers::config_maps(client, n), ns, home);
@@ -111,7 +113,13 @@ impl Watches {
             clusters,
             secrets,
             config_maps,
-            suppressions: (suppressions.store, suppressions.ready),
+            suppressions: (
+                super::suppressions::Lists {
+                    store: suppressions.store,
+                    index,
+                },
+                suppressions.ready,
+            ),
             drivers,
         }
     }

@@ -1,0 +1,179 @@
+//! The suppression lists indexed by namespace, provider and address, kept
+//! from the same watch events as the cache: a send looks each recipient up
+//! in constant time, however many suppressions the cluster holds, so one
+//! tenant's long list costs no other tenant anything. A re-list of the
+//! watch builds a fresh index and swaps it in when the list is complete, as
+//! the cache does.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kube::ResourceExt;
+use kube::runtime::watcher::Event;
+
+use crate::api::EmailSuppression;
+use crate::api::message::{ProviderKind, ProviderRef};
+
+/// Where a suppression applies: its namespace, its provider and the
+/// address (lower case).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    namespace: String,
+    kind: ProviderKind,
+    provider: String,
+    address: String,
+}
+
+impl Key {
+    fn new(namespace: &str, provider: &ProviderRef, address: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            kind: provider.kind,
+            provider: provider.name.clone(),
+            address: address.to_ascii_lowercase(),
+        }
+    }
+
+    fn of(suppression: &EmailSuppression) -> Option<(Self, ObjectName)> {
+        let namespace = suppression.namespace()?;
+        let key = Key::new(
+            &namespace,
+            &suppression.spec.provider_ref,
+            &suppression.spec.address,
+        );
+        Some((key, (namespace, suppression.name_any())))
+    }
+}
+
+/// A suppression's namespace and name.
+type ObjectName = (String, String);
+
+/// One complete index.
+#[derive(Default)]
+struct Lists {
+    by_key: HashMap<Key, BTreeSet<String>>,
+    by_object: HashMap<ObjectName, Key>,
+}
+
+impl Lists {
+    fn apply(&mut self, suppression: &EmailSuppression) {
+        let Some((key, object)) = Key::of(suppression) else {
+            return;
+        };
+        self.remove(&object);
+        self.by_key
+            .entry(key.clone())
+            .or_default()
+            .insert(object.1.clone());
+        self.by_object.insert(object, key);
+    }
+
+    fn remove(&mut self, object: &ObjectName) {
+        if let Some(old) = self.by_object.remove(object)
+            && let Some(names) = self.by_key.get_mut(&old)
+        {
+            names.remove(&object.1);
+            if names.is_empty() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    live: Lists,
+    /// The index being rebuilt by a re-list, until it is complete.
+    relisting: Option<Lists>,
+}
+
+/// The index, shared by the watch that keeps it and the send path.
+#[derive(Clone, Default)]
+pub struct SuppressionIndex(Arc<Mutex<Inner>>);
+
+impl SuppressionIndex {
+    /// Follows one event of the EmailSuppression watch.
+    pub fn observe(&self, event: &Event<EmailSuppression>) {
+        let mut inner = self.lock();
+        match event {
+            Event::Apply(s) => inner.live.apply(s),
+            Event::Delete(s) => {
+                if let Some((_, object)) = Key::of(s) {
+                    inner.live.remove(&object);
+                }
+            }
+            Event::Init => inner.relisting = Some(Lists::default()),
+            Event::InitApply(s) => match inner.relisting.as_mut() {
+                Some(lists) => lists.apply(s),
+                None => inner.live.apply(s),
+            },
+            Event::InitDone => {
+                if let Some(lists) = inner.relisting.take() {
+                    inner.live = lists;
+                }
+            }
+        }
+    }
+
+    /// The names of the suppressions of `address` for `provider` in
+    /// `namespace`.
+    pub fn names(&self, namespace: &str, provider: &ProviderRef, address: &str) -> Vec<String> {
+        self.lock()
+            .live
+            .by_key
+            .get(&Key::new(namespace, provider, address))
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn suppression(name: &str, provider: &str, address: &str) -> EmailSuppression {
+        serde_json::from_value(json!({
+            "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailSuppression",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"providerRef": {"name": provider}, "address": address, "reason": "Manual"}
+        }))
+        .expect("suppression")
+    }
+
+    fn relay() -> ProviderRef {
+        serde_json::from_value(json!({"name": "relay"})).expect("ref")
+    }
+
+    #[test]
+    fn follows_applies_changes_deletes_and_relists() {
+        let index = SuppressionIndex::default();
+        index.observe(&Event::Apply(suppression("a", "relay", "Ann@Example.org")));
+        index.observe(&Event::Apply(suppression("b", "relay", "ann@example.org")));
+        index.observe(&Event::Apply(suppression("c", "other", "ann@example.org")));
+        assert_eq!(index.names("shop", &relay(), "ANN@example.org"), ["a", "b"]);
+        assert!(index.names("blog", &relay(), "ann@example.org").is_empty());
+
+        // A changed address moves; a deletion removes.
+        index.observe(&Event::Apply(suppression("a", "relay", "bo@example.org")));
+        index.observe(&Event::Delete(suppression("b", "relay", "ann@example.org")));
+        assert!(index.names("shop", &relay(), "ann@example.org").is_empty());
+        assert_eq!(index.names("shop", &relay(), "bo@example.org"), ["a"]);
+
+        // A re-list replaces everything once complete, not before.
+        index.observe(&Event::Init);
+        index.observe(&Event::InitApply(suppression(
+            "d",
+            "relay",
+            "cy@example.org",
+        )));
+        assert_eq!(index.names("shop", &relay(), "bo@example.org"), ["a"]);
+        index.observe(&Event::InitDone);
+        assert!(index.names("shop", &relay(), "bo@example.org").is_empty());
+        assert_eq!(index.names("shop", &relay(), "cy@example.org"), ["d"]);
+    }
+}
