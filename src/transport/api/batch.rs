@@ -54,103 +54,125 @@ pub fn request(
                 ..single
             }
         }
-        ApiProvider::Resend => {
-            let single = resend::request(target, first)?;
-            let mut request = Request {
-                url: format!("{}/emails/batch", target.base),
-                body: Body::Json(Value::from(bodies()?)),
-                ..single
-            };
-            request
-                .headers
-                .retain(|(name, _)| name != "Idempotency-Key");
-            request
-                .header(
-                    "Idempotency-Key",
-                    format!("{}/batch", resend::idempotency_key(first)),
-                )
-                .header("x-batch-validation", "permissive")
-        }
-        ApiProvider::Postmark => {
-            let single = postmark::request(target, first)?;
-            let (url, body) = if single.url.ends_with("/withTemplate") {
-                (
-                    format!("{}/email/batchWithTemplates", target.base),
-                    json!({ "Messages": bodies()? }),
-                )
-            } else {
-                (
-                    format!("{}/email/batch", target.base),
-                    Value::from(bodies()?),
-                )
-            };
-            Request {
-                url,
-                body: Body::Json(body),
-                ..single
-            }
-        }
+        ApiProvider::Resend => resend_batch(target, first, bodies()?)?,
+        ApiProvider::Postmark => postmark_batch(target, first, bodies)?,
         ApiProvider::SendGrid if same_content(emails) => {
-            let mut single = super::request(provider, target, first)?;
-            let personalizations: Vec<Value> = emails
-                .iter()
-                .map(|e| {
-                    let mut p = json!({ "to": [wire::mailbox_object(&e.to[0])] });
-                    // Each recipient's index, where its webhooks echo it.
-                    if let Some(index) = e.origin.as_ref().and_then(|o| o.recipient) {
-                        p["custom_args"] = json!({ origin::RECIPIENT: index.to_string() });
-                    }
-                    if let Some(t) = &e.stored_template {
-                        p["dynamic_template_data"] = t.data.clone();
-                    }
-                    // Each recipient's own headers (its unsubscribe URL).
-                    if !e.headers.is_empty() {
-                        let headers: serde_json::Map<String, Value> = e
-                            .headers
-                            .iter()
-                            .map(|(name, value)| (name.clone(), json!(value)))
-                            .collect();
-                        p["headers"] = Value::Object(headers);
-                    }
-                    p
-                })
-                .collect();
-            if let Body::Json(body) = &mut single.body {
-                if let Some(body) = body.as_object_mut() {
-                    body.remove("headers");
-                }
-                body["personalizations"] = Value::from(personalizations);
-                if let Some(args) = body.get_mut("custom_args").and_then(Value::as_object_mut) {
-                    args.remove(origin::RECIPIENT);
-                }
-            }
-            single
+            sendgrid_batch(super::request(provider, target, first)?, emails)
         }
         ApiProvider::Mailgun
             if same_content(emails) && same_template_data(emails) && same_headers(emails) =>
         {
-            let mut single = super::request(provider, target, first)?;
-            if let Body::Form(fields, _) = &mut single.body {
-                // One request for every recipient: the receiver finds each
-                // one's index by its address instead.
-                let index_field = format!("v:{}", origin::RECIPIENT);
-                fields.retain(|(name, _)| name != "to" && *name != index_field);
-                let mut variables = serde_json::Map::new();
-                for e in emails {
-                    let address = e.to[0].email.to_string();
-                    fields.push(("to".into(), wire::mailbox_text(&e.to[0])));
-                    variables.insert(address, json!({}));
-                }
-                fields.push((
-                    "recipient-variables".into(),
-                    Value::Object(variables).to_string(),
-                ));
-            }
-            single
+            mailgun_batch(super::request(provider, target, first)?, emails)
         }
         ApiProvider::SendGrid | ApiProvider::Mailgun => return Ok(None),
     };
     Ok(Some(request))
+}
+
+/// Resend `POST /emails/batch`: the emails as an array, one
+/// Idempotency-Key for the batch, permissive validation.
+fn resend_batch(target: &Target, first: &Email, bodies: Vec<Value>) -> Result<Request, SendError> {
+    let single = resend::request(target, first)?;
+    let mut request = Request {
+        url: format!("{}/emails/batch", target.base),
+        body: Body::Json(Value::from(bodies)),
+        ..single
+    };
+    request
+        .headers
+        .retain(|(name, _)| name != "Idempotency-Key");
+    Ok(request
+        .header(
+            "Idempotency-Key",
+            format!("{}/batch", resend::idempotency_key(first)),
+        )
+        .header("x-batch-validation", "permissive"))
+}
+
+/// Postmark `POST /email/batch` (an array), or `/email/batchWithTemplates`
+/// (`{Messages: [...]}`) for stored templates.
+fn postmark_batch(
+    target: &Target,
+    first: &Email,
+    bodies: impl FnOnce() -> Result<Vec<Value>, SendError>,
+) -> Result<Request, SendError> {
+    let single = postmark::request(target, first)?;
+    let (url, body) = if single.url.ends_with("/withTemplate") {
+        (
+            format!("{}/email/batchWithTemplates", target.base),
+            json!({ "Messages": bodies()? }),
+        )
+    } else {
+        (
+            format!("{}/email/batch", target.base),
+            Value::from(bodies()?),
+        )
+    };
+    Ok(Request {
+        url,
+        body: Body::Json(body),
+        ..single
+    })
+}
+
+/// SendGrid: the first email's request with one personalization per email,
+/// each with its recipient's index, template data and headers.
+fn sendgrid_batch(mut single: Request, emails: &[Email]) -> Request {
+    let personalizations: Vec<Value> = emails.iter().map(personalization).collect();
+    if let Body::Json(body) = &mut single.body {
+        if let Some(body) = body.as_object_mut() {
+            body.remove("headers");
+        }
+        body["personalizations"] = Value::from(personalizations);
+        if let Some(args) = body.get_mut("custom_args").and_then(Value::as_object_mut) {
+            args.remove(origin::RECIPIENT);
+        }
+    }
+    single
+}
+
+/// One email's SendGrid personalization.
+fn personalization(email: &Email) -> Value {
+    let mut p = json!({ "to": [wire::mailbox_object(&email.to[0])] });
+    // Each recipient's index, where its webhooks echo it.
+    if let Some(index) = email.origin.as_ref().and_then(|o| o.recipient) {
+        p["custom_args"] = json!({ origin::RECIPIENT: index.to_string() });
+    }
+    if let Some(t) = &email.stored_template {
+        p["dynamic_template_data"] = t.data.clone();
+    }
+    // Each recipient's own headers (its unsubscribe URL).
+    if !email.headers.is_empty() {
+        let headers: serde_json::Map<String, Value> = email
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), json!(value)))
+            .collect();
+        p["headers"] = Value::Object(headers);
+    }
+    p
+}
+
+/// Mailgun: the first email's request sent to every recipient, with
+/// `recipient-variables` so each gets an email of their own.
+fn mailgun_batch(mut single: Request, emails: &[Email]) -> Request {
+    if let Body::Form(fields, _) = &mut single.body {
+        // One request for every recipient: the receiver finds each one's
+        // index by its address instead.
+        let index_field = format!("v:{}", origin::RECIPIENT);
+        fields.retain(|(name, _)| name != "to" && *name != index_field);
+        let mut variables = serde_json::Map::new();
+        for e in emails {
+            let address = e.to[0].email.to_string();
+            fields.push(("to".into(), wire::mailbox_text(&e.to[0])));
+            variables.insert(address, json!({}));
+        }
+        fields.push((
+            "recipient-variables".into(),
+            Value::Object(variables).to_string(),
+        ));
+    }
+    single
 }
 
 fn json_body(request: &Request) -> Value {
