@@ -508,15 +508,7 @@ async fn record(
             evidence,
         }) => (message, recipient, evidence),
         Ok(Located::Gone) => {
-            // The message cannot be written, but its address is suppressed.
-            let home = ctx.settings.cluster_provider_namespace.as_deref();
-            let policy = mailbox.soft_bounces();
-            for (i, outcome) in report.recipients.iter().enumerate() {
-                let event = event_of(report, outcome, outcome.address.clone(), i);
-                suppress::suppress(&ctx.client, &mailbox.id, home, &event).await;
-                let soft = &ctx.bounces.soft;
-                suppress::count_soft(&ctx.client, soft, &mailbox.id, home, &policy, &event).await;
-            }
+            suppress_for_gone_message(ctx, mailbox, report).await;
             return Some(kind_of(report));
         }
         Ok(Located::Foreign) => return Some(Kind::Foreign),
@@ -527,7 +519,36 @@ async fn record(
             return None;
         }
     };
-    let recipients = recipients_of(&message, recipient);
+    let events = routed(report, &message, recipient, evidence);
+    if events.is_empty() {
+        return Some(Kind::Unmatched);
+    }
+    write(queue, mailbox, &message, report, events).await
+}
+
+/// A report whose message is gone cannot be written to it, but its
+/// addresses are suppressed (and soft bounces counted) all the same.
+async fn suppress_for_gone_message(ctx: &Context, mailbox: &Mailbox, report: &Report) {
+    let home = ctx.settings.cluster_provider_namespace.as_deref();
+    let policy = mailbox.soft_bounces();
+    for (i, outcome) in report.recipients.iter().enumerate() {
+        let event = event_of(report, outcome, outcome.address.clone(), i);
+        suppress::suppress(&ctx.client, &mailbox.id, home, &event).await;
+        let soft = &ctx.bounces.soft;
+        suppress::count_soft(&ctx.client, soft, &mailbox.id, home, &policy, &event).await;
+    }
+}
+
+/// The report's events for `message`, each for one of its recipients: a
+/// token vouches for the message (its one recipient is the one); a
+/// Message-ID alone does not, so only the message's own recipients count.
+fn routed(
+    report: &Report,
+    message: &EmailMessage,
+    recipient: Option<u32>,
+    evidence: Evidence,
+) -> Vec<Routed> {
+    let recipients = recipients_of(message, recipient);
     let mut events = Vec::new();
     for (i, outcome) in report.recipients.iter().enumerate() {
         let matched = outcome.address.as_deref().and_then(|a| {
@@ -538,10 +559,8 @@ async fn record(
         });
         let address = match (matched, evidence) {
             (Some(a), _) => Some(a),
-            // A token vouches for the message; one recipient is the one.
             (None, Evidence::Token) if recipients.len() == 1 => recipients.first().cloned(),
             (None, Evidence::Token) => outcome.address.clone(),
-            // A Message-ID alone does not: its recipients must be the message's.
             (None, Evidence::MessageId) => continue,
         };
         events.push(Routed {
@@ -549,11 +568,20 @@ async fn record(
             recipient,
         });
     }
-    if events.is_empty() {
-        return Some(Kind::Unmatched);
-    }
+    events
+}
+
+/// Writes `events` to `message` through the webhook receiver's writer and
+/// waits (bounded) for the result.
+async fn write(
+    queue: &Queue,
+    mailbox: &Mailbox,
+    message: &EmailMessage,
+    report: &Report,
+    events: Vec<Routed>,
+) -> Option<Kind> {
     let target = Target {
-        message: ObjectRef::from_obj(&*message),
+        message: ObjectRef::from_obj(message),
         uid: message.uid().unwrap_or_default(),
         provider: mailbox.id.clone(),
         soft_bounces: mailbox.soft_bounces(),
