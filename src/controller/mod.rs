@@ -131,22 +131,7 @@ pub async fn run(
         telemetry,
         shutdown.clone(),
     );
-    // The watches, the expiry of finished messages, the providers' recent
-    // counts, the ledger and the bounce mailboxes run beside the controllers
-    // and stop with them.
-    let mut drivers = drivers;
-    drivers.push(
-        ctx.expiry
-            .clone()
-            .run(client.clone(), ctx.ledger.clone())
-            .boxed(),
-    );
-    drivers.push(ctx.activity.clone().run(client.clone()).boxed());
-    let ledger = ctx.ledger.clone();
-    let ledger_client = client.clone();
-    drivers.push(async move { ledger.run(ledger_client).await }.boxed());
-    drivers.push(crate::bounces::reader::run(ctx.clone()).boxed());
-    let background = drive(drivers, shutdown.clone());
+    let background = drive(with_side_tasks(drivers, &ctx, &client), shutdown.clone());
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
@@ -160,12 +145,43 @@ pub async fn run(
         tracked("probes", observe.boxed(), &running),
         tracked("watches", background.boxed(), &running),
     ]);
-    // In-flight reconciles finish before it returns, within a bound: a part
-    // that does not stop is named, and left, so the process still ends (and
-    // records what it sent) inside the pod's grace period.
-    let grace = shutdown
-        .clone()
-        .then(|_| tokio::time::sleep(SHUTDOWN_GRACE));
+    join_within_grace(parts, shutdown, &running).await;
+    // What was sent last is recorded before the process ends.
+    ctx.ledger.flush(&client).await;
+    info!("controller stopped");
+}
+
+/// The watches' drivers and the tasks that run beside the controllers and
+/// stop with them: the expiry of finished messages, the providers' recent
+/// counts, the ledger and the bounce mailboxes.
+fn with_side_tasks(
+    mut drivers: Vec<futures::future::BoxFuture<'static, ()>>,
+    ctx: &Arc<Context>,
+    client: &Client,
+) -> Vec<futures::future::BoxFuture<'static, ()>> {
+    drivers.push(
+        ctx.expiry
+            .clone()
+            .run(client.clone(), ctx.ledger.clone())
+            .boxed(),
+    );
+    drivers.push(ctx.activity.clone().run(client.clone()).boxed());
+    let ledger = ctx.ledger.clone();
+    let ledger_client = client.clone();
+    drivers.push(async move { ledger.run(ledger_client).await }.boxed());
+    drivers.push(crate::bounces::reader::run(ctx.clone()).boxed());
+    drivers
+}
+
+/// Waits for `parts`; in-flight reconciles finish before it returns, within
+/// a bound: a part that does not stop is named, and left, so the process
+/// still ends (and records what it sent) inside the pod's grace period.
+async fn join_within_grace(
+    parts: impl Future<Output = Vec<()>>,
+    shutdown: impl Future<Output = ()>,
+    running: &std::sync::Mutex<std::collections::BTreeSet<&'static str>>,
+) {
+    let grace = shutdown.then(|_| tokio::time::sleep(SHUTDOWN_GRACE));
     tokio::select! {
         _ = parts => {},
         () = grace => {
@@ -176,7 +192,4 @@ pub async fn run(
             tracing::warn!(?still, "parts of the controller did not stop within {} s of the shutdown; left", SHUTDOWN_GRACE.as_secs());
         }
     }
-    // What was sent last is recorded before the process ends.
-    ctx.ledger.flush(&client).await;
-    info!("controller stopped");
 }
