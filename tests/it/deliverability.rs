@@ -21,6 +21,17 @@ use crate::support::{self};
 
 const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
 
+/// Reads the headers as a mail client does (an independent RFC 2369/8058
+/// parser) and asserts they offer one-click unsubscribe at `url`.
+fn assert_one_click(list_unsubscribe: &str, post: Option<&str>, url: &str) {
+    match list_unsubscribe::parse_with_post(list_unsubscribe, post) {
+        list_unsubscribe::UnsubscribeMethod::OneClick { url: found } => {
+            assert_eq!(found.as_str(), url, "{list_unsubscribe}")
+        }
+        other => panic!("not one-click: {other:?} from {list_unsubscribe:?} / {post:?}"),
+    }
+}
+
 /// The provider default: rendered with each bulk recipient's data.
 fn default_unsubscribe() -> Value {
     json!({"url": "https://lists.example.com/u?list=news&r={{recipient}}&id={{userId}}",
@@ -320,6 +331,11 @@ async fn unsubscribe_and_tracking_reach_each_service_as_it_documents_them() {
                 Some(ONE_CLICK),
                 "{label} {to}"
             );
+            assert_one_click(
+                &email.headers["List-Unsubscribe"],
+                Some(ONE_CLICK),
+                &format!("https://lists.example.com/u?list=news&r={encoded}&id={id}"),
+            );
         }
         let receipt = by("cy@example.org");
         assert_eq!(
@@ -333,6 +349,11 @@ async fn unsubscribe_and_tracking_reach_each_service_as_it_documents_them() {
                 .get("List-Unsubscribe-Post")
                 .map(String::as_str),
             Some(ONE_CLICK)
+        );
+        assert_one_click(
+            &receipt.headers["List-Unsubscribe"],
+            Some(ONE_CLICK),
+            "https://shop.example.com/stop/cy%40example.org",
         );
         // The provider's unsubscribe is for bulk mail only.
         let plain = by("di@example.org");
@@ -479,6 +500,11 @@ async fn bulk_mail_over_smtp_takes_the_providers_unsubscribe_and_warns_without_o
         assert_eq!(
             headers.get("List-Unsubscribe-Post"),
             Some(&vec![ONE_CLICK.to_string()])
+        );
+        assert_one_click(
+            &headers["List-Unsubscribe"][0],
+            Some(&headers["List-Unsubscribe-Post"][0]),
+            &format!("https://lists.mailroom.dev/weekly/u?r={who}%40example.org"),
         );
     }
 
