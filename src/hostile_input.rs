@@ -164,6 +164,39 @@ proptest! {
     }
 
     #[test]
+    fn any_unsubscribe_url_renders_to_one_https_url_or_an_error(
+        path in text(),
+        value in text(),
+        recipient in text(),
+    ) {
+        use crate::api::deliverability::Unsubscribe;
+        let templates = [
+            format!("https://example.com/u/{path}?v={{{{value}}}}&r={{{{recipient}}}}"),
+            format!("{{{{value}}}}{path}"),
+            path.clone(),
+        ];
+        for url in templates {
+            let unsubscribe = Unsubscribe { url: Some(url), mailto: Some("u@example.com".into()) };
+            let data = json!({"value": value});
+            let Ok(headers) = crate::controller::message::deliverability::headers(
+                &unsubscribe, &recipient, &data, "spec.unsubscribe.url",
+            ) else {
+                continue;
+            };
+            // One header line each, the URL https and whole: nothing a
+            // value held escaped it.
+            for (_, value) in &headers {
+                prop_assert!(!value.chars().any(char::is_control), "{value:?}");
+            }
+            let list = &headers[0].1;
+            prop_assert!(list.starts_with("<https://"), "{list}");
+            let url = &list[1..list.find('>').expect("closed")];
+            prop_assert!(!url.chars().any(|c| c.is_whitespace() || "<>,\"'".contains(c)), "{url}");
+            prop_assert!(url.len() <= crate::api::deliverability::URL_MAX_LENGTH);
+        }
+    }
+
+    #[test]
     fn any_provider_decodes_and_builds_without_panicking(objects in provider()) {
         crate::install_crypto_provider();
         // Transports are built inside the controller's runtime (lettre's

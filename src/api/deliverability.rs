@@ -24,12 +24,14 @@ pub struct Unsubscribe {
     /// the recipient's address, and the message's `data` (with a bulk
     /// recipient's own `data` laid over it) supplies the rest, e.g.
     /// `https://example.com/unsubscribe?list=news&u={{userId}}`. Every value
-    /// is percent-encoded; a variable the data lacks fails that recipient
-    /// naming this field. No spaces, quotes, `<`, `>` or `,`.
+    /// is percent-encoded (so `{{{...}}}` and `{{&...}}` are refused); a
+    /// variable the data lacks fails that recipient naming this field. No
+    /// spaces, quotes, `<`, `>` or `,`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 9, max = 900))]
     #[x_kube(validation = Rule::new("self.startsWith('https://')").message("unsubscribe.url must be an https:// URL (RFC 8058 one-click needs https)"))]
     #[x_kube(validation = Rule::new("self.matches('^[^\\\\x00-\\\\x20\\\\x7f<>,\"\\']+$')").message("unsubscribe.url may not contain spaces, control characters, quotes, <, > or ,"))]
+    #[x_kube(validation = Rule::new("!self.contains('{{{') && !self.contains('{{&')").message("unsubscribe.url may not use {{{...}}} or {{&...}}: every value is percent-encoded"))]
     pub url: Option<String>,
     /// An address that unsubscribes whoever mails it (written as
     /// `<mailto:ADDRESS?subject=unsubscribe>`), for clients without

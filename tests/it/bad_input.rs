@@ -138,6 +138,10 @@ async fn refused_at_apply_time() {
             "unsubscribe.url may not contain spaces",
         ),
         (
+            message("unsubscribe", json!({"url": "https://example.com/u?x={{{id}}}"})),
+            "every value is percent-encoded",
+        ),
+        (
             message("unsubscribe", json!({})),
             "unsubscribe needs a url, a mailto address or both",
         ),

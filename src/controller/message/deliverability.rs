@@ -110,6 +110,11 @@ pub fn headers(
 /// The URL for `recipient`: the template rendered strictly, each value
 /// percent-encoded, and the result checked to be an https URL.
 fn url(template: &str, recipient: &str, data: &Value, field: &str) -> Result<String, String> {
+    if template.contains("{{{") || template.contains("{{&") {
+        return Err(format!(
+            "{field}: {{{{{{...}}}}}} and {{{{&...}}}} would leave a value unencoded"
+        ));
+    }
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(|value| utf8_percent_encode(value, UNRESERVED).to_string());
@@ -239,5 +244,13 @@ mod tests {
         )
         .expect_err("not a URL");
         assert!(error.contains("f: the rendered URL"), "{error}");
+        // Nor can a triple-stash leave one unencoded.
+        let raw = Unsubscribe {
+            url: Some("https://example.com/u?x={{{site}}}".into()),
+            mailto: None,
+        };
+        let error =
+            headers(&raw, "a@example.org", &json!({"site": "a>b"}), "f").expect_err("unencoded");
+        assert!(error.contains("would leave a value unencoded"), "{error}");
     }
 }

@@ -16,7 +16,7 @@ mod attempt;
 pub(crate) mod backoff;
 mod bulk;
 mod clock;
-mod deliverability;
+pub(crate) mod deliverability;
 mod email;
 pub(crate) mod fits;
 mod gate;
