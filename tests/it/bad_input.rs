@@ -138,7 +138,10 @@ async fn refused_at_apply_time() {
             "unsubscribe.url may not contain spaces",
         ),
         (
-            message("unsubscribe", json!({"url": "https://example.com/u?x={{{id}}}"})),
+            message(
+                "unsubscribe",
+                json!({"url": "https://example.com/u?x={{{id}}}"}),
+            ),
             "every value is percent-encoded",
         ),
         (
