@@ -3,6 +3,8 @@
 -- Healthy once the server accepted the message (Sent, AlreadySent,
 -- Delivered, Complained); Degraded when it will not be delivered without a
 -- person (Failed, Unknown, Bounced); Progressing while it waits or is sent.
+-- A Warning condition (a bulk message sent without one-click unsubscribe)
+-- is added to the message; the message stays Healthy.
 local hs = { status = "Progressing", message = "waiting for the mailroom controller" }
 if obj.status == nil then
   return hs
@@ -54,5 +56,9 @@ elseif phase == "Failed" or phase == "Unknown" then
   hs.message = explain(sent, phase)
 else
   hs.message = explain(sent, hs.message)
+end
+local warning = condition("Warning")
+if hs.status == "Healthy" and warning ~= nil and warning.status == "True" then
+  hs.message = hs.message .. " (warning: " .. explain(warning, "Warning") .. ")"
 end
 return hs

@@ -204,6 +204,15 @@ async fn kstatus_and_the_argo_cd_checks_read_every_phase() {
     failed["providerTemplate"] = json!({"id": "welcome"});
     failed.as_object_mut().expect("spec").remove("text");
     scene.message("failed", failed).await;
+    // Sent, with a Warning: a bulk message without one-click unsubscribe.
+    scene
+        .message(
+            "warned",
+            json!({"providerRef": {"name": "mailpit"}, "subject": subject, "text": "t",
+                   "recipients": [{"to": "a@example.org"}, {"to": "b@example.org"}]}),
+        )
+        .await;
+    scene.wait_reason("warned", "Accepted").await;
     scene.wait_reason("again", "AlreadySent").await;
     scene.wait_reason("waiting", "ProviderNotFound").await;
     scene.wait_reason("scheduled", "Scheduled").await;
@@ -219,6 +228,7 @@ async fn kstatus_and_the_argo_cd_checks_read_every_phase() {
     let providers = raw::<EmailProvider>(&scene.client, &scene.ns).await;
     let expected = [
         ("EmailMessage/sent", "Current", "Healthy"),
+        ("EmailMessage/warned", "Current", "Healthy"),
         ("EmailMessage/again", "Current", "Healthy"),
         ("EmailMessage/waiting", "InProgress", "Progressing"),
         ("EmailMessage/scheduled", "InProgress", "Progressing"),
@@ -235,6 +245,7 @@ async fn kstatus_and_the_argo_cd_checks_read_every_phase() {
     ];
     let flux = kstatus(&[messages.clone(), providers.clone()].concat());
     let mut argo = BTreeMap::new();
+    let mut said = BTreeMap::new();
     for (kind, objects) in [("EmailMessage", &messages), ("EmailProvider", &providers)] {
         let check = script(kind);
         for object in objects {
@@ -242,6 +253,7 @@ async fn kstatus_and_the_argo_cd_checks_read_every_phase() {
             let (status, message) = argo_cd(&check, object);
             assert!(!message.is_empty(), "{kind}/{name}: a message");
             argo.insert(format!("{kind}/{name}"), status);
+            said.insert(format!("{kind}/{name}"), message);
         }
     }
     for (object, kstatus_says, argo_says) in expected {
@@ -257,4 +269,10 @@ async fn kstatus_and_the_argo_cd_checks_read_every_phase() {
         );
     }
     assert_eq!(flux.len(), expected.len(), "{flux:?}");
+    let warned = &said["EmailMessage/warned"];
+    assert!(
+        warned.starts_with("Accepted: ") && warned.contains("(warning: UnsubscribeMissing: "),
+        "{warned}"
+    );
+    assert!(!said["EmailMessage/sent"].contains("warning"));
 }
