@@ -21,7 +21,7 @@ pub struct Unsubscribe {
     /// The https URL a mail client POSTs `List-Unsubscribe=One-Click` to
     /// (RFC 8058): it must unsubscribe without asking anything more. A
     /// Handlebars template rendered for each recipient: `{{recipient}}` is
-    /// the recipient's address, and the message's `data` (with a bulk
+    /// the recipient's address (a single message's first recipient), and the message's `data` (with a bulk
     /// recipient's own `data` laid over it) supplies the rest, e.g.
     /// `https://example.com/unsubscribe?list=news&u={{userId}}`. Every value
     /// is percent-encoded (so `{{{...}}}` and `{{&...}}` are refused); a

@@ -43,9 +43,10 @@ pub fn apply(
         (None, Some(default)) if bulk => (default, "the provider's spec.unsubscribe.url"),
         _ => return Ok(()),
     };
-    let Some(recipient) = email.to.first().map(|m| m.email.to_string()) else {
-        return Ok(());
-    };
+    // A bulk email has one recipient; a single message's URL names its
+    // first (of to, then cc, then bcc; compose makes sure there is one).
+    let first = email.to.iter().chain(&email.cc).chain(&email.bcc).next();
+    let recipient = first.map(|m| m.email.to_string()).unwrap_or_default();
     email
         .headers
         .extend(headers(unsubscribe, &recipient, data, field)?);
@@ -210,6 +211,24 @@ mod tests {
         let list = format!("params.spec.api.provider in [{}]", takes.join(", "));
         assert_eq!(policy.matches(&list).count(), 2, "{list}");
         assert_eq!(chart.matches(&list).count(), 2, "{list}");
+    }
+
+    #[test]
+    fn a_single_message_to_bcc_only_names_its_first_recipient() {
+        let spec: EmailMessageSpec = serde_json::from_value(json!({
+            "providerRef": {"name": "p"}, "bcc": ["hidden@example.org"], "subject": "s",
+            "text": "t", "unsubscribe": {"url": "https://example.com/u/{{recipient}}"}}))
+        .expect("spec");
+        let provider: EmailProviderSpec =
+            serde_json::from_value(json!({"smtp": {"host": "smtp.example.com"}})).expect("spec");
+        let mut email =
+            crate::compose::compose(&spec, Some("from@example.com"), "k").expect("email");
+        apply(&mut email, &spec, &provider, &json!({}), false).expect("applied");
+        let list = email.headers.iter().find(|(n, _)| n == "List-Unsubscribe");
+        assert_eq!(
+            list.map(|(_, v)| v.as_str()),
+            Some("<https://example.com/u/hidden%40example.org>")
+        );
     }
 
     #[test]
