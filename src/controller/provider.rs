@@ -254,6 +254,13 @@ fn reverify_due_in(status: &EmailProviderStatus) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
+/// Attempts at a status write that another writer keeps beating.
+const WRITE_ATTEMPTS: usize = 8;
+
+/// Writes the outcome into the provider's status. When another writer
+/// (the bounce reader, the send path) was first, the object is read again
+/// and the same outcome written over it: the verification stands, and is
+/// not made again.
 async fn write_status(
     provider: &EmailProvider,
     ctx: &Context,
@@ -262,6 +269,35 @@ async fn write_status(
     hook: Option<WebhookState>,
     verified_now: bool,
 ) -> Result<Action, Error> {
+    let mut current = provider.clone();
+    let mut old = old;
+    for _ in 0..WRITE_ATTEMPTS {
+        match write_once(&current, ctx, old, &outcome, hook.as_ref(), verified_now).await {
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let fresh = provider_status::fresh(&ctx.client, &current)
+                    .await
+                    .map_err(Error::Kube)?;
+                let Some(fresh) = fresh else {
+                    return Ok(Action::await_change());
+                };
+                old = fresh.status.clone().unwrap_or_default();
+                current = fresh;
+            }
+            result => return result.map_err(Error::Kube),
+        }
+    }
+    Ok(Action::requeue(CONFLICT_RETRY))
+}
+
+/// One guarded write of the outcome over `old`, when it changes anything.
+async fn write_once(
+    provider: &EmailProvider,
+    ctx: &Context,
+    old: EmailProviderStatus,
+    outcome: &Outcome,
+    hook: Option<&WebhookState>,
+    verified_now: bool,
+) -> Result<Action, kube::Error> {
     let generation = provider.metadata.generation;
     let mut new = old.clone();
     new.transport = Some(
@@ -288,7 +324,7 @@ async fn write_status(
         &message,
         generation,
     );
-    readiness::report(&mut new.conditions, hook.as_ref(), generation);
+    readiness::report(&mut new.conditions, hook, generation);
     let has_mailbox = provider
         .spec
         .smtp
@@ -326,15 +362,7 @@ async fn write_status(
         }
         // The recent counts are another writer's: left as they are.
         new.recent = None;
-        match provider_status::patch_guarded(&ctx.client, provider, serde_json::json!(new)).await {
-            Ok(()) => {}
-            // Another writer was first (the bounce reader, the send path):
-            // looked at again from the object as it is now.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                return Ok(Action::requeue(CONFLICT_RETRY));
-            }
-            Err(e) => return Err(Error::Kube(e)),
-        }
+        provider_status::patch_guarded(&ctx.client, provider, serde_json::json!(new)).await?;
     }
     Ok(Action::requeue(outcome.retry))
 }

@@ -78,7 +78,7 @@ pub async fn edit_conditions(
 
 /// The provider as the apiserver has it now (a ClusterEmailProvider as the
 /// provider it describes).
-async fn fresh(
+pub async fn fresh(
     client: &Client,
     provider: &EmailProvider,
 ) -> Result<Option<EmailProvider>, kube::Error> {
