@@ -5,7 +5,7 @@ CARGO ?= cargo
 TOOLS_BIN := .cache/tools/bin
 KUBECTL := $(TOOLS_BIN)/kubectl
 
-.PHONY: all build tools crds check-crds lint test chaos bench bench-smoke image demo dev-up dev-down clean
+.PHONY: all build tools test-python crds check-crds lint test chaos bench bench-smoke image demo dev-up dev-down clean
 
 all: build
 
@@ -37,8 +37,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## test-python: the Python environment with the tests' independent checkers (dkimpy, PyNaCl)
+test-python:
+	hack/test-python.sh
+
 ## test: unit and integration tests on a real control plane and mailpit
-test: tools check-crds
+test: tools test-python check-crds
 	$(CARGO) test --workspace
 
 ## chaos: fault tests (SIGKILL, SMTP outage, 429 window, apiserver restart, two replicas, a stalled tenant), one at a time

@@ -1,7 +1,7 @@
-//! An independent DKIM verifier for the tests: dkimpy (Debian's
-//! `python3-dkim`, the reference Python implementation; Ed25519 through
-//! `python3-nacl`), run by the system's Python, with the provider's
-//! published TXT value given in place of a DNS lookup.
+//! An independent DKIM verifier for the tests: dkimpy (the reference Python
+//! implementation; Ed25519 through PyNaCl), run by the Python environment
+//! `hack/test-python.sh` makes under `.cache/python/` (`make test` makes it),
+//! with the provider's published TXT value given in place of a DNS lookup.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -14,19 +14,21 @@ ok = dkim.verify(message, dnsfunc=lambda name, timeout=5: record)
 print("pass" if ok else "fail")
 "#;
 
-/// The Python that Debian's packages install into.
-const PYTHON: &str = "/usr/bin/python3";
+/// The Python with dkimpy and PyNaCl that `hack/test-python.sh` makes.
+fn python() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/python/current/bin/python3")
+}
 
 /// Whether `raw` carries a DKIM signature that verifies against `txt`.
 pub fn verifies(raw: &[u8], txt: &str) -> bool {
-    let mut child = Command::new(PYTHON)
+    let mut child = Command::new(python())
         .args(["-c", VERIFY])
         .env("DKIM_TXT", txt)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("/usr/bin/python3 with python3-dkim and python3-nacl must be installed");
+        .expect("the tests' Python: run hack/test-python.sh (make test does)");
     child
         .stdin
         .take()
