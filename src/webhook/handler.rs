@@ -1,7 +1,8 @@
 //! One webhook request: find the provider's key, check the signature, read
 //! the events, match them to messages, queue the status writes and answer
 //! once they are done (200), or with why not: 401 (signature), 400
-//! (unreadable), 404 (no such provider or no webhook), 503 (not ready,
+//! (unreadable), 404 (no such provider or no webhook), 406 (Mailgun's
+//! legacy form-encoded webhooks, which are not read), 503 (not ready,
 //! queue full, write failed or slow: the service retries).
 
 use std::collections::HashMap;
@@ -67,6 +68,10 @@ async fn receive(
         metrics.observe_webhook(&scope, service, started.elapsed());
         answer
     };
+    if let Some(why) = payload::legacy_form(endpoint.service, headers) {
+        warn!(provider = %scope, "{why}");
+        return answer((StatusCode::NOT_ACCEPTABLE, why));
+    }
     let now = jiff::Timestamp::now().as_second();
     let mut verdict = signature::verify(
         &endpoint.key,

@@ -44,6 +44,25 @@ pub struct Unreadable {
     pub why: String,
 }
 
+/// Why a request in a form mailroom does not read is refused before its
+/// signature is checked: Mailgun's legacy (pre-2018) webhooks post form
+/// fields, where its current ones post JSON with `event-data`. The answer
+/// is 406, which Mailgun takes as "do not retry".
+pub fn legacy_form(service: ApiProvider, headers: &HeaderMap) -> Option<String> {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let form = content_type.starts_with("application/x-www-form-urlencoded")
+        || content_type.starts_with("multipart/form-data");
+    (service == ApiProvider::Mailgun && form).then(|| {
+        "Mailgun's legacy form-encoded webhooks are not read: \
+         set up Mailgun's current webhooks, which post JSON (event-data)"
+            .to_string()
+    })
+}
+
 /// Reads the body of a verified request from `service`.
 pub fn read(service: ApiProvider, headers: &HeaderMap, body: &[u8]) -> Result<Payload, Unreadable> {
     let unreadable = |why: String| Unreadable {
@@ -209,7 +228,10 @@ fn mailtrap(event: &Value, payload: &mut Payload) {
         "spam" => (DeliveryEventType::Complained, None),
         "soft bounce" => (DeliveryEventType::Bounced, Some(BounceKind::Soft)),
         "bounce" => (DeliveryEventType::Bounced, Some(BounceKind::Hard)),
-        "suspension" | "reject" => (DeliveryEventType::Failed, None),
+        // Mailtrap: "the message is still queued" and ends in a delivery
+        // or a reject, so a later event overtakes it.
+        "suspension" => (DeliveryEventType::Deferred, None),
+        "reject" => (DeliveryEventType::Failed, None),
         _ => {
             payload.ignored.push(name);
             return;
@@ -247,9 +269,11 @@ fn resend(value: &Value, svix_id: &str, payload: &mut Payload) -> Result<(), Str
         "email.delivered" => (DeliveryEventType::Delivered, None, None),
         "email.delivery_delayed" => (DeliveryEventType::Deferred, None, None),
         "email.bounced" => {
+            // Resend documents email.bounced as a permanent rejection; its
+            // own samples carry no type. Only an explicit Transient is soft.
             let kind = match nested("bounce", "type").as_deref() {
-                Some("Permanent") => BounceKind::Hard,
-                _ => BounceKind::Soft,
+                Some("Transient") => BounceKind::Soft,
+                _ => BounceKind::Hard,
             };
             let why = detail(&[
                 nested("bounce", "type"),
@@ -322,83 +346,114 @@ const POSTMARK_HARD_BOUNCES: &[&str] = &[
     "DMARCPolicy",
 ];
 
-/// Postmark: one record per request, told apart by `RecordType`. Only
-/// bounces carry an id of their own; the others get one from their fields.
-fn postmark(value: &Value, payload: &mut Payload) -> Result<(), String> {
-    let record = text(value, "RecordType").ok_or("no RecordType")?;
-    let message_id = text(value, "MessageID");
-    let (type_, bounce, time_key, recipient_key, why) = match record.as_str() {
-        "Delivery" => (
-            DeliveryEventType::Delivered,
-            None,
-            "DeliveredAt",
-            "Recipient",
-            detail(&[text(value, "Details")]),
-        ),
-        "Bounce" => {
-            let kind = text(value, "Type").unwrap_or_default();
+/// Postmark bounce types that report no delivery problem (a reply, a
+/// subscription request, a relay or challenge test): not recorded.
+const POSTMARK_NOT_BOUNCES: &[&str] = &[
+    "AutoResponder",
+    "Subscribe",
+    "ChallengeVerification",
+    "OpenRelayTest",
+];
+
+/// What a Postmark record says: the event type, the bounce kind, and the
+/// keys of its time and recipient; `None` for a record not recorded.
+type PostmarkEvent = (
+    DeliveryEventType,
+    Option<BounceKind>,
+    &'static str,
+    &'static str,
+    Option<String>,
+);
+
+/// A `Bounce` record: Postmark reports unsubscribe requests and spam
+/// complaints that arrive as mail under bounce types of their own.
+fn postmark_bounce(value: &Value) -> Option<PostmarkEvent> {
+    let kind = text(value, "Type").unwrap_or_default();
+    let why = detail(&[
+        Some(kind.clone()),
+        text(value, "Description"),
+        text(value, "Details"),
+    ]);
+    let (type_, bounce) = match kind.as_str() {
+        "Unsubscribe" => (DeliveryEventType::Unsubscribed, None),
+        "SpamComplaint" => (DeliveryEventType::Complained, None),
+        k if POSTMARK_NOT_BOUNCES.contains(&k) => return None,
+        k => {
             let inactive = value.get("Inactive").and_then(Value::as_bool) == Some(true);
-            let hard = inactive || POSTMARK_HARD_BOUNCES.contains(&kind.as_str());
+            let hard = inactive || POSTMARK_HARD_BOUNCES.contains(&k);
             let bounce = if hard {
                 BounceKind::Hard
             } else {
                 BounceKind::Soft
             };
-            let why = detail(&[
-                Some(kind),
-                text(value, "Description"),
-                text(value, "Details"),
-            ]);
-            (
-                DeliveryEventType::Bounced,
-                Some(bounce),
-                "BouncedAt",
-                "Email",
-                why,
-            )
+            (DeliveryEventType::Bounced, Some(bounce))
         }
-        "SpamComplaint" => (
+    };
+    Some((type_, bounce, "BouncedAt", "Email", why))
+}
+
+/// A `SubscriptionChange` record that stops sending: Postmark suppressed the
+/// address after a hard bounce, a spam complaint, or by hand (an
+/// unsubscribe). One that reactivates the address is not recorded.
+fn postmark_subscription_change(value: &Value) -> Option<PostmarkEvent> {
+    if value.get("SuppressSending").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let reason = text(value, "SuppressionReason");
+    let (type_, bounce) = match reason.as_deref() {
+        Some("HardBounce") => (DeliveryEventType::Bounced, Some(BounceKind::Hard)),
+        Some("SpamComplaint") => (DeliveryEventType::Complained, None),
+        _ => (DeliveryEventType::Unsubscribed, None),
+    };
+    Some((type_, bounce, "ChangedAt", "Recipient", detail(&[reason])))
+}
+
+/// Postmark: one record per request, told apart by `RecordType`. Only
+/// bounces carry an id of their own; the others get one from their fields.
+fn postmark(value: &Value, payload: &mut Payload) -> Result<(), String> {
+    let record = text(value, "RecordType").ok_or("no RecordType")?;
+    let message_id = text(value, "MessageID");
+    let kind = match record.as_str() {
+        "Delivery" => Some((
+            DeliveryEventType::Delivered,
+            None,
+            "DeliveredAt",
+            "Recipient",
+            detail(&[text(value, "Details")]),
+        )),
+        "Bounce" => postmark_bounce(value),
+        "SpamComplaint" => Some((
             DeliveryEventType::Complained,
             None,
             "BouncedAt",
             "Email",
             None,
-        ),
-        "Open" => (
+        )),
+        "Open" => Some((
             DeliveryEventType::Opened,
             None,
             "ReceivedAt",
             "Recipient",
             None,
-        ),
-        "Click" => (
+        )),
+        "Click" => Some((
             DeliveryEventType::Clicked,
             None,
             "ReceivedAt",
             "Recipient",
             detail(&[text(value, "OriginalLink")]),
-        ),
-        "SubscriptionChange"
-            if value.get("SuppressSending").and_then(Value::as_bool) == Some(true) =>
-        {
-            (
-                DeliveryEventType::Unsubscribed,
-                None,
-                "ChangedAt",
-                "Recipient",
-                detail(&[text(value, "SuppressionReason")]),
-            )
-        }
-        _ => {
-            payload.ignored.push(record);
-            return Ok(());
-        }
+        )),
+        "SubscriptionChange" => postmark_subscription_change(value),
+        _ => None,
+    };
+    let Some((type_, bounce, time_key, recipient_key, why)) = kind else {
+        payload.ignored.push(record);
+        return Ok(());
     };
     let recipient = text(value, recipient_key);
+    // Bounce records (spam complaints among them) have an id of their own.
     let id = match text(value, "ID") {
-        Some(id) if bounce.is_some() || type_ == DeliveryEventType::Complained => {
-            format!("{record}:{id}")
-        }
+        Some(id) if record == "Bounce" || record == "SpamComplaint" => format!("{record}:{id}"),
         _ => format!(
             "{record}:{}:{}:{}",
             message_id.as_deref().unwrap_or_default(),
@@ -516,9 +571,12 @@ fn sendgrid(event: &Value, payload: &mut Payload) {
     };
     let id = text(event, "sg_event_id")
         .unwrap_or_else(|| made_up_id(&name, event, "sg_message_id", event, "timestamp"));
+    // Events of older integrations name the message by its SMTP id only.
+    let message_id = text(event, "sg_message_id")
+        .or_else(|| text(event, "smtp-id").map(|id| id.trim_matches(['<', '>']).to_string()));
     push(
         payload,
-        text(event, "sg_message_id"),
+        message_id,
         id,
         type_,
         from_seconds(event.get("timestamp")),
@@ -696,6 +754,104 @@ mod tests {
             assert_eq!((origin.name.as_str(), origin.uid.as_str()), ("m", "u-9"));
             assert_eq!(origin.recipient, None);
         }
+    }
+
+    #[test]
+    fn resend_bounces_without_a_type_are_hard_and_transient_ones_soft() {
+        let body = |bounce: &str| {
+            format!(
+                r#"{{"type":"email.bounced","created_at":"2023-10-02T18:11:26.101Z","data":{{"email_id":"e","to":["a@b.c"],"bounce":{bounce}}}}}"#
+            )
+        };
+        let kind = |bounce: &str| {
+            one(ApiProvider::Resend, &HeaderMap::new(), &body(bounce))
+                .event
+                .bounce
+        };
+        assert_eq!(kind(r#"{"message":"hard"}"#), Some(BounceKind::Hard));
+        assert_eq!(kind(r#"{"type":"Permanent"}"#), Some(BounceKind::Hard));
+        assert_eq!(kind(r#"{"type":"Undetermined"}"#), Some(BounceKind::Hard));
+        assert_eq!(kind(r#"{"type":"Transient"}"#), Some(BounceKind::Soft));
+    }
+
+    #[test]
+    fn mailtrap_suspension_is_a_deferral() {
+        let body = r#"{"events":[{"event":"suspension","timestamp":1,"message_id":"m","email":"a@b.c","event_id":"e","reason":"other"}]}"#;
+        let r = one(ApiProvider::Mailtrap, &HeaderMap::new(), body);
+        assert_eq!(r.event.type_, DeliveryEventType::Deferred);
+        assert_eq!(r.event.detail.as_deref(), Some("other"));
+    }
+
+    #[test]
+    fn postmark_subscription_changes_and_bounce_types_that_are_not_bounces() {
+        let change = |reason: &str, suppress: bool| {
+            format!(
+                r#"{{"RecordType":"SubscriptionChange","MessageID":"m","ChangedAt":"2022-06-05T17:17:32Z","Recipient":"a@b.c","SuppressSending":{suppress},"SuppressionReason":"{reason}"}}"#
+            )
+        };
+        let typed = |body: &str| {
+            let r = one(ApiProvider::Postmark, &HeaderMap::new(), body);
+            (r.event.type_, r.event.bounce)
+        };
+        assert_eq!(
+            typed(&change("HardBounce", true)),
+            (DeliveryEventType::Bounced, Some(BounceKind::Hard))
+        );
+        assert_eq!(
+            typed(&change("SpamComplaint", true)),
+            (DeliveryEventType::Complained, None)
+        );
+        assert_eq!(
+            typed(&change("ManualSuppression", true)),
+            (DeliveryEventType::Unsubscribed, None)
+        );
+        let reactivated = read(
+            ApiProvider::Postmark,
+            &HeaderMap::new(),
+            change("", false).as_bytes(),
+        )
+        .unwrap();
+        assert!(reactivated.reported.is_empty());
+        let bounce = |kind: &str| {
+            format!(
+                r#"{{"RecordType":"Bounce","ID":5,"Type":"{kind}","MessageID":"m","Email":"a@b.c","BouncedAt":"2019-11-05T16:33:54Z"}}"#
+            )
+        };
+        assert_eq!(
+            typed(&bounce("Unsubscribe")),
+            (DeliveryEventType::Unsubscribed, None)
+        );
+        assert_eq!(
+            typed(&bounce("SoftBounce")),
+            (DeliveryEventType::Bounced, Some(BounceKind::Soft))
+        );
+        let reply = read(
+            ApiProvider::Postmark,
+            &HeaderMap::new(),
+            bounce("AutoResponder").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(reply.ignored, ["Bounce"]);
+    }
+
+    #[test]
+    fn mailgun_legacy_forms_are_told_apart_from_json() {
+        let with = |content_type: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", content_type.parse().unwrap());
+            headers
+        };
+        let form = with("application/x-www-form-urlencoded");
+        assert!(legacy_form(ApiProvider::Mailgun, &form).is_some());
+        assert!(
+            legacy_form(
+                ApiProvider::Mailgun,
+                &with("multipart/form-data; boundary=x")
+            )
+            .is_some()
+        );
+        assert!(legacy_form(ApiProvider::Mailgun, &with("application/json")).is_none());
+        assert!(legacy_form(ApiProvider::SendGrid, &form).is_none());
     }
 
     #[test]
