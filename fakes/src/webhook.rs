@@ -167,51 +167,75 @@ impl Signer {
     /// (Mailtrap, SendGrid).
     pub fn requests(&self, events: &[Event], now: i64) -> Vec<Request> {
         match self {
-            Signer::Resend { secret } => events
+            Signer::Resend { .. } => events
                 .iter()
-                .map(|e| svix(secret, &e.id, now, &resend_body(e)))
+                .map(|e| self.sign_as(&resend_body(e), &e.id, now))
                 .collect(),
-            Signer::Mailtrap { secret } => {
+            Signer::Mailtrap { .. } => {
                 let body = json!({"events": events.iter().map(mailtrap_event).collect::<Vec<_>>()});
-                let body = body.to_string().into_bytes();
-                let signature = hmac_hex(secret.as_bytes(), &body);
-                vec![Request {
-                    headers: vec![
-                        ("content-type".into(), "application/json".into()),
-                        ("mailtrap-signature".into(), signature),
-                    ],
-                    body,
-                }]
+                vec![self.sign(&body, now)]
             }
-            Signer::Mailgun { signing_key } => events
+            Signer::Mailgun { .. } => events
                 .iter()
-                .map(|e| {
-                    let timestamp = now.to_string();
-                    let token = random_hex(25);
-                    let signature =
-                        hmac_hex(signing_key.as_bytes(), format!("{timestamp}{token}").as_bytes());
-                    let body = json!({
-                        "signature": {"timestamp": timestamp, "token": token, "signature": signature},
-                        "event-data": mailgun_event(e),
-                    });
-                    Request {
-                        headers: vec![("content-type".into(), "application/json".into())],
-                        body: body.to_string().into_bytes(),
-                    }
-                })
+                .map(|e| self.sign(&json!({"event-data": mailgun_event(e)}), now))
                 .collect(),
-            Signer::SendGrid { key_pair, .. } => {
+            Signer::SendGrid { .. } => {
                 let body = json!(events.iter().map(sendgrid_event).collect::<Vec<_>>());
-                let body = format!("{body}\r\n").into_bytes();
+                vec![self.sign(&body, now)]
+            }
+            Signer::Postmark { .. } => events
+                .iter()
+                .map(|e| self.sign(&postmark_record(e), now))
+                .collect(),
+        }
+    }
+
+    /// The request the service posts for one payload of its format, signed
+    /// at unix time `now` (a Resend request gets a fresh message id).
+    pub fn sign(&self, payload: &Value, now: i64) -> Request {
+        self.sign_as(payload, &format!("msg_{}", random_hex(12)), now)
+    }
+
+    /// As [`Signer::sign`], with `id` as Resend's (Svix's) message id.
+    fn sign_as(&self, payload: &Value, id: &str, now: i64) -> Request {
+        let json_content = ("content-type".to_string(), "application/json".to_string());
+        match self {
+            Signer::Resend { secret } => svix(secret, id, now, payload),
+            Signer::Mailtrap { secret } => {
+                let body = payload.to_string().into_bytes();
+                let signature = hmac_hex(secret.as_bytes(), &body);
+                Request {
+                    headers: vec![json_content, ("mailtrap-signature".into(), signature)],
+                    body,
+                }
+            }
+            Signer::Mailgun { signing_key } => {
+                // The signature travels in the body, beside the event.
+                let timestamp = now.to_string();
+                let token = random_hex(25);
+                let signature = hmac_hex(
+                    signing_key.as_bytes(),
+                    format!("{timestamp}{token}").as_bytes(),
+                );
+                let mut body = payload.clone();
+                body["signature"] =
+                    json!({"timestamp": timestamp, "token": token, "signature": signature});
+                Request {
+                    headers: vec![json_content],
+                    body: body.to_string().into_bytes(),
+                }
+            }
+            Signer::SendGrid { key_pair, .. } => {
+                let body = format!("{payload}\r\n").into_bytes();
                 let timestamp = now.to_string();
                 let mut signed = timestamp.as_bytes().to_vec();
                 signed.extend_from_slice(&body);
                 let signature = key_pair
                     .sign(&SystemRandom::new(), &signed)
                     .expect("signing");
-                vec![Request {
+                Request {
                     headers: vec![
-                        ("content-type".into(), "application/json".into()),
+                        json_content,
                         (
                             "x-twilio-email-event-webhook-signature".into(),
                             STANDARD.encode(signature.as_ref()),
@@ -219,21 +243,21 @@ impl Signer {
                         ("x-twilio-email-event-webhook-timestamp".into(), timestamp),
                     ],
                     body,
-                }]
+                }
             }
-            Signer::Postmark { username, password } => events
-                .iter()
-                .map(|e| Request {
-                    headers: vec![
-                        ("content-type".into(), "application/json".into()),
-                        (
-                            "authorization".into(),
-                            format!("Basic {}", STANDARD.encode(format!("{username}:{password}"))),
+            Signer::Postmark { username, password } => Request {
+                headers: vec![
+                    json_content,
+                    (
+                        "authorization".into(),
+                        format!(
+                            "Basic {}",
+                            STANDARD.encode(format!("{username}:{password}"))
                         ),
-                    ],
-                    body: postmark_record(e).to_string().into_bytes(),
-                })
-                .collect(),
+                    ),
+                ],
+                body: payload.to_string().into_bytes(),
+            },
         }
     }
 }

@@ -27,17 +27,17 @@ const KEY: &str = support::fixtures::VALID_API_KEY;
 
 /// A provider `api` on a fake service with its webhook set up, a
 /// controller, and a receiver.
-struct Hooked {
-    scene: Scene,
-    fake: mailroom_fakes::Fake,
+pub(crate) struct Hooked {
+    pub(crate) scene: Scene,
+    pub(crate) fake: mailroom_fakes::Fake,
     _controller: RunningController,
     receiver: Receiver,
-    signer: Signer,
+    pub(crate) signer: Signer,
     http: reqwest::Client,
 }
 
 impl Hooked {
-    async fn new(service: Service, test: &str) -> Self {
+    pub(crate) async fn new(service: Service, test: &str) -> Self {
         let (scene, fake, controller) =
             api_scene(service, test, support::fixtures::VALID_API_KEY).await;
         let signer = webhook_provider(&scene, service, "api").await;
@@ -74,7 +74,7 @@ impl Hooked {
         Event::new(happened, id, RECIPIENT, at).echoing(echoed)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/api", self.receiver.base)
     }
 
@@ -101,7 +101,7 @@ impl Hooked {
         statuses
     }
 
-    async fn message(&self, name: &str) -> EmailMessage {
+    pub(crate) async fn message(&self, name: &str) -> EmailMessage {
         Api::<EmailMessage>::namespaced(self.scene.client.clone(), &self.scene.ns)
             .get(name)
             .await
@@ -109,9 +109,10 @@ impl Hooked {
     }
 }
 
-/// A client that may read one message and write its status, and read the
-/// providers and Secrets webhook keys come from, but may not list or watch
-/// messages (nor read anything outside the scene's namespace).
+/// A client that may read one message and write its status, create the
+/// suppressions a bounce adds, and read the providers and Secrets webhook
+/// keys come from, but may not list or watch messages (nor read anything
+/// outside the scene's namespace).
 async fn client_without_message_watch(scene: &Scene) -> kube::Client {
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let user = format!("receiver-{}", scene.ns);
@@ -123,6 +124,7 @@ async fn client_without_message_watch(scene: &Scene) -> kube::Client {
                  {"apiGroups": ["mailroom.dev"], "resources": ["emailproviders"], "verbs": ["list", "watch"]},
                  {"apiGroups": ["mailroom.dev"], "resources": ["emailmessages"], "verbs": ["get"]},
                  {"apiGroups": ["mailroom.dev"], "resources": ["emailmessages/status"], "verbs": ["get", "patch"]},
+                 {"apiGroups": ["mailroom.dev"], "resources": ["emailsuppressions"], "verbs": ["create"]},
                  {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
                  {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]}),
     )
@@ -157,7 +159,7 @@ fn delivered(m: &EmailMessage) -> (String, String, String) {
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
-fn events(m: &EmailMessage) -> Vec<(DeliveryEventType, Option<BounceKind>)> {
+pub(crate) fn events(m: &EmailMessage) -> Vec<(DeliveryEventType, Option<BounceKind>)> {
     m.status
         .as_ref()
         .map(|s| {
