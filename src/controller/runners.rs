@@ -14,7 +14,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::context::CachesReady;
 use super::shared::{self, Feed};
@@ -225,8 +225,15 @@ where
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy(kind), ctx)
         .for_each(move |result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, kind, "reconcile failed");
+            match result {
+                Ok(_) => {}
+                // A reconcile queued for an object that has left the cache
+                // since: a finished message (the cache keeps only those in
+                // flight) or a deleted object. Nothing is left to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                    debug!(%object, kind, "queued reconcile skipped: no longer in the cache");
+                }
+                Err(e) => warn!(error = %e, kind, "reconcile failed"),
             }
         })
 }

@@ -236,3 +236,43 @@ async fn sent_messages_get_no_event_by_default_while_failures_still_get_one() {
     assert!(quiet.is_empty(), "no Sent event: {quiet:?}");
     controller.stop().await;
 }
+
+#[tokio::test]
+async fn a_run_of_sends_logs_no_warning() {
+    let scene = Scene::new("quiet-log").await;
+    scene.mailpit_provider().await;
+    let flags = ["--leader-election=false", "--log-format", "json"];
+    let mut controller = ControllerProcess::spawn(&scene.ns, "quiet", &flags);
+    let subject = support::unique("quiet log");
+    for i in 0..12 {
+        scene.note(&format!("m{i}"), "mailpit", &subject).await;
+    }
+    for i in 0..12 {
+        scene.wait_phase(&format!("m{i}"), Phase::Sent).await;
+    }
+    // One more, sent after the others finished: their reconciles queued
+    // behind it have run by the time it is Sent.
+    scene.note("last", "mailpit", &subject).await;
+    scene.wait_phase("last", Phase::Sent).await;
+    assert_eq!(support::received(&subject).await.len(), 13);
+    let exit = controller.terminate();
+    assert!(exit.success(), "a clean exit on SIGTERM: {exit:?}");
+
+    let log_path = support::env()
+        .dir
+        .join("logs")
+        .join(format!("controller-{}-quiet.log", scene.ns));
+    let log = std::fs::read_to_string(&log_path).expect("the controller log");
+    let mut lines = 0;
+    for line in log.lines() {
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        lines += 1;
+        let level = value["level"].as_str().unwrap_or_default();
+        assert!(
+            level != "WARN" && level != "ERROR",
+            "a run of sends logged a {level}: {line}"
+        );
+    }
+    assert!(lines > 0, "the controller logged something");
+}
