@@ -65,6 +65,8 @@ enum Kind {
     Foreign,
     Unmatched,
     Other,
+    /// Left, and deleted once the keep time passed.
+    Expired,
 }
 
 impl Kind {
@@ -80,6 +82,7 @@ impl Kind {
             Kind::Foreign => "foreign",
             Kind::Unmatched => "unmatched",
             Kind::Other => "other",
+            Kind::Expired => "expired",
         }
     }
 
@@ -95,15 +98,17 @@ impl Kind {
             Kind::Foreign => "reports for another provider left",
             Kind::Unmatched => "reports for no known message left",
             Kind::Other => "other messages left",
+            Kind::Expired => "left messages deleted after the keep time",
         }
     }
 }
 
 /// One provider's memory between polls: the messages judged and left (by
-/// UIDL, only those still in the mailbox), and the counts so far.
+/// UIDL, only those still in the mailbox, with when they were first left),
+/// and the counts so far.
 #[derive(Default)]
 struct Memory {
-    judged: HashSet<String>,
+    judged: HashMap<String, Instant>,
     tries: HashMap<String, u32>,
     counts: BTreeMap<Kind, u64>,
 }
@@ -364,7 +369,7 @@ async fn read(
     let mut poll = Poll::default();
     for item in listed
         .iter()
-        .filter(|i| !judged.contains(&i.uid))
+        .filter(|i| !judged.contains_key(&i.uid))
         .take(MAX_PER_POLL)
     {
         match judge(ctx, queue, mailbox, &mut opened, item).await? {
@@ -385,6 +390,20 @@ async fn read(
                 poll.left.push(item.uid.clone());
             }
         }
+    }
+    // What was left long enough ago goes, so the mailbox stays bounded.
+    let keep = Duration::from_secs(u64::from(ctx.settings.bounce_mailbox_keep_hours) * 3600);
+    for item in listed
+        .iter()
+        .filter(|i| {
+            judged
+                .get(&i.uid)
+                .is_some_and(|left| left.elapsed() >= keep)
+        })
+        .take(MAX_PER_POLL)
+    {
+        opened.session.delete(item.number).await.map_err(failure)?;
+        poll.tally.push(Kind::Expired);
     }
     tracing::debug!(provider = %mailbox.id, listed = listed.len(), judged = poll.tally.len(), "bounce mailbox read");
     // The reports are recorded whatever QUIT says; one not deleted is read
@@ -414,12 +433,13 @@ struct Poll {
 impl Memory {
     /// Keeps what `poll` found; forgets messages no longer `present`.
     fn remember(&mut self, poll: Poll, present: &HashSet<&str>, metrics: &crate::metrics::Metrics) {
-        self.judged.retain(|uid| present.contains(uid.as_str()));
+        self.judged.retain(|uid, _| present.contains(uid.as_str()));
         self.tries.retain(|uid, _| present.contains(uid.as_str()));
-        for uid in &poll.left {
-            self.tries.remove(uid);
+        let now = Instant::now();
+        for uid in poll.left {
+            self.tries.remove(&uid);
+            self.judged.entry(uid).or_insert(now);
         }
-        self.judged.extend(poll.left);
         for uid in poll.tried {
             *self.tries.entry(uid).or_default() += 1;
         }
@@ -444,7 +464,7 @@ async fn judge(
     } else {
         let raw = opened
             .session
-            .retrieve(item.number)
+            .retrieve(item.number, item.size)
             .await
             .map_err(failure)?;
         match report::read(&raw) {

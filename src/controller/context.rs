@@ -238,6 +238,8 @@ pub mod defaults {
     pub const SENT_EVENTS: bool = false;
     /// `--ledger-max-entries`.
     pub const LEDGER_MAX_ENTRIES: usize = crate::ledger::DEFAULT_MAX_ENTRIES;
+    /// `--bounce-mailbox-keep-hours`: a week.
+    pub const BOUNCE_MAILBOX_KEEP_HOURS: u32 = 168;
 }
 
 /// Settings of a running controller: its command-line flags (each also an
@@ -292,6 +294,17 @@ pub struct Settings {
     /// before its window ends.
     #[arg(long, env = "MAILROOM_LEDGER_MAX_ENTRIES", default_value_t = defaults::LEDGER_MAX_ENTRIES)]
     pub ledger_max_entries: usize,
+    /// Hours a message that the bounce mailbox reader leaves in a mailbox
+    /// (not a report of its provider, an auto-reply, malformed, for no
+    /// known message) stays there before the reader deletes it, counted
+    /// from the poll that first left it (again from a new leader's first
+    /// poll). Keeps every mailbox bounded.
+    #[arg(
+        long,
+        env = "MAILROOM_BOUNCE_MAILBOX_KEEP_HOURS",
+        default_value_t = defaults::BOUNCE_MAILBOX_KEEP_HOURS
+    )]
+    pub bounce_mailbox_keep_hours: u32,
 }
 
 impl Default for Settings {
@@ -306,6 +319,7 @@ impl Default for Settings {
             cluster_provider_namespace: None,
             allowed_endpoint_hosts: Vec::new(),
             ledger_max_entries: defaults::LEDGER_MAX_ENTRIES,
+            bounce_mailbox_keep_hours: defaults::BOUNCE_MAILBOX_KEEP_HOURS,
         }
     }
 }

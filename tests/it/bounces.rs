@@ -22,13 +22,13 @@ use crate::support::fixtures::{self, Scene};
 use crate::support::mailpit::Mailpit;
 use crate::support::{self, env};
 
-const BOUNCES: &str = "bounces@mailroom.dev";
+pub(crate) const BOUNCES: &str = "bounces@mailroom.dev";
 
 /// A mailpit that takes SMTP in clear and serves its mail over POP3 with TLS.
-struct Mailbox {
+pub(crate) struct Mailbox {
     smtp_port: u16,
     pop3_port: u16,
-    mailpit: Mailpit,
+    pub(crate) mailpit: Mailpit,
 }
 
 impl Mailbox {
@@ -66,13 +66,26 @@ impl Mailbox {
     }
 
     /// Delivers `raw` to `to` with a null envelope sender, as a bounce comes.
-    async fn deliver(&self, to: &str, raw: &str) {
+    pub(crate) async fn deliver(&self, to: &str, raw: &str) {
+        self.deliver_bytes(to, raw.as_bytes()).await;
+    }
+
+    /// Delivers `raw` (its lines ended anew with CRLF) to `to` with a null
+    /// envelope sender.
+    pub(crate) async fn deliver_bytes(&self, to: &str, raw: &[u8]) {
+        let mut crlf = Vec::with_capacity(raw.len() + raw.len() / 40);
+        for (i, &b) in raw.iter().enumerate() {
+            if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+                crlf.push(b'\r');
+            }
+            crlf.push(b);
+        }
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(self.smtp_port)
             .build();
         let envelope = Envelope::new(None, vec![to.parse().expect("address")]).expect("envelope");
         transport
-            .send_raw(&envelope, raw.replace('\n', "\r\n").as_bytes())
+            .send_raw(&envelope, &crlf)
             .await
             .expect("delivering a report to the mailbox");
     }
@@ -93,7 +106,7 @@ fn smtp(mailbox: &Mailbox, pop3: u16, secret: &str) -> Value {
     })
 }
 
-async fn setup(scene: &Scene, name: &str, password: &str) -> Mailbox {
+pub(crate) async fn setup(scene: &Scene, name: &str, password: &str) -> Mailbox {
     let mailbox = Mailbox::start(&format!("{name}-{}", support::namespace_suffix()), password);
     fixtures::ca_config_map(&scene.client, &scene.ns).await;
     mailbox_secret(scene, "bounce-mailbox", password).await;
@@ -127,7 +140,7 @@ fn to(address: &str, provider: &str, subject: &str) -> Value {
 
 /// Sends message `name` to `address` and returns what mailpit received:
 /// (envelope sender, Message-ID with brackets).
-async fn sent(
+pub(crate) async fn sent(
     scene: &Scene,
     mailbox: &Mailbox,
     name: &str,
@@ -136,6 +149,17 @@ async fn sent(
 ) -> (String, String) {
     let subject = support::unique(name);
     scene.message(name, to(address, provider, &subject)).await;
+    received(scene, mailbox, name, &subject).await
+}
+
+/// Waits for message `name`, sent with `subject`, to be Sent and in
+/// mailpit; answers its (envelope sender, Message-ID with brackets).
+pub(crate) async fn received(
+    scene: &Scene,
+    mailbox: &Mailbox,
+    name: &str,
+    subject: &str,
+) -> (String, String) {
     scene.wait_phase(name, Phase::Sent).await;
     let found = mailbox
         .mailpit
@@ -171,11 +195,11 @@ async fn suppressions(scene: &Scene, count: usize) -> Vec<EmailSuppression> {
 
 /// How long a report may take to be read: a few polls of 10 s on a busy
 /// machine.
-const READ_WITHIN: Duration = Duration::from_secs(180);
+pub(crate) const READ_WITHIN: Duration = Duration::from_secs(180);
 
 /// Waits until the provider's `BouncesReady` passes `check` (reason,
 /// message); returns its message. On timeout, says what it last said.
-async fn bounces_ready(
+pub(crate) async fn bounces_ready(
     scene: &Scene,
     provider: &str,
     check: impl Fn(&str, &str) -> bool,
@@ -446,5 +470,65 @@ async fn complaints_soft_bounces_and_delays_are_recorded_and_the_rest_left_alone
     // Recorded: the complaint, two soft bounces, the delay. Left: the
     // auto-reply, another provider's bounce, the malformed report.
     assert_eq!(mailbox.mailpit.count().await, before + 3);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_mailbox_is_read_to_the_last_mail_and_left_mail_is_deleted_after_the_keep_time() {
+    let scene = Scene::new("bounces-full").await;
+    let mailbox = setup(&scene, "bounces-full", "pop3-secret-4").await;
+    // Left mail is deleted on the poll after the one that left it.
+    let mut settings = fixtures::settings(&scene.ns);
+    settings.bounce_mailbox_keep_hours = 0;
+    let controller =
+        fixtures::RunningController::start_with_settings(scene.client.clone(), settings);
+    let address = "full@example.org";
+    let (envelope, message_id) = sent(&scene, &mailbox, "last", "relay", address).await;
+    // 149 mails that are no bounce, of a few sizes, ahead of the one that is:
+    // the UIDL and LIST answers span many reads.
+    let others = 149;
+    for i in 0..others {
+        let body = "All well here. ".repeat(1 + (i % 7) * 300);
+        let raw = format!(
+            "From: someone{i}@example.org\nTo: {BOUNCES}\nSubject: note {i}\nMessage-ID: <note-{i}-{}@example.org>\n\n{body}\n",
+            scene.ns
+        );
+        mailbox.deliver(BOUNCES, &raw).await;
+    }
+    mailbox
+        .deliver(
+            &envelope,
+            &fill("postfix.eml", &envelope, address, &message_id),
+        )
+        .await;
+    assert_eq!(mailbox.mailpit.count().await, others as u64 + 2);
+
+    let bounced = wait_read(&scene, "last", Phase::Bounced).await;
+    let recipient = bounced.status.expect("status").delivery_events[0]
+        .recipient
+        .clone();
+    assert_eq!(recipient.as_deref(), Some(address));
+    // Every mail is read: the bounce recorded and deleted, the others (the
+    // sent mail among them) left once and deleted on a later poll.
+    support::eventually("the mailbox emptied", READ_WITHIN, || async {
+        (mailbox.mailpit.count().await == 0).then_some(())
+    })
+    .await;
+    // Each of the 150 other mails was left, then deleted.
+    let count = |message: &str, phrase: &str| -> u64 {
+        message
+            .split(", ")
+            .find(|part| part.ends_with(phrase))
+            .and_then(|part| part.rsplit(": ").next()?.split(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let condition = bounces_ready(&scene, "relay", |reason, message| {
+        reason == "MailboxRead"
+            && message.contains("1 hard bounces recorded")
+            && count(message, "other messages left") >= 150
+            && count(message, "left messages deleted after the keep time") >= 150
+    })
+    .await;
+    assert!(condition.starts_with(BOUNCES), "{condition}");
     controller.stop().await;
 }
