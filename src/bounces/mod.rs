@@ -1,18 +1,23 @@
 //! Delivery truth for SMTP: each message goes out with an envelope sender
 //! that names it (`token`), the leader reads the provider's bounce mailbox
 //! over POP3 (`pop3`, `reader`), reads what each message there is
-//! (`report`, `fields`), finds the message it is about (`locate`) and
+//! (`report`, `fields`, `prose` for text-only bounces) and how grave a
+//! failure is (`severity`), finds the message it is about (`locate`) and
 //! records it as the services' webhooks do; hard bounces and complaints,
 //! and soft bounces past the provider's limit (`soft`), suppress the
 //! address. The provider's `BouncesReady` condition says how reading goes;
 //! `schedule` shares the poll slots fairly between tenants.
 
+#[cfg(test)]
+mod corpus;
 pub mod fields;
 pub mod locate;
 pub mod pop3;
+pub mod prose;
 pub mod reader;
 pub mod report;
 pub mod schedule;
+pub mod severity;
 pub mod soft;
 pub mod token;
 

@@ -579,6 +579,8 @@ fn routed(
         });
         let address = match (matched, evidence) {
             (Some(a), _) => Some(a),
+            // An address in prose names a recipient only where it is one.
+            (None, _) if report.format == report::Format::Prose => continue,
             (None, Evidence::Token) if recipients.len() == 1 => recipients.first().cloned(),
             (None, Evidence::Token) => outcome.address.clone(),
             (None, Evidence::MessageId) => continue,

@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use mailparse::{MailHeaderMap, ParsedMail};
 
-use super::fields;
+use super::{fields, prose, severity};
 
 /// The largest message read (bigger ones are left and counted).
 pub const MAX_BYTES: usize = 1024 * 1024;
@@ -53,6 +53,9 @@ pub enum Format {
     FailedRecipientsHeader,
     /// RFC 5965 `message/feedback-report`.
     Arf,
+    /// Text only, recipients named in the report's words: recorded only
+    /// for recipients of the message it is tied to.
+    Prose,
 }
 
 /// What a report says about one recipient.
@@ -67,6 +70,8 @@ pub struct Outcome {
     pub status: Option<String>,
     /// The receiving server's words.
     pub diagnostic: Option<String>,
+    /// The report's own words, where they speak of this recipient alone.
+    pub context: Option<String>,
 }
 
 /// A recipient's fate.
@@ -83,20 +88,20 @@ pub enum Action {
 }
 
 impl Outcome {
-    /// Whether a failure is permanent: a 5.x.x status other than a full
-    /// mailbox (x.2.2, which most receivers lift by themselves).
+    /// Whether a failure refuses the address for good (see `severity`).
     pub fn is_hard(&self) -> bool {
-        let status = self.status.as_deref().unwrap_or("");
-        if status.starts_with('5') {
-            return !status.ends_with(".2.2");
-        }
-        if status.starts_with('4') {
+        if self
+            .address
+            .as_deref()
+            .is_some_and(severity::filtering_domain)
+        {
             return false;
         }
-        self.diagnostic
-            .as_deref()
-            .map(fields::reply_code)
-            .is_some_and(|c| c.starts_with('5'))
+        severity::is_hard(
+            self.status.as_deref().unwrap_or(""),
+            self.diagnostic.as_deref(),
+            self.context.as_deref(),
+        )
     }
 }
 
@@ -162,6 +167,14 @@ pub fn read(raw: &[u8]) -> Verdict {
             Err(why) => Verdict::Malformed(why),
         };
     }
+    let header = |name: &str| mail.headers.get_first_value(name).unwrap_or_default();
+    let text = first_text(&mail);
+    if prose::is_bounce(&header("From"), &header("Subject"), &text) {
+        return match prose_report(&mail, &text) {
+            Ok(report) => with(report),
+            Err(why) => Verdict::Malformed(why),
+        };
+    }
     if looks_like_a_bounce(&mail) {
         return Verdict::Malformed("it looks like a bounce but names no recipient".into());
     }
@@ -216,6 +229,13 @@ fn dsn(mail: &ParsedMail, part: &ParsedMail) -> Result<Report, String> {
     let arrival = fields::get(per_message, "Arrival-Date")
         .and_then(|d| mailparse::dateparse(d).ok())
         .and_then(|s| Timestamp::from_second(s).ok());
+    // The report's own words speak of its recipient where it has one.
+    let context = (per_recipient.len() == 1)
+        .then(|| first_text(mail))
+        .map(|t| {
+            let words = prose::own_words(&t);
+            words.chars().take(4096).collect::<String>()
+        });
     let mut recipients = Vec::new();
     for block in per_recipient.iter().take(MAX_RECIPIENTS) {
         let action = match fields::get(block, "Action").map(|a| a.to_ascii_lowercase()) {
@@ -245,6 +265,7 @@ fn dsn(mail: &ParsedMail, part: &ParsedMail) -> Result<Report, String> {
             action,
             status,
             diagnostic,
+            context: context.clone(),
         });
     }
     if recipients.is_empty() {
@@ -279,6 +300,7 @@ fn arf(mail: &ParsedMail, part: &ParsedMail) -> Result<Report, String> {
             action: Action::Complained,
             status: None,
             diagnostic: Some(format!("feedback report: {}", kind.to_ascii_lowercase())),
+            context: None,
         }],
         original_message_id: original_message_id(mail),
         time: arrival,
@@ -289,13 +311,7 @@ fn arf(mail: &ParsedMail, part: &ParsedMail) -> Result<Report, String> {
 /// A text bounce: the recipients in `X-Failed-Recipients`, the reply in the
 /// body (`SMTP error from remote mail server after RCPT TO:...: 550 ...`).
 fn failed_recipients(mail: &ParsedMail, header: &str) -> Result<Report, String> {
-    let text = mail
-        .subparts
-        .iter()
-        .chain(std::iter::once(mail))
-        .find(|p| p.ctype.mimetype.eq_ignore_ascii_case("text/plain"))
-        .and_then(|p| p.get_body().ok())
-        .unwrap_or_default();
+    let text = first_text(mail);
     let lower = text.to_ascii_lowercase();
     let delayed = lower.contains("has not yet been delivered") || lower.contains("delayed");
     let diagnostic = fields::reply_in_text(&text);
@@ -304,10 +320,14 @@ fn failed_recipients(mail: &ParsedMail, header: &str) -> Result<Report, String> 
         .as_deref()
         .map(|d| fields::refine_status("", Some(d)))
         .filter(|s| !s.is_empty());
-    let recipients: Vec<Outcome> = header
+    let addresses: Vec<String> = header
         .split(',')
         .filter_map(fields::address_of)
         .take(MAX_RECIPIENTS)
+        .collect();
+    let context = (addresses.len() == 1).then(|| prose::own_words(&text).to_string());
+    let recipients: Vec<Outcome> = addresses
+        .into_iter()
         .map(|address| Outcome {
             address: Some(address),
             action: if delayed {
@@ -319,6 +339,7 @@ fn failed_recipients(mail: &ParsedMail, header: &str) -> Result<Report, String> 
                 .clone()
                 .or_else(|| Some(if temporary { "4.0.0" } else { "5.0.0" }.into())),
             diagnostic: diagnostic.clone(),
+            context: context.clone(),
         })
         .collect();
     if recipients.is_empty() {
@@ -334,6 +355,96 @@ fn failed_recipients(mail: &ParsedMail, header: &str) -> Result<Report, String> 
         format: Format::FailedRecipientsHeader,
         recipients,
         original_message_id: original.or_else(|| original_message_id(mail)),
+        time: None,
+        id: None,
+    })
+}
+
+/// The first text part (depth first; the message itself when it is one),
+/// decoded; HTML is read as its text.
+fn first_text(mail: &ParsedMail) -> String {
+    fn find<'a>(mail: &'a ParsedMail<'a>, kind: &str) -> Option<&'a ParsedMail<'a>> {
+        if mail.ctype.mimetype.eq_ignore_ascii_case(kind) {
+            return Some(mail);
+        }
+        let quoted = mail
+            .ctype
+            .mimetype
+            .to_ascii_lowercase()
+            .starts_with("message/");
+        if quoted {
+            return None;
+        }
+        mail.subparts.iter().find_map(|p| find(p, kind))
+    }
+    if let Some(plain) = find(mail, "text/plain").and_then(|p| p.get_body().ok()) {
+        return plain;
+    }
+    find(mail, "text/html")
+        .and_then(|p| p.get_body().ok())
+        .map(|html| html_text(&html))
+        .unwrap_or_default()
+}
+
+/// The text of an HTML body: tags dropped, a line break for each block.
+fn html_text(html: &str) -> String {
+    let mut text = String::with_capacity(html.len() / 2);
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                text.push('\n');
+            }
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.replace("&gt;", ">")
+        .replace("&lt;", "<")
+        .replace("&nbsp;", " ")
+        .replace("&amp;", "&")
+}
+
+/// A text-only bounce: its candidates (see `prose`), each failed (or
+/// delayed, where the report says so), with the status its words give.
+fn prose_report(mail: &ParsedMail, text: &str) -> Result<Report, String> {
+    let words = prose::own_words(text);
+    let delayed = prose::is_delay(words);
+    let candidates = prose::candidates(words);
+    if candidates.is_empty() {
+        return Err("it looks like a bounce but names no recipient".into());
+    }
+    let alone = candidates.len() == 1;
+    let recipients = candidates
+        .into_iter()
+        .take(MAX_RECIPIENTS)
+        .map(|(address, diagnostic)| {
+            let found = fields::refine_status("", Some(&diagnostic));
+            // A report that gave up says so; its words decide how.
+            let status = match (found.is_empty(), delayed) {
+                (false, _) => found,
+                (true, true) => "4.0.0".to_string(),
+                (true, false) => "5.0.0".to_string(),
+            };
+            Outcome {
+                address: Some(address),
+                action: if delayed {
+                    Action::Delayed
+                } else {
+                    Action::Failed
+                },
+                status: Some(status),
+                diagnostic: (!diagnostic.is_empty()).then_some(diagnostic),
+                context: alone.then(|| words.chars().take(4096).collect()),
+            }
+        })
+        .collect();
+    Ok(Report {
+        format: Format::Prose,
+        recipients,
+        original_message_id: original_message_id(mail),
         time: None,
         id: None,
     })

@@ -11,6 +11,7 @@
 pub mod dkim;
 pub mod fixtures;
 pub mod mailpit;
+pub mod sisimai;
 pub mod stalling_smtp;
 pub mod webhooks;
 
