@@ -242,7 +242,7 @@ proptest! {
             "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n{header}\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n{body}\r\n\r\nFinal-Recipient: {header}\r\nAction: {body}\r\nStatus: {body}\r\n--b--\r\n"
         );
         let _ = crate::bounces::report::read(shaped.as_bytes());
-        let address = crate::bounces::token::BounceAddress::parse("bounces@example.com").expect("address");
+        let address = crate::delivery::token::BounceAddress::parse("bounces@example.com").expect("address");
         let _ = address.tokens_in(&body, 8);
     }
 

@@ -7,6 +7,7 @@ pub mod api;
 pub mod bounces;
 pub mod compose;
 pub mod controller;
+pub mod delivery;
 pub mod events;
 pub mod guarded;
 #[cfg(test)]

@@ -9,8 +9,8 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::report::Report;
-use super::token::{self, BounceAddress, TokenKey};
 use crate::api::{EmailMessage, ProviderId};
+use crate::delivery::token::{self, BounceAddress, TokenKey};
 use crate::ledger::{Identity, Ledger};
 
 /// The most token-shaped strings tried in one report.

@@ -1,12 +1,11 @@
-//! Delivery truth for SMTP: each message goes out with an envelope sender
-//! that names it (`token`), the leader reads the provider's bounce mailbox
-//! over POP3 (`pop3`, `reader`), reads what each message there is
-//! (`report`, `fields`, `prose` for text-only bounces) and how grave a
-//! failure is (`severity`), finds the message it is about (`locate`) and
-//! records it as the services' webhooks do; hard bounces and complaints,
-//! and soft bounces past the provider's limit (`soft`), suppress the
-//! address. The provider's `BouncesReady` condition says how reading goes;
-//! `schedule` shares the poll slots fairly between tenants.
+//! The SMTP bounce mailbox, as pure as it can be: a POP3 session (`pop3`),
+//! what a mail in the mailbox is (`report`, `fields`, and `prose` for
+//! text-only bounces), how grave a failure is (`severity`), the message a
+//! report is about (`locate`, through the envelope-sender token of
+//! `delivery::token` or the quoted Message-ID), which mailbox is read next
+//! (`schedule`, fair between tenants), and the `BouncesReady` state. The
+//! leader's polling loop that drives them is `controller::mailbox_reader`;
+//! what a report records goes through `delivery`.
 
 #[cfg(test)]
 mod corpus;
@@ -14,12 +13,9 @@ pub mod fields;
 pub mod locate;
 pub mod pop3;
 pub mod prose;
-pub mod reader;
 pub mod report;
 pub mod schedule;
 pub mod severity;
-pub mod soft;
-pub mod token;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,7 +42,7 @@ pub struct MailboxState {
 pub struct Bounces {
     states: Mutex<HashMap<ProviderId, MailboxState>>,
     /// Soft bounces by provider and address.
-    pub soft: std::sync::Arc<soft::SoftBounces>,
+    pub soft: std::sync::Arc<crate::delivery::soft::SoftBounces>,
 }
 
 impl Bounces {

@@ -192,7 +192,7 @@ async fn verp(
     provider: &crate::api::ProviderId,
     fingerprint: &mut String,
 ) -> Result<crate::transport::smtp::Verp, ResolveError> {
-    use crate::bounces::token::{BounceAddress, TokenKey};
+    use crate::delivery::token::{BounceAddress, TokenKey};
     let address = BounceAddress::parse(&mailbox.address).ok_or_else(|| {
         ResolveError::new(
             Reason::InvalidSpec,

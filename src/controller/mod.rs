@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod error;
 mod expiry;
 pub mod leader;
+mod mailbox_reader;
 pub mod message;
 mod observe;
 pub mod provider;
@@ -169,7 +170,7 @@ fn with_side_tasks(
     let ledger = ctx.ledger.clone();
     let ledger_client = client.clone();
     drivers.push(async move { ledger.run(ledger_client).await }.boxed());
-    drivers.push(crate::bounces::reader::run(ctx.clone()).boxed());
+    drivers.push(mailbox_reader::run(ctx.clone()).boxed());
     drivers
 }
 

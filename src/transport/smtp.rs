@@ -45,9 +45,9 @@ impl std::fmt::Debug for SmtpCredentials {
 #[derive(Debug, Clone)]
 pub struct Verp {
     /// The bounce address.
-    pub address: crate::bounces::token::BounceAddress,
+    pub address: crate::delivery::token::BounceAddress,
     /// The provider's token key.
-    pub key: Option<crate::bounces::token::TokenKey>,
+    pub key: Option<crate::delivery::token::TokenKey>,
 }
 
 impl Verp {
@@ -59,7 +59,7 @@ impl Verp {
             .key
             .as_ref()
             .zip(identity)
-            .and_then(|(key, id)| crate::bounces::token::make(key, &id, recipient));
+            .and_then(|(key, id)| crate::delivery::token::make(key, &id, recipient));
         match token {
             Some(token) => self.address.with_token(&token),
             None => self.address.plain(),

@@ -18,9 +18,9 @@ use tracing::{debug, warn};
 use super::Receiver;
 use super::keys::REFRESH_AFTER;
 use super::payload;
-use super::queue::{Applied, Routed, Target};
 use super::signature::{self, Refused};
 use crate::api::ProviderId;
+use crate::delivery::writer::{Applied, Routed, Target};
 
 type Answer = (StatusCode, String);
 

@@ -13,12 +13,9 @@
 mod handler;
 pub mod keys;
 pub mod payload;
-pub mod queue;
 pub mod readiness;
-pub mod record;
 pub mod server;
 pub mod signature;
-pub mod suppress;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -165,7 +162,7 @@ impl Default for Settings {
 /// What the request handlers share.
 struct Receiver {
     keys: keys::Keys,
-    queue: queue::Queue,
+    queue: crate::delivery::writer::Queue,
     settings: Settings,
     telemetry: Arc<Telemetry>,
 }
@@ -179,7 +176,7 @@ pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> 
             settings.namespace.clone(),
             settings.cluster_provider_namespace.clone(),
         ),
-        queue: queue::Queue::start(
+        queue: crate::delivery::writer::Queue::start(
             client,
             settings.workers,
             settings.queue_capacity,

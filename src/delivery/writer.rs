@@ -24,7 +24,7 @@ use crate::api::ProviderId;
 use crate::api::bounces::SoftBouncePolicy;
 use crate::api::condition::{self, DELIVERED};
 use crate::api::{DeliveryEvent, EmailMessage, EmailMessageStatus, Phase};
-use crate::bounces::soft::SoftBounces;
+use crate::delivery::soft::SoftBounces;
 
 /// How many jobs one worker takes at once.
 const DRAIN: usize = 512;

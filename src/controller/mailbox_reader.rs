@@ -6,7 +6,7 @@
 //! other tenant's). A poll
 //! logs in, reads at most [`MAX_PER_POLL`] messages it has not judged yet,
 //! records each bounce or complaint it can tie to a message of its provider
-//! (through the webhook receiver's writer, so both paths write alike),
+//! (through the delivery writer, as the webhooks do, so both write alike),
 //! deletes just those, and leaves the rest; then `BouncesReady` tells how it
 //! went, with the counts so far.
 
@@ -22,21 +22,21 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::MailboxState;
-use super::locate::{self, Evidence, Located};
-use super::pop3::{MailboxError, Session};
-use super::report::{self, Action, Outcome, Report, Verdict};
-use super::schedule::{Candidate, Schedule};
-use super::token::{BounceAddress, TokenKey};
+use super::context::Context;
 use crate::api::bounces::{BounceMailbox, SoftBouncePolicy};
 use crate::api::condition::{self, BOUNCES_READY, Reason};
 use crate::api::{
     BounceKind, ClusterEmailProvider, DeliveryEvent, DeliveryEventType, EmailMessage,
     EmailProvider, ProviderId,
 };
-use crate::controller::context::Context;
-use crate::webhook::queue::{Applied, Queue, Routed, Target};
-use crate::webhook::suppress;
+use crate::bounces::MailboxState;
+use crate::bounces::locate::{self, Evidence, Located};
+use crate::bounces::pop3::{MailboxError, Session};
+use crate::bounces::report::{self, Action, Outcome, Report, Verdict};
+use crate::bounces::schedule::{Candidate, Schedule};
+use crate::delivery::suppress;
+use crate::delivery::token::{BounceAddress, TokenKey};
+use crate::delivery::writer::{Applied, Queue, Routed, Target};
 
 /// How often due polls are looked for.
 const TICK: Duration = Duration::from_secs(2);
@@ -297,14 +297,14 @@ struct Opened {
 /// Reads the mailbox Secret (and CA bundle) and logs in.
 async fn open(ctx: &Context, mailbox: &Mailbox) -> Result<Opened, Failure> {
     let spec = &mailbox.mailbox;
-    let credentials = &crate::controller::credentials::mailbox_secret;
+    let credentials = &super::credentials::mailbox_secret;
     let secret = credentials(&ctx.client, &mailbox.namespace, spec)
         .await
         .map_err(|e| (e.reason, e.message))?;
     let ca = match &spec.pop3.ca_bundle {
         None => None,
         Some(source) => Some(
-            crate::controller::credentials::ca_bundle(
+            super::credentials::ca_bundle(
                 &ctx.client,
                 &mailbox.namespace,
                 source,
@@ -456,7 +456,7 @@ async fn judge(
     queue: &Queue,
     mailbox: &Mailbox,
     opened: &mut Opened,
-    item: &super::pop3::Listed,
+    item: &crate::bounces::pop3::Listed,
 ) -> Result<Judged, Failure> {
     let verdict = if item.size > report::MAX_BYTES {
         let why = format!("{} bytes, more than {}", item.size, report::MAX_BYTES);
@@ -593,7 +593,7 @@ fn routed(
     events
 }
 
-/// Writes `events` to `message` through the webhook receiver's writer and
+/// Writes `events` to `message` through the delivery writer and
 /// waits (bounded) for the result.
 async fn write(
     queue: &Queue,
@@ -720,7 +720,7 @@ async fn write_condition(client: &Client, provider: &EmailProvider, state: &Mail
             generation,
         );
     };
-    match crate::controller::provider_status::edit_conditions(client, provider, edit).await {
+    match super::provider_status::edit_conditions(client, provider, edit).await {
         Ok(()) => true,
         Err(e) => {
             warn!(provider = provider.name_any(), error = %e, "writing BouncesReady failed; written after the next poll");

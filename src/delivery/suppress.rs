@@ -13,7 +13,7 @@ use crate::api::bounces::SoftBouncePolicy;
 use crate::api::message::{ProviderKind, ProviderRef};
 use crate::api::suppression::{EmailSuppressionSpec, SuppressionReason, name_for};
 use crate::api::{BounceKind, DeliveryEvent, DeliveryEventType, EmailSuppression, ProviderId};
-use crate::bounces::soft::SoftBounces;
+use crate::delivery::soft::SoftBounces;
 
 /// Why `event` suppresses its recipient, if it does.
 pub fn reason_of(event: &DeliveryEvent) -> Option<SuppressionReason> {
