@@ -1,8 +1,9 @@
-//! A test that keeps the module graph one-way: every `use crate::...` and
+//! Tests that keep the module graph one-way: every `use crate::...` and
 //! `use super::...` (and every `crate::`/`super::` path in code) of each
 //! file under `src/` is resolved to the file of the module it names, and the
-//! graph of files must have no cycle. A module's use of its own ancestors
-//! (their re-exports) is not an edge.
+//! graph of files must have no cycle; nor the graph of top-level folders,
+//! whose edges must be the ones docs/architecture.md lists. A module's use
+//! of its own ancestors (their re-exports) is not an edge.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -225,5 +226,77 @@ fn no_file_imports_one_that_imports_it_back() {
     if let Some(found) = cycle(&graph) {
         let names: Vec<String> = found.iter().map(|m| m.join("::")).collect();
         panic!("a module cycle: {}", names.join(" -> "));
+    }
+}
+
+/// Test-only modules: their uses are not the crate's structure.
+const TEST_ONLY: &[&str] = &["hostile_input", "module_graph"];
+
+/// The top-level module (folder or file) of each edge's ends: `a -> b`
+/// for every file of `a` that uses a file of `b`.
+fn folder_edges(graph: &BTreeMap<Module, BTreeSet<Module>>) -> BTreeSet<(String, String)> {
+    let top = |m: &Module| m.first().cloned().unwrap_or_else(|| "main".to_string());
+    graph
+        .iter()
+        .flat_map(|(from, targets)| targets.iter().map(move |to| (top(from), top(to))))
+        .filter(|(a, b)| a != b && !TEST_ONLY.contains(&a.as_str()))
+        .collect()
+}
+
+/// The folder edges docs/architecture.md lists, one source a line
+/// (`controller -> admin, api, ...`) in the block after its marker.
+fn documented_folder_edges(doc: &str) -> BTreeSet<(String, String)> {
+    let block = doc
+        .split("<!-- folder edges -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .unwrap_or_default();
+    block
+        .lines()
+        .filter_map(|line| line.split_once("->"))
+        .flat_map(|(from, to)| {
+            to.split(',')
+                .map(|t| (from.trim().to_string(), t.trim().to_string()))
+                .filter(|(_, t)| !t.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_folders_depend_one_way_as_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let graph = edges(&modules(&root.join("src")));
+    let actual = folder_edges(&graph);
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).expect("the doc");
+    let documented = documented_folder_edges(&doc);
+    let render = |edges: &BTreeSet<(String, String)>| {
+        let mut by_source: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (a, b) in edges {
+            by_source.entry(a).or_default().push(b);
+        }
+        by_source
+            .iter()
+            .map(|(a, bs)| format!("{a} -> {}", bs.join(", ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        actual,
+        documented,
+        "docs/architecture.md lists other folder edges than the code has; the code's:\n{}",
+        render(&actual)
+    );
+    let folders: BTreeMap<Module, BTreeSet<Module>> =
+        actual.iter().fold(BTreeMap::new(), |mut graph, (a, b)| {
+            graph
+                .entry(vec![a.clone()])
+                .or_insert_with(BTreeSet::new)
+                .insert(vec![b.clone()]);
+            graph
+        });
+    if let Some(found) = cycle(&folders) {
+        let names: Vec<String> = found.iter().map(|m| m.join("::")).collect();
+        panic!("a folder cycle: {}", names.join(" -> "));
     }
 }
