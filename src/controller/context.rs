@@ -330,20 +330,10 @@ pub struct Context {
     pub client: Client,
     /// Verified transports by provider.
     pub transports: Transports,
-    /// Every EmailProvider the controller watches.
-    pub providers: Store<EmailProvider>,
-    /// Every ClusterEmailProvider (empty unless the controller serves them).
-    pub cluster_providers: Store<crate::api::ClusterEmailProvider>,
-    /// Every EmailTemplate the controller watches.
-    pub templates: Store<crate::api::EmailTemplate>,
-    /// The suppression lists (EmailSuppressions).
-    pub suppressions: super::suppressions::Lists,
-    /// Whether those caches have listed everything.
-    pub ready: CachesReady,
-    /// Sent messages whose outcome is not written yet.
-    pub unrecorded: Unrecorded,
-    /// Outcomes written that the cache may not show yet.
-    pub written: Written,
+    /// The watches' caches messages are judged against.
+    pub caches: Caches,
+    /// What only the send attempts share: slots, and outcomes in flight.
+    pub attempts: Attempts,
     /// Finished messages to delete when their time to live has passed.
     pub expiry: Arc<super::expiry::Expiry>,
     /// What each provider did over the last hour, for its status.
@@ -354,14 +344,40 @@ pub struct Context {
     pub bounces: Arc<crate::bounces::Bounces>,
     /// Token buckets of rate-limited providers.
     pub rate_limits: RateLimits,
-    /// The send slots (`max_concurrent_sends`, shared fairly).
-    pub sends: Arc<super::slots::SendSlots>,
     /// Metrics and probe state.
     pub telemetry: Arc<crate::admin::Telemetry>,
     /// Publishes Kubernetes Events.
     pub events: crate::events::Events,
     /// The controller's settings.
     pub settings: Settings,
+}
+
+/// The watches' caches: every provider, cluster provider, template and
+/// suppression list the controller serves, and whether each has listed
+/// everything.
+#[derive(Clone)]
+pub struct Caches {
+    /// Every EmailProvider the controller watches.
+    pub providers: Store<EmailProvider>,
+    /// Every ClusterEmailProvider (empty unless the controller serves them).
+    pub cluster_providers: Store<crate::api::ClusterEmailProvider>,
+    /// Every EmailTemplate the controller watches.
+    pub templates: Store<crate::api::EmailTemplate>,
+    /// The suppression lists (EmailSuppressions).
+    pub suppressions: super::suppressions::Lists,
+    /// Whether those caches have listed everything.
+    pub ready: CachesReady,
+}
+
+/// What only the send attempts use: the send slots, outcomes of sends not
+/// written yet, and outcomes written that the cache may not show yet.
+pub struct Attempts {
+    /// The send slots (`max_concurrent_sends`, shared fairly).
+    pub sends: Arc<super::slots::SendSlots>,
+    /// Sent messages whose outcome is not written yet.
+    pub unrecorded: Unrecorded,
+    /// Outcomes written that the cache may not show yet.
+    pub written: Written,
 }
 
 impl Context {
@@ -371,16 +387,24 @@ impl Context {
     /// exists but is not listed yet, and until the ledger is read, so none
     /// is sent that was sent before. `false` when a cache stopped first.
     pub async fn caches_ready(&self) -> bool {
+        self.caches.listed().await && self.ledger.loaded().await
+    }
+}
+
+impl Caches {
+    /// Waits until every cache has listed everything; `false` when one
+    /// stopped first.
+    pub async fn listed(&self) -> bool {
         let ready = &self.ready;
         ready.providers.wait().await
             && ready.templates.wait().await
             && ready.cluster_providers.wait().await
             && ready.suppressions.wait().await
-            && self.ledger.loaded().await
     }
 }
 
 /// Whether the caches messages are judged against have listed everything.
+#[derive(Clone)]
 pub struct CachesReady {
     /// The EmailProvider cache.
     pub providers: Ready,

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::context::Context;
+use super::context::{Caches, Context, Settings};
 use crate::api::bounces::{BounceMailbox, SoftBouncePolicy};
 use crate::api::condition::{self, BOUNCES_READY, Reason};
 use crate::api::{
@@ -129,19 +129,44 @@ impl Mailbox {
     }
 }
 
+/// What the reader uses of the controller: its client, the provider
+/// caches, the ledger, the mailboxes' shared state, telemetry and settings.
+pub(super) struct Handles {
+    client: Client,
+    caches: Caches,
+    ledger: Arc<crate::ledger::Ledger>,
+    bounces: Arc<crate::bounces::Bounces>,
+    telemetry: Arc<crate::admin::Telemetry>,
+    settings: Settings,
+}
+
+impl Handles {
+    /// The handles, taken from the controller's context.
+    pub(super) fn of(ctx: &Context) -> Self {
+        Self {
+            client: ctx.client.clone(),
+            caches: ctx.caches.clone(),
+            ledger: ctx.ledger.clone(),
+            bounces: ctx.bounces.clone(),
+            telemetry: ctx.telemetry.clone(),
+            settings: ctx.settings.clone(),
+        }
+    }
+}
+
 /// Runs until dropped (its polls stop with it).
-pub async fn run(ctx: Arc<Context>) {
-    if !ctx.caches_ready().await {
+pub(super) async fn run(handles: Arc<Handles>) {
+    if !(handles.caches.listed().await && handles.ledger.loaded().await) {
         return;
     }
-    let home = ctx.settings.cluster_provider_namespace.clone();
+    let home = handles.settings.cluster_provider_namespace.clone();
     let queue = Arc::new(Queue::start(
-        ctx.client.clone(),
+        handles.client.clone(),
         2,
         256,
         home,
-        ctx.bounces.soft.clone(),
-        ctx.telemetry.clone(),
+        handles.bounces.soft.clone(),
+        handles.telemetry.clone(),
     ));
     let memory: Arc<Mutex<HashMap<ProviderId, Memory>>> = Arc::default();
     let mut schedule = Schedule::default();
@@ -152,10 +177,10 @@ pub async fn run(ctx: Arc<Context>) {
         tick.tick().await;
         while polls.try_join_next().is_some() {}
         running.retain(|_, handle| !handle.is_finished());
-        let mailboxes = mailboxes(&ctx);
+        let mailboxes = mailboxes(&handles);
         let present: HashSet<ProviderId> = mailboxes.iter().map(|m| m.id.clone()).collect();
         schedule.retain(&present);
-        ctx.bounces.retain(|id| present.contains(id));
+        handles.bounces.retain(|id| present.contains(id));
         if let Ok(mut memory) = memory.lock() {
             memory.retain(|id, _| present.contains(id));
         }
@@ -171,9 +196,9 @@ pub async fn run(ctx: Arc<Context>) {
         let picked = schedule.pick(&candidates, &busy, free, Instant::now());
         for mailbox in mailboxes.into_iter().filter(|m| picked.contains(&m.id)) {
             let id = mailbox.id.clone();
-            let (ctx, queue, memory) = (ctx.clone(), queue.clone(), memory.clone());
+            let (handles, queue, memory) = (handles.clone(), queue.clone(), memory.clone());
             let handle = polls.spawn(async move {
-                poll(&ctx, &queue, &memory, mailbox).await;
+                poll(&handles, &queue, &memory, mailbox).await;
             });
             running.insert(id, handle);
         }
@@ -181,9 +206,9 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 /// Every provider the controller serves that names a bounce mailbox.
-fn mailboxes(ctx: &Context) -> Vec<Mailbox> {
+fn mailboxes(handles: &Handles) -> Vec<Mailbox> {
     let mut found = Vec::new();
-    for provider in ctx.providers.state() {
+    for provider in handles.caches.providers.state() {
         if let Some(mailbox) = provider.spec.smtp.as_ref().and_then(|s| s.bounces.clone()) {
             found.push(Mailbox {
                 id: ProviderId::from_provider(&provider),
@@ -193,8 +218,8 @@ fn mailboxes(ctx: &Context) -> Vec<Mailbox> {
             });
         }
     }
-    if let Some(home) = &ctx.settings.cluster_provider_namespace {
-        for cluster in ctx.cluster_providers.state() {
+    if let Some(home) = &handles.settings.cluster_provider_namespace {
+        for cluster in handles.caches.cluster_providers.state() {
             let provider = ClusterEmailProvider::as_provider(&cluster);
             if let Some(mailbox) = provider.spec.smtp.as_ref().and_then(|s| s.bounces.clone()) {
                 found.push(Mailbox {
@@ -211,12 +236,12 @@ fn mailboxes(ctx: &Context) -> Vec<Mailbox> {
 
 /// One poll of one mailbox, bounded in time; then `BouncesReady`.
 async fn poll(
-    ctx: &Context,
+    handles: &Handles,
     queue: &Queue,
     memory: &Mutex<HashMap<ProviderId, Memory>>,
     mailbox: Mailbox,
 ) {
-    let read = tokio::time::timeout(POLL_DEADLINE, read(ctx, queue, memory, &mailbox)).await;
+    let read = tokio::time::timeout(POLL_DEADLINE, read(handles, queue, memory, &mailbox)).await;
     let state = match read {
         Ok(Ok(())) => {
             let counts = memory
@@ -252,10 +277,10 @@ async fn poll(
     }
     // Remembered once written, so a write that failed is made again after
     // the next poll.
-    if ctx.bounces.state(&mailbox.id).as_ref() != Some(&state)
-        && write_condition(&ctx.client, &mailbox.provider, &state).await
+    if handles.bounces.state(&mailbox.id).as_ref() != Some(&state)
+        && write_condition(&handles.client, &mailbox.provider, &state).await
     {
-        ctx.bounces.set_state(&mailbox.id, state);
+        handles.bounces.set_state(&mailbox.id, state);
     }
 }
 
@@ -295,17 +320,17 @@ struct Opened {
 }
 
 /// Reads the mailbox Secret (and CA bundle) and logs in.
-async fn open(ctx: &Context, mailbox: &Mailbox) -> Result<Opened, Failure> {
+async fn open(handles: &Handles, mailbox: &Mailbox) -> Result<Opened, Failure> {
     let spec = &mailbox.mailbox;
     let credentials = &super::credentials::mailbox_secret;
-    let secret = credentials(&ctx.client, &mailbox.namespace, spec)
+    let secret = credentials(&handles.client, &mailbox.namespace, spec)
         .await
         .map_err(|e| (e.reason, e.message))?;
     let ca = match &spec.pop3.ca_bundle {
         None => None,
         Some(source) => Some(
             super::credentials::ca_bundle(
-                &ctx.client,
+                &handles.client,
                 &mailbox.namespace,
                 source,
                 "spec.smtp.bounces.pop3.caBundle",
@@ -351,12 +376,12 @@ enum Judged {
 
 /// Logs in, judges new messages, deletes those recorded, logs out.
 async fn read(
-    ctx: &Context,
+    handles: &Handles,
     queue: &Queue,
     memory: &Mutex<HashMap<ProviderId, Memory>>,
     mailbox: &Mailbox,
 ) -> Result<(), Failure> {
-    let mut opened = open(ctx, mailbox).await?;
+    let mut opened = open(handles, mailbox).await?;
     let listed = opened.session.list().await.map_err(failure)?;
     let (judged, tries) = memory
         .lock()
@@ -372,7 +397,7 @@ async fn read(
         .filter(|i| !judged.contains_key(&i.uid))
         .take(MAX_PER_POLL)
     {
-        match judge(ctx, queue, mailbox, &mut opened, item).await? {
+        match judge(handles, queue, mailbox, &mut opened, item).await? {
             Judged::Recorded(kind) => {
                 opened.session.delete(item.number).await.map_err(failure)?;
                 poll.tally.push(kind);
@@ -392,7 +417,7 @@ async fn read(
         }
     }
     // What was left long enough ago goes, so the mailbox stays bounded.
-    let keep = Duration::from_secs(u64::from(ctx.settings.bounce_mailbox_keep_hours) * 3600);
+    let keep = Duration::from_secs(u64::from(handles.settings.bounce_mailbox_keep_hours) * 3600);
     for item in listed
         .iter()
         .filter(|i| {
@@ -414,7 +439,7 @@ async fn read(
     let present: HashSet<&str> = listed.iter().map(|i| i.uid.as_str()).collect();
     if let Ok(mut memory) = memory.lock() {
         let mine = memory.entry(mailbox.id.clone()).or_default();
-        mine.remember(poll, &present, &ctx.telemetry.metrics);
+        mine.remember(poll, &present, &handles.telemetry.metrics);
     }
     Ok(())
 }
@@ -452,7 +477,7 @@ impl Memory {
 
 /// Reads one message and records it if it is a report of this provider.
 async fn judge(
-    ctx: &Context,
+    handles: &Handles,
     queue: &Queue,
     mailbox: &Mailbox,
     opened: &mut Opened,
@@ -472,7 +497,7 @@ async fn judge(
                 let text = String::from_utf8_lossy(&raw);
                 let (key, address) = (&opened.key, &opened.address);
                 return Ok(
-                    match record(ctx, queue, mailbox, key, address, &text, &r).await {
+                    match record(handles, queue, mailbox, key, address, &text, &r).await {
                         Some(kind) if is_recorded(kind) => Judged::Recorded(kind),
                         Some(kind) => Judged::Left(kind),
                         None => Judged::Again,
@@ -503,7 +528,7 @@ fn is_recorded(kind: Kind) -> bool {
 /// Ties `report` to its message and records it; the kind, or `None` when
 /// it should be judged again later (not written yet, or a write failed).
 async fn record(
-    ctx: &Context,
+    handles: &Handles,
     queue: &Queue,
     mailbox: &Mailbox,
     key: &TokenKey,
@@ -512,8 +537,8 @@ async fn record(
     report: &Report,
 ) -> Option<Kind> {
     let located = locate::locate(
-        &ctx.client,
-        &ctx.ledger,
+        &handles.client,
+        &handles.ledger,
         &mailbox.id,
         key,
         address,
@@ -528,7 +553,7 @@ async fn record(
             evidence,
         }) => (message, recipient, evidence),
         Ok(Located::Gone) => {
-            suppress_for_gone_message(ctx, mailbox, report).await;
+            suppress_for_gone_message(handles, mailbox, report).await;
             return Some(kind_of(report));
         }
         Ok(Located::Foreign) => return Some(Kind::Foreign),
@@ -548,14 +573,14 @@ async fn record(
 
 /// A report whose message is gone cannot be written to it, but its
 /// addresses are suppressed (and soft bounces counted) all the same.
-async fn suppress_for_gone_message(ctx: &Context, mailbox: &Mailbox, report: &Report) {
-    let home = ctx.settings.cluster_provider_namespace.as_deref();
+async fn suppress_for_gone_message(handles: &Handles, mailbox: &Mailbox, report: &Report) {
+    let home = handles.settings.cluster_provider_namespace.as_deref();
     let policy = mailbox.soft_bounces();
     for (i, outcome) in report.recipients.iter().enumerate() {
         let event = event_of(report, outcome, outcome.address.clone(), i);
-        suppress::suppress(&ctx.client, &mailbox.id, home, &event).await;
-        let soft = &ctx.bounces.soft;
-        suppress::count_soft(&ctx.client, soft, &mailbox.id, home, &policy, &event).await;
+        suppress::suppress(&handles.client, &mailbox.id, home, &event).await;
+        let soft = &handles.bounces.soft;
+        suppress::count_soft(&handles.client, soft, &mailbox.id, home, &policy, &event).await;
     }
 }
 

@@ -7,25 +7,25 @@
 //! are watched metadata-only (see `triggers`): no Secret or ConfigMap data
 //! ever arrives through a watch.
 
-pub mod access;
+pub(crate) mod access;
 mod activity;
-pub mod context;
-pub mod credentials;
-pub mod error;
+pub(crate) mod context;
+pub(crate) mod credentials;
+pub(crate) mod error;
 mod expiry;
 pub mod leader;
 mod mailbox_reader;
-pub mod message;
+pub(crate) mod message;
 mod observe;
-pub mod provider;
-pub mod provider_status;
+pub(crate) mod provider;
+pub(crate) mod provider_status;
 mod runners;
 mod shared;
-pub mod slots;
-pub mod suppression_index;
-pub mod suppressions;
-pub mod template;
-pub mod triggers;
+pub(crate) mod slots;
+pub(crate) mod suppression_index;
+pub(crate) mod suppressions;
+pub(crate) mod template;
+pub(crate) mod triggers;
 mod wake;
 mod watches;
 
@@ -111,7 +111,7 @@ pub async fn run(
         _ => futures::future::ready(()).boxed(),
     };
     let template_run = run_controller(
-        Controller::for_shared_stream(templates.own.applied(), ctx.templates.clone()),
+        Controller::for_shared_stream(templates.own.applied(), ctx.caches.templates.clone()),
         "EmailTemplate",
         template::reconcile,
         ctx.clone(),
@@ -123,7 +123,7 @@ pub async fn run(
         cluster_providers: clusters.wakes,
     };
     let (message_run, listed, store) = run_messages(&client, wakes, ctx.clone(), shutdown.clone());
-    let providers_listed = ctx.ready.providers.clone();
+    let providers_listed = ctx.caches.ready.providers.clone();
     let observe = observe::observe(
         providers_listed,
         listed,
@@ -170,7 +170,8 @@ fn with_side_tasks(
     let ledger = ctx.ledger.clone();
     let ledger_client = client.clone();
     drivers.push(async move { ledger.run(ledger_client).await }.boxed());
-    drivers.push(mailbox_reader::run(ctx.clone()).boxed());
+    let handles = Arc::new(mailbox_reader::Handles::of(ctx));
+    drivers.push(mailbox_reader::run(handles).boxed());
     drivers
 }
 

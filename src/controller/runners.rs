@@ -16,7 +16,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
-use super::context::CachesReady;
+use super::context::{Attempts, Caches, CachesReady};
 use super::shared::{self, Feed};
 use super::watches::Watches;
 use super::{Context, Error, Settings, api, expiry, message, provider, slots, wake};
@@ -35,22 +35,27 @@ pub(super) fn context(
     Arc::new(Context {
         client: client.clone(),
         transports: Default::default(),
-        providers: watches.providers.store.clone(),
-        cluster_providers: watches.clusters.store.clone(),
-        templates: watches.templates.store.clone(),
-        suppressions: watches.suppressions.0.clone(),
-        ready: CachesReady {
-            providers: watches.providers.ready.clone(),
-            templates: watches.templates.ready.clone(),
-            cluster_providers: if serves_cluster_providers {
-                watches.clusters.ready.clone()
-            } else {
-                shared::Ready::given()
+        caches: Caches {
+            providers: watches.providers.store.clone(),
+            cluster_providers: watches.clusters.store.clone(),
+            templates: watches.templates.store.clone(),
+            suppressions: watches.suppressions.0.clone(),
+            ready: CachesReady {
+                providers: watches.providers.ready.clone(),
+                templates: watches.templates.ready.clone(),
+                cluster_providers: if serves_cluster_providers {
+                    watches.clusters.ready.clone()
+                } else {
+                    shared::Ready::given()
+                },
+                suppressions: watches.suppressions.1.clone(),
             },
-            suppressions: watches.suppressions.1.clone(),
         },
-        unrecorded: Default::default(),
-        written: Default::default(),
+        attempts: Attempts {
+            sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),
+            unrecorded: Default::default(),
+            written: Default::default(),
+        },
         expiry: Default::default(),
         activity: Default::default(),
         ledger: Arc::new(crate::ledger::Ledger::new(
@@ -60,7 +65,6 @@ pub(super) fn context(
         bounces: Default::default(),
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
-        sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),
         events: crate::events::Events::new(client.clone()),
         settings: settings.clone(),
     })
@@ -154,8 +158,8 @@ pub(super) fn run_providers(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
-    let (by_secret, by_map) = (ctx.providers.clone(), ctx.providers.clone());
-    let controller = Controller::for_shared_stream(feed.applied(), ctx.providers.clone())
+    let (by_secret, by_map) = (ctx.caches.providers.clone(), ctx.caches.providers.clone());
+    let controller = Controller::for_shared_stream(feed.applied(), ctx.caches.providers.clone())
         .watches_shared_stream(secrets.touched(), move |s| {
             wake::providers_referencing(&by_secret, "Secret", s.namespace(), &s.name_any())
         })
@@ -180,28 +184,32 @@ pub(super) fn run_cluster_providers(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
-    let (by_secret, by_map) = (ctx.cluster_providers.clone(), ctx.cluster_providers.clone());
+    let (by_secret, by_map) = (
+        ctx.caches.cluster_providers.clone(),
+        ctx.caches.cluster_providers.clone(),
+    );
     let home = ctx
         .settings
         .cluster_provider_namespace
         .clone()
         .unwrap_or_default();
     let home_of_maps = home.clone();
-    let controller = Controller::for_shared_stream(feed.applied(), ctx.cluster_providers.clone())
-        .watches_shared_stream(secrets.touched(), move |s| {
-            let (namespace, name) = (s.namespace(), s.name_any());
-            wake::cluster_providers_referencing(&by_secret, "Secret", &home, namespace, &name)
-        })
-        .watches_shared_stream(config_maps.touched(), move |m| {
-            let (namespace, name) = (m.namespace(), m.name_any());
-            wake::cluster_providers_referencing(
-                &by_map,
-                "ConfigMap",
-                &home_of_maps,
-                namespace,
-                &name,
-            )
-        });
+    let controller =
+        Controller::for_shared_stream(feed.applied(), ctx.caches.cluster_providers.clone())
+            .watches_shared_stream(secrets.touched(), move |s| {
+                let (namespace, name) = (s.namespace(), s.name_any());
+                wake::cluster_providers_referencing(&by_secret, "Secret", &home, namespace, &name)
+            })
+            .watches_shared_stream(config_maps.touched(), move |m| {
+                let (namespace, name) = (m.namespace(), m.name_any());
+                wake::cluster_providers_referencing(
+                    &by_map,
+                    "ConfigMap",
+                    &home_of_maps,
+                    namespace,
+                    &name,
+                )
+            });
     let reconcile = provider::reconcile_cluster;
     run_controller(controller, "ClusterEmailProvider", reconcile, ctx, shutdown)
 }
@@ -277,7 +285,9 @@ fn in_flight(
             ctx.expiry.forget(message);
         }
         if !expiry::held(message) {
-            ctx.written.forget(&message.uid().unwrap_or_default());
+            ctx.attempts
+                .written
+                .forget(&message.uid().unwrap_or_default());
         }
     };
     match event {
@@ -296,7 +306,9 @@ fn in_flight(
         }
         Ok(Event::Delete(message)) => {
             ctx.expiry.forget(&message);
-            ctx.written.forget(&message.uid().unwrap_or_default());
+            ctx.attempts
+                .written
+                .forget(&message.uid().unwrap_or_default());
             Some(Ok(Event::Delete(message)))
         }
         other => Some(other),
@@ -321,10 +333,8 @@ fn slim(message: &mut EmailMessage) {
     }
 }
 
-/// How soon a failed reconcile is tried again: soon after a conflict (the
-/// newer version brings its own reconcile), a little later otherwise (the
-/// apiserver failed).
-const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+/// How soon a reconcile that failed is tried again when the apiserver failed
+/// (after a conflict: `error::CONFLICT_RETRY`).
 const API_FAILURE_RETRY: Duration = Duration::from_secs(2);
 
 /// The one error policy: count the error under `kind`, and look again.
@@ -332,7 +342,7 @@ fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) 
     move |_, error, ctx| {
         ctx.telemetry.metrics.count_reconcile_error(kind);
         if error.is_conflict() {
-            Action::requeue(CONFLICT_RETRY)
+            Action::requeue(super::error::CONFLICT_RETRY)
         } else {
             Action::requeue(API_FAILURE_RETRY)
         }

@@ -26,8 +26,6 @@ use crate::controller::provider;
 use crate::controller::slots::SendSlot;
 use crate::transport::SendError;
 
-/// How soon a message whose claim met a newer version is looked at again.
-pub const CLAIM_CONFLICT_RETRY: Duration = super::verdict::CONFLICT_RETRY;
 /// How many times a result is written before it is kept for a later reconcile.
 const RECORD_TRIES: u32 = 6;
 
@@ -49,7 +47,8 @@ pub async fn slot(
     provider: &ProviderId,
     namespace: &str,
 ) -> Result<SendSlot, Action> {
-    ctx.sends
+    ctx.attempts
+        .sends
         .take(provider, namespace)
         .await
         .ok_or_else(|| Action::requeue(slots_busy_retry()))
@@ -166,14 +165,15 @@ pub async fn finish(
     let uid = claimed.uid().unwrap_or_default();
     match record(api, claimed, outcome.clone(), attempt).await {
         Ok(Some(recorded)) => {
-            ctx.written
+            ctx.attempts
+                .written
                 .note(&uid, recorded.metadata.resource_version.as_deref());
             Ok(Some(recorded))
         }
         Ok(None) => Ok(None),
         Err(e) => {
             warn!(error = %e, "the outcome could not be recorded; it is kept and written on the next reconcile");
-            ctx.unrecorded.keep(uid, outcome.clone());
+            ctx.attempts.unrecorded.keep(uid, outcome.clone());
             Err(e)
         }
     }
@@ -191,7 +191,8 @@ pub async fn write_kept(
     match record(&api, message, outcome.clone(), attempt).await {
         Ok(_) => Ok(Action::await_change()),
         Err(e) => {
-            ctx.unrecorded
+            ctx.attempts
+                .unrecorded
                 .keep(message.uid().unwrap_or_default(), outcome);
             Err(e)
         }

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::attempt::{self, CLAIM_CONFLICT_RETRY, Retry};
+use super::attempt::{self, Retry};
 use super::clock::now;
 use super::email::{build, merged_data};
 use super::inputs::key_of;
@@ -23,6 +23,7 @@ use crate::api::origin::Origin;
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, EmailTemplate, Phase};
 use crate::compose::Email;
 use crate::controller::context::{Context, Verified};
+use crate::controller::error::CONFLICT_RETRY;
 use crate::controller::error::Error;
 use crate::controller::suppressions::{Scope, Suppressed};
 use crate::transport::{BatchOutcome, SendError};
@@ -93,7 +94,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     let mut progress = status.bulk.clone().unwrap_or_default();
     progress.total = message.spec.recipients.len() as u32;
     let suppressions = Scope::of(
-        ctx.suppressions.clone(),
+        ctx.caches.suppressions.clone(),
         &namespace,
         &message.spec.provider_ref,
         ctx.settings.cluster_provider_namespace.as_deref(),
@@ -120,7 +121,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     let warn_now = warn_without_unsubscribe(message, provider, &mut claim);
     let attempt = claim.attempts;
     let Some(claimed) = attempt::write_claim(&api, message, claim).await? else {
-        return Ok(Action::requeue(CLAIM_CONFLICT_RETRY));
+        return Ok(Action::requeue(CONFLICT_RETRY));
     };
 
     if warn_now {

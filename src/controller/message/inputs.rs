@@ -67,7 +67,8 @@ pub async fn gather(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Err
         None => None,
     };
     let template = message.spec.template_ref.as_ref().map(|template_ref| {
-        ctx.templates
+        ctx.caches
+            .templates
             .get(&ObjectRef::new(&template_ref.name).within(&namespace))
     });
     let verified = provider
@@ -82,7 +83,7 @@ pub async fn gather(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Err
         limits,
         serves_cluster_providers: ctx.settings.cluster_provider_namespace.is_some(),
         suppressions: Scope::of(
-            ctx.suppressions.clone(),
+            ctx.caches.suppressions.clone(),
             &namespace,
             &message.spec.provider_ref,
             ctx.settings.cluster_provider_namespace.as_deref(),
@@ -104,12 +105,14 @@ pub fn provider_of(
         ProviderKind::EmailProvider => {
             let namespace = message.namespace().unwrap_or_default();
             let found = ctx
+                .caches
                 .providers
                 .get(&ObjectRef::<EmailProvider>::new(name).within(&namespace));
             (found, None)
         }
         ProviderKind::ClusterEmailProvider => {
             let cluster = ctx
+                .caches
                 .cluster_providers
                 .get(&ObjectRef::<ClusterEmailProvider>::new(name));
             let provider = cluster.as_ref().map(|c| Arc::new(c.as_provider()));

@@ -34,9 +34,11 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-pub use clock::not_before;
+#[cfg(test)]
+pub(crate) use clock::not_before;
 pub(crate) use inputs::provider_of;
-pub use limits::deadline;
+#[cfg(test)]
+pub(crate) use limits::deadline;
 
 use super::context::Context;
 use super::error::Error;
@@ -58,7 +60,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     // version brings a reconcile of its own.
     let uid = message.uid().unwrap_or_default();
     let version = message.metadata.resource_version.as_deref();
-    if ctx.written.is_stale(&uid, version) {
+    if ctx.attempts.written.is_stale(&uid, version) {
         return Ok(Action::requeue(STALE_CACHE_RETRY));
     }
     if let Some(stop) = gate::settled(&message) {
@@ -66,7 +68,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     }
     // A result that was sent but could not be written yet: write it, never
     // send again.
-    if let Some(outcome) = ctx.unrecorded.take(&uid) {
+    if let Some(outcome) = ctx.attempts.unrecorded.take(&uid) {
         return attempt::write_kept(&ctx, &message, outcome).await;
     }
 

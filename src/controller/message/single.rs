@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-use super::attempt::{self, CLAIM_CONFLICT_RETRY, Retry};
+use super::attempt::{self, Retry};
 use super::clock::{now, remaining};
 use super::inputs::key_of;
 use super::limits::Limits;
@@ -18,6 +18,7 @@ use crate::api::message::{DeliveryPolicy, RETRY_ANNOTATION, ServerReply};
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
 use crate::compose::Email;
 use crate::controller::context::{Context, Verified};
+use crate::controller::error::CONFLICT_RETRY;
 use crate::controller::error::Error;
 use crate::transport::{Accepted, SendError};
 
@@ -52,7 +53,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     let base = if retry_requested {
         match verdict::clear_retry_annotation(&api, message).await {
             Ok(fresh) => fresh,
-            Err(e) if e.is_conflict() => return Ok(Action::requeue(CLAIM_CONFLICT_RETRY)),
+            Err(e) if e.is_conflict() => return Ok(Action::requeue(CONFLICT_RETRY)),
             Err(e) => return Err(e),
         }
     } else {
@@ -69,7 +70,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     let claim = claim(message, verified, email, retry_requested);
     let attempt = claim.attempts;
     let Some(claimed) = attempt::write_claim(&api, &base, claim).await? else {
-        return Ok(Action::requeue(CLAIM_CONFLICT_RETRY));
+        return Ok(Action::requeue(CONFLICT_RETRY));
     };
 
     let started = std::time::Instant::now();
@@ -78,9 +79,11 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         attempt::withdraw_on_provider_failure(ctx, &key, provider, verified, e).await;
     }
     let policy = message.spec.delivery_policy;
-    let outcome = outcome(&claimed, attempt, result, limits, policy);
+    let outcome = status_after(&claimed, attempt, result, limits, policy);
     let elapsed = started.elapsed();
-    ctx.sends.note_attempt(&key, &provider.spec, elapsed);
+    ctx.attempts
+        .sends
+        .note_attempt(&key, &provider.spec, elapsed);
 
     let Some(recorded) = attempt::finish(ctx, &api, &claimed, &outcome, attempt).await? else {
         return Ok(Action::await_change());
@@ -126,7 +129,7 @@ fn claim(
 }
 
 /// The status after an attempt.
-fn outcome(
+fn status_after(
     claimed: &EmailMessage,
     attempt: u32,
     result: Result<Accepted, SendError>,

@@ -24,8 +24,6 @@ use crate::controller::error::Error;
 /// How often a waiting message looks again on its own; what it waits for
 /// wakes it sooner.
 const WAITING_RETRY: Duration = Duration::from_secs(300);
-/// How soon a message whose write met a newer version is looked at again.
-pub const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
 /// Writes `stop` for `message`; `deadline` bounds how long a wait sleeps.
 pub async fn write(
@@ -89,7 +87,7 @@ pub async fn conclude(
             report::concluded(ctx, &written, phase, why, &text).await;
             Ok(Action::await_change())
         }
-        Err(e) if e.is_conflict() => Ok(Action::requeue(CONFLICT_RETRY)),
+        Err(e) if e.is_conflict() => Ok(Action::requeue(crate::controller::error::CONFLICT_RETRY)),
         Err(e) => Err(e),
     }
 }
@@ -130,7 +128,7 @@ async fn already_sent(
             info!(original = %entry.name, sent = %entry.sent, "already sent; not sent again");
             Ok(Action::await_change())
         }
-        Err(e) if e.is_conflict() => Ok(Action::requeue(CONFLICT_RETRY)),
+        Err(e) if e.is_conflict() => Ok(Action::requeue(crate::controller::error::CONFLICT_RETRY)),
         Err(e) => Err(e),
     }
 }
@@ -183,7 +181,7 @@ async fn wait(
     info!(reason = wait_reason.as_str(), message = %text, "waiting");
     match replace_status(api, message, status).await {
         Ok(_) => Ok(Action::requeue(retry)),
-        Err(e) if e.is_conflict() => Ok(Action::requeue(CONFLICT_RETRY)),
+        Err(e) if e.is_conflict() => Ok(Action::requeue(crate::controller::error::CONFLICT_RETRY)),
         Err(e) => Err(e),
     }
 }
@@ -200,7 +198,9 @@ async fn refuse_retry(
     match clear_retry_annotation(api, message).await {
         Ok(_) => {}
         Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => return Ok(Action::await_change()),
-        Err(e) if e.is_conflict() => return Ok(Action::requeue(CONFLICT_RETRY)),
+        Err(e) if e.is_conflict() => {
+            return Ok(Action::requeue(crate::controller::error::CONFLICT_RETRY));
+        }
         Err(e) => return Err(e),
     }
     let note = format!(
