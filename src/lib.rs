@@ -4,12 +4,12 @@
 
 pub mod admin;
 pub mod api;
-pub mod bounces;
-pub mod compose;
+pub(crate) mod bounces;
+pub(crate) mod compose;
 pub mod controller;
-pub mod delivery;
-pub mod events;
-pub mod guarded;
+pub(crate) mod delivery;
+pub(crate) mod events;
+pub(crate) mod guarded;
 #[cfg(test)]
 mod hostile_input;
 pub mod ledger;
@@ -17,8 +17,8 @@ pub mod logging;
 pub mod metrics;
 #[cfg(test)]
 mod module_graph;
-pub mod render;
-pub mod transport;
+pub(crate) mod render;
+pub(crate) mod transport;
 pub mod webhook;
 
 /// Selects ring as the process-wide TLS crypto provider. The kube client,

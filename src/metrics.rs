@@ -1,9 +1,11 @@
 //! Prometheus metrics: what was sent and failed, how long sends take, what
-//! waits and why, reconcile errors, rate-limit waits, provider readiness,
-//! leadership, and the delivery webhooks (events, refusals, unknown ids,
-//! response times). Served as Prometheus text on the admin server's `/metrics`.
-//! Every metric is written through a method of `Metrics` that builds its
-//! labels.
+//! waits and why (and the oldest wait), reconcile errors, rate-limit waits,
+//! provider readiness, leadership, the send slots and slow attempts, the
+//! ledger, the delivery webhooks (events, refusals, unknown ids, answers,
+//! response times, the writer's queue), delivery outcomes, and what the
+//! bounce mailboxes held. Served as Prometheus text on the admin server's
+//! `/metrics`. Every metric is written through a method of `Metrics` that
+//! builds its labels.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! `EmailProvider`: how to send. Names exactly one transport (SMTP today) with
+//! `EmailProvider`: how to send. Names exactly one transport (an SMTP server or one service API) with
 //! its connection settings; credentials always come from Secrets.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};

@@ -1,6 +1,10 @@
 //! Errors of a reconcile: the kube API failed. Everything else (bad input, a
 //! refused message, an unreachable server) is an outcome written to status.
 
+/// How soon an object whose write met a newer version is looked at again:
+/// soon, as the newer version brings its own reconcile.
+pub const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A reconcile that could not finish; it is retried.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

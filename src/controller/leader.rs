@@ -21,21 +21,21 @@ pub const GRACE_SECONDS: u64 = 3;
 
 /// The outcome of waiting for the lease.
 pub enum Leading {
-    /// This replica leads until `Lost` says otherwise.
-    Elected(Lost),
+    /// This replica leads while it holds the `Lease`.
+    Elected(Lease),
     /// Shutdown was asked for while standing by.
     StoppedBeforeElected,
 }
 
 /// Holds the lease while leading.
-pub struct Lost {
+pub struct Lease {
     leader: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<Result<LeaseManager, LeaseManagerError>>,
     shutdown: futures::future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
     lost: Arc<AtomicBool>,
 }
 
-impl Lost {
+impl Lease {
     /// Completes when the controller must stop: on shutdown, or when the
     /// lease is lost.
     pub fn stop(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
@@ -115,7 +115,7 @@ pub async fn lead(
         }
     }
     info!(identity, "elected: this replica sends");
-    Ok(Leading::Elected(Lost {
+    Ok(Leading::Elected(Lease {
         leader,
         task,
         shutdown,

@@ -28,8 +28,9 @@ const UNREACHABLE_RETRY: Duration = Duration::from_secs(20);
 /// How soon a provider with a configuration problem is looked at again (a
 /// change to it or its Secrets triggers a reconcile sooner).
 const MISCONFIGURED_RETRY: Duration = Duration::from_secs(300);
-/// How soon a status write that lost to another writer is made again.
-const CONFLICT_RETRY: Duration = Duration::from_secs(1);
+/// How soon a provider whose status write kept losing to other writers is
+/// looked at again.
+const CONTENDED_RETRY: Duration = Duration::from_secs(1);
 
 /// The result of one verification.
 struct Outcome {
@@ -286,7 +287,7 @@ async fn write_status(
             result => return result.map_err(Error::Kube),
         }
     }
-    Ok(Action::requeue(CONFLICT_RETRY))
+    Ok(Action::requeue(CONTENDED_RETRY))
 }
 
 /// One guarded write of the outcome over `old`, when it changes anything.

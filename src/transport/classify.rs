@@ -218,6 +218,7 @@ pub fn http(status: u16, transient: bool, not_auth: bool) -> &'static Rule {
 }
 
 /// The table as markdown rows, as docs/delivery.md carries it.
+#[cfg(test)]
 pub fn markdown() -> String {
     let mut out = String::from(
         "| observed | kind | retried | may have been delivered | meaning |\n|---|---|---|---|---|\n",

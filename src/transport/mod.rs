@@ -1,4 +1,4 @@
-//! Transports hand a composed email to a server. Every transport (SMTP today)
+//! Transports hand a composed email to a server. Every transport (SMTP, and the five services' HTTP APIs)
 //! implements [`Transport`] and maps its failures into [`SendError`], so the
 //! controller treats them all alike.
 

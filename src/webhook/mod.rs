@@ -11,11 +11,11 @@
 //! apiserver call (providers come from a watch).
 
 mod handler;
-pub mod keys;
-pub mod payload;
-pub mod readiness;
-pub mod server;
-pub mod signature;
+pub(crate) mod keys;
+pub(crate) mod payload;
+pub(crate) mod readiness;
+pub(crate) mod server;
+pub(crate) mod signature;
 
 use std::future::Future;
 use std::sync::Arc;
