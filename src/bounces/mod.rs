@@ -2,7 +2,8 @@
 //! what a mail in the mailbox is (`report`, `fields`, and `prose` for
 //! text-only bounces), how grave a failure is (`severity`), the message a
 //! report is about (`locate`, through the envelope-sender token of
-//! `delivery::token` or the quoted Message-ID), which mailbox is read next
+//! `delivery::token` or the quoted Message-ID) and whose each outcome is
+//! (`route`), which mailbox is read next
 //! (`schedule`, fair between tenants), and the `BouncesReady` state. The
 //! leader's polling loop that drives them is `controller::mailbox_reader`;
 //! what a report records goes through `delivery`.
@@ -14,6 +15,7 @@ pub mod locate;
 pub mod pop3;
 pub mod prose;
 pub mod report;
+pub mod route;
 pub mod schedule;
 pub mod severity;
 

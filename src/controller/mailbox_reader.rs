@@ -14,8 +14,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
@@ -25,14 +23,12 @@ use tracing::{info, warn};
 use super::context::{Caches, Context, Settings};
 use crate::api::bounces::{BounceMailbox, SoftBouncePolicy};
 use crate::api::condition::{self, BOUNCES_READY, Reason};
-use crate::api::{
-    BounceKind, ClusterEmailProvider, DeliveryEvent, DeliveryEventType, EmailMessage,
-    EmailProvider, ProviderId,
-};
+use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, ProviderId};
 use crate::bounces::MailboxState;
-use crate::bounces::locate::{self, Evidence, Located};
+use crate::bounces::locate::{self, Located};
 use crate::bounces::pop3::{MailboxError, Session};
-use crate::bounces::report::{self, Action, Outcome, Report, Verdict};
+use crate::bounces::report::{self, Action, Report, Verdict};
+use crate::bounces::route;
 use crate::bounces::schedule::{Candidate, Schedule};
 use crate::delivery::suppress;
 use crate::delivery::token::{BounceAddress, TokenKey};
@@ -564,7 +560,7 @@ async fn record(
             return None;
         }
     };
-    let events = routed(report, &message, recipient, evidence);
+    let events = route::routed(report, &message, recipient, evidence);
     if events.is_empty() {
         return Some(Kind::Unmatched);
     }
@@ -577,45 +573,11 @@ async fn suppress_for_gone_message(handles: &Handles, mailbox: &Mailbox, report:
     let home = handles.settings.cluster_provider_namespace.as_deref();
     let policy = mailbox.soft_bounces();
     for (i, outcome) in report.recipients.iter().enumerate() {
-        let event = event_of(report, outcome, outcome.address.clone(), i);
+        let event = route::event_of(report, outcome, outcome.address.clone(), i);
         suppress::suppress(&handles.client, &mailbox.id, home, &event).await;
         let soft = &handles.bounces.soft;
         suppress::count_soft(&handles.client, soft, &mailbox.id, home, &policy, &event).await;
     }
-}
-
-/// The report's events for `message`, each for one of its recipients: a
-/// token vouches for the message (its one recipient is the one); a
-/// Message-ID alone does not, so only the message's own recipients count.
-fn routed(
-    report: &Report,
-    message: &EmailMessage,
-    recipient: Option<u32>,
-    evidence: Evidence,
-) -> Vec<Routed> {
-    let recipients = recipients_of(message, recipient);
-    let mut events = Vec::new();
-    for (i, outcome) in report.recipients.iter().enumerate() {
-        let matched = outcome.address.as_deref().and_then(|a| {
-            recipients
-                .iter()
-                .find(|r| r.eq_ignore_ascii_case(a))
-                .cloned()
-        });
-        let address = match (matched, evidence) {
-            (Some(a), _) => Some(a),
-            // An address in prose names a recipient only where it is one.
-            (None, _) if report.format == report::Format::Prose => continue,
-            (None, Evidence::Token) if recipients.len() == 1 => recipients.first().cloned(),
-            (None, Evidence::Token) => outcome.address.clone(),
-            (None, Evidence::MessageId) => continue,
-        };
-        events.push(Routed {
-            event: event_of(report, outcome, address, i),
-            recipient,
-        });
-    }
-    events
 }
 
 /// Writes `events` to `message` through the delivery writer and
@@ -655,35 +617,6 @@ async fn write(
     }
 }
 
-/// Every address the message was sent to; one for a bulk recipient.
-fn recipients_of(message: &EmailMessage, recipient: Option<u32>) -> Vec<String> {
-    let spec = &message.spec;
-    if let Some(i) = recipient {
-        return spec
-            .recipients
-            .get(i as usize)
-            .map(|r| vec![bare(&r.to)])
-            .unwrap_or_default();
-    }
-    if !spec.recipients.is_empty() {
-        return spec.recipients.iter().map(|r| bare(&r.to)).collect();
-    }
-    spec.to
-        .iter()
-        .chain(&spec.cc)
-        .chain(&spec.bcc)
-        .map(|m| bare(m))
-        .collect()
-}
-
-/// The address of `Name <address>` or `address`, as the send parsed it.
-fn bare(mailbox: &str) -> String {
-    mailbox
-        .parse::<lettre::message::Mailbox>()
-        .map(|m| m.email.to_string())
-        .unwrap_or_else(|_| mailbox.trim().to_string())
-}
-
 /// The kind a report counts as: its gravest outcome.
 fn kind_of(report: &Report) -> Kind {
     let kinds = report.recipients.iter().map(|o| match o.action {
@@ -694,42 +627,6 @@ fn kind_of(report: &Report) -> Kind {
         Action::Complained => Kind::Complaint,
     });
     kinds.min().unwrap_or(Kind::Other)
-}
-
-/// The delivery event one outcome is.
-fn event_of(
-    report: &Report,
-    outcome: &Outcome,
-    recipient: Option<String>,
-    index: usize,
-) -> DeliveryEvent {
-    let (type_, bounce) = match outcome.action {
-        Action::Failed if outcome.is_hard() => (DeliveryEventType::Bounced, Some(BounceKind::Hard)),
-        Action::Failed => (DeliveryEventType::Bounced, Some(BounceKind::Soft)),
-        Action::Delayed => (DeliveryEventType::Deferred, None),
-        Action::Delivered => (DeliveryEventType::Delivered, None),
-        Action::Complained => (DeliveryEventType::Complained, None),
-    };
-    let seed = format!(
-        "{}\0{}\0{index}",
-        report.id.as_deref().unwrap_or(""),
-        outcome.address.as_deref().unwrap_or("")
-    );
-    let digest = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
-    let detail = match (&outcome.status, &outcome.diagnostic) {
-        (Some(s), Some(d)) if !s.is_empty() => Some(format!("{s}: {d}")),
-        (_, Some(d)) => Some(d.clone()),
-        (Some(s), None) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    };
-    DeliveryEvent {
-        id: format!("mailbox-{}", hex::encode(&digest.as_ref()[..12])),
-        type_,
-        time: Time(report.time.unwrap_or_else(Timestamp::now)),
-        recipient,
-        bounce,
-        detail: detail.map(|d| d.chars().take(1024).collect()),
-    }
 }
 
 /// Writes `BouncesReady` on the provider, guarded by its resourceVersion;
@@ -751,16 +648,5 @@ async fn write_condition(client: &Client, provider: &EmailProvider, state: &Mail
             warn!(provider = provider.name_any(), error = %e, "writing BouncesReady failed; written after the next poll");
             false
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bare_addresses_come_out_of_mailboxes() {
-        assert_eq!(bare("Bo <bo@x.org>"), "bo@x.org");
-        assert_eq!(bare(" bo@x.org "), "bo@x.org");
     }
 }
