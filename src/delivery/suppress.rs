@@ -1,5 +1,6 @@
-//! Adds an address to its provider's suppression list when the service
-//! reports a hard bounce or a complaint for it: an EmailSuppression named
+//! Adds an address to its provider's suppression list when a hard bounce or
+//! a complaint is reported for it (by a service's webhook or the bounce
+//! mailbox): an EmailSuppression named
 //! after the provider and the address, so the same event twice (or a bounce
 //! then a complaint) adds it once. The first reason stays. Soft bounces are
 //! counted, and suppress at the provider's limit.
