@@ -477,7 +477,9 @@ async fn complaints_soft_bounces_and_delays_are_recorded_and_the_rest_left_alone
 async fn a_full_mailbox_is_read_to_the_last_mail_and_left_mail_is_deleted_after_the_keep_time() {
     let scene = Scene::new("bounces-full").await;
     let mailbox = setup(&scene, "bounces-full", "pop3-secret-4").await;
-    // Left mail is deleted on the poll after the one that left it.
+    // Left mail is deleted on the poll after the one that left it. (mailpit's
+    // POP3 lists the newest 100 mails only; deleting what was read is what
+    // brings the older ones into view, as it would on a real server.)
     let mut settings = fixtures::settings(&scene.ns);
     settings.bounce_mailbox_keep_hours = 0;
     let controller =
