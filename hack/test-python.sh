@@ -24,7 +24,17 @@ if [ ! -x "$env/bin/python3" ] || ! "$env/bin/python3" -c 'import dkim, nacl' 2>
   log "making $env (${packages[*]}) ..."
   start=$SECONDS
   rm -rf "$env.tmp"
-  "$base" -m venv "$env.tmp"
+  if ! "$base" -m venv "$env.tmp" 2>/dev/null; then
+    # A Python without ensurepip (Debian's without python3-venv): make the
+    # environment without pip and bring pip in from PyPI with the base's.
+    rm -rf "$env.tmp"
+    "$base" -m venv --without-pip "$env.tmp"
+    "$base" -m pip --version >/dev/null 2>&1 ||
+      { log "$base has neither venv's pip nor pip: install python3-venv or python3-pip"; exit 1; }
+    "$base" -m pip download --quiet --disable-pip-version-check --no-deps -d "$env.tmp/wheels" pip
+    "$env.tmp/bin/python3" "$(ls "$env.tmp"/wheels/pip-*.whl)/pip" install --quiet --no-index \
+      "$(ls "$env.tmp"/wheels/pip-*.whl)"
+  fi
   "$env.tmp/bin/python3" -m pip install --quiet --disable-pip-version-check --no-input "${packages[@]}"
   "$env.tmp/bin/python3" -c 'import dkim, nacl'
   rm -rf "$env"
