@@ -16,9 +16,9 @@ const MAX_DIAGNOSTIC: usize = 600;
 /// The most of the report's own words read.
 const MAX_TEXT: usize = 64 * 1024;
 
-/// Lines where the report's own words end and the copy of the original, or
-/// its headers, begin.
-const COPY_STARTS: &[&str] = &[
+/// Phrases that open the copy of the original, where the report's own
+/// words end.
+const COPY_PHRASES: &[&str] = &[
     "below this line is a copy",
     "below is a copy",
     "copy of the original message",
@@ -26,10 +26,10 @@ const COPY_STARTS: &[&str] = &[
     "original message follows",
     "----- original message",
     "--- original message",
-    "------ this is a copy",
-    "return-path:",
-    "received:",
 ];
+
+/// Header names whose line starts the copy's headers.
+const COPY_HEADERS: &[&str] = &["return-path:", "received:"];
 
 /// Words in a subject that bounces use.
 const SUBJECT_WORDS: &[&str] = &[
@@ -99,9 +99,8 @@ pub fn own_words(text: &str) -> &str {
     let mut at = 0;
     for line in text.split_inclusive('\n') {
         let lower = line.trim().to_ascii_lowercase();
-        if COPY_STARTS
-            .iter()
-            .any(|s| lower.starts_with(s) || lower.contains(s) && s.len() > 12)
+        if COPY_PHRASES.iter().any(|p| lower.contains(p))
+            || COPY_HEADERS.iter().any(|h| lower.starts_with(h))
         {
             return &text[..at];
         }
@@ -163,6 +162,8 @@ pub fn candidates(words: &str) -> Vec<(String, String)> {
             .find(|(other, _, _)| other != address)
             .map_or(words.len(), |(_, start, _)| *start);
         let after = words.get(*end..next.max(*end)).unwrap_or_default();
+        // Enough of the words for the diagnostic, before joining them.
+        let after = &after[..floor(after, MAX_DIAGNOSTIC * 4)];
         let diagnostic: String = after
             .split_whitespace()
             .collect::<Vec<_>>()

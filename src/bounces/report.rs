@@ -175,9 +175,6 @@ pub fn read(raw: &[u8]) -> Verdict {
             Err(why) => Verdict::Malformed(why),
         };
     }
-    if looks_like_a_bounce(&mail) {
-        return Verdict::Malformed("it looks like a bounce but names no recipient".into());
-    }
     if is_auto_reply(&mail) {
         return Verdict::AutoReply;
     }
@@ -475,29 +472,6 @@ fn is_auto_reply(mail: &ParsedMail) -> bool {
     ]
     .iter()
     .any(|p| subject.starts_with(p))
-}
-
-/// A sender or subject that bounces use, for reports too broken to read.
-fn looks_like_a_bounce(mail: &ParsedMail) -> bool {
-    let header = |name: &str| {
-        mail.headers
-            .get_first_value(name)
-            .map(|v| v.to_ascii_lowercase())
-            .unwrap_or_default()
-    };
-    let from = header("From");
-    let subject = header("Subject");
-    (from.contains("mailer-daemon") || from.contains("postmaster"))
-        && [
-            "undeliver",
-            "delivery status",
-            "failure notice",
-            "returned mail",
-            "delivery failed",
-            "mail delivery",
-        ]
-        .iter()
-        .any(|s| subject.contains(s))
 }
 
 #[cfg(test)]
