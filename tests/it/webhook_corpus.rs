@@ -196,10 +196,12 @@ fn point_at(
         }
         Service::SendGrid => {
             for event in payload.as_array_mut().expect("an array of events") {
-                if !replace(event, "smtp-id", json!(format!("<{id}>"))) {
+                // Older integrations' events name the message by smtp-id only.
+                if !replace(event, "smtp-id", json!(format!("<{id}>")))
+                    || event.get("sg_message_id").is_some()
+                {
                     event["sg_message_id"] = json!(id);
                 }
-                replace(event, "sg_message_id", json!(id));
                 named |= replace(event, "email", json!(recipient));
                 for (key, value) in echo {
                     event[key] = json!(value);
