@@ -151,6 +151,10 @@ pub struct Metrics {
     mailbox_messages: Family<MailboxLabels, Counter>,
     /// Age of the oldest message waiting (Pending, not Scheduled).
     waiting_oldest: Family<SlotLabels, Gauge>,
+    /// 1 while a provider's circuit breaker is open, else 0.
+    breaker_open: Family<SlotLabels, Gauge>,
+    /// Messages moved on from a provider of their route, by that provider.
+    failovers: Family<SlotLabels, Counter>,
     /// The most send slots one provider may hold.
     slots_per_provider: Gauge,
     /// Entries in the ledger of what was sent.
@@ -222,6 +226,18 @@ impl Default for Metrics {
             mailbox_messages.clone(),
         );
         let waiting_oldest = Family::default();
+        let breaker_open = Family::default();
+        registry.register(
+            "provider_breaker_open",
+            "1 while the provider's circuit breaker is open (EmailRoutes pass it over), else 0",
+            breaker_open.clone(),
+        );
+        let failovers = Family::default();
+        registry.register(
+            "failovers",
+            "Messages moved on from a provider of their EmailRoute after an attempt through it certainly did not deliver, by that provider",
+            failovers.clone(),
+        );
         let slots_per_provider = Gauge::default();
         let ledger_entries = Gauge::default();
         let ledger_writes = Gauge::default();
@@ -353,6 +369,8 @@ impl Default for Metrics {
             webhook_answers,
             mailbox_messages,
             waiting_oldest,
+            breaker_open,
+            failovers,
             slots_per_provider,
             ledger_entries,
             ledger_writes,
@@ -458,6 +476,18 @@ impl Metrics {
         self.provider_ready
             .get_or_create(&provider_labels(namespace, provider, transport))
             .set(i64::from(ready));
+    }
+
+    /// Whether `provider`'s circuit breaker is open now.
+    pub fn set_breaker_open(&self, provider: &ProviderId, open: bool) {
+        self.breaker_open
+            .get_or_create(&slot_labels(provider))
+            .set(i64::from(open));
+    }
+
+    /// A message moved on from `provider` to the next of its route.
+    pub fn count_failover(&self, provider: &ProviderId) {
+        self.failovers.get_or_create(&slot_labels(provider)).inc();
     }
 
     /// Whether this replica leads now.

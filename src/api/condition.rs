@@ -17,6 +17,10 @@ pub const BOUNCES_READY: &str = "BouncesReady";
 /// `Warning` on an EmailMessage: it is sent, but something about it harms
 /// delivery (a bulk message without one-click unsubscribe).
 pub const WARNING: &str = "Warning";
+/// `Degraded` on a provider: True while its circuit breaker is open (too
+/// many sends in a row failed for the provider's own reasons); routes pass
+/// it over until the cool-down ends.
+pub const DEGRADED: &str = "Degraded";
 
 /// The reasons mailroom puts on conditions and in `lastError.reason`. Each
 /// is written to status as its name (`TlsFailed` as "TLSFailed"), so status
@@ -113,11 +117,22 @@ pub enum Reason {
     /// A bulk message goes out without one-click unsubscribe (neither it
     /// nor its provider sets `unsubscribe`).
     UnsubscribeMissing,
+    /// A message's attempt through one provider of its route certainly did
+    /// not deliver: it goes on through the next.
+    FailedOver,
+    /// No provider of a message's route can take it now.
+    NoProviderAvailable,
+    /// The EmailRoute the message names does not exist.
+    RouteNotFound,
+    /// A provider's circuit breaker opened after consecutive failures.
+    BreakerOpen,
+    /// A provider's circuit breaker is closed: sends go through.
+    BreakerClosed,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 41] = [
+    pub const ALL: [Reason; 46] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -159,6 +174,11 @@ impl Reason {
         Reason::Suppressed,
         Reason::MailboxRead,
         Reason::UnsubscribeMissing,
+        Reason::FailedOver,
+        Reason::NoProviderAvailable,
+        Reason::RouteNotFound,
+        Reason::BreakerOpen,
+        Reason::BreakerClosed,
     ];
 
     /// The reason as written to status.
@@ -205,6 +225,11 @@ impl Reason {
             Reason::Suppressed => "Suppressed",
             Reason::MailboxRead => "MailboxRead",
             Reason::UnsubscribeMissing => "UnsubscribeMissing",
+            Reason::FailedOver => "FailedOver",
+            Reason::NoProviderAvailable => "NoProviderAvailable",
+            Reason::RouteNotFound => "RouteNotFound",
+            Reason::BreakerOpen => "BreakerOpen",
+            Reason::BreakerClosed => "BreakerClosed",
         }
     }
 

@@ -129,7 +129,9 @@ impl EmailMessageSpec {
 #[x_kube(validation = Rule::new("!has(self.data) || has(self.templateRef) || has(self.providerTemplate) || has(self.unsubscribe) || (has(self.recipients) && size(self.recipients) > 0)").message("data is only used with a templateRef, a providerTemplate, an unsubscribe URL or recipients (for the provider's unsubscribe URL)"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailMessageSpec {
-    /// The EmailProvider, in the same namespace, that sends this message.
+    /// What sends this message: an EmailProvider in the same namespace
+    /// (the default kind), a ClusterEmailProvider, or an EmailRoute in the
+    /// same namespace (providers in order, with failover).
     pub provider_ref: ProviderRef,
 
     /// The sender, as `address` or `Display Name <address>`. Defaults to the
@@ -419,10 +421,12 @@ pub struct ProviderTemplate {
 }
 
 /// A reference to the provider that sends a message.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProviderRef {
-    /// `EmailProvider` (default), in the message's namespace, or
-    /// `ClusterEmailProvider`, cluster-wide, if it allows this namespace.
+    /// `EmailProvider` (default), in the message's namespace,
+    /// `ClusterEmailProvider`, cluster-wide, if it allows this namespace, or
+    /// (on a message's providerRef only) `EmailRoute`, in the message's
+    /// namespace.
     #[serde(default, skip_serializing_if = "ProviderKind::is_default")]
     pub kind: ProviderKind,
     /// Name of the provider.
@@ -438,10 +442,25 @@ pub enum ProviderKind {
     EmailProvider,
     /// A cluster-scoped ClusterEmailProvider.
     ClusterEmailProvider,
+    /// An EmailRoute in the message's namespace: an ordered list of
+    /// providers (on a message only; see `kubectl explain emailroute`).
+    EmailRoute,
+}
+
+impl ProviderRef {
+    /// The kind's name, as a sentence names it (`EmailProvider`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            ProviderKind::EmailProvider => "EmailProvider",
+            ProviderKind::ClusterEmailProvider => "ClusterEmailProvider",
+            ProviderKind::EmailRoute => "EmailRoute",
+        }
+    }
 }
 
 impl ProviderKind {
-    fn is_default(&self) -> bool {
+    /// Whether this is the default kind (left out when written).
+    pub fn is_default(&self) -> bool {
         *self == ProviderKind::EmailProvider
     }
 }
@@ -555,6 +574,16 @@ pub struct EmailMessageStatus {
     /// Why the last attempt failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    /// The provider of the latest attempt: the one that sent the message
+    /// once it is Sent (for a message naming an EmailRoute, the route's
+    /// provider it went out through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderRef>,
+    /// For a message naming an EmailRoute: each provider it was attempted
+    /// through, in the order first tried, with how it went (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub provider_attempts: Vec<ProviderAttempt>,
     /// The latest delivery events the service reported through its
     /// webhook (at most 20, oldest first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -712,6 +741,34 @@ pub struct LastError {
     /// `validation_error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_code: Option<String>,
+    /// Whether the server may have the message despite the failure (a
+    /// timeout or a connection lost after it was handed over). Such a
+    /// message is never moved to another provider of its route.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub may_have_been_delivered: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What one provider of a message's route did with it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderAttempt {
+    /// The provider.
+    pub provider: ProviderRef,
+    /// How many attempts went through it.
+    pub attempts: u32,
+    /// Why its last attempt failed, if it did (a condition reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub last_reason: Option<String>,
+    /// True when its last attempt certainly did not deliver and the message
+    /// moved on to the next provider of the route; cleared when every
+    /// provider has been tried and a new round starts.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub passed_over: bool,
 }
 
 #[cfg(test)]

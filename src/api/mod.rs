@@ -15,6 +15,7 @@ pub mod origin;
 pub mod provider;
 pub mod provider_id;
 pub mod refs;
+pub mod route;
 pub mod schema;
 pub mod suppression;
 pub mod template;
@@ -23,10 +24,11 @@ pub use cluster_provider::{ClusterEmailProvider, ClusterEmailProviderSpec};
 pub use ledger::{EmailLedger, EmailLedgerSpec, LedgerEntry};
 pub use message::{
     BounceKind, DeliveryEvent, DeliveryEventType, EmailMessage, EmailMessageSpec,
-    EmailMessageStatus, Phase,
+    EmailMessageStatus, Phase, ProviderAttempt,
 };
 pub use provider::{EmailProvider, EmailProviderSpec, EmailProviderStatus};
 pub use provider_id::ProviderId;
+pub use route::{EmailRoute, EmailRouteSpec};
 pub use suppression::{EmailSuppression, EmailSuppressionSpec, SuppressionReason};
 pub use template::{EmailTemplate, EmailTemplateSpec, EmailTemplateStatus};
 
@@ -45,6 +47,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         EmailTemplate::crd(),
         EmailLedger::crd(),
         EmailSuppression::crd(),
+        EmailRoute::crd(),
     ]
     .into_iter()
     .map(without_unsigned_formats)

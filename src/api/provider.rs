@@ -538,6 +538,28 @@ pub struct EmailProviderStatus {
     /// most every few seconds when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent: Option<RecentActivity>,
+    /// The circuit breaker, while it is open: EmailRoutes pass the provider
+    /// over until `openUntil`, then one message probes it. Absent when
+    /// closed. Kept here so a new leader honours it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerStatus>,
+}
+
+/// An open circuit breaker.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakerStatus {
+    /// When it opened.
+    pub opened_at: Time,
+    /// Until when routes pass the provider over; after it, one message
+    /// probes the provider (half-open).
+    pub open_until: Time,
+    /// How many sends in a row had failed for the provider's own reason.
+    pub failures: u32,
+    /// How many probes in a row failed since it first opened (each doubles
+    /// the cool-down).
+    #[serde(default)]
+    pub failed_probes: u32,
 }
 
 /// A provider's messages over a recent window. Counted by the running

@@ -3,8 +3,8 @@
 
 use kube::ResourceExt;
 
-use super::message::ProviderKind;
-use super::{EmailMessage, EmailProvider};
+use super::message::{ProviderKind, ProviderRef};
+use super::{EmailMessage, EmailMessageStatus, EmailProvider};
 
 /// Which provider: the key of verified transports, send slots, rate limits
 /// and webhook URLs.
@@ -25,15 +25,52 @@ pub enum ProviderId {
 }
 
 impl ProviderId {
-    /// The provider `message` names.
-    pub fn of(message: &EmailMessage) -> Self {
-        let name = message.spec.provider_ref.name.clone();
-        match message.spec.provider_ref.kind {
-            ProviderKind::EmailProvider => ProviderId::Namespaced {
+    /// The provider that sends `message`: the one it names, or for a
+    /// message naming an EmailRoute the provider of its latest attempt
+    /// (`None` before it has one).
+    pub fn of(message: &EmailMessage) -> Option<Self> {
+        Self::sender(message, message.status.as_ref())
+    }
+
+    /// As [`ProviderId::of`], with the status `status` (an outcome not yet
+    /// in the object).
+    pub fn sender(message: &EmailMessage, status: Option<&EmailMessageStatus>) -> Option<Self> {
+        let named = &message.spec.provider_ref;
+        let reference = match named.kind {
+            ProviderKind::EmailRoute => status?.provider.as_ref()?,
+            _ => named,
+        };
+        Self::named(message, reference)
+    }
+
+    /// Whether `message` went out, or may have, through this provider: the
+    /// one it names, or one its route attempted it through.
+    pub fn may_have_sent(&self, message: &EmailMessage) -> bool {
+        let named = &message.spec.provider_ref;
+        if named.kind != ProviderKind::EmailRoute {
+            return Self::named(message, named).as_ref() == Some(self);
+        }
+        let Some(status) = message.status.as_ref() else {
+            return false;
+        };
+        status
+            .provider
+            .iter()
+            .chain(status.provider_attempts.iter().map(|a| &a.provider))
+            .any(|p| Self::named(message, p).as_ref() == Some(self))
+    }
+
+    /// The provider `reference` names, as a message of `message`'s
+    /// namespace names it (`None` for a route).
+    fn named(message: &EmailMessage, reference: &ProviderRef) -> Option<Self> {
+        let name = reference.name.clone();
+        match reference.kind {
+            ProviderKind::EmailProvider => Some(ProviderId::Namespaced {
                 namespace: message.namespace().unwrap_or_default(),
                 name,
-            },
-            ProviderKind::ClusterEmailProvider => ProviderId::Cluster { name },
+            }),
+            ProviderKind::ClusterEmailProvider => Some(ProviderId::Cluster { name }),
+            ProviderKind::EmailRoute => None,
         }
     }
 

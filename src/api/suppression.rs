@@ -32,7 +32,9 @@ use super::schema;
 pub struct EmailSuppressionSpec {
     /// The provider that does not send to the address: an EmailProvider in
     /// this namespace, or a ClusterEmailProvider (then this object lives in
-    /// the controller's namespace).
+    /// the controller's namespace). Not an EmailRoute: a suppression
+    /// belongs to the provider that learned of it.
+    #[x_kube(validation = Rule::new("!has(self.kind) || self.kind != 'EmailRoute'").message("a suppression names a provider, not an EmailRoute (a route's messages honour the lists of all its providers)"))]
     pub provider_ref: ProviderRef,
     /// The address (`local@domain`), compared without regard to case.
     #[schemars(schema_with = "schema::address")]

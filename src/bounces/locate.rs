@@ -98,7 +98,7 @@ pub async fn locate(
             Evidence::MessageId => Located::Unmatched,
         });
     };
-    if ProviderId::of(&message) != *provider {
+    if !provider.may_have_sent(&message) {
         return Ok(Located::Foreign);
     }
     tracing::debug!(

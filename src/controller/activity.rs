@@ -155,7 +155,9 @@ impl Activity {
             }
             inner.seen.insert(key, minute(when));
         }
-        self.count_at(ProviderId::of(message), outcome, when.min(now));
+        if let Some(provider) = ProviderId::of(message) {
+            self.count_at(provider, outcome, when.min(now));
+        }
     }
 
     /// The figures of every provider whose counts changed since written.

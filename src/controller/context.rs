@@ -240,6 +240,10 @@ pub mod defaults {
     pub const LEDGER_MAX_ENTRIES: usize = crate::ledger::DEFAULT_MAX_ENTRIES;
     /// `--bounce-mailbox-keep-hours`: a week.
     pub const BOUNCE_MAILBOX_KEEP_HOURS: u32 = 168;
+    /// `--breaker-failures`.
+    pub const BREAKER_FAILURES: u32 = 5;
+    /// `--breaker-cooldown-seconds`.
+    pub const BREAKER_COOLDOWN_SECONDS: u32 = 30;
 }
 
 /// Settings of a running controller: its command-line flags (each also an
@@ -305,6 +309,17 @@ pub struct Settings {
         default_value_t = defaults::BOUNCE_MAILBOX_KEEP_HOURS
     )]
     pub bounce_mailbox_keep_hours: u32,
+    /// Sends in a row that fail for a provider's own reason (see
+    /// docs/delivery.md) before its circuit breaker opens: EmailRoutes then
+    /// pass the provider over for the cool-down, and one message probes it
+    /// after.
+    #[arg(long, env = "MAILROOM_BREAKER_FAILURES", default_value_t = defaults::BREAKER_FAILURES, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub breaker_failures: u32,
+    /// Seconds an open circuit breaker passes its provider over before one
+    /// message probes it (doubled after each failed probe, at most 16
+    /// times this).
+    #[arg(long, env = "MAILROOM_BREAKER_COOLDOWN_SECONDS", default_value_t = defaults::BREAKER_COOLDOWN_SECONDS, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub breaker_cooldown_seconds: u32,
 }
 
 impl Default for Settings {
@@ -320,6 +335,8 @@ impl Default for Settings {
             allowed_endpoint_hosts: Vec::new(),
             ledger_max_entries: defaults::LEDGER_MAX_ENTRIES,
             bounce_mailbox_keep_hours: defaults::BOUNCE_MAILBOX_KEEP_HOURS,
+            breaker_failures: defaults::BREAKER_FAILURES,
+            breaker_cooldown_seconds: defaults::BREAKER_COOLDOWN_SECONDS,
         }
     }
 }
@@ -344,6 +361,8 @@ pub struct Context {
     pub bounces: Arc<crate::bounces::Bounces>,
     /// Token buckets of rate-limited providers.
     pub rate_limits: RateLimits,
+    /// Each provider's circuit breaker.
+    pub breakers: super::breaker::Breakers,
     /// Metrics and probe state.
     pub telemetry: Arc<crate::admin::Telemetry>,
     /// Publishes Kubernetes Events.
@@ -363,6 +382,8 @@ pub struct Caches {
     pub cluster_providers: Store<crate::api::ClusterEmailProvider>,
     /// Every EmailTemplate the controller watches.
     pub templates: Store<crate::api::EmailTemplate>,
+    /// Every EmailRoute the controller watches.
+    pub routes: Store<crate::api::EmailRoute>,
     /// The suppression lists (EmailSuppressions).
     pub suppressions: super::suppressions::Lists,
     /// Whether those caches have listed everything.
@@ -398,6 +419,7 @@ impl Caches {
         let ready = &self.ready;
         ready.providers.wait().await
             && ready.templates.wait().await
+            && ready.routes.wait().await
             && ready.cluster_providers.wait().await
             && ready.suppressions.wait().await
     }
@@ -410,6 +432,8 @@ pub struct CachesReady {
     pub providers: Ready,
     /// The EmailTemplate cache.
     pub templates: Ready,
+    /// The EmailRoute cache.
+    pub routes: Ready,
     /// The ClusterEmailProvider cache (given at once when not served).
     pub cluster_providers: Ready,
     /// The EmailSuppression cache.

@@ -9,8 +9,10 @@
 
 pub(crate) mod access;
 mod activity;
+pub(crate) mod breaker;
 pub(crate) mod context;
 pub(crate) mod credentials;
+mod degraded;
 pub(crate) mod error;
 mod expiry;
 pub mod leader;
@@ -90,6 +92,7 @@ pub async fn run(
         providers,
         templates,
         clusters,
+        routes,
         secrets,
         config_maps,
         suppressions: _,
@@ -121,6 +124,7 @@ pub async fn run(
         providers: providers.wakes,
         templates: templates.wakes,
         cluster_providers: clusters.wakes,
+        routes: routes.2,
     };
     let (message_run, listed, store) = run_messages(&client, wakes, ctx.clone(), shutdown.clone());
     let providers_listed = ctx.caches.ready.providers.clone();

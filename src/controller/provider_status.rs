@@ -51,6 +51,17 @@ pub async fn edit_conditions(
     provider: &EmailProvider,
     edit: impl Fn(&mut Vec<Condition>, Option<i64>),
 ) -> Result<(), kube::Error> {
+    edit_status(client, provider, edit, serde_json::Map::new()).await
+}
+
+/// As [`edit_conditions`], writing the fields of `also` into the status
+/// beside the conditions (a `null` removes a field).
+pub async fn edit_status(
+    client: &Client,
+    provider: &EmailProvider,
+    edit: impl Fn(&mut Vec<Condition>, Option<i64>),
+    also: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), kube::Error> {
     let mut last = None;
     for attempt in 0..ATTEMPTS {
         let Some(current) = fresh(client, provider).await? else {
@@ -62,7 +73,9 @@ pub async fn edit_conditions(
             .map(|s| s.conditions.clone())
             .unwrap_or_default();
         edit(&mut conditions, current.metadata.generation);
-        let status = serde_json::json!({"conditions": conditions});
+        let mut status = also.clone();
+        status.insert("conditions".into(), serde_json::json!(conditions));
+        let status = serde_json::Value::Object(status);
         match patch_guarded(client, &current, status).await {
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 last = Some(kube::Error::Api(e));

@@ -21,7 +21,7 @@ use super::shared::{self, Feed};
 use super::watches::Watches;
 use super::{Context, Error, Settings, api, expiry, message, provider, slots, wake};
 use crate::admin::Telemetry;
-use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate};
+use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailRoute, EmailTemplate};
 use crate::guarded::{self, Mark};
 
 /// What every reconcile shares, from the watches' caches.
@@ -39,10 +39,12 @@ pub(super) fn context(
             providers: watches.providers.store.clone(),
             cluster_providers: watches.clusters.store.clone(),
             templates: watches.templates.store.clone(),
+            routes: watches.routes.0.clone(),
             suppressions: watches.suppressions.0.clone(),
             ready: CachesReady {
                 providers: watches.providers.ready.clone(),
                 templates: watches.templates.ready.clone(),
+                routes: watches.routes.1.clone(),
                 cluster_providers: if serves_cluster_providers {
                     watches.clusters.ready.clone()
                 } else {
@@ -65,6 +67,10 @@ pub(super) fn context(
         bounces: Default::default(),
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
+        breakers: super::breaker::Breakers::new(
+            settings.breaker_failures,
+            Duration::from_secs(settings.breaker_cooldown_seconds.into()),
+        ),
         events: crate::events::Events::new(client.clone()),
         settings: settings.clone(),
     })
@@ -75,6 +81,7 @@ pub(super) struct Wakes {
     pub(super) providers: Feed<EmailProvider>,
     pub(super) templates: Feed<EmailTemplate>,
     pub(super) cluster_providers: Feed<ClusterEmailProvider>,
+    pub(super) routes: Feed<EmailRoute>,
 }
 
 /// The EmailMessage controller, on its own watch (messages are cached
@@ -109,17 +116,22 @@ pub(super) fn run_messages(
     let (events, listed) = shared::signal_ready(events);
     let concurrency = ctx.settings.concurrency;
     let (by_provider, by_template, by_cluster) = (store.clone(), store.clone(), store.clone());
+    let by_route = store.clone();
+    let (routes_p, routes_c) = (ctx.caches.routes.clone(), ctx.caches.routes.clone());
     let controller = Controller::for_stream(events.applied_objects(), store.clone())
         .with_config(controller::Config::default().concurrency(concurrency))
         .watches_shared_stream(provider_changes(wakes.providers), move |p| {
-            wake::messages_of_provider(&by_provider, &p)
+            wake::messages_of_provider(&by_provider, &routes_p, &p)
+        })
+        .watches_shared_stream(wakes.routes.touched(), move |r| {
+            wake::messages_of_route(&by_route, &r)
         })
         .watches_shared_stream(wakes.templates.touched(), move |t| {
             wake::messages_of_template(&by_template, &t)
         })
         .watches_shared_stream(
             cluster_provider_changes(wakes.cluster_providers),
-            move |c| wake::messages_of_cluster_provider(&by_cluster, &c),
+            move |c| wake::messages_of_cluster_provider(&by_cluster, &routes_c, &c),
         );
     let run = run_controller(
         controller,

@@ -35,12 +35,15 @@ pub struct Suppressed {
     pub detail: Option<String>,
     /// Since when.
     pub since: Option<Time>,
+    /// The EmailSuppression's namespace.
+    pub namespace: String,
 }
 
 impl Suppressed {
     /// The sentence a status gives: the address, why and since when, and
     /// how to lift it.
-    pub fn explain(&self, field: &str, namespace: &str) -> String {
+    pub fn explain(&self, field: &str) -> String {
+        let namespace = &self.namespace;
         let why = match self.reason {
             SuppressionReason::HardBounce => "it bounced for good",
             SuppressionReason::Complaint => "its recipient marked mail as spam",
@@ -64,44 +67,59 @@ impl Suppressed {
     }
 }
 
-/// The suppressions of one provider.
+/// The suppressions of a message's providers: the one it names, or every
+/// provider of the EmailRoute it names (an address one of them learned
+/// bounces is not sent to through the others either).
 pub struct Scope {
     lists: Lists,
-    namespace: String,
-    provider: ProviderRef,
+    /// Each provider, with the namespace its suppressions live in.
+    providers: Vec<(String, ProviderRef)>,
 }
 
 impl Scope {
-    /// The suppressions of `provider` as a message in `namespace` names it;
-    /// `home` is where a ClusterEmailProvider's live.
-    pub fn of(lists: Lists, namespace: &str, provider: &ProviderRef, home: Option<&str>) -> Self {
-        let namespace = match provider.kind {
-            ProviderKind::EmailProvider => namespace.to_string(),
-            ProviderKind::ClusterEmailProvider => home.unwrap_or_default().to_string(),
-        };
-        Self {
-            lists,
-            namespace,
-            provider: provider.clone(),
-        }
+    /// The suppressions of `providers` as a message in `namespace` names
+    /// them; `home` is where a ClusterEmailProvider's live.
+    pub fn of(
+        lists: Lists,
+        namespace: &str,
+        providers: &[ProviderRef],
+        home: Option<&str>,
+    ) -> Self {
+        let providers = providers
+            .iter()
+            .filter_map(|provider| {
+                let namespace = match provider.kind {
+                    ProviderKind::EmailProvider => namespace.to_string(),
+                    ProviderKind::ClusterEmailProvider => home?.to_string(),
+                    // A route has no list of its own: its providers do.
+                    ProviderKind::EmailRoute => return None,
+                };
+                Some((namespace, provider.clone()))
+            })
+            .collect();
+        Self { lists, providers }
     }
 
-    /// Where the suppressions live.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    /// The suppression of `address`, if it is listed: looked up in the
-    /// index, read from the cache (and checked again there).
+    /// The suppression of `address`, if it is listed for any of the
+    /// providers: looked up in the index, read from the cache (and checked
+    /// again there).
     pub fn find(&self, address: &str) -> Option<Suppressed> {
-        let names = self
-            .lists
-            .index
-            .names(&self.namespace, &self.provider, address);
+        self.providers
+            .iter()
+            .find_map(|(namespace, provider)| self.find_one(namespace, provider, address))
+    }
+
+    fn find_one(
+        &self,
+        namespace: &str,
+        provider: &ProviderRef,
+        address: &str,
+    ) -> Option<Suppressed> {
+        let names = self.lists.index.names(namespace, provider, address);
         let found = names.iter().find_map(|name| {
-            let object = ObjectRef::new(name).within(&self.namespace);
+            let object = ObjectRef::new(name).within(namespace);
             self.lists.store.get(&object).filter(|s| {
-                s.spec.provider_ref == self.provider && s.spec.address.eq_ignore_ascii_case(address)
+                s.spec.provider_ref == *provider && s.spec.address.eq_ignore_ascii_case(address)
             })
         })?;
         Some(Suppressed {
@@ -110,6 +128,7 @@ impl Scope {
             reason: found.spec.reason,
             detail: found.spec.detail.clone(),
             since: found.spec.since.clone(),
+            namespace: namespace.to_string(),
         })
     }
 }

@@ -6,8 +6,8 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::credentials;
-use crate::api::message::ProviderKind;
-use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate};
+use crate::api::message::{ProviderKind, ProviderRef};
+use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailRoute, EmailTemplate};
 
 /// The unfinished messages of `namespace` (of every namespace when `None`,
 /// for a cluster-scoped provider) that `names` picks.
@@ -32,27 +32,59 @@ fn unfinished_messages(
         .collect()
 }
 
-/// The messages a change of EmailProvider `provider` wakes.
+/// The messages a change of EmailProvider `provider` wakes: those naming
+/// it, and those naming an EmailRoute that lists it.
 pub fn messages_of_provider(
     store: &Store<EmailMessage>,
+    routes: &Store<EmailRoute>,
     provider: &EmailProvider,
 ) -> Vec<ObjectRef<EmailMessage>> {
-    let name = provider.name_any();
-    unfinished_messages(store, provider.namespace(), |m| {
-        m.spec.provider_ref.kind == ProviderKind::EmailProvider && m.spec.provider_ref.name == name
-    })
+    let wanted = ProviderRef {
+        kind: ProviderKind::EmailProvider,
+        name: provider.name_any(),
+    };
+    unfinished_messages(store, provider.namespace(), |m| names(m, routes, &wanted))
 }
 
 /// The messages a change of ClusterEmailProvider `provider` wakes.
 pub fn messages_of_cluster_provider(
     store: &Store<EmailMessage>,
+    routes: &Store<EmailRoute>,
     provider: &ClusterEmailProvider,
 ) -> Vec<ObjectRef<EmailMessage>> {
-    let name = provider.name_any();
-    unfinished_messages(store, None, |m| {
-        m.spec.provider_ref.kind == ProviderKind::ClusterEmailProvider
-            && m.spec.provider_ref.name == name
-    })
+    let wanted = ProviderRef {
+        kind: ProviderKind::ClusterEmailProvider,
+        name: provider.name_any(),
+    };
+    unfinished_messages(store, None, |m| names(m, routes, &wanted))
+}
+
+/// The messages a change of EmailRoute `route` wakes.
+pub fn messages_of_route(
+    store: &Store<EmailMessage>,
+    route: &EmailRoute,
+) -> Vec<ObjectRef<EmailMessage>> {
+    let wanted = ProviderRef {
+        kind: ProviderKind::EmailRoute,
+        name: route.name_any(),
+    };
+    unfinished_messages(store, route.namespace(), |m| m.spec.provider_ref == wanted)
+}
+
+/// Whether `message` sends through `provider`: names it, or names a route
+/// (of its namespace) that lists it.
+fn names(message: &EmailMessage, routes: &Store<EmailRoute>, provider: &ProviderRef) -> bool {
+    let named = &message.spec.provider_ref;
+    if named == provider {
+        return true;
+    }
+    if named.kind != ProviderKind::EmailRoute {
+        return false;
+    }
+    let namespace = message.namespace().unwrap_or_default();
+    routes
+        .get(&ObjectRef::new(&named.name).within(&namespace))
+        .is_some_and(|r| r.spec.providers.iter().any(|p| p.reference() == *provider))
 }
 
 /// The messages a change of EmailTemplate `template` wakes.

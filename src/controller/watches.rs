@@ -9,12 +9,15 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 
 use super::shared::{self, Feed};
 use super::{Settings, api, triggers};
-use crate::api::{ClusterEmailProvider, EmailProvider, EmailSuppression, EmailTemplate};
+use crate::api::{
+    ClusterEmailProvider, EmailProvider, EmailRoute, EmailSuppression, EmailTemplate,
+};
 use crate::guarded::{self, Mark};
 
 /// Drives the watches (and the tasks that run beside them) until `shutdown`.
@@ -33,7 +36,7 @@ pub(super) struct Pair<K: Resource + Clone + 'static>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    pub(super) store: kube::runtime::reflector::Store<K>,
+    pub(super) store: Store<K>,
     pub(super) ready: shared::Ready,
     pub(super) own: Feed<K>,
     pub(super) wakes: Feed<K>,
@@ -49,16 +52,32 @@ where
     where
         S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     {
-        let shared = shared::cached(events, 2);
-        drivers.push(shared.driver.boxed());
-        let [own, wakes] = two(shared.feeds);
+        let (store, ready, feeds) = cached(events, 2, drivers);
+        let [own, wakes] = two(feeds);
         Self {
-            store: shared.store,
-            ready: shared.ready,
+            store,
+            ready,
             own,
             wakes,
         }
     }
+}
+
+/// A cached watch of `events` for `readers`; its driver goes to `drivers`.
+#[allow(clippy::type_complexity)]
+fn cached<K, S>(
+    events: S,
+    readers: usize,
+    drivers: &mut Vec<BoxFuture<'static, ()>>,
+) -> (Store<K>, shared::Ready, Vec<Feed<K>>)
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let shared = shared::cached(events, readers);
+    drivers.push(shared.driver.boxed());
+    (shared.store, shared.ready, shared.feeds)
 }
 
 /// The leader's watches, one per kind (Secrets and ConfigMaps once per
@@ -67,6 +86,9 @@ pub(super) struct Watches {
     pub(super) providers: Pair<EmailProvider>,
     pub(super) templates: Pair<EmailTemplate>,
     pub(super) clusters: Pair<ClusterEmailProvider>,
+    /// The EmailRoutes: a cache, its signal, and what wakes the messages
+    /// naming one (no controller of their own).
+    pub(super) routes: (Store<EmailRoute>, shared::Ready, Feed<EmailRoute>),
     pub(super) secrets: TriggerWatch<PartialObjectMeta<Secret>>,
     pub(super) config_maps: TriggerWatch<PartialObjectMeta<ConfigMap>>,
     /// The suppression lists: a cache and its index, nothing to wake.
@@ -88,6 +110,10 @@ impl Watches {
             None => futures::stream::empty().boxed(),
         };
         let clusters = Pair::watch(cluster_events, &mut drivers);
+        let (store, ready, feeds) =
+            cached(guarded_watch::<EmailRoute>(client, ns), 1, &mut drivers);
+        let wakes = feeds.into_iter().next().unwrap_or_else(Feed::empty);
+        let routes = (store, ready, wakes);
         // Every served namespace, and the one a ClusterEmailProvider's live in.
         let suppression_scope = match (ns, home) {
             (Some(own), Some(home)) if own != home => None,
@@ -111,6 +137,7 @@ impl Watches {
             providers,
             templates,
             clusters,
+            routes,
             secrets,
             config_maps,
             suppressions: (

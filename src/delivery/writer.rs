@@ -263,7 +263,7 @@ fn lay_over(
     if current.metadata.uid.as_deref() != Some(target.uid.as_str()) {
         return Err(Applied::Gone);
     }
-    if ProviderId::of(current) != target.provider {
+    if !target.provider.may_have_sent(current) {
         return Err(Applied::Foreign);
     }
     let phase = status.phase;
@@ -332,7 +332,7 @@ async fn write(
             .flatten()
             .map(|phase| Moved {
                 object: current.object_ref(&()),
-                provider: ProviderId::of(&current),
+                provider: target.provider.clone(),
                 phase,
                 note: condition::find(&status.conditions, DELIVERED)
                     .map(|c| c.message.clone())

@@ -453,6 +453,8 @@ impl Scene {
         let resource = match kind {
             "EmailMessage" => ApiResource::erase::<EmailMessage>(&()),
             "EmailTemplate" => ApiResource::erase::<mailroom::api::EmailTemplate>(&()),
+            "EmailRoute" => ApiResource::erase::<mailroom::api::EmailRoute>(&()),
+            "EmailSuppression" => ApiResource::erase::<mailroom::api::EmailSuppression>(&()),
             _ => ApiResource::erase::<EmailProvider>(&()),
         };
         let api: Api<DynamicObject> =

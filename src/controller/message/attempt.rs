@@ -14,13 +14,16 @@ use tracing::{debug, warn};
 
 use super::backoff;
 use super::clock::{not_before, now};
+use super::failover;
 use super::limits::Limits;
+use super::route::Plan;
 use super::verdict::replace_status;
 use crate::api::ProviderId;
 use crate::api::condition::{self, Reason, SENT};
 use crate::api::message::LastError;
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
 use crate::controller::context::{Context, Verified};
+use crate::controller::degraded;
 use crate::controller::error::Error;
 use crate::controller::provider;
 use crate::controller::slots::SendSlot;
@@ -105,6 +108,32 @@ pub async fn withdraw_on_provider_failure(
     }
 }
 
+/// Notes in `claim` the provider this attempt goes through (for a routed
+/// message, counted among its route's).
+pub fn note_provider(claim: &mut EmailMessageStatus, message: &EmailMessage, route: Option<&Plan>) {
+    let reference = match route.and_then(Plan::chosen_ref) {
+        Some(chosen) => chosen.clone(),
+        None => message.spec.provider_ref.clone(),
+    };
+    super::route::note_claim(claim, &reference, route.is_some());
+}
+
+/// Feeds the provider's circuit breaker with an attempt's outcome (`None`:
+/// it went through) and publishes a change.
+pub async fn judge_provider(ctx: &Context, provider: &EmailProvider, error: Option<&SendError>) {
+    let key = ProviderId::from_provider(provider);
+    let change = match error {
+        Some(e) if failover::counts_against_provider(e) => {
+            let at_once = e.is_provider_failure();
+            ctx.breakers.failed(&key, jiff::Timestamp::now(), at_once)
+        }
+        _ => ctx.breakers.succeeded(&key),
+    };
+    if let Some(change) = change {
+        degraded::publish(ctx, provider, &change).await;
+    }
+}
+
 /// What comes after the `tries`-th failed try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -148,6 +177,7 @@ pub fn last_error(error: &SendError) -> LastError {
         retryable: error.retryable(),
         code: error.code,
         provider_code: error.provider_code.clone(),
+        may_have_been_delivered: error.maybe_delivered,
     }
 }
 

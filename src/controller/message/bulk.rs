@@ -16,6 +16,7 @@ use super::clock::now;
 use super::email::{build, merged_data};
 use super::inputs::key_of;
 use super::limits::Limits;
+use super::route::Plan;
 use super::{deliverability, report, verdict};
 use crate::api::condition::{self, Reason, SENT, WARNING};
 use crate::api::message::{BulkStatus, DeliveryPolicy, RecipientFailure};
@@ -45,6 +46,10 @@ pub struct Job<'a> {
     pub template: Option<&'a EmailTemplate>,
     /// The retry limits (of one batch).
     pub limits: &'a Limits,
+    /// The suppression lists of its provider (every provider's of a route).
+    pub suppressions: &'a Scope,
+    /// Its EmailRoute and the provider chosen, if it names one.
+    pub route: Option<&'a Plan>,
 }
 
 fn fail(progress: &mut BulkStatus, to: &str, why: Reason, text: &str) {
@@ -79,6 +84,8 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         verified,
         template,
         limits,
+        suppressions,
+        route,
     } = job;
     let api = verdict::api(ctx, message);
     // A send slot from before the claim until the progress is recorded, as
@@ -93,19 +100,13 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     let status = message.status.clone().unwrap_or_default();
     let mut progress = status.bulk.clone().unwrap_or_default();
     progress.total = message.spec.recipients.len() as u32;
-    let suppressions = Scope::of(
-        ctx.caches.suppressions.clone(),
-        &namespace,
-        &message.spec.provider_ref,
-        ctx.settings.cluster_provider_namespace.as_deref(),
-    );
     let batch = next_batch(
         message,
         provider,
         verified,
         template,
         progress.next as usize,
-        (!message.spec.ignore_suppression).then_some(&suppressions),
+        (!message.spec.ignore_suppression).then_some(suppressions),
     );
 
     // Claim the batch before any I/O.
@@ -117,6 +118,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     );
     let generation = message.metadata.generation;
     let mut claim = attempt::claim(&status, generation, Reason::Sending, text);
+    attempt::note_provider(&mut claim, message, route);
     claim.bulk = Some(progress.clone());
     let warn_now = warn_without_unsubscribe(message, provider, &mut claim);
     let attempt = claim.attempts;
@@ -144,8 +146,13 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     if let Some(e) = &outcome.stopped {
         attempt::withdraw_on_provider_failure(ctx, &key, provider, verified, e).await;
     }
+    attempt::judge_provider(ctx, provider, outcome.stopped.as_ref()).await;
     let mut new = claimed.status.clone().unwrap_or_default();
     let (action, finished) = progress_after(&mut new, progress, message, &batch, &outcome, limits);
+    // A batch that stopped is retried after its backoff through whichever
+    // provider the route gives then; it does not move on at once.
+    let reason = outcome.stopped.as_ref().map(|e| e.reason());
+    super::route::note_outcome(&mut new, reason, false);
     let elapsed = started.elapsed();
     let Some(recorded) = attempt::finish(ctx, &api, &claimed, &new, attempt).await? else {
         return Ok(Action::await_change());
@@ -218,10 +225,9 @@ fn next_batch(
         match build(&spec, template, &provider.spec, &format!("{key}.{i}"), true) {
             Ok(email) if let Some(found) = suppressed(suppressions, &email) => {
                 let field = format!("spec.recipients[{i}].to");
-                let namespace = suppressions.map(Scope::namespace).unwrap_or_default();
                 batch
                     .invalid
-                    .push((i, Reason::Suppressed, found.explain(&field, namespace)));
+                    .push((i, Reason::Suppressed, found.explain(&field)));
             }
             Ok(mut email) => {
                 email.origin = Some(Origin::of(message, u32::try_from(i).ok()));

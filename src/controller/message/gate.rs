@@ -112,6 +112,8 @@ pub struct View<'a> {
     pub serves_cluster_providers: bool,
     /// The provider's suppression list (`None`: none is read).
     pub suppressions: Option<&'a Scope>,
+    /// For a message naming an EmailRoute that cannot send now: why.
+    pub route: Option<&'a Stop>,
 }
 
 /// For a finished message: what happens to it. `None` when it is not
@@ -155,6 +157,9 @@ fn check(
     // Never claim a message whose outcome could not be written.
     fits::check(message).map_err(invalid)?;
     deadline(message, &view.limits, now)?;
+    if let Some(stop) = view.route {
+        return Err(stop.clone());
+    }
     let provider = view
         .provider
         .ok_or_else(|| waiting(Reason::ProviderNotFound, provider_missing(message, view)))?;
@@ -168,14 +173,14 @@ fn check(
     let email = compose(message, provider, template)?;
     schedule(message, now)?;
     if provider.spec.suspend {
-        let name = &message.spec.provider_ref.name;
+        let name = provider.name_any();
         let text = format!("EmailProvider {name:?} is suspended (spec.suspend)");
         return Err(waiting(Reason::Suspended, text));
     }
     if let (Some(email), Some(scope)) = (&email, view.suppressions) {
         suppressed(message, email, scope)?;
     }
-    let sender = view.sender.ok_or_else(|| unverified(message, provider))?;
+    let sender = view.sender.ok_or_else(|| unverified(provider))?;
     let retry_at = message
         .status
         .as_ref()
@@ -187,7 +192,8 @@ fn check(
     if message.spec.provider_template.is_some() && !sender.stores_templates {
         let text = format!(
             "spec.providerTemplate: EmailProvider {:?} sends over {}, which keeps no templates; use a templateRef",
-            message.spec.provider_ref.name, sender.name
+            provider.name_any(),
+            sender.name
         );
         return Err(invalid(text));
     }
@@ -208,7 +214,7 @@ fn suppressed(message: &EmailMessage, email: &Email, scope: &Scope) -> Result<()
     for (field, list) in lists {
         for (i, mailbox) in list.iter().enumerate() {
             if let Some(found) = scope.find(mailbox.email.as_ref()) {
-                let text = found.explain(&format!("{field}[{i}]"), scope.namespace());
+                let text = found.explain(&format!("{field}[{i}]"));
                 return Err(end(Phase::Failed, Reason::Suppressed, text));
             }
         }
@@ -259,6 +265,9 @@ fn provider_missing(message: &EmailMessage, view: &View<'_>) -> String {
             "ClusterEmailProvider {name:?}: this controller serves no ClusterEmailProviders (--cluster-provider-namespace is unset)"
         ),
         ProviderKind::ClusterEmailProvider => format!("ClusterEmailProvider {name:?} not found"),
+        ProviderKind::EmailRoute => {
+            format!("EmailRoute {name:?} not found in namespace {namespace:?}")
+        }
     }
 }
 
@@ -325,7 +334,7 @@ fn schedule(message: &EmailMessage, now: jiff::Timestamp) -> Result<(), Stop> {
 
 /// A provider without a verified transport here: Ready elsewhere (or being
 /// verified) looks again soon; not Ready waits, saying why.
-fn unverified(message: &EmailMessage, provider: &EmailProvider) -> Stop {
+fn unverified(provider: &EmailProvider) -> Stop {
     let ready = provider
         .status
         .as_ref()
@@ -334,7 +343,9 @@ fn unverified(message: &EmailMessage, provider: &EmailProvider) -> Stop {
         Some(c) if c.status != "True" => {
             let text = format!(
                 "EmailProvider {:?} is not Ready: {}: {}",
-                message.spec.provider_ref.name, c.reason, c.message
+                provider.name_any(),
+                c.reason,
+                c.message
             );
             waiting(Reason::ProviderNotReady, text)
         }
@@ -433,6 +444,7 @@ mod tests {
             limits,
             serves_cluster_providers: false,
             suppressions: None,
+            route: None,
         };
         edit(&mut view);
         decide(message, &view, now())

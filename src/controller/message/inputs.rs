@@ -8,11 +8,13 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::gate::{Sender, View};
+use super::gate::{Sender, Stop, View};
 use super::limits::Limits;
+use super::route::{self, Plan};
 use crate::api::ProviderId;
+use crate::api::condition::Reason;
 use crate::api::message::ProviderKind;
-use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailTemplate};
+use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailRoute, EmailTemplate};
 use crate::controller::access::{self, Access};
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
@@ -32,8 +34,11 @@ pub struct Inputs {
     pub limits: Limits,
     /// Whether this controller serves ClusterEmailProviders at all.
     pub serves_cluster_providers: bool,
-    /// The provider's suppression list.
+    /// The provider's suppression list (every provider's of a route).
     pub suppressions: Scope,
+    /// For a message naming an EmailRoute: the route and its provider
+    /// chosen for this attempt, or why none can take the message now.
+    pub route: Option<Result<Plan, Stop>>,
 }
 
 impl Inputs {
@@ -50,12 +55,19 @@ impl Inputs {
             limits: self.limits.clone(),
             serves_cluster_providers: self.serves_cluster_providers,
             suppressions: Some(&self.suppressions),
+            route: match &self.route {
+                Some(Err(stop)) => Some(stop),
+                _ => None,
+            },
         }
     }
 }
 
 /// Gathers `message`'s inputs.
 pub async fn gather(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Error> {
+    if message.spec.provider_ref.kind == ProviderKind::EmailRoute {
+        return gather_routed(message, ctx).await;
+    }
     let namespace = message.namespace().unwrap_or_default();
     let (provider, cluster_provider) = provider_of(message, ctx);
     let access = match &cluster_provider {
@@ -66,11 +78,7 @@ pub async fn gather(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Err
         ),
         None => None,
     };
-    let template = message.spec.template_ref.as_ref().map(|template_ref| {
-        ctx.caches
-            .templates
-            .get(&ObjectRef::new(&template_ref.name).within(&namespace))
-    });
+    let template = template_of(message, ctx, &namespace);
     let verified = provider
         .as_deref()
         .and_then(|p| ctx.transports.get(&key_of(p)));
@@ -82,17 +90,85 @@ pub async fn gather(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Err
         verified,
         limits,
         serves_cluster_providers: ctx.settings.cluster_provider_namespace.is_some(),
-        suppressions: Scope::of(
-            ctx.caches.suppressions.clone(),
+        suppressions: scope(
+            ctx,
             &namespace,
-            &message.spec.provider_ref,
-            ctx.settings.cluster_provider_namespace.as_deref(),
+            std::slice::from_ref(&message.spec.provider_ref),
         ),
+        route: None,
     })
 }
 
+/// Gathers the inputs of a message naming an EmailRoute: the provider the
+/// route gives it now stands where a named provider would.
+async fn gather_routed(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Error> {
+    let namespace = message.namespace().unwrap_or_default();
+    let name = &message.spec.provider_ref.name;
+    let found = ctx
+        .caches
+        .routes
+        .get(&ObjectRef::<EmailRoute>::new(name).within(&namespace));
+    let route = match &found {
+        Some(route) => route::choose(message, route, ctx).await?,
+        None => Err(Stop::Wait {
+            reason: Reason::RouteNotFound,
+            text: format!(
+                "spec.providerRef: EmailRoute {name:?} not found in namespace {namespace:?}"
+            ),
+            until: None,
+        }),
+    };
+    let chosen = route.as_ref().ok().and_then(Plan::chosen);
+    let (provider, verified) = match chosen {
+        Some((provider, verified)) => (Some(provider), Some(verified)),
+        None => (None, None),
+    };
+    let listed = match (&route, &found) {
+        (Ok(plan), _) => plan.references(),
+        (Err(_), Some(route)) => route.spec.providers.iter().map(|p| p.reference()).collect(),
+        (Err(_), None) => Vec::new(),
+    };
+    Ok(Inputs {
+        limits: Limits::of(message, provider.as_deref(), &ctx.settings),
+        provider,
+        // Each provider's access was checked as the route was read.
+        access: None,
+        template: template_of(message, ctx, &namespace),
+        verified,
+        serves_cluster_providers: ctx.settings.cluster_provider_namespace.is_some(),
+        suppressions: scope(ctx, &namespace, &listed),
+        route: Some(route),
+    })
+}
+
+/// The template the message names: `None` when it names none, `Some(None)`
+/// when it is missing.
+fn template_of(
+    message: &EmailMessage,
+    ctx: &Context,
+    namespace: &str,
+) -> Option<Option<Arc<EmailTemplate>>> {
+    message.spec.template_ref.as_ref().map(|template_ref| {
+        ctx.caches
+            .templates
+            .get(&ObjectRef::new(&template_ref.name).within(namespace))
+    })
+}
+
+/// The suppression lists of `providers`, as a message of `namespace`
+/// names them.
+fn scope(ctx: &Context, namespace: &str, providers: &[crate::api::message::ProviderRef]) -> Scope {
+    Scope::of(
+        ctx.caches.suppressions.clone(),
+        namespace,
+        providers,
+        ctx.settings.cluster_provider_namespace.as_deref(),
+    )
+}
+
 /// The provider `message` names, from the cache, and the ClusterEmailProvider
-/// behind it when it names one.
+/// behind it when it names one; for a message naming an EmailRoute, the
+/// provider its latest attempt went through.
 pub fn provider_of(
     message: &EmailMessage,
     ctx: &Context,
@@ -100,8 +176,16 @@ pub fn provider_of(
     Option<Arc<EmailProvider>>,
     Option<Arc<ClusterEmailProvider>>,
 ) {
-    let name = &message.spec.provider_ref.name;
-    match message.spec.provider_ref.kind {
+    let named = &message.spec.provider_ref;
+    let reference = match named.kind {
+        ProviderKind::EmailRoute => message.status.as_ref().and_then(|s| s.provider.as_ref()),
+        _ => Some(named),
+    };
+    let Some(reference) = reference else {
+        return (None, None);
+    };
+    let name = &reference.name;
+    match reference.kind {
         ProviderKind::EmailProvider => {
             let namespace = message.namespace().unwrap_or_default();
             let found = ctx
@@ -110,6 +194,7 @@ pub fn provider_of(
                 .get(&ObjectRef::<EmailProvider>::new(name).within(&namespace));
             (found, None)
         }
+        ProviderKind::EmailRoute => (None, None),
         ProviderKind::ClusterEmailProvider => {
             let cluster = ctx
                 .caches

@@ -18,6 +18,7 @@ mod bulk;
 mod clock;
 pub(crate) mod deliverability;
 mod email;
+mod failover;
 pub(crate) mod fits;
 mod gate;
 mod inputs;
@@ -25,6 +26,7 @@ mod limits;
 mod once;
 mod prepare;
 mod report;
+mod route;
 mod single;
 mod verdict;
 
@@ -100,6 +102,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 verified,
                 email: &email,
                 limits,
+                route: inputs.route.as_ref().and_then(|r| r.as_ref().ok()),
             };
             single::send(job).await
         }
@@ -112,6 +115,8 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 verified,
                 template: template.as_deref(),
                 limits,
+                suppressions: &inputs.suppressions,
+                route: inputs.route.as_ref().and_then(|r| r.as_ref().ok()),
             };
             bulk::send(job).await
         }

@@ -25,9 +25,12 @@ pub fn attempt_metrics(
     match outcome.phase {
         Some(Phase::Sent) => {
             let namespace = message.namespace().unwrap_or_default();
-            let provider = &message.spec.provider_ref.name;
+            let sender = ProviderId::sender(message, Some(outcome));
+            let provider = sender.as_ref().map_or("", |p| p.name());
             metrics.count_sent(&namespace, provider, transport);
-            ctx.activity.count(ProviderId::of(message), Outcome::Sent);
+            if let Some(sender) = sender {
+                ctx.activity.count(sender, Outcome::Sent);
+            }
         }
         Some(Phase::Failed | Phase::Unknown) => count_failure(ctx, message, outcome),
         _ => {}
@@ -40,11 +43,17 @@ fn count_failure(ctx: &Context, message: &EmailMessage, status: &EmailMessageSta
         .map(|c| c.reason.clone())
         .unwrap_or_default();
     let namespace = message.namespace().unwrap_or_default();
-    let provider = &message.spec.provider_ref.name;
+    let sender = ProviderId::sender(message, Some(status));
+    // A routed message that never reached a provider counts as its route's.
+    let provider = sender
+        .as_ref()
+        .map_or(message.spec.provider_ref.name.as_str(), |p| p.name());
     ctx.telemetry
         .metrics
         .count_failed(&namespace, provider, &reason);
-    ctx.activity.count(ProviderId::of(message), Outcome::Failed);
+    if let Some(sender) = sender {
+        ctx.activity.count(sender, Outcome::Failed);
+    }
 }
 
 /// A message the gate ended (Failed or Unknown): counted, and an Event.

@@ -7,15 +7,19 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 
 use super::attempt::{self, Retry};
 use super::clock::{now, remaining};
+use super::failover;
+use super::gate::Sender;
 use super::inputs::key_of;
 use super::limits::Limits;
+use super::route::{self, Plan};
 use super::{report, verdict};
 use crate::api::condition::{self, Reason, SENT};
 use crate::api::message::{DeliveryPolicy, RETRY_ANNOTATION, ServerReply};
-use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
+use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase, ProviderId};
 use crate::compose::Email;
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::CONFLICT_RETRY;
@@ -36,6 +40,8 @@ pub struct Job<'a> {
     pub email: &'a Email,
     /// The retry limits.
     pub limits: &'a Limits,
+    /// Its EmailRoute and the provider chosen, if it names one.
+    pub route: Option<&'a Plan>,
 }
 
 /// Claims, sends and records one attempt.
@@ -47,6 +53,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         verified,
         email,
         limits,
+        route,
     } = job;
     let api = verdict::api(ctx, message);
     let retry_requested = message.annotations().contains_key(RETRY_ANNOTATION);
@@ -67,7 +74,8 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         Ok(slot) => slot,
         Err(later) => return Ok(later),
     };
-    let claim = claim(message, verified, email, retry_requested);
+    let mut claim = claim(message, verified, email, retry_requested);
+    attempt::note_provider(&mut claim, message, route);
     let attempt = claim.attempts;
     let Some(claimed) = attempt::write_claim(&api, &base, claim).await? else {
         return Ok(Action::requeue(CONFLICT_RETRY));
@@ -78,8 +86,22 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     if let Err(e) = &result {
         attempt::withdraw_on_provider_failure(ctx, &key, provider, verified, e).await;
     }
+    attempt::judge_provider(ctx, provider, result.as_ref().err()).await;
     let policy = message.spec.delivery_policy;
-    let outcome = status_after(&claimed, attempt, result, limits, policy);
+    let sender = Sender::of(verified.transport.as_ref());
+    let claimed_status = claimed.status.clone().unwrap_or_default();
+    let move_on = match (&result, route) {
+        (Err(e), Some(plan))
+            if failover::moves_on(e, sender) && plan.has_another(&claimed_status) =>
+        {
+            Some(plan)
+        }
+        _ => None,
+    };
+    let outcome = status_after(&claimed, attempt, result, limits, policy, move_on);
+    if move_on.is_some() && outcome.phase == Some(Phase::Pending) {
+        failed_over(ctx, &claimed, &key, &outcome).await;
+    }
     let elapsed = started.elapsed();
     ctx.attempts
         .sends
@@ -128,22 +150,82 @@ fn claim(
     claim
 }
 
-/// The status after an attempt.
+/// The status after an attempt; `move_on` when it failed in a way that
+/// lets the message go on through another provider of its route.
 fn status_after(
     claimed: &EmailMessage,
     attempt: u32,
     result: Result<Accepted, SendError>,
     limits: &Limits,
     policy: DeliveryPolicy,
+    move_on: Option<&Plan>,
 ) -> EmailMessageStatus {
     let status = claimed.status.clone().unwrap_or_default();
     let generation = claimed.metadata.generation;
-    match result {
+    let mut status = match result {
         Ok(accepted) => sent(status, attempt, &accepted, generation),
         Err(error) if error.provider_code.as_deref() == Some(KEY_ALREADY_USED) => {
             already_taken(status, &error, generation)
         }
-        Err(error) => failed(status, attempt, &error, limits, policy, generation),
+        Err(error) => match move_on {
+            Some(plan) if attempt < limits.max_attempts => {
+                let mut status = moved_on(status, attempt, &error, plan, generation);
+                route::note_outcome(&mut status, Some(error.reason()), true);
+                return status;
+            }
+            _ => failed(status, attempt, &error, limits, policy, generation),
+        },
+    };
+    let reason = status
+        .last_error
+        .as_ref()
+        .and_then(|e| Reason::parse(&e.reason));
+    route::note_outcome(&mut status, reason, false);
+    status
+}
+
+/// The attempt through one provider of the route certainly did not deliver:
+/// the message goes on through the next at once.
+fn moved_on(
+    mut status: EmailMessageStatus,
+    attempt: u32,
+    error: &SendError,
+    plan: &Plan,
+    generation: Option<i64>,
+) -> EmailMessageStatus {
+    status.last_error = Some(attempt::last_error(error));
+    status.phase = Some(Phase::Pending);
+    status.next_attempt_time = None;
+    let from = plan
+        .chosen_ref()
+        .map(|p| p.name.as_str())
+        .unwrap_or_default();
+    let text = format!(
+        "attempt {attempt} through {from:?} certainly did not deliver ({}: {}); going on through the next provider of EmailRoute {:?}",
+        error.reason(),
+        error.message,
+        plan.route
+    );
+    let why = Reason::FailedOver;
+    condition::set(&mut status.conditions, SENT, false, why, text, generation);
+    status
+}
+
+/// Counts a message moved on from `from`, and says so once per message (a
+/// Warning Event the first time it leaves its first provider).
+async fn failed_over(
+    ctx: &Context,
+    claimed: &EmailMessage,
+    from: &ProviderId,
+    outcome: &EmailMessageStatus,
+) {
+    ctx.telemetry.metrics.count_failover(from);
+    let first = outcome.provider_attempts.len() == 1;
+    if first {
+        let note = condition::find(&outcome.conditions, SENT)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        report::publish(ctx, claimed, EventType::Warning, "FailedOver", note).await;
     }
 }
 

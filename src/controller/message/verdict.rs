@@ -79,6 +79,7 @@ pub async fn conclude(
         retryable: phase == Phase::Unknown,
         code: None,
         provider_code: None,
+        may_have_been_delivered: phase == Phase::Unknown,
     });
     condition::set(&mut status.conditions, SENT, false, why, &text, generation);
     match replace_status(api, message, status).await {
