@@ -20,7 +20,7 @@ use crate::api::provider::BreakerStatus;
 
 /// How long one message holds the half-open probe before another may take
 /// it (a probe that never sends: the message waited for a slot instead).
-const PROBE_LEASE: Duration = Duration::from_secs(60);
+const PROBE_LEASE: Duration = Duration::from_secs(15);
 /// The most cool-downs a failed probe doubles to: 16 times the setting.
 const MAX_DOUBLINGS: u32 = 4;
 /// The most providers remembered with failures; beyond it the closed ones
@@ -56,8 +56,8 @@ struct Breaker {
     failures: u32,
     /// Set while open or half-open.
     open: Option<BreakerStatus>,
-    /// When the half-open probe was handed out.
-    probe: Option<Timestamp>,
+    /// The message holding the half-open probe, and since when.
+    probe: Option<(String, Timestamp)>,
     /// Whether the persisted state was read already.
     seeded: bool,
 }
@@ -80,14 +80,16 @@ impl Breakers {
         }
     }
 
-    /// Whether `provider` may take a message at `now`; `persisted` is its
-    /// `status.breaker` as the cache holds it (read once, after a restart or
-    /// a leader change). Hands out the half-open probe.
+    /// Whether `provider` may take message `who` at `now`; `persisted` is
+    /// its `status.breaker` as the cache holds it (read once, after a
+    /// restart or a leader change). Hands out the half-open probe, and
+    /// gives it again to the message that holds it.
     pub fn admit(
         &self,
         provider: &ProviderId,
         persisted: Option<&BreakerStatus>,
         now: Timestamp,
+        who: &str,
     ) -> Admission {
         let mut map = self.lock();
         let Some(breaker) = map.get_mut(provider) else {
@@ -102,7 +104,7 @@ impl Breakers {
             };
             map.insert(provider.clone(), seeded);
             drop(map);
-            return self.admit(provider, None, now);
+            return self.admit(provider, None, now, who);
         };
         if !breaker.seeded {
             breaker.seeded = true;
@@ -120,12 +122,13 @@ impl Breakers {
                 until: open.open_until.0,
             };
         }
-        match breaker.probe {
-            Some(taken) if now < plus(taken, PROBE_LEASE) => Admission::Open {
-                until: plus(taken, PROBE_LEASE),
+        match &breaker.probe {
+            Some((holder, _)) if holder == who => Admission::Probe,
+            Some((_, taken)) if now < plus(*taken, PROBE_LEASE) => Admission::Open {
+                until: plus(*taken, PROBE_LEASE),
             },
             _ => {
-                breaker.probe = Some(now);
+                breaker.probe = Some((who.to_string(), now));
                 Admission::Probe
             }
         }
@@ -222,23 +225,25 @@ mod tests {
         let breakers = Breakers::new(3, Duration::from_secs(30));
         assert_eq!(breakers.failed(&id(), at(0), false), None);
         assert_eq!(breakers.failed(&id(), at(1), false), None);
-        assert_eq!(breakers.admit(&id(), None, at(1)), Admission::Closed);
+        assert_eq!(breakers.admit(&id(), None, at(1), "m"), Admission::Closed);
         let Some(Change::Opened(open)) = breakers.failed(&id(), at(2), false) else {
             panic!("the third failure opens it");
         };
         assert_eq!(open.open_until.0, at(32));
         assert_eq!(
-            breakers.admit(&id(), None, at(10)),
+            breakers.admit(&id(), None, at(10), "m"),
             Admission::Open { until: at(32) }
         );
-        // Half-open: one probe, the others wait for it.
-        assert_eq!(breakers.admit(&id(), None, at(33)), Admission::Probe);
+        // Half-open: one probe, the others wait for it; the message that
+        // holds it gets it again when it comes back.
+        assert_eq!(breakers.admit(&id(), None, at(33), "m"), Admission::Probe);
         assert!(matches!(
-            breakers.admit(&id(), None, at(34)),
+            breakers.admit(&id(), None, at(34), "other"),
             Admission::Open { .. }
         ));
+        assert_eq!(breakers.admit(&id(), None, at(35), "m"), Admission::Probe);
         assert_eq!(breakers.succeeded(&id()), Some(Change::Closed));
-        assert_eq!(breakers.admit(&id(), None, at(35)), Admission::Closed);
+        assert_eq!(breakers.admit(&id(), None, at(35), "m"), Admission::Closed);
         // Closed again, the count starts over.
         assert_eq!(breakers.failed(&id(), at(36), false), None);
     }
@@ -252,7 +257,7 @@ mod tests {
         ));
         // A send claimed before it opened fails meanwhile: nothing new.
         assert_eq!(breakers.failed(&id(), at(5), false), None);
-        assert_eq!(breakers.admit(&id(), None, at(31)), Admission::Probe);
+        assert_eq!(breakers.admit(&id(), None, at(31), "m"), Admission::Probe);
         let Some(Change::Opened(again)) = breakers.failed(&id(), at(31), false) else {
             panic!("a failed probe opens it again");
         };
@@ -271,18 +276,18 @@ mod tests {
         };
         let breakers = Breakers::new(5, Duration::from_secs(30));
         assert_eq!(
-            breakers.admit(&id(), Some(&persisted), at(1)),
+            breakers.admit(&id(), Some(&persisted), at(1), "m"),
             Admission::Open { until: at(30) }
         );
         assert_eq!(
-            breakers.admit(&id(), Some(&persisted), at(31)),
+            breakers.admit(&id(), Some(&persisted), at(31), "m"),
             Admission::Probe
         );
         assert_eq!(breakers.succeeded(&id()), Some(Change::Closed));
         // Closed here: the cache's copy that still says open (until the
         // status write reaches it) is not read back.
         assert_eq!(
-            breakers.admit(&id(), Some(&persisted), at(32)),
+            breakers.admit(&id(), Some(&persisted), at(32), "m"),
             Admission::Closed
         );
     }

@@ -110,6 +110,7 @@ pub async fn choose(
         ),
     };
     let now = jiff::Timestamp::now();
+    let who = message.uid().unwrap_or_default();
     let mut soonest: Option<jiff::Timestamp> = None;
     let mut why = Vec::new();
     for i in order.iter().copied() {
@@ -117,9 +118,19 @@ pub async fn choose(
         let Ok((provider, _)) = &entry.usable else {
             continue;
         };
+        // A message held to its provider goes when the provider can take
+        // it, as a message naming that provider would: the breaker keeps
+        // new mail away, not a retry that has nowhere else to go.
+        if pin.is_some() {
+            return Ok(Ok(Plan {
+                route: route_name,
+                entries,
+                chosen: i,
+            }));
+        }
         let id = ProviderId::from_provider(provider);
         let persisted = provider.status.as_ref().and_then(|s| s.breaker.as_ref());
-        match ctx.breakers.admit(&id, persisted, now) {
+        match ctx.breakers.admit(&id, persisted, now, &who) {
             Admission::Closed | Admission::Probe => {
                 return Ok(Ok(Plan {
                     route: route_name,
