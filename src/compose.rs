@@ -47,6 +47,9 @@ pub struct Email {
     pub stored_template: Option<StoredTemplate>,
     /// Open and click tracking asked of the service (empty: its default).
     pub tracking: crate::api::deliverability::Tracking,
+    /// Where the provider's recipient guard sent the email instead of its
+    /// recipients (kept in `X-Original-To`), if it did.
+    pub redirected_to: Option<String>,
 }
 
 /// A template stored at the email service, and the values it is rendered with.
@@ -242,6 +245,7 @@ pub fn compose(
         attachments: Vec::new(),
         stored_template,
         tracking: Default::default(),
+        redirected_to: None,
     })
 }
 

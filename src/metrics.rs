@@ -54,6 +54,17 @@ struct SlotLabels {
     provider: String,
 }
 
+/// A namespace's use of a provider, by outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    /// The sending namespace.
+    namespace: String,
+    /// The provider (`ClusterEmailProvider/name` for a cluster one).
+    provider: String,
+    /// `sent`, `failed`, `bounced` or `complained`.
+    outcome: String,
+}
+
 /// A provider and a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -155,6 +166,12 @@ pub struct Metrics {
     breaker_open: Family<SlotLabels, Gauge>,
     /// Messages moved on from a provider of their route, by that provider.
     failovers: Family<SlotLabels, Counter>,
+    /// Each namespace's messages through each provider, by outcome (the
+    /// totals of its EmailUsage).
+    tenant_messages: Family<TenantLabels, Gauge>,
+    /// 1 while a namespace's sends through a provider are held for its
+    /// bounce or complaint rate.
+    tenant_held: Family<SlotLabels, Gauge>,
     /// The most send slots one provider may hold.
     slots_per_provider: Gauge,
     /// Entries in the ledger of what was sent.
@@ -237,6 +254,18 @@ impl Default for Metrics {
             "failovers",
             "Messages moved on from a provider of their EmailRoute after an attempt through it certainly did not deliver, by that provider",
             failovers.clone(),
+        );
+        let tenant_messages = Family::default();
+        registry.register(
+            "tenant_messages",
+            "Each namespace's messages through each provider, by outcome (its EmailUsage totals)",
+            tenant_messages.clone(),
+        );
+        let tenant_held = Family::default();
+        registry.register(
+            "tenant_held",
+            "1 while a namespace's sends through a provider are held for its bounce or complaint rate (ReputationHold)",
+            tenant_held.clone(),
         );
         let slots_per_provider = Gauge::default();
         let ledger_entries = Gauge::default();
@@ -371,6 +400,8 @@ impl Default for Metrics {
             waiting_oldest,
             breaker_open,
             failovers,
+            tenant_messages,
+            tenant_held,
             slots_per_provider,
             ledger_entries,
             ledger_writes,
@@ -488,6 +519,37 @@ impl Metrics {
     /// A message moved on from `provider` to the next of its route.
     pub fn count_failover(&self, provider: &ProviderId) {
         self.failovers.get_or_create(&slot_labels(provider)).inc();
+    }
+
+    /// A namespace's usage of `provider` (its totals) and whether it is held.
+    pub fn set_tenant_usage(
+        &self,
+        provider: &ProviderId,
+        namespace: &str,
+        totals: &crate::api::usage::UsageCounts,
+        held: bool,
+    ) {
+        let outcomes = [
+            ("sent", totals.sent),
+            ("failed", totals.failed),
+            ("bounced", totals.bounced),
+            ("complained", totals.complained),
+        ];
+        for (outcome, count) in outcomes {
+            let labels = TenantLabels {
+                namespace: namespace.to_string(),
+                provider: provider.to_string(),
+                outcome: outcome.to_string(),
+            };
+            self.tenant_messages
+                .get_or_create(&labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        let labels = SlotLabels {
+            namespace: namespace.to_string(),
+            provider: provider.to_string(),
+        };
+        self.tenant_held.get_or_create(&labels).set(i64::from(held));
     }
 
     /// Whether this replica leads now.

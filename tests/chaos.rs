@@ -330,7 +330,7 @@ async fn an_smtp_primary_down_mid_run_fails_over_to_an_api_and_back() {
         .expect("join")
         .expect("restart");
     creating.await.expect("creating the messages");
-    let messages = all_finished(&scene, count, Duration::from_secs(240)).await;
+    let messages = finished_or_explained(&scene, count, Duration::from_secs(240)).await;
     let phases = phase_counts(&messages);
     let copies = copies(&mailpit).await;
     let through_smtp: usize = copies.values().sum();
@@ -661,6 +661,51 @@ async fn sigkill_during_a_webhook_burst_loses_no_acknowledged_event() {
     drop(controller);
 }
 
+/// Waits until every message of the namespace has reached an end state;
+/// when they do not in time, fails naming what the others wait for.
+async fn finished_or_explained(
+    scene: &Scene,
+    count: usize,
+    timeout: Duration,
+) -> Vec<EmailMessage> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let all = fixtures::all_messages(&scene.client, &scene.ns).await;
+        let unfinished: Vec<String> = all
+            .iter()
+            .filter(|m| {
+                !m.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(Phase::is_finished)
+            })
+            .map(|m| {
+                let status = m.status.clone().unwrap_or_default();
+                let sent = status.conditions.iter().find(|c| c.type_ == "Sent");
+                format!(
+                    "{}: {:?} {} {} (provider {:?}, attempts {})",
+                    m.metadata.name.as_deref().unwrap_or_default(),
+                    status.phase,
+                    sent.map(|c| c.reason.as_str()).unwrap_or_default(),
+                    sent.map(|c| c.message.as_str()).unwrap_or_default(),
+                    status.provider.map(|p| p.name),
+                    status.attempts
+                )
+            })
+            .collect();
+        if all.len() == count && unfinished.is_empty() {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} messages unfinished after {timeout:?}: {:#?}",
+            unfinished.len(),
+            unfinished.iter().take(10).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Waits until `count` messages of `scene` whose names start with `prefix`
 /// are Sent; answers when.
 async fn all_sent(scene: &Scene, prefix: &str, count: usize, timeout: Duration) -> Instant {
@@ -755,4 +800,120 @@ async fn a_stalled_tenant_delays_only_itself() {
         "tenant B took {beside:?} beside a stalled tenant, {normal:?} alone"
     );
     drop(controller);
+}
+
+/// Two tenants on one ClusterEmailProvider whose rate (8 messages a
+/// second, low enough that the rate, not this machine, is the bottleneck)
+/// each may use half of (`spec.tenants[].rateSharePercent`): tenant B's
+/// sending rate with tenant A's backlog of 600 on the provider is measured
+/// against B's alone.
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn a_flooding_tenant_leaves_the_other_its_share_of_a_shared_provider() {
+    let home = Scene::new("share-home").await;
+    let (a, b) = (
+        Scene::new("share-flood").await,
+        Scene::new("share-steady").await,
+    );
+    let key = fixtures::VALID_API_KEY;
+    let fake = Fake::start(Config::with_key(key)).await.expect("fake");
+    let _: k8s_openapi::api::core::v1::Secret = fixtures::create(
+        &home.client,
+        &home.ns,
+        json!({"metadata": {"name": "api-key"}, "stringData": {"apiKey": key}}),
+    )
+    .await;
+    let name = format!("shared-{}", support::namespace_suffix());
+    let providers: kube::Api<mailroom::api::ClusterEmailProvider> =
+        kube::Api::all(home.client.clone());
+    let provider: mailroom::api::ClusterEmailProvider = serde_json::from_value(json!({
+        "apiVersion": "mailroom.dev/v1alpha1", "kind": "ClusterEmailProvider",
+        "metadata": {"name": name},
+        "spec": {"defaultFrom": "platform <platform@mailroom.dev>",
+                 "api": {"provider": "Postmark", "secretRef": {"name": "api-key"},
+                         "endpoint": fake.url, "timeoutSeconds": 5},
+                 "rateLimit": {"messagesPerSecond": 8},
+                 "allowedNamespaces": {"names": [a.ns, b.ns]},
+                 "tenants": [{"rateSharePercent": 50}]}
+    }))
+    .expect("provider JSON");
+    providers
+        .create(&Default::default(), &provider)
+        .await
+        .expect("creating the provider");
+    // One controller for every namespace, as in a cluster.
+    let settings = mailroom::controller::Settings {
+        namespace: None,
+        cluster_provider_namespace: Some(home.ns.clone()),
+        ..fixtures::settings(&home.ns)
+    };
+    let controller =
+        fixtures::RunningController::start_with_settings(home.client.clone(), settings);
+    let create = |scene: &Scene, prefix: &'static str, count: usize| {
+        let (client, ns, name) = (scene.client.clone(), scene.ns.clone(), name.clone());
+        async move {
+            futures::stream::iter(0..count)
+                .map(|i| {
+                    let spec = json!({"providerRef": {"kind": "ClusterEmailProvider", "name": name},
+                                      "to": [format!("r{i}@example.org")], "subject": format!("{prefix} {i}"), "text": "x"});
+                    let (client, ns) = (client.clone(), ns.clone());
+                    async move { fixtures::message(&client, &ns, &format!("{prefix}-{i:04}"), spec).await }
+                })
+                .buffer_unordered(16)
+                .collect::<Vec<_>>()
+                .await;
+        }
+    };
+    let count = 60;
+    let started = Instant::now();
+    create(&b, "alone", count).await;
+    let alone = all_sent(&b, "alone", count, Duration::from_secs(120)).await - started;
+
+    // A's flood: 600 messages, a minute of its share, queued at once.
+    create(&a, "flood", 600).await;
+    all_sent(&a, "flood", 20, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    create(&b, "beside", count).await;
+    let beside = all_sent(&b, "beside", count, Duration::from_secs(120)).await - started;
+    let flood_sent_meanwhile = fixtures::all_messages(&a.client, &a.ns)
+        .await
+        .iter()
+        .filter(|m| m.status.as_ref().and_then(|s| s.phase) == Some(Phase::Sent))
+        .count();
+    // B's sending rate, from the service's side: its first to its last
+    // accepted message of each run.
+    let rate = |prefix: &str| {
+        let times: Vec<SystemTime> = fake
+            .accepted()
+            .iter()
+            .filter(|r| {
+                r.body["Subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(prefix))
+            })
+            .map(|r| r.at)
+            .collect();
+        let (first, last) = (times.iter().min().copied(), times.iter().max().copied());
+        let span = first
+            .zip(last)
+            .and_then(|(f, l)| l.duration_since(f).ok())
+            .unwrap_or_default();
+        (times.len().saturating_sub(1)) as f64 / span.as_secs_f64().max(0.001)
+    };
+    let (alone_rate, beside_rate) = (rate("alone "), rate("beside "));
+    let ratio = beside_rate / alone_rate;
+    println!(
+        "FIGURES tenant-share: rate=8/s share=50% B_alone={alone:?} ({alone_rate:.1}/s) \
+         B_beside_a_flood={beside:?} ({beside_rate:.1}/s) throughput_ratio={ratio:.2} \
+         flood_sent_by_then={flood_sent_meanwhile}"
+    );
+    assert!(
+        ratio >= 0.85,
+        "B kept {ratio:.2} of its throughput beside A's flood"
+    );
+    controller.stop().await;
+    providers
+        .delete(&name, &Default::default())
+        .await
+        .expect("deleting the provider");
 }

@@ -3,10 +3,11 @@
 //! credentials stay in the controller's namespace and an allow-list says
 //! which namespaces may send through it.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub use super::namespaces::AllowedNamespaces;
 use super::provider::{EmailProvider, EmailProviderSpec, EmailProviderStatus};
 
 /// How to send, for messages of the namespaces it allows. Its Secrets and
@@ -39,21 +40,6 @@ pub struct ClusterEmailProviderSpec {
     /// Unset, no namespace may use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<AllowedNamespaces>,
-}
-
-/// Namespaces picked by name, by labels, or both (either one suffices).
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AllowedNamespaces {
-    /// Namespaces allowed by name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000), inner(length(min = 1, max = 63)))]
-    pub names: Vec<String>,
-
-    /// Namespaces allowed by their labels (matchLabels and
-    /// matchExpressions). An empty selector (`{}`) allows every namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<LabelSelector>,
 }
 
 impl ClusterEmailProvider {

@@ -128,11 +128,20 @@ pub enum Reason {
     BreakerOpen,
     /// A provider's circuit breaker is closed: sends go through.
     BreakerClosed,
+    /// The namespace used its quota on the provider for this hour or day.
+    QuotaExceeded,
+    /// The namespace's sends through the provider are held for its bounce
+    /// or complaint rate until a person releases them.
+    ReputationHold,
+    /// The sender is not one the provider allows the namespace.
+    SenderNotAllowed,
+    /// A recipient is not one the provider allows the namespace.
+    RecipientNotAllowed,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 46] = [
+    pub const ALL: [Reason; 50] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -179,6 +188,10 @@ impl Reason {
         Reason::RouteNotFound,
         Reason::BreakerOpen,
         Reason::BreakerClosed,
+        Reason::QuotaExceeded,
+        Reason::ReputationHold,
+        Reason::SenderNotAllowed,
+        Reason::RecipientNotAllowed,
     ];
 
     /// The reason as written to status.
@@ -230,6 +243,10 @@ impl Reason {
             Reason::RouteNotFound => "RouteNotFound",
             Reason::BreakerOpen => "BreakerOpen",
             Reason::BreakerClosed => "BreakerClosed",
+            Reason::QuotaExceeded => "QuotaExceeded",
+            Reason::ReputationHold => "ReputationHold",
+            Reason::SenderNotAllowed => "SenderNotAllowed",
+            Reason::RecipientNotAllowed => "RecipientNotAllowed",
         }
     }
 

@@ -579,6 +579,12 @@ pub struct EmailMessageStatus {
     /// provider it went out through).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderRef>,
+    /// Where the provider's recipient guard sent the email instead of its
+    /// recipients (`spec.tenants[].recipients.redirectTo`, for staging
+    /// namespaces): it reached this address alone, not the recipients in
+    /// the spec (listed in its X-Original-To header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirected_to: Option<String>,
     /// For a message naming an EmailRoute: each provider it was attempted
     /// through, in the order first tried, with how it went (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -11,6 +11,7 @@ pub mod dkim;
 pub mod health;
 pub mod ledger;
 pub mod message;
+pub mod namespaces;
 pub mod origin;
 pub mod provider;
 pub mod provider_id;
@@ -19,6 +20,8 @@ pub mod route;
 pub mod schema;
 pub mod suppression;
 pub mod template;
+pub mod tenancy;
+pub mod usage;
 
 pub use cluster_provider::{ClusterEmailProvider, ClusterEmailProviderSpec};
 pub use ledger::{EmailLedger, EmailLedgerSpec, LedgerEntry};
@@ -31,6 +34,7 @@ pub use provider_id::ProviderId;
 pub use route::{EmailRoute, EmailRouteSpec};
 pub use suppression::{EmailSuppression, EmailSuppressionSpec, SuppressionReason};
 pub use template::{EmailTemplate, EmailTemplateSpec, EmailTemplateStatus};
+pub use usage::{EmailUsage, EmailUsageSpec, EmailUsageStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -48,6 +52,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         EmailLedger::crd(),
         EmailSuppression::crd(),
         EmailRoute::crd(),
+        EmailUsage::crd(),
     ]
     .into_iter()
     .map(without_unsigned_formats)

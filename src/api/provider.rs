@@ -33,6 +33,7 @@ use super::schema;
 #[x_kube(validation = Rule::new("!has(self.tracking) || has(self.api)").message("tracking needs an api provider (Postmark, Mailgun or SendGrid): SMTP servers do not track opens or clicks"))]
 #[x_kube(validation = Rule::new("!has(self.tracking) || !has(self.api) || !(self.api.provider in ['Mailtrap', 'Resend'])").message("Mailtrap and Resend set open and click tracking per sending domain in their dashboards, not per provider or message: remove tracking"))]
 #[x_kube(validation = Rule::new("!has(self.webhook) || has(self.api)").message("webhook needs an api provider: SMTP servers send no delivery webhooks"))]
+#[x_kube(validation = Rule::new("!has(self.tenants) || has(self.rateLimit) || self.tenants.all(t, !has(t.rateSharePercent))").message("tenants[].rateSharePercent is a share of rateLimit: set rateLimit"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailProviderSpec {
     /// Send over SMTP to a relay or mail server.
@@ -107,6 +108,15 @@ pub struct EmailProviderSpec {
     /// Resend (set it per sending domain in their dashboards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<super::deliverability::Tracking>,
+
+    /// What each namespace sending through this provider may do: quotas,
+    /// a share of the rate, allowed senders, allowed recipients (or a
+    /// redirect, for staging), the bounce and complaint rates it may reach.
+    /// The first policy that picks a message's namespace governs it (at
+    /// most 20). What each namespace used is in its EmailUsage objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub tenants: Vec<super::tenancy::TenantPolicy>,
 
     /// Receive the service's delivery webhooks (API providers only): the
     /// controller verifies each request with the key in this Secret and

@@ -2,18 +2,12 @@
 //! transports, the event recorder and the controller's settings.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use kube::Client;
 use kube::runtime::reflector::Store;
 
 use super::shared::Ready;
-use crate::api::provider::RateLimit;
 use crate::api::{EmailMessageStatus, EmailProvider, ProviderId};
 use crate::transport::Transport;
 
@@ -175,54 +169,6 @@ impl Written {
     }
 }
 
-/// The token buckets of providers with a `rateLimit`, by provider.
-#[derive(Default)]
-pub struct RateLimits {
-    inner: std::sync::Mutex<HashMap<ProviderId, (RateLimit, Arc<DefaultDirectRateLimiter>)>>,
-}
-
-/// Waits shorter than this are slept through; longer ones are written to
-/// the message's status (RateLimited) and the message is requeued.
-const SHORT_WAIT: Duration = Duration::from_secs(1);
-
-impl RateLimits {
-    /// Takes a slot from the provider's bucket. Returns `None` when the
-    /// message may go now (after at most a short sleep), or how long it must
-    /// wait otherwise.
-    pub async fn acquire(&self, key: &ProviderId, limit: Option<&RateLimit>) -> Option<Duration> {
-        let limit = limit?;
-        let limiter = {
-            let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get(key) {
-                Some((spec, limiter)) if spec == limit => limiter.clone(),
-                _ => {
-                    let limiter = Arc::new(build_limiter(limit));
-                    map.insert(key.clone(), (limit.clone(), limiter.clone()));
-                    limiter
-                }
-            }
-        };
-        loop {
-            match limiter.check() {
-                Ok(()) => return None,
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    if wait > SHORT_WAIT {
-                        return Some(wait);
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-}
-
-fn build_limiter(limit: &RateLimit) -> DefaultDirectRateLimiter {
-    let rate = NonZeroU32::new(limit.messages_per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = limit.burst.and_then(NonZeroU32::new).unwrap_or(rate);
-    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
-}
-
 /// The defaults of the controller's flags; clap and `Settings::default()`
 /// both read them, so they cannot drift apart.
 pub mod defaults {
@@ -360,9 +306,11 @@ pub struct Context {
     /// The bounce mailboxes' state and the soft bounce counts.
     pub bounces: Arc<crate::bounces::Bounces>,
     /// Token buckets of rate-limited providers.
-    pub rate_limits: RateLimits,
+    pub rate_limits: super::pacing::RateLimits,
     /// Each provider's circuit breaker.
     pub breakers: super::breaker::Breakers,
+    /// Each namespace's use of each provider (quotas, holds, totals).
+    pub usage: Arc<super::usage::Usage>,
     /// Metrics and probe state.
     pub telemetry: Arc<crate::admin::Telemetry>,
     /// Publishes Kubernetes Events.
@@ -384,6 +332,8 @@ pub struct Caches {
     pub templates: Store<crate::api::EmailTemplate>,
     /// Every EmailRoute the controller watches.
     pub routes: Store<crate::api::EmailRoute>,
+    /// Every EmailUsage (each namespace's use of each provider).
+    pub usages: Store<crate::api::EmailUsage>,
     /// The suppression lists (EmailSuppressions).
     pub suppressions: super::suppressions::Lists,
     /// Whether those caches have listed everything.
@@ -420,6 +370,7 @@ impl Caches {
         ready.providers.wait().await
             && ready.templates.wait().await
             && ready.routes.wait().await
+            && ready.usages.wait().await
             && ready.cluster_providers.wait().await
             && ready.suppressions.wait().await
     }
@@ -434,6 +385,8 @@ pub struct CachesReady {
     pub templates: Ready,
     /// The EmailRoute cache.
     pub routes: Ready,
+    /// The EmailUsage cache.
+    pub usages: Ready,
     /// The ClusterEmailProvider cache (given at once when not served).
     pub cluster_providers: Ready,
     /// The EmailSuppression cache.

@@ -19,6 +19,7 @@ pub mod leader;
 mod mailbox_reader;
 pub(crate) mod message;
 mod observe;
+mod pacing;
 pub(crate) mod provider;
 pub(crate) mod provider_status;
 mod runners;
@@ -27,7 +28,9 @@ pub(crate) mod slots;
 pub(crate) mod suppression_index;
 pub(crate) mod suppressions;
 pub(crate) mod template;
+pub(crate) mod tenants;
 pub(crate) mod triggers;
+pub(crate) mod usage;
 mod wake;
 mod watches;
 
@@ -93,6 +96,7 @@ pub async fn run(
         templates,
         clusters,
         routes,
+        usages: _,
         secrets,
         config_maps,
         suppressions: _,
@@ -171,6 +175,12 @@ fn with_side_tasks(
             .boxed(),
     );
     drivers.push(ctx.activity.clone().run(client.clone()).boxed());
+    drivers.push(
+        ctx.usage
+            .clone()
+            .run(client.clone(), ctx.telemetry.clone())
+            .boxed(),
+    );
     let ledger = ctx.ledger.clone();
     let ledger_client = client.clone();
     drivers.push(async move { ledger.run(ledger_client).await }.boxed());

@@ -40,11 +40,13 @@ pub(super) fn context(
             cluster_providers: watches.clusters.store.clone(),
             templates: watches.templates.store.clone(),
             routes: watches.routes.0.clone(),
+            usages: watches.usages.0.clone(),
             suppressions: watches.suppressions.0.clone(),
             ready: CachesReady {
                 providers: watches.providers.ready.clone(),
                 templates: watches.templates.ready.clone(),
                 routes: watches.routes.1.clone(),
+                usages: watches.usages.1.clone(),
                 cluster_providers: if serves_cluster_providers {
                     watches.clusters.ready.clone()
                 } else {
@@ -67,6 +69,7 @@ pub(super) fn context(
         bounces: Default::default(),
         telemetry: telemetry.clone(),
         rate_limits: Default::default(),
+        usage: Arc::new(super::usage::Usage::new(watches.usages.0.clone())),
         breakers: super::breaker::Breakers::new(
             settings.breaker_failures,
             Duration::from_secs(settings.breaker_cooldown_seconds.into()),
@@ -309,6 +312,7 @@ fn in_flight(
         }
         Ok(Event::Apply(message)) => {
             ctx.activity.observe(&message);
+            ctx.usage.observe(&message);
             finished(&message);
             if expiry::held(&message) {
                 Some(Ok(Event::Apply(message)))

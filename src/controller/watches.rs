@@ -16,7 +16,7 @@ use kube::{Client, Resource};
 use super::shared::{self, Feed};
 use super::{Settings, api, triggers};
 use crate::api::{
-    ClusterEmailProvider, EmailProvider, EmailRoute, EmailSuppression, EmailTemplate,
+    ClusterEmailProvider, EmailProvider, EmailRoute, EmailSuppression, EmailTemplate, EmailUsage,
 };
 use crate::guarded::{self, Mark};
 
@@ -89,6 +89,8 @@ pub(super) struct Watches {
     /// The EmailRoutes: a cache, its signal, and what wakes the messages
     /// naming one (no controller of their own).
     pub(super) routes: (Store<EmailRoute>, shared::Ready, Feed<EmailRoute>),
+    /// The EmailUsage objects: a cache read back by `usage`, nothing to wake.
+    pub(super) usages: (Store<EmailUsage>, shared::Ready),
     pub(super) secrets: TriggerWatch<PartialObjectMeta<Secret>>,
     pub(super) config_maps: TriggerWatch<PartialObjectMeta<ConfigMap>>,
     /// The suppression lists: a cache and its index, nothing to wake.
@@ -114,6 +116,8 @@ impl Watches {
             cached(guarded_watch::<EmailRoute>(client, ns), 1, &mut drivers);
         let wakes = feeds.into_iter().next().unwrap_or_else(Feed::empty);
         let routes = (store, ready, wakes);
+        let (store, ready, _) = cached(guarded_watch::<EmailUsage>(client, ns), 0, &mut drivers);
+        let usages = (store, ready);
         // Every served namespace, and the one a ClusterEmailProvider's live in.
         let suppression_scope = match (ns, home) {
             (Some(own), Some(home)) if own != home => None,
@@ -138,6 +142,7 @@ impl Watches {
             templates,
             clusters,
             routes,
+            usages,
             secrets,
             config_maps,
             suppressions: (

@@ -12,17 +12,12 @@ use crate::support::fixtures::{self, RunningController, Scene};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use mailroom::api::{ClusterEmailProvider, Phase};
-use mailroom::controller::Settings;
 use serde_json::json;
 
 /// A controller for `namespace` that serves ClusterEmailProviders with
 /// Secrets in `secrets`.
 fn serving(scene: &Scene, secrets: &str) -> RunningController {
-    let settings = Settings {
-        cluster_provider_namespace: Some(secrets.to_string()),
-        ..fixtures::settings(&scene.ns)
-    };
-    RunningController::start_with_settings(scene.client.clone(), settings)
+    fixtures::serving_cluster_providers(scene, secrets)
 }
 
 fn note(provider: &str, subject: &str) -> serde_json::Value {
@@ -33,15 +28,7 @@ fn note(provider: &str, subject: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_cluster_provider_sends_for_the_namespaces_it_allows_and_denies_the_rest() {
     // The controller's namespace holds the credentials; no other does.
-    let home = Scene::new("cluster-home").await;
-    fixtures::smtp_secret(
-        &home.client,
-        &home.ns,
-        "smtp-credentials",
-        &support::env().smtp_password,
-    )
-    .await;
-    fixtures::ca_config_map(&home.client, &home.ns).await;
+    let home = fixtures::cluster_home("cluster-home").await;
 
     let by_name = Scene::new("cluster-by-name").await;
     let by_label = Scene::new("cluster-by-label").await;

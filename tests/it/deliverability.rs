@@ -562,7 +562,7 @@ async fn bulk_mail_over_smtp_takes_the_providers_unsubscribe_and_warns_without_o
 
 /// Whether the apiserver would refuse `spec` as a new EmailMessage (a dry
 /// run through admission): its message if so.
-async fn dry_run_refusal(scene: &Scene, spec: &Value) -> Option<String> {
+pub(crate) async fn dry_run_refusal(scene: &Scene, spec: &Value) -> Option<String> {
     use kube::api::{ApiResource, DynamicObject, PostParams};
     let resource = ApiResource::erase::<EmailMessage>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(scene.client.clone(), &scene.ns, &resource);

@@ -30,4 +30,5 @@ mod send_once;
 mod smtp_delivery;
 mod suppression;
 mod templates;
+mod tenants;
 mod webhook_corpus;

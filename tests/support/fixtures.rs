@@ -330,6 +330,31 @@ pub fn stop_extra_mailpit(name: &str) {
     std::fs::remove_file(pid_file).expect("removing the pid file");
 }
 
+/// A controller for `scene`'s namespace that serves ClusterEmailProviders
+/// with Secrets in `secrets`.
+pub fn serving_cluster_providers(scene: &Scene, secrets: &str) -> RunningController {
+    let settings = Settings {
+        cluster_provider_namespace: Some(secrets.to_string()),
+        ..settings(&scene.ns)
+    };
+    RunningController::start_with_settings(scene.client.clone(), settings)
+}
+
+/// The namespace ClusterEmailProviders' Secrets live in, holding the
+/// shared mailpit's credentials (`smtp-credentials`) and CA.
+pub async fn cluster_home(test: &str) -> Scene {
+    let home = Scene::new(test).await;
+    smtp_secret(
+        &home.client,
+        &home.ns,
+        "smtp-credentials",
+        &super::env().smtp_password,
+    )
+    .await;
+    ca_config_map(&home.client, &home.ns).await;
+    home
+}
+
 /// One test's namespace and client, with the steps tests share.
 pub struct Scene {
     /// An admin client.

@@ -21,12 +21,14 @@ use super::{deliverability, report, verdict};
 use crate::api::condition::{self, Reason, SENT, WARNING};
 use crate::api::message::{BulkStatus, DeliveryPolicy, RecipientFailure};
 use crate::api::origin::Origin;
+use crate::api::tenancy::TenantPolicy;
 use crate::api::{EmailMessage, EmailMessageStatus, EmailProvider, EmailTemplate, Phase};
 use crate::compose::Email;
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::CONFLICT_RETRY;
 use crate::controller::error::Error;
 use crate::controller::suppressions::{Scope, Suppressed};
+use crate::controller::tenants::{self, Guarded};
 use crate::transport::{BatchOutcome, SendError};
 
 /// How many failures `status.bulk.failures` lists; the counters hold the rest.
@@ -50,6 +52,8 @@ pub struct Job<'a> {
     pub suppressions: &'a Scope,
     /// Its EmailRoute and the provider chosen, if it names one.
     pub route: Option<&'a Plan>,
+    /// The provider's policy for the message's namespace.
+    pub tenant: Option<&'a TenantPolicy>,
 }
 
 fn fail(progress: &mut BulkStatus, to: &str, why: Reason, text: &str) {
@@ -86,6 +90,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         limits,
         suppressions,
         route,
+        tenant,
     } = job;
     let api = verdict::api(ctx, message);
     // A send slot from before the claim until the progress is recorded, as
@@ -107,6 +112,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         template,
         progress.next as usize,
         (!message.spec.ignore_suppression).then_some(suppressions),
+        tenant,
     );
 
     // Claim the batch before any I/O.
@@ -147,6 +153,11 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         attempt::withdraw_on_provider_failure(ctx, &key, provider, verified, e).await;
     }
     attempt::judge_provider(ctx, provider, outcome.stopped.as_ref()).await;
+    let accepted = outcome.results.iter().filter(|r| r.is_ok()).count();
+    if accepted > 0 {
+        let now = jiff::Timestamp::now();
+        ctx.usage.sent(&key, &namespace, accepted as u64, now);
+    }
     let mut new = claimed.status.clone().unwrap_or_default();
     let (action, finished) = progress_after(&mut new, progress, message, &batch, &outcome, limits);
     // A batch that stopped is retried after its backoff through whichever
@@ -200,6 +211,7 @@ fn next_batch(
     template: Option<&EmailTemplate>,
     start: usize,
     suppressions: Option<&Scope>,
+    tenant: Option<&TenantPolicy>,
 ) -> Batch {
     let recipients = &message.spec.recipients;
     let key = super::gate::send_key(message);
@@ -222,7 +234,21 @@ fn next_batch(
             message.spec.data.as_ref(),
             recipient.data.as_ref(),
         ));
-        match build(&spec, template, &provider.spec, &format!("{key}.{i}"), true) {
+        let built = match (
+            build(&spec, template, &provider.spec, &format!("{key}.{i}"), true),
+            tenant,
+        ) {
+            (Ok(mut email), Some(policy)) => {
+                let field = format!("spec.recipients[{i}].to");
+                if let Guarded::Refused(text) = tenants::guard(&mut email, policy, &field) {
+                    batch.invalid.push((i, Reason::RecipientNotAllowed, text));
+                    continue;
+                }
+                Ok(email)
+            }
+            (built, _) => built,
+        };
+        match built {
             Ok(email) if let Some(found) = suppressed(suppressions, &email) => {
                 let field = format!("spec.recipients[{i}].to");
                 batch

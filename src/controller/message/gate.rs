@@ -14,10 +14,12 @@ use super::{deliverability, email, fits};
 use crate::api::condition::{self, READY, Reason, SENT};
 use crate::api::message::{DeliveryPolicy, ProviderKind, RETRY_ANNOTATION};
 use crate::api::origin::Origin;
+use crate::api::tenancy::TenantPolicy;
 use crate::api::{EmailMessage, EmailProvider, EmailTemplate, Phase};
 use crate::compose::Email;
 use crate::controller::access::Access;
 use crate::controller::suppressions::Scope;
+use crate::controller::tenants::{self, Guarded};
 use crate::transport::Transport;
 
 /// How soon a message looks again for a provider that is Ready but whose
@@ -114,6 +116,8 @@ pub struct View<'a> {
     pub suppressions: Option<&'a Scope>,
     /// For a message naming an EmailRoute that cannot send now: why.
     pub route: Option<&'a Stop>,
+    /// The provider's policy for the message's namespace (`spec.tenants`).
+    pub tenant: Option<&'a TenantPolicy>,
 }
 
 /// For a finished message: what happens to it. `None` when it is not
@@ -170,7 +174,15 @@ fn check(
     if let Some(text) = deliverability::tracking_refusal(&message.spec, &provider.spec) {
         return Err(invalid(text));
     }
-    let email = compose(message, provider, template)?;
+    if let Some(policy) = view.tenant {
+        senders(message, provider, policy)?;
+    }
+    let mut email = compose(message, provider, template)?;
+    if let (Some(policy), Some(email)) = (view.tenant, email.as_mut())
+        && let Guarded::Refused(text) = tenants::guard(email, policy, "")
+    {
+        return Err(end(Phase::Failed, Reason::RecipientNotAllowed, text));
+    }
     schedule(message, now)?;
     if provider.spec.suspend {
         let name = provider.name_any();
@@ -198,6 +210,31 @@ fn check(
         return Err(invalid(text));
     }
     Ok(email)
+}
+
+/// Ends a message whose sender (its own, or the provider's defaultFrom) or
+/// reply-to the provider does not allow its namespace.
+fn senders(
+    message: &EmailMessage,
+    provider: &EmailProvider,
+    policy: &TenantPolicy,
+) -> Result<(), Stop> {
+    let from = message
+        .spec
+        .from
+        .as_deref()
+        .or(provider.spec.default_from.as_deref())
+        .and_then(|f| f.parse::<lettre::message::Mailbox>().ok());
+    let reply_to: Vec<lettre::message::Mailbox> = message
+        .spec
+        .reply_to
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    match tenants::sender_refusal(from.as_ref(), &reply_to, policy) {
+        Some(text) => Err(end(Phase::Failed, Reason::SenderNotAllowed, text)),
+        None => Ok(()),
+    }
 }
 
 /// Ends a message one of whose recipients is suppressed, unless it says to
@@ -445,6 +482,7 @@ mod tests {
             serves_cluster_providers: false,
             suppressions: None,
             route: None,
+            tenant: None,
         };
         edit(&mut view);
         decide(message, &view, now())

@@ -14,11 +14,13 @@ use super::route::{self, Plan};
 use crate::api::ProviderId;
 use crate::api::condition::Reason;
 use crate::api::message::ProviderKind;
+use crate::api::tenancy::TenantPolicy;
 use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailRoute, EmailTemplate};
 use crate::controller::access::{self, Access};
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
 use crate::controller::suppressions::Scope;
+use crate::controller::tenants;
 
 /// What the caches know about one message's sending.
 pub struct Inputs {
@@ -39,6 +41,8 @@ pub struct Inputs {
     /// For a message naming an EmailRoute: the route and its provider
     /// chosen for this attempt, or why none can take the message now.
     pub route: Option<Result<Plan, Stop>>,
+    /// The provider's policy for the message's namespace (`spec.tenants`).
+    pub tenant: Option<TenantPolicy>,
 }
 
 impl Inputs {
@@ -59,6 +63,7 @@ impl Inputs {
                 Some(Err(stop)) => Some(stop),
                 _ => None,
             },
+            tenant: self.tenant.as_ref(),
         }
     }
 }
@@ -83,6 +88,7 @@ pub async fn gather(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Err
         .as_deref()
         .and_then(|p| ctx.transports.get(&key_of(p)));
     let limits = Limits::of(message, provider.as_deref(), &ctx.settings);
+    let tenant = tenant_of(ctx, provider.as_deref(), &namespace).await?;
     Ok(Inputs {
         provider,
         access,
@@ -96,6 +102,7 @@ pub async fn gather(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Err
             std::slice::from_ref(&message.spec.provider_ref),
         ),
         route: None,
+        tenant,
     })
 }
 
@@ -128,8 +135,10 @@ async fn gather_routed(message: &EmailMessage, ctx: &Context) -> Result<Inputs, 
         (Err(_), Some(route)) => route.spec.providers.iter().map(|p| p.reference()).collect(),
         (Err(_), None) => Vec::new(),
     };
+    let tenant = tenant_of(ctx, provider.as_deref(), &namespace).await?;
     Ok(Inputs {
         limits: Limits::of(message, provider.as_deref(), &ctx.settings),
+        tenant,
         provider,
         // Each provider's access was checked as the route was read.
         access: None,
@@ -139,6 +148,20 @@ async fn gather_routed(message: &EmailMessage, ctx: &Context) -> Result<Inputs, 
         suppressions: scope(ctx, &namespace, &listed),
         route: Some(route),
     })
+}
+
+/// The policy of `provider` (`spec.tenants`) that governs `namespace`.
+async fn tenant_of(
+    ctx: &Context,
+    provider: Option<&EmailProvider>,
+    namespace: &str,
+) -> Result<Option<TenantPolicy>, Error> {
+    match provider {
+        Some(provider) => tenants::policy_of(&ctx.client, provider, namespace)
+            .await
+            .map_err(Error::Kube),
+        None => Ok(None),
+    }
 }
 
 /// The template the message names: `None` when it names none, `Some(None)`

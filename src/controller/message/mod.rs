@@ -87,13 +87,16 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
     let (Some(provider), Some(verified)) = (&inputs.provider, &inputs.verified) else {
         return Ok(Action::requeue(gate::TRANSPORT_WARMUP_RETRY));
     };
-    let email = match prepare::prepare(&ctx, &message, provider, verified, email).await? {
-        Ok(email) => email,
+    let tenant = inputs.tenant.as_ref();
+    let prepared = match prepare::prepare(&ctx, &message, provider, verified, tenant, email).await?
+    {
+        Ok(prepared) => prepared,
         Err(stop) => return verdict::write(&ctx, &message, stop, deadline).await,
     };
 
     let limits = &inputs.limits;
-    match email {
+    let reservation = prepared.reservation;
+    match prepared.email {
         Some(email) => {
             let job = single::Job {
                 ctx: &ctx,
@@ -103,6 +106,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 email: &email,
                 limits,
                 route: inputs.route.as_ref().and_then(|r| r.as_ref().ok()),
+                reservation,
             };
             single::send(job).await
         }
@@ -117,6 +121,7 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 limits,
                 suppressions: &inputs.suppressions,
                 route: inputs.route.as_ref().and_then(|r| r.as_ref().ok()),
+                tenant,
             };
             bulk::send(job).await
         }

@@ -24,6 +24,7 @@ use crate::compose::Email;
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::CONFLICT_RETRY;
 use crate::controller::error::Error;
+use crate::controller::usage::Reservation;
 use crate::transport::{Accepted, SendError};
 
 /// What one send needs.
@@ -42,6 +43,8 @@ pub struct Job<'a> {
     pub limits: &'a Limits,
     /// Its EmailRoute and the provider chosen, if it names one.
     pub route: Option<&'a Plan>,
+    /// Its place in the namespace's quota, kept if it is sent.
+    pub reservation: Option<Reservation>,
 }
 
 /// Claims, sends and records one attempt.
@@ -54,6 +57,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         email,
         limits,
         route,
+        reservation,
     } = job;
     let api = verdict::api(ctx, message);
     let retry_requested = message.annotations().contains_key(RETRY_ANNOTATION);
@@ -76,6 +80,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     };
     let mut claim = claim(message, verified, email, retry_requested);
     attempt::note_provider(&mut claim, message, route);
+    claim.redirected_to = email.redirected_to.clone();
     let attempt = claim.attempts;
     let Some(claimed) = attempt::write_claim(&api, &base, claim).await? else {
         return Ok(Action::requeue(CONFLICT_RETRY));
@@ -106,6 +111,15 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     ctx.attempts
         .sends
         .note_attempt(&key, &provider.spec, elapsed);
+    // What the server did counts, whether or not the status write lands.
+    let now = jiff::Timestamp::now();
+    match (outcome.phase, reservation) {
+        (Some(Phase::Sent), Some(reservation)) => reservation.keep(now),
+        (Some(Phase::Sent), None) => ctx.usage.sent(&key, &namespace, 1, now),
+        (Some(Phase::Failed | Phase::Unknown), _) => ctx.usage.failed(&key, &namespace),
+        // Pending: its place is given back, and taken again next time.
+        _ => {}
+    }
 
     let Some(recorded) = attempt::finish(ctx, &api, &claimed, &outcome, attempt).await? else {
         return Ok(Action::await_change());
@@ -271,8 +285,13 @@ fn sent(
     status.provider_message_ids = accepted.all_ids.clone();
     status.sent_time = Some(now());
     status.last_error = None;
+    let redirected = status
+        .redirected_to
+        .as_ref()
+        .map(|to| format!(" (redirected to {to} by the provider's recipient guard; the spec's recipients got nothing)"))
+        .unwrap_or_default();
     let text = format!(
-        "accepted by the server on attempt {attempt}: {} {}",
+        "accepted by the server on attempt {attempt}: {} {}{redirected}",
         accepted.code, accepted.message
     );
     let why = Reason::Accepted;
