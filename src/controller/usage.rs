@@ -33,6 +33,10 @@ pub const HOLD_RECHECK: Duration = Duration::from_secs(30);
 /// The most (provider, namespace) pairs counted; past it new pairs are not
 /// bounded by quotas (and a warning says so) rather than grow memory.
 const MAX_PAIRS: usize = 50_000;
+/// Messages whose bounces and complaints are remembered as counted; past
+/// it the memory starts afresh (a message's next change may then count
+/// what it showed before again).
+const MAX_SEEN: usize = 200_000;
 /// Default `reputation.minimumSent` and `windowHours`.
 const DEFAULT_MINIMUM_SENT: u32 = 100;
 const DEFAULT_WINDOW_HOURS: u32 = 24;
@@ -73,6 +77,8 @@ pub enum Held {
 #[derive(Default)]
 pub struct Usage {
     inner: Mutex<HashMap<Key, Tally>>,
+    /// Bounces and complaints already counted, by message uid.
+    seen: Mutex<HashMap<String, (u64, u64)>>,
     /// The EmailUsage objects, read back the first time a pair is counted.
     store: Option<Store<EmailUsage>>,
 }
@@ -82,6 +88,7 @@ impl Usage {
     pub fn new(store: Store<EmailUsage>) -> Self {
         Self {
             inner: Mutex::default(),
+            seen: Mutex::default(),
             store: Some(store),
         }
     }
@@ -250,20 +257,46 @@ impl Usage {
         let Some(provider) = ProviderId::of(message) else {
             return;
         };
-        let phase = message.status.as_ref().and_then(|s| s.phase);
-        let namespace = message.namespace().unwrap_or_default();
-        let now = Timestamp::now();
-        match phase {
-            Some(Phase::Bounced) => self.count(&provider, &namespace, now, |t| {
-                t.reputation.bounced += 1;
-                t.totals.bounced += 1;
-            }),
-            Some(Phase::Complained) => self.count(&provider, &namespace, now, |t| {
-                t.reputation.complained += 1;
-                t.totals.complained += 1;
-            }),
-            _ => {}
+        let Some(status) = message.status.as_ref() else {
+            return;
+        };
+        // What the message shows now: a single message its phase, a bulk
+        // message its recipients' counts.
+        let shown = match &status.bulk {
+            Some(bulk) => (u64::from(bulk.bounced), u64::from(bulk.complained)),
+            None => (
+                u64::from(status.phase == Some(Phase::Bounced)),
+                u64::from(status.phase == Some(Phase::Complained)),
+            ),
+        };
+        if shown == (0, 0) {
+            return;
         }
+        let uid = message.uid().unwrap_or_default();
+        // Only what is new since this message was last counted.
+        let (bounced, complained) = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() >= MAX_SEEN && !seen.contains_key(&uid) {
+                seen.clear();
+            }
+            let before = seen.entry(uid).or_default();
+            let new = (
+                shown.0.saturating_sub(before.0),
+                shown.1.saturating_sub(before.1),
+            );
+            *before = (before.0.max(shown.0), before.1.max(shown.1));
+            new
+        };
+        if (bounced, complained) == (0, 0) {
+            return;
+        }
+        let namespace = message.namespace().unwrap_or_default();
+        self.count(&provider, &namespace, Timestamp::now(), |t| {
+            t.reputation.bounced += bounced;
+            t.totals.bounced += bounced;
+            t.reputation.complained += complained;
+            t.totals.complained += complained;
+        });
     }
 
     /// Counts into a pair (seeded from its object the first time).
@@ -669,6 +702,39 @@ mod tests {
         let written = usage.take_dirty(at(5));
         assert_eq!(written[0].1.totals.sent, 2);
         assert_eq!(written[0].1.hour.as_ref().map(|h| h.messages), Some(2));
+    }
+
+    fn message(uid: &str, status: serde_json::Value) -> EmailMessage {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage",
+            "metadata": {"name": "m", "namespace": "a", "uid": uid},
+            "spec": {"providerRef": {"kind": "ClusterEmailProvider", "name": "shared"},
+                     "to": ["x@example.org"], "subject": "s", "text": "t"},
+            "status": status
+        }))
+        .expect("a message")
+    }
+
+    #[test]
+    fn each_bounce_and_complaint_counts_once_for_single_and_bulk_messages() {
+        let usage = Usage::default();
+        let bounced = message("u1", serde_json::json!({"phase": "Bounced"}));
+        usage.observe(&bounced);
+        // Another change of the same bounced message counts nothing new.
+        usage.observe(&bounced);
+        let bulk = |bounced: u32, complained: u32| {
+            message(
+                "u2",
+                serde_json::json!({"phase": "Sent", "bulk": {"total": 10, "sent": 10, "failed": 0,
+                    "next": 10, "bounced": bounced, "complained": complained}}),
+            )
+        };
+        usage.observe(&bulk(2, 0));
+        usage.observe(&bulk(3, 1));
+        usage.observe(&bulk(3, 1));
+        let written = usage.take_dirty(at(0));
+        let totals = &written[0].1.totals;
+        assert_eq!((totals.bounced, totals.complained), (4, 1));
     }
 
     #[test]
