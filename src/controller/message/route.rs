@@ -73,6 +73,49 @@ pub async fn choose(
     route: &EmailRoute,
     ctx: &Context,
 ) -> Result<Result<Plan, Stop>, Error> {
+    let entries = read(message, route, ctx).await?;
+    let route_name = route.name_any();
+    if let Some(stop) = template_refusal(message, &route_name, &entries) {
+        return Ok(Err(stop));
+    }
+    let status = message.status.clone().unwrap_or_default();
+    let uid = message.uid().unwrap_or_default();
+    let pin = pinned(&status);
+    let order = match pin {
+        Some(pin) => match entries.iter().position(|e| e.reference == *pin) {
+            Some(i) => vec![i],
+            None => return Ok(Err(unlisted(pin, &route_name))),
+        },
+        None => order(route.spec.strategy, &entries, &status, &uid),
+    };
+    let now = jiff::Timestamp::now();
+    let chosen = match pin {
+        // A message held to its provider goes when the provider can take
+        // it, as a message naming that provider would: the breaker keeps
+        // new mail away, not a retry that has nowhere else to go.
+        Some(_) => order
+            .iter()
+            .copied()
+            .find(|i| entries[*i].usable.is_ok())
+            .ok_or_else(Vec::new),
+        None => admitted(ctx, &entries, &order, &uid, now),
+    };
+    match chosen {
+        Ok(chosen) => Ok(Ok(Plan {
+            route: route_name,
+            entries,
+            chosen,
+        })),
+        Err(open) => Ok(Err(none_can(&entries, open, pin, &route_name, now))),
+    }
+}
+
+/// Each provider of `route`, and whether it can take the message now.
+async fn read(
+    message: &EmailMessage,
+    route: &EmailRoute,
+    ctx: &Context,
+) -> Result<Vec<Entry>, Error> {
     let namespace = message.namespace().unwrap_or_default();
     let mut entries = Vec::with_capacity(route.spec.providers.len());
     for listed in &route.spec.providers {
@@ -84,101 +127,93 @@ pub async fn choose(
             usable,
         });
     }
-    let route_name = route.name_any();
-    if let Some(stop) = template_refusal(message, &route_name, &entries) {
-        return Ok(Err(stop));
-    }
-    let status = message.status.clone().unwrap_or_default();
-    let pin = pinned(&status);
-    let order = match pin {
-        Some(pin) => match entries.iter().position(|e| e.reference == *pin) {
-            Some(i) => vec![i],
-            None => {
-                let text = format!(
-                    "the last attempt went through {} {:?}, which may have the message; it is not sent through another provider, and EmailRoute {route_name:?} no longer lists it. Annotate mailroom.dev/retry=true after checking",
-                    pin.kind_name(),
-                    pin.name
-                );
-                return Ok(Err(wait(Reason::NoProviderAvailable, text, None)));
-            }
-        },
-        None => order(
-            route.spec.strategy,
-            &entries,
-            &status,
-            &message.uid().unwrap_or_default(),
-        ),
-    };
-    let now = jiff::Timestamp::now();
-    let who = message.uid().unwrap_or_default();
-    let mut soonest: Option<jiff::Timestamp> = None;
-    let mut why = Vec::new();
+    Ok(entries)
+}
+
+/// The providers whose breaker is open, each with until when.
+type Open = Vec<(ProviderRef, jiff::Timestamp)>;
+
+/// The first usable provider in `order` whose circuit breaker lets message
+/// `who` through; else the open breakers met.
+fn admitted(
+    ctx: &Context,
+    entries: &[Entry],
+    order: &[usize],
+    who: &str,
+    now: jiff::Timestamp,
+) -> Result<usize, Open> {
+    let mut open = Vec::new();
     for i in order.iter().copied() {
-        let entry = &entries[i];
-        let Ok((provider, _)) = &entry.usable else {
+        let Ok((provider, _)) = &entries[i].usable else {
             continue;
         };
-        // A message held to its provider goes when the provider can take
-        // it, as a message naming that provider would: the breaker keeps
-        // new mail away, not a retry that has nowhere else to go.
-        if pin.is_some() {
-            return Ok(Ok(Plan {
-                route: route_name,
-                entries,
-                chosen: i,
-            }));
-        }
         let id = ProviderId::from_provider(provider);
         let persisted = provider.status.as_ref().and_then(|s| s.breaker.as_ref());
-        match ctx.breakers.admit(&id, persisted, now, &who) {
-            Admission::Closed | Admission::Probe => {
-                return Ok(Ok(Plan {
-                    route: route_name,
-                    entries,
-                    chosen: i,
-                }));
-            }
-            Admission::Open { until } => {
-                soonest = Some(soonest.map_or(until, |s| s.min(until)));
-                why.push(format!(
-                    "{} {:?}: circuit breaker open until {until}",
-                    entry.reference.kind_name(),
-                    entry.reference.name
-                ));
-            }
+        match ctx.breakers.admit(&id, persisted, now, who) {
+            Admission::Closed | Admission::Probe => return Ok(i),
+            Admission::Open { until } => open.push((entries[i].reference.clone(), until)),
         }
     }
-    for entry in &entries {
-        if let Err(reason) = &entry.usable {
-            why.push(reason.clone());
-        }
-    }
+    Err(open)
+}
+
+/// The wait of a message held to a provider its route no longer lists.
+fn unlisted(pin: &ProviderRef, route: &str) -> Stop {
+    let text = format!(
+        "the last attempt went through {} {:?}, which may have the message; it is not sent through another provider, and EmailRoute {route:?} no longer lists it. Annotate mailroom.dev/retry=true after checking",
+        pin.kind_name(),
+        pin.name
+    );
+    wait(Reason::NoProviderAvailable, text, None)
+}
+
+/// The wait when no provider can take the message: each provider and why,
+/// looked at again when the first breaker's cool-down ends, or soon while
+/// a provider is being verified here (that wakes nobody).
+fn none_can(
+    entries: &[Entry],
+    open: Open,
+    pin: Option<&ProviderRef>,
+    route: &str,
+    now: jiff::Timestamp,
+) -> Stop {
+    let mut why: Vec<String> = open
+        .iter()
+        .map(|(p, until)| {
+            format!(
+                "{} {:?}: circuit breaker open until {until}",
+                p.kind_name(),
+                p.name
+            )
+        })
+        .collect();
+    why.extend(
+        entries
+            .iter()
+            .filter_map(|e| e.usable.as_ref().err().cloned()),
+    );
+    let why = why.join("; ");
     let text = match pin {
         Some(pin) => format!(
-            "the last attempt through {} {:?} may have reached the server, so the message is not sent through another provider of EmailRoute {route_name:?}; it waits for that one: {}",
+            "the last attempt through {} {:?} may have reached the server, so the message is not sent through another provider of EmailRoute {route:?}; it waits for that one: {why}",
             pin.kind_name(),
-            pin.name,
-            why.join("; ")
+            pin.name
         ),
-        None => format!(
-            "no provider of EmailRoute {route_name:?} can take the message now: {}",
-            why.join("; ")
-        ),
+        None => format!("no provider of EmailRoute {route:?} can take the message now: {why}"),
     };
+    let soonest = open.iter().map(|(_, until)| *until).min();
     let mut until = soonest.map(|t| {
         std::time::Duration::try_from(t.duration_since(now))
             .unwrap_or_default()
             .max(TRANSPORT_WARMUP_RETRY)
     });
-    // A provider being verified here wakes nobody when it passes (its
-    // status may not change): look again soon.
     let warming = entries
         .iter()
         .any(|e| e.usable.as_ref().is_err_and(|why| why.ends_with(WARMING)));
     if warming {
         until = Some(until.map_or(TRANSPORT_WARMUP_RETRY, |u| u.min(TRANSPORT_WARMUP_RETRY)));
     }
-    Ok(Err(wait(Reason::NoProviderAvailable, text, until)))
+    wait(Reason::NoProviderAvailable, text, until)
 }
 
 /// The provider the message must stay with: the one whose last attempt may
