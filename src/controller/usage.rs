@@ -332,13 +332,6 @@ impl Usage {
         tally.hold.take().is_some()
     }
 
-    /// Whether `namespace` is held on `provider` now.
-    pub fn is_held(&self, provider: &ProviderId, namespace: &str) -> bool {
-        self.lock()
-            .get(&(provider.clone(), namespace.to_string()))
-            .is_some_and(|t| t.hold.is_some())
-    }
-
     /// The pairs changed since last taken, as their status, marked clean.
     fn take_dirty(&self, now: Timestamp) -> Vec<(Key, EmailUsageStatus)> {
         let mut map = self.lock();
@@ -380,7 +373,7 @@ impl Usage {
                 telemetry
                     .metrics
                     .set_tenant_usage(&key.0, &key.1, &status.totals, held);
-                if let Err(e) = write(&client, &key, &status).await {
+                if let Err(e) = write(&client, &store, &key, &status).await {
                     warn!(provider = %key.0, namespace = key.1, error = %e, "writing a namespace's usage failed; tried again");
                     self.redo(&key);
                 }
@@ -494,20 +487,31 @@ pub fn persisted(
         .and_then(|u| u.status.clone())
 }
 
-/// Creates the usage object if it is missing (server-side apply of its
-/// spec), then writes its status.
-async fn write(client: &Client, key: &Key, status: &EmailUsageStatus) -> Result<(), kube::Error> {
+/// Creates the usage object if the cache does not hold it (server-side
+/// apply of its spec), then writes its status: one write a time once it
+/// exists.
+async fn write(
+    client: &Client,
+    store: &Store<EmailUsage>,
+    key: &Key,
+    status: &EmailUsageStatus,
+) -> Result<(), kube::Error> {
     let (provider, namespace) = key;
     let reference = reference_of(provider);
     let name = EmailUsage::name_for(&reference);
     let api: Api<EmailUsage> = Api::namespaced(client.clone(), namespace);
-    let object = serde_json::json!({
-        "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailUsage",
-        "metadata": {"name": name},
-        "spec": {"providerRef": reference},
-    });
-    let apply = PatchParams::apply("mailroom").force();
-    api.patch(&name, &apply, &Patch::Apply(&object)).await?;
+    let exists = store
+        .get(&ObjectRef::new(&name).within(namespace))
+        .is_some();
+    if !exists {
+        let object = serde_json::json!({
+            "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailUsage",
+            "metadata": {"name": name},
+            "spec": {"providerRef": reference},
+        });
+        let apply = PatchParams::apply("mailroom").force();
+        api.patch(&name, &apply, &Patch::Apply(&object)).await?;
+    }
     let patch = serde_json::json!({"status": status});
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
