@@ -295,6 +295,7 @@ mod tests {
             provider_template: None,
             recipients: vec![],
             unsubscribe: None,
+            list: None,
             tracking: None,
         }
     }

@@ -176,7 +176,7 @@ proptest! {
             path.clone(),
         ];
         for url in templates {
-            let unsubscribe = Unsubscribe { url: Some(url), mailto: Some("u@example.com".into()) };
+            let unsubscribe = Unsubscribe { url: Some(url), mailto: Some("u@example.com".into()), ..Default::default() };
             let data = json!({"value": value});
             let Ok(headers) = crate::controller::message::deliverability::headers(
                 &unsubscribe, &recipient, &data, "spec.unsubscribe.url",
@@ -252,6 +252,18 @@ proptest! {
         for service in SERVICES {
             let _ = crate::webhook::payload::read(service, &headers, &body);
             let _ = crate::webhook::payload::read(service, &headers, json_body.as_bytes());
+        }
+    }
+
+    #[test]
+    fn no_unsubscribe_link_or_subject_opens_without_the_key(token in text(), namespace in text(), list in text(), subject in text()) {
+        use crate::delivery::unsubscribe::token::{KeyRing, SealKey};
+        let keys = KeyRing { current: SealKey::new(&[5; 32]).expect("key"), previous: None };
+        // Anything but a token sealed with the key is refused, without a panic.
+        prop_assert!(keys.open(&namespace, &list, &token).is_err());
+        let _ = keys.knows(&token);
+        if let Some((namespace, list, token)) = crate::delivery::unsubscribe::parse_subject(&subject) {
+            prop_assert!(keys.open(namespace, list, token).is_err());
         }
     }
 }

@@ -7,7 +7,7 @@ pub mod api;
 pub(crate) mod bounces;
 pub(crate) mod compose;
 pub mod controller;
-pub(crate) mod delivery;
+pub mod delivery;
 pub(crate) mod events;
 pub(crate) mod guarded;
 #[cfg(test)]

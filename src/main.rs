@@ -115,6 +115,7 @@ fn run(args: RunArgs) -> ExitCode {
             let settings = WebhookSettings {
                 namespace: args.controller.namespace.clone(),
                 cluster_provider_namespace: args.controller.cluster_provider_namespace.clone(),
+                unsubscribe_key_secret: args.controller.unsubscribe_key_secret.clone(),
                 ..args.webhook.clone()
             };
             let addr = args.webhook_addr;

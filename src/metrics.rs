@@ -37,6 +37,18 @@ struct AnswerLabels {
     code: String,
 }
 
+/// How an unsubscribe came and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnsubscribeLabels {
+    /// `link` (the hosted one-click POST), `mail` (to the bounce mailbox)
+    /// or `service` (a service's unsubscribe event).
+    how: String,
+    /// `recorded`, `already` (recorded before), `invalid` (a token that
+    /// does not open), `limited` (over the namespace's rate), `refused`
+    /// (an address the schema refuses) or `failed`.
+    outcome: String,
+}
+
 /// What a message found in a bounce mailbox was.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MailboxLabels {
@@ -160,6 +172,8 @@ pub struct Metrics {
     webhook_answers: Family<AnswerLabels, Counter>,
     /// Messages read from bounce mailboxes, by what they were.
     mailbox_messages: Family<MailboxLabels, Counter>,
+    /// Unsubscribes, by how they came and what became of them.
+    unsubscribes: Family<UnsubscribeLabels, Counter>,
     /// Age of the oldest message waiting (Pending, not Scheduled).
     waiting_oldest: Family<SlotLabels, Gauge>,
     /// 1 while a provider's circuit breaker is open, else 0.
@@ -237,6 +251,12 @@ impl Default for Metrics {
         let slow_attempts = Family::default();
         let webhook_answers = Family::default();
         let mailbox_messages = Family::default();
+        let unsubscribes = Family::default();
+        registry.register(
+            "unsubscribes",
+            "Unsubscribes by how they came (link, mail, service) and what became of them (recorded, already, invalid, limited, refused, failed)",
+            unsubscribes.clone(),
+        );
         registry.register(
             "bounce_mailbox_messages",
             "Messages read from SMTP providers' bounce mailboxes, by what they were (each counted once)",
@@ -397,6 +417,7 @@ impl Default for Metrics {
             slow_attempts,
             webhook_answers,
             mailbox_messages,
+            unsubscribes,
             waiting_oldest,
             breaker_open,
             failovers,
@@ -625,6 +646,15 @@ impl Metrics {
             code: code.to_string(),
         };
         self.webhook_answers.get_or_create(&labels).inc();
+    }
+
+    /// Counts an unsubscribe: `how` it came, and its `outcome`.
+    pub fn count_unsubscribe(&self, how: &str, outcome: &str) {
+        let labels = UnsubscribeLabels {
+            how: how.to_string(),
+            outcome: outcome.to_string(),
+        };
+        self.unsubscribes.get_or_create(&labels).inc();
     }
 
     /// Counts a message read from a bounce mailbox.

@@ -117,6 +117,9 @@ pub enum Reason {
     /// A bulk message goes out without one-click unsubscribe (neither it
     /// nor its provider sets `unsubscribe`).
     UnsubscribeMissing,
+    /// A message's hosted unsubscribe cannot be written: the controller has
+    /// no unsubscribe key Secret, or cannot read or make it.
+    UnsubscribeUnavailable,
     /// A message's attempt through one provider of its route certainly did
     /// not deliver: it goes on through the next.
     FailedOver,
@@ -141,7 +144,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 50] = [
+    pub const ALL: [Reason; 51] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -183,6 +186,7 @@ impl Reason {
         Reason::Suppressed,
         Reason::MailboxRead,
         Reason::UnsubscribeMissing,
+        Reason::UnsubscribeUnavailable,
         Reason::FailedOver,
         Reason::NoProviderAvailable,
         Reason::RouteNotFound,
@@ -238,6 +242,7 @@ impl Reason {
             Reason::Suppressed => "Suppressed",
             Reason::MailboxRead => "MailboxRead",
             Reason::UnsubscribeMissing => "UnsubscribeMissing",
+            Reason::UnsubscribeUnavailable => "UnsubscribeUnavailable",
             Reason::FailedOver => "FailedOver",
             Reason::NoProviderAvailable => "NoProviderAvailable",
             Reason::RouteNotFound => "RouteNotFound",

@@ -296,6 +296,19 @@ pub struct EmailMessageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsubscribe: Option<super::deliverability::Unsubscribe>,
 
+    /// The mailing list this message belongs to (a name of lower-case
+    /// letters, digits and `-`). An address that unsubscribed from the list
+    /// (an EmailSuppression with reason Unsubscribed for it, in this
+    /// namespace) is skipped, even with `ignoreSuppression`. Unset: the list
+    /// of the unsubscribe in effect (this message's, else, for a bulk
+    /// message, the provider's), else none: a message with no list and no
+    /// unsubscribe headers is transactional and reaches addresses that
+    /// unsubscribed from lists. With a list, a single message takes the
+    /// provider's `unsubscribe` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::schema::list_name")]
+    pub list: Option<String>,
+
     /// Open and click tracking for this message, over the provider's
     /// `tracking` setting by setting. Only Postmark, Mailgun and SendGrid
     /// take it per message; SMTP servers do not track, and Mailtrap and

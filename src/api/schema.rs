@@ -54,6 +54,19 @@ pub fn mailbox_list(generator: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// A mailing list's name: a DNS label (lower-case letters, digits and `-`,
+/// at most 63), so it sits in a URL path and an object name as it is.
+pub const LIST_PATTERN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+/// Schema of a mailing list's name.
+pub fn list_name(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 63,
+        "pattern": LIST_PATTERN,
+    })
+}
+
 /// Schema of a free-form JSON object (template data): kept as given.
 pub fn free_form_object(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

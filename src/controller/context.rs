@@ -233,6 +233,13 @@ pub struct Settings {
     /// the controller's own. Unset, ClusterEmailProviders are not served.
     #[arg(long, env = "MAILROOM_CLUSTER_PROVIDER_NAMESPACE")]
     pub cluster_provider_namespace: Option<String>,
+    /// The Secret holding the hosted unsubscribe keys (`current`, and
+    /// during a rotation `previous`): `namespace/name`, or a name in the
+    /// controller's namespace (`--cluster-provider-namespace`); default
+    /// `mailroom-unsubscribe` there. The controller makes it with a random
+    /// key the first time a message needs one.
+    #[arg(long, env = "MAILROOM_UNSUBSCRIBE_KEY_SECRET")]
+    pub unsubscribe_key_secret: Option<String>,
     /// Hosts an EmailProvider's `spec.api.endpoint` may name, comma-separated
     /// (e.g. a company proxy). Unset, endpoint overrides are refused: a
     /// tenant could otherwise point the controller at hosts inside the
@@ -278,6 +285,7 @@ impl Default for Settings {
             max_concurrent_sends: defaults::MAX_CONCURRENT_SENDS,
             sent_events: defaults::SENT_EVENTS,
             cluster_provider_namespace: None,
+            unsubscribe_key_secret: None,
             allowed_endpoint_hosts: Vec::new(),
             ledger_max_entries: defaults::LEDGER_MAX_ENTRIES,
             bounce_mailbox_keep_hours: defaults::BOUNCE_MAILBOX_KEEP_HOURS,
@@ -313,6 +321,8 @@ pub struct Context {
     pub usage: Arc<super::usage::Usage>,
     /// Metrics and probe state.
     pub telemetry: Arc<crate::admin::Telemetry>,
+    /// The hosted unsubscribe keys.
+    pub unsubscribe_keys: Arc<crate::delivery::unsubscribe::keys::Keys>,
     /// Publishes Kubernetes Events.
     pub events: crate::events::Events,
     /// The controller's settings.

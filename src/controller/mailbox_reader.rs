@@ -56,6 +56,9 @@ enum Kind {
     Delayed,
     Delivered,
     Complaint,
+    /// A hosted unsubscribe mail (to the mailto address of the
+    /// List-Unsubscribe header), recorded.
+    Unsubscribe,
     AutoReply,
     Malformed,
     Foreign,
@@ -73,6 +76,7 @@ impl Kind {
             Kind::Delayed => "delayed",
             Kind::Delivered => "delivered",
             Kind::Complaint => "complaint",
+            Kind::Unsubscribe => "unsubscribe",
             Kind::AutoReply => "auto_reply",
             Kind::Malformed => "malformed",
             Kind::Foreign => "foreign",
@@ -89,6 +93,7 @@ impl Kind {
             Kind::Delayed => "delays recorded",
             Kind::Delivered => "deliveries recorded",
             Kind::Complaint => "complaints recorded",
+            Kind::Unsubscribe => "unsubscribes recorded",
             Kind::AutoReply => "auto-replies left",
             Kind::Malformed => "malformed reports left",
             Kind::Foreign => "reports for another provider left",
@@ -134,6 +139,7 @@ pub(super) struct Handles {
     bounces: Arc<crate::bounces::Bounces>,
     telemetry: Arc<crate::admin::Telemetry>,
     settings: Settings,
+    unsubscribe_keys: Arc<crate::delivery::unsubscribe::keys::Keys>,
 }
 
 impl Handles {
@@ -146,6 +152,7 @@ impl Handles {
             bounces: ctx.bounces.clone(),
             telemetry: ctx.telemetry.clone(),
             settings: ctx.settings.clone(),
+            unsubscribe_keys: ctx.unsubscribe_keys.clone(),
         }
     }
 }
@@ -488,6 +495,9 @@ async fn judge(
             .retrieve(item.number, item.size)
             .await
             .map_err(failure)?;
+        if let Some(judged) = unsubscribe_mail(handles, mailbox, &raw).await {
+            return Ok(judged);
+        }
         match report::read(&raw) {
             Verdict::Report(r) => {
                 let text = String::from_utf8_lossy(&raw);
@@ -512,6 +522,47 @@ async fn judge(
         Verdict::NotABounce | Verdict::Report(_) => Kind::Other,
     };
     Ok(Judged::Left(kind))
+}
+
+/// Records `raw` if it is a hosted unsubscribe mail: its subject names a
+/// namespace, a list and a token that opens (for a namespaced provider, in
+/// the provider's own namespace). `None` when it is not one; left as
+/// `Other` when its token does not open; judged again when the record
+/// cannot be written now.
+async fn unsubscribe_mail(handles: &Handles, mailbox: &Mailbox, raw: &[u8]) -> Option<Judged> {
+    use mailparse::MailHeaderMap;
+    let (headers, _) = mailparse::parse_headers(raw).ok()?;
+    let subject = headers.get_first_value("Subject")?;
+    let (namespace, list, token) = crate::delivery::unsubscribe::parse_subject(&subject)?;
+    let metrics = &handles.telemetry.metrics;
+    let own = match &mailbox.id {
+        ProviderId::Namespaced { namespace: own, .. } => own == namespace,
+        ProviderId::Cluster { .. } => true,
+    };
+    let keys = handles.unsubscribe_keys.for_opening(token).await.ok();
+    let address = keys.and_then(|k| k.open(namespace, list, token).ok());
+    let Some(address) = address.filter(|_| own) else {
+        metrics.count_unsubscribe("mail", "invalid");
+        return Some(Judged::Left(Kind::Other));
+    };
+    let how = "an unsubscribe mail";
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    match suppress::unsubscribe(&handles.client, namespace, list, &address, how, now).await {
+        Ok(done) => {
+            let outcome = match done {
+                suppress::Unsubscribed::Recorded => "recorded",
+                suppress::Unsubscribed::Already => "already",
+                suppress::Unsubscribed::Refused => "refused",
+            };
+            metrics.count_unsubscribe("mail", outcome);
+            Some(Judged::Recorded(Kind::Unsubscribe))
+        }
+        Err(e) => {
+            metrics.count_unsubscribe("mail", "failed");
+            warn!(provider = %mailbox.id, error = %e, "recording an unsubscribe mail failed; read again later");
+            Some(Judged::Again)
+        }
+    }
 }
 
 fn is_recorded(kind: Kind) -> bool {
@@ -594,6 +645,8 @@ async fn write(
         uid: message.uid().unwrap_or_default(),
         provider: mailbox.id.clone(),
         soft_bounces: mailbox.soft_bounces(),
+        // Bounces and complaints carry no unsubscribe.
+        unsubscribe: None,
     };
     let Ok(done) = queue.submit(target, events) else {
         return None;

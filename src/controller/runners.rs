@@ -68,6 +68,13 @@ pub(super) fn context(
         )),
         bounces: Default::default(),
         telemetry: telemetry.clone(),
+        unsubscribe_keys: Arc::new(crate::delivery::unsubscribe::keys::Keys::new(
+            client.clone(),
+            crate::delivery::unsubscribe::keys::place(
+                settings.unsubscribe_key_secret.as_deref(),
+                settings.cluster_provider_namespace.as_deref(),
+            ),
+        )),
         rate_limits: Default::default(),
         usage: Arc::new(super::usage::Usage::new(watches.usages.0.clone())),
         breakers: super::breaker::Breakers::new(

@@ -1,4 +1,5 @@
-//! The suppression lists indexed by namespace, provider and address, kept
+//! The suppression lists indexed by namespace, provider (or mailing list)
+//! and address, kept
 //! from the same watch events as the cache: a send looks each recipient up
 //! in constant time, however many suppressions the cluster holds, so one
 //! tenant's long list costs no other tenant anything. A re-list of the
@@ -14,22 +15,45 @@ use kube::runtime::watcher::Event;
 use crate::api::EmailSuppression;
 use crate::api::message::{ProviderKind, ProviderRef};
 
-/// Where a suppression applies: its namespace, its provider and the
-/// address (lower case).
+/// Whose list a suppression is on: a provider's, or a mailing list's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// The provider's (bounces, complaints, people).
+    Provider(ProviderKind, String),
+    /// The mailing list's (unsubscribes).
+    List(String),
+}
+
+impl Owner {
+    /// The owner of `provider`'s list.
+    pub fn provider(provider: &ProviderRef) -> Self {
+        Self::Provider(provider.kind, provider.name.clone())
+    }
+
+    /// The owner a suppression names.
+    pub fn of(suppression: &EmailSuppression) -> Option<Self> {
+        match (&suppression.spec.provider_ref, &suppression.spec.list) {
+            (Some(provider), _) => Some(Self::provider(provider)),
+            (None, Some(list)) => Some(Self::List(list.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Where a suppression applies: its namespace, its owner and the address
+/// (lower case).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     namespace: String,
-    kind: ProviderKind,
-    provider: String,
+    owner: Owner,
     address: String,
 }
 
 impl Key {
-    fn new(namespace: &str, provider: &ProviderRef, address: &str) -> Self {
+    fn new(namespace: &str, owner: Owner, address: &str) -> Self {
         Self {
             namespace: namespace.to_string(),
-            kind: provider.kind,
-            provider: provider.name.clone(),
+            owner,
             address: address.to_ascii_lowercase(),
         }
     }
@@ -38,7 +62,7 @@ impl Key {
         let namespace = suppression.namespace()?;
         let key = Key::new(
             &namespace,
-            &suppression.spec.provider_ref,
+            Owner::of(suppression)?,
             &suppression.spec.address,
         );
         Some((key, (namespace, suppression.name_any())))
@@ -115,13 +139,13 @@ impl SuppressionIndex {
         }
     }
 
-    /// The names of the suppressions of `address` for `provider` in
+    /// The names of the suppressions of `address` on `owner`'s list in
     /// `namespace`.
-    pub fn names(&self, namespace: &str, provider: &ProviderRef, address: &str) -> Vec<String> {
+    pub fn names(&self, namespace: &str, owner: &Owner, address: &str) -> Vec<String> {
         self.lock()
             .live
             .by_key
-            .get(&Key::new(namespace, provider, address))
+            .get(&Key::new(namespace, owner.clone(), address))
             .map(|names| names.iter().cloned().collect())
             .unwrap_or_default()
     }
@@ -145,8 +169,23 @@ mod tests {
         .expect("suppression")
     }
 
-    fn relay() -> ProviderRef {
-        serde_json::from_value(json!({"name": "relay"})).expect("ref")
+    fn relay() -> Owner {
+        Owner::provider(&serde_json::from_value(json!({"name": "relay"})).expect("ref"))
+    }
+
+    #[test]
+    fn an_unsubscribe_is_on_its_list_not_on_a_provider() {
+        let index = SuppressionIndex::default();
+        let unsubscribe: EmailSuppression = serde_json::from_value(json!({
+            "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailSuppression",
+            "metadata": {"name": "u", "namespace": "shop"},
+            "spec": {"list": "relay", "address": "ann@example.org", "reason": "Unsubscribed"}
+        }))
+        .expect("suppression");
+        index.observe(&Event::Apply(unsubscribe));
+        let news = Owner::List("relay".into());
+        assert_eq!(index.names("shop", &news, "Ann@example.org"), ["u"]);
+        assert!(index.names("shop", &relay(), "ann@example.org").is_empty());
     }
 
     #[test]

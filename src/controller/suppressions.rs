@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::suppression_index::SuppressionIndex;
+use super::suppression_index::{Owner, SuppressionIndex};
 use crate::api::EmailSuppression;
 use crate::api::message::{ProviderKind, ProviderRef};
 use crate::api::suppression::SuppressionReason;
@@ -37,6 +37,8 @@ pub struct Suppressed {
     pub since: Option<Time>,
     /// The EmailSuppression's namespace.
     pub namespace: String,
+    /// The list it is on, for an unsubscribe.
+    pub list: Option<String>,
 }
 
 impl Suppressed {
@@ -49,6 +51,9 @@ impl Suppressed {
             SuppressionReason::Complaint => "its recipient marked mail as spam",
             SuppressionReason::SoftBounces => "it bounced softly too often",
             SuppressionReason::Manual => "a person suppressed it",
+            SuppressionReason::Unsubscribed => {
+                return self.explain_unsubscribe(field);
+            }
         };
         let since = self
             .since
@@ -65,15 +70,33 @@ impl Suppressed {
             self.address, self.name
         )
     }
+
+    fn explain_unsubscribe(&self, field: &str) -> String {
+        let since = self
+            .since
+            .as_ref()
+            .map(|t| format!(" on {}", t.0))
+            .unwrap_or_default();
+        format!(
+            "{field}: {} unsubscribed from list {:?}{since}; EmailSuppression {}/{} (deleted, the address is subscribed again)",
+            self.address,
+            self.list.as_deref().unwrap_or_default(),
+            self.namespace,
+            self.name
+        )
+    }
 }
 
-/// The suppressions of a message's providers: the one it names, or every
-/// provider of the EmailRoute it names (an address one of them learned
-/// bounces is not sent to through the others either).
+/// The suppressions a message honours: those of its providers (the one it
+/// names, or every provider of the EmailRoute it names: an address one of
+/// them learned bounces is not sent to through the others either), unless
+/// it ignores them, and the unsubscribes from its mailing list, always.
 pub struct Scope {
     lists: Lists,
     /// Each provider, with the namespace its suppressions live in.
     providers: Vec<(String, ProviderRef)>,
+    /// The message's namespace and list, if it is on one.
+    list: Option<(String, String)>,
 }
 
 impl Scope {
@@ -97,29 +120,51 @@ impl Scope {
                 Some((namespace, provider.clone()))
             })
             .collect();
-        Self { lists, providers }
+        let list = None;
+        Self {
+            lists,
+            providers,
+            list,
+        }
     }
 
-    /// The suppression of `address`, if it is listed for any of the
-    /// providers: looked up in the index, read from the cache (and checked
-    /// again there).
+    /// This scope without the providers' lists (a message that ignores
+    /// them), when `ignore`.
+    pub fn ignoring_providers(mut self, ignore: bool) -> Self {
+        if ignore {
+            self.providers.clear();
+        }
+        self
+    }
+
+    /// This scope with the unsubscribes from `list` in `namespace`.
+    pub fn on_list(mut self, namespace: &str, list: Option<String>) -> Self {
+        self.list = list.map(|list| (namespace.to_string(), list));
+        self
+    }
+
+    /// The suppression of `address`, if it unsubscribed from the message's
+    /// list or is listed for any of the providers: looked up in the index,
+    /// read from the cache (and checked again there).
     pub fn find(&self, address: &str) -> Option<Suppressed> {
-        self.providers
+        let list = self
+            .list
             .iter()
-            .find_map(|(namespace, provider)| self.find_one(namespace, provider, address))
+            .map(|(namespace, list)| (namespace.as_str(), Owner::List(list.clone())));
+        let providers = self
+            .providers
+            .iter()
+            .map(|(namespace, provider)| (namespace.as_str(), Owner::provider(provider)));
+        list.chain(providers)
+            .find_map(|(namespace, owner)| self.find_one(namespace, &owner, address))
     }
 
-    fn find_one(
-        &self,
-        namespace: &str,
-        provider: &ProviderRef,
-        address: &str,
-    ) -> Option<Suppressed> {
-        let names = self.lists.index.names(namespace, provider, address);
+    fn find_one(&self, namespace: &str, owner: &Owner, address: &str) -> Option<Suppressed> {
+        let names = self.lists.index.names(namespace, owner, address);
         let found = names.iter().find_map(|name| {
             let object = ObjectRef::new(name).within(namespace);
             self.lists.store.get(&object).filter(|s| {
-                s.spec.provider_ref == *provider && s.spec.address.eq_ignore_ascii_case(address)
+                Owner::of(s).as_ref() == Some(owner) && s.spec.address.eq_ignore_ascii_case(address)
             })
         })?;
         Some(Suppressed {
@@ -129,6 +174,7 @@ impl Scope {
             detail: found.spec.detail.clone(),
             since: found.spec.since.clone(),
             namespace: namespace.to_string(),
+            list: found.spec.list.clone(),
         })
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
 use super::shared::{self, Feed};
@@ -125,8 +125,16 @@ impl Watches {
         };
         let index = super::suppression_index::SuppressionIndex::default();
         let indexed = index.clone();
-        let events =
-            guarded_watch::<EmailSuppression>(client, suppression_scope).inspect(move |event| {
+        // Cached without managedFields and kubectl's last applied
+        // configuration: an unsubscribed list can hold very many of them.
+        let events = guarded_watch::<EmailSuppression>(client, suppression_scope)
+            .modify(|s: &mut EmailSuppression| {
+                s.metadata.managed_fields = None;
+                if let Some(annotations) = s.metadata.annotations.as_mut() {
+                    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+                }
+            })
+            .inspect(move |event| {
                 if let Ok(event) = event {
                     indexed.observe(event);
                 }

@@ -104,10 +104,11 @@ pub async fn suppress_address(
             ..Default::default()
         },
         spec: EmailSuppressionSpec {
-            provider_ref: ProviderRef {
+            provider_ref: Some(ProviderRef {
                 kind,
                 name: name.clone(),
-            },
+            }),
+            list: None,
             address: address.to_string(),
             reason,
             detail: detail.map(|d| d.chars().take(1024).collect()),
@@ -123,5 +124,61 @@ pub async fn suppress_address(
             warn!(namespace, provider = %name, "a suppressed address the schema refuses was not listed")
         }
         Err(e) => warn!(namespace, provider = %name, error = %e, "suppressing an address failed"),
+    }
+}
+
+/// What recording an unsubscribe did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsubscribed {
+    /// The EmailSuppression was made.
+    Recorded,
+    /// It was there already (the same recipient unsubscribing again).
+    Already,
+    /// The schema refuses the address: nothing is listed.
+    Refused,
+}
+
+/// Records that `address` unsubscribed from `list` in `namespace`: an
+/// EmailSuppression with reason Unsubscribed, named after the list and the
+/// address, so a second unsubscribe adds nothing. `how` says how it came
+/// (the one-click link, a mail, the service's own event).
+pub async fn unsubscribe(
+    client: &Client,
+    namespace: &str,
+    list: &str,
+    address: &str,
+    how: &str,
+    since: Time,
+) -> Result<Unsubscribed, kube::Error> {
+    let object = EmailSuppression {
+        metadata: ObjectMeta {
+            name: Some(crate::api::suppression::name_for_list(list, address)),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        spec: EmailSuppressionSpec {
+            provider_ref: None,
+            list: Some(list.to_string()),
+            address: address.to_ascii_lowercase(),
+            reason: SuppressionReason::Unsubscribed,
+            detail: Some(how.chars().take(1024).collect()),
+            since: Some(since),
+        },
+    };
+    let api: Api<EmailSuppression> = Api::namespaced(client.clone(), namespace);
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {
+            info!(namespace, list, how, "address unsubscribed");
+            Ok(Unsubscribed::Recorded)
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Unsubscribed::Already),
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            warn!(
+                namespace,
+                list, "an unsubscribed address the schema refuses was not listed"
+            );
+            Ok(Unsubscribed::Refused)
+        }
+        Err(e) => Err(e),
     }
 }

@@ -23,7 +23,8 @@ use crate::admin::Telemetry;
 use crate::api::ProviderId;
 use crate::api::bounces::SoftBouncePolicy;
 use crate::api::condition::{self, DELIVERED};
-use crate::api::{DeliveryEvent, EmailMessage, EmailMessageStatus, Phase};
+use crate::api::deliverability::{DEFAULT_LIST, Unsubscribe, list_of};
+use crate::api::{DeliveryEvent, DeliveryEventType, EmailMessage, EmailMessageStatus, Phase};
 use crate::delivery::soft::SoftBounces;
 
 /// How many jobs one worker takes at once.
@@ -60,6 +61,8 @@ pub struct Target {
     pub provider: ProviderId,
     /// The provider's soft bounce policy.
     pub soft_bounces: SoftBouncePolicy,
+    /// The provider's unsubscribe (a bulk message's list may come from it).
+    pub unsubscribe: Option<Unsubscribe>,
 }
 
 /// One event, and the bulk recipient it is about (where echoed).
@@ -187,9 +190,9 @@ impl Writer {
             for (target, jobs) in by_message {
                 let events: Vec<Routed> =
                     jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
-                let (result, moved) = match write(&self.client, &target, &events).await {
-                    Ok((applied, moved)) => (Ok(applied), moved),
-                    Err(e) => (Err(e), None),
+                let (result, moved, list) = match write(&self.client, &target, &events).await {
+                    Ok(written) => (Ok(written.applied), written.moved, written.list),
+                    Err(e) => (Err(e), None, None),
                 };
                 self.depth.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
                 if matches!(result, Ok(Applied::Recorded | Applied::Unchanged)) {
@@ -210,6 +213,9 @@ impl Writer {
                             &routed.event,
                         )
                         .await;
+                        if let Some(list) = &list {
+                            self.unsubscribe(&target, list, &routed.event).await;
+                        }
                     }
                 }
                 for job in jobs {
@@ -220,6 +226,36 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Records the service's report that a recipient unsubscribed, on the
+    /// message's list (logged if it fails: the event itself is recorded).
+    async fn unsubscribe(&self, target: &Target, list: &str, event: &DeliveryEvent) {
+        let (DeliveryEventType::Unsubscribed, Some(address)) = (event.type_, &event.recipient)
+        else {
+            return;
+        };
+        let namespace = target.message.namespace.as_deref().unwrap_or_default();
+        let how = format!("{} reported it ({})", target.provider, event.id);
+        let recorded = super::suppress::unsubscribe(
+            &self.client,
+            namespace,
+            list,
+            address,
+            &how,
+            event.time.clone(),
+        )
+        .await;
+        let outcome = match recorded {
+            Ok(super::suppress::Unsubscribed::Recorded) => "recorded",
+            Ok(super::suppress::Unsubscribed::Already) => "already",
+            Ok(super::suppress::Unsubscribed::Refused) => "refused",
+            Err(e) => {
+                tracing::warn!(namespace, list, error = %e, "recording an unsubscribe failed");
+                "failed"
+            }
+        };
+        self.telemetry.metrics.count_unsubscribe("service", outcome);
     }
 
     /// Counts a message's new phase; a Warning Event for Bounced and
@@ -299,13 +335,31 @@ fn lay_over(
     Ok(record::apply_bulk(status, &recipients, &events))
 }
 
+/// What a write did: its outcome, the phase it moved, and the list the
+/// message is on (for an unsubscribe it reports).
+struct Written {
+    applied: Applied,
+    moved: Option<Moved>,
+    list: Option<String>,
+}
+
+impl Written {
+    fn not(applied: Applied) -> Self {
+        Self {
+            applied,
+            moved: None,
+            list: None,
+        }
+    }
+}
+
 /// Reads the message, lays the events over its status and writes it back
 /// if that changed anything.
 async fn write(
     client: &Client,
     target: &Target,
     events: &[Routed],
-) -> Result<(Applied, Option<Moved>), WriteFailed> {
+) -> Result<Written, WriteFailed> {
     let message = &target.message;
     let namespace = message.namespace.clone().unwrap_or_default();
     let api: Api<EmailMessage> = Api::namespaced(client.clone(), &namespace);
@@ -317,15 +371,24 @@ async fn write(
     for _ in 0..ATTEMPTS {
         let current = match api.get_status(&message.name).await {
             Ok(current) => current,
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok((Applied::Gone, None)),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Written::not(Applied::Gone)),
             Err(e) => return Err(failed(e.to_string())),
+        };
+        // An event's unsubscribe is from the message's list, or the
+        // default list for a message on none.
+        let list = list_of(&current.spec, target.unsubscribe.as_ref())
+            .unwrap_or_else(|| DEFAULT_LIST.to_string());
+        let written = |applied, moved| Written {
+            applied,
+            moved,
+            list: Some(list.clone()),
         };
         let mut status = current.status.clone().unwrap_or_default();
         let before = status.phase;
         match lay_over(&current, target, events, &mut status) {
             Ok(true) => crate::api::health::message(&mut status, current.metadata.generation),
-            Ok(false) => return Ok((Applied::Unchanged, None)),
-            Err(not) => return Ok((not, None)),
+            Ok(false) => return Ok(written(Applied::Unchanged, None)),
+            Err(not) => return Ok(Written::not(not)),
         }
         let moved = (status.phase != before)
             .then_some(status.phase)
@@ -355,9 +418,9 @@ async fn write(
             )
             .await
         {
-            Ok(_) => return Ok((Applied::Recorded, moved)),
+            Ok(_) => return Ok(written(Applied::Recorded, moved)),
             Err(kube::Error::Api(e)) if e.code == 409 => last = e.message,
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok((Applied::Gone, None)),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Written::not(Applied::Gone)),
             Err(e) => return Err(failed(e.to_string())),
         }
     }

@@ -111,8 +111,7 @@ async fn receive(
     if !payload.ignored.is_empty() {
         types.insert("Ignored".into(), payload.ignored.len() as u64);
     }
-    let (by_message, mut unknown) =
-        route(receiver, &scope, &endpoint.soft_bounces, payload.reported);
+    let (by_message, mut unknown) = route(receiver, &scope, &endpoint, payload.reported);
     match write_all(receiver, &scope, by_message).await {
         Ok(not_found) => unknown += not_found,
         Err(refusal) => return answer(refusal),
@@ -132,7 +131,7 @@ async fn receive(
 fn route(
     receiver: &Receiver,
     scope: &ProviderId,
-    soft_bounces: &crate::api::bounces::SoftBouncePolicy,
+    endpoint: &super::keys::Endpoint,
     reported: Vec<payload::Reported>,
 ) -> (HashMap<Target, Vec<Routed>>, u64) {
     let mut by_message: HashMap<Target, Vec<Routed>> = HashMap::new();
@@ -160,7 +159,8 @@ fn route(
             message: ObjectRef::new(&origin.name).within(&origin.namespace),
             uid: origin.uid,
             provider: scope.clone(),
-            soft_bounces: soft_bounces.clone(),
+            soft_bounces: endpoint.soft_bounces.clone(),
+            unsubscribe: endpoint.unsubscribe.clone(),
         };
         by_message.entry(target).or_default().push(Routed {
             event: reported.event,

@@ -40,6 +40,8 @@ pub struct Endpoint {
     pub tolerance_seconds: u32,
     /// The provider's soft bounce policy.
     pub soft_bounces: crate::api::bounces::SoftBouncePolicy,
+    /// The provider's unsubscribe (for the list of a bulk message).
+    pub unsubscribe: Option<crate::api::deliverability::Unsubscribe>,
 }
 
 /// Why a provider's webhook cannot be served.
@@ -217,6 +219,7 @@ impl Keys {
         (spec, secret_namespace): (EmailProviderSpec, String),
     ) -> Result<Endpoint, Unavailable> {
         let soft_bounces = spec.soft_bounces.clone().unwrap_or_default();
+        let unsubscribe = spec.unsubscribe.clone();
         let (Some(api), Some(webhook)) = (spec.api, spec.webhook) else {
             return Err(Unavailable::NoWebhook(scope.clone()));
         };
@@ -233,6 +236,7 @@ impl Keys {
             key,
             tolerance_seconds: webhook.tolerance_seconds,
             soft_bounces,
+            unsubscribe,
         })
     }
 }

@@ -8,7 +8,9 @@
 //! acknowledged event is in etcd, and one that is not gets retried by the
 //! service. The port faces the internet: bodies, request time, requests and
 //! connections at once are bounded, and an unsigned request costs no
-//! apiserver call (providers come from a watch).
+//! apiserver call (providers come from a watch). The same port answers
+//! hosted one-click unsubscribes (`unsubscribe`:
+//! `/unsubscribe/{namespace}/{list}/{token}`).
 
 mod handler;
 pub(crate) mod keys;
@@ -16,6 +18,7 @@ pub(crate) mod payload;
 pub(crate) mod readiness;
 pub(crate) mod server;
 pub(crate) mod signature;
+pub(crate) mod unsubscribe;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use std::time::Duration;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Router, middleware};
 use kube::Client;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -54,6 +57,10 @@ pub mod defaults {
     pub const MAX_REQUESTS: usize = 256;
     /// `--webhook-max-connections`.
     pub const MAX_CONNECTIONS: usize = 1024;
+    /// `--unsubscribe-rate`.
+    pub const UNSUBSCRIBE_RATE: u32 = 100;
+    /// `--unsubscribe-burst`.
+    pub const UNSUBSCRIBE_BURST: u32 = 1000;
 }
 
 /// How the receiver runs: its command-line flags (each also an environment
@@ -69,6 +76,26 @@ pub struct Settings {
     /// not served).
     #[arg(skip)]
     pub cluster_provider_namespace: Option<String>,
+    /// Where the hosted unsubscribe keys are (the controller's
+    /// `--unsubscribe-key-secret`).
+    #[arg(skip)]
+    pub unsubscribe_key_secret: Option<String>,
+    /// Unsubscribes one namespace may record a second through the hosted
+    /// endpoint (429 with Retry-After past it and its burst); links that do
+    /// not open are refused before this and cost nothing.
+    #[arg(
+        long = "unsubscribe-rate",
+        env = "MAILROOM_UNSUBSCRIBE_RATE",
+        default_value_t = defaults::UNSUBSCRIBE_RATE
+    )]
+    pub unsubscribe_rate: u32,
+    /// Unsubscribes one namespace may record at once before its rate holds.
+    #[arg(
+        long = "unsubscribe-burst",
+        env = "MAILROOM_UNSUBSCRIBE_BURST",
+        default_value_t = defaults::UNSUBSCRIBE_BURST
+    )]
+    pub unsubscribe_burst: u32,
     /// Seconds a webhook request waits for its status writes before it is
     /// answered 503 (the service then retries; the write still completes).
     /// Keep it under the services' timeouts (Mailtrap 30 s).
@@ -147,6 +174,9 @@ impl Default for Settings {
         Self {
             namespace: None,
             cluster_provider_namespace: None,
+            unsubscribe_key_secret: None,
+            unsubscribe_rate: defaults::UNSUBSCRIBE_RATE,
+            unsubscribe_burst: defaults::UNSUBSCRIBE_BURST,
             ack_timeout_seconds: defaults::ACK_TIMEOUT_SECONDS,
             unknown_grace_seconds: defaults::UNKNOWN_GRACE_SECONDS,
             workers: defaults::WORKERS,
@@ -161,23 +191,38 @@ impl Default for Settings {
 
 /// What the request handlers share.
 struct Receiver {
+    client: Client,
     keys: keys::Keys,
     queue: crate::delivery::writer::Queue,
     settings: Settings,
     telemetry: Arc<Telemetry>,
+    unsubscribe_keys: crate::delivery::unsubscribe::keys::Keys,
+    unsubscribe_pace: unsubscribe::Pace,
 }
 
 /// The receiver's routes, with the writers started.
 pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> Router {
     let counted = telemetry.clone();
+    let unsubscribe_keys = crate::delivery::unsubscribe::keys::Keys::new(
+        client.clone(),
+        crate::delivery::unsubscribe::keys::place(
+            settings.unsubscribe_key_secret.as_deref(),
+            settings.cluster_provider_namespace.as_deref(),
+        ),
+    );
     let receiver = Arc::new(Receiver {
+        unsubscribe_keys,
+        unsubscribe_pace: unsubscribe::Pace::new(
+            settings.unsubscribe_rate,
+            settings.unsubscribe_burst,
+        ),
         keys: keys::Keys::new(
             client.clone(),
             settings.namespace.clone(),
             settings.cluster_provider_namespace.clone(),
         ),
         queue: crate::delivery::writer::Queue::start(
-            client,
+            client.clone(),
             settings.workers,
             settings.queue_capacity,
             settings.cluster_provider_namespace.clone(),
@@ -186,12 +231,19 @@ pub fn router(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> 
         ),
         telemetry,
         settings: settings.clone(),
+        client,
     });
     Router::new()
         .route("/webhooks/_cluster/{provider}", post(handler::cluster))
         .route(
             "/webhooks/{namespace}/{provider}",
             post(handler::namespaced),
+        )
+        .route(
+            "/unsubscribe/{namespace}/{list}/{token}",
+            get(unsubscribe::page)
+                .post(unsubscribe::post)
+                .layer(RequestBodyLimitLayer::new(unsubscribe::MAX_BODY_BYTES)),
         )
         .fallback(|| async { StatusCode::NOT_FOUND })
         // Innermost first: the body limit (413, also for a body without a
@@ -239,7 +291,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "webhook receiver listening (/webhooks/{{namespace}}/{{provider}})");
+        tracing::info!(%addr, "webhook receiver listening (/webhooks/{{namespace}}/{{provider}}, /unsubscribe/...)");
     }
     let limits = server::Limits {
         header_timeout: settings.read_timeout(),

@@ -19,6 +19,7 @@ use super::limits::Limits;
 use super::route::Plan;
 use super::{deliverability, report, verdict};
 use crate::api::condition::{self, Reason, SENT, WARNING};
+use crate::api::deliverability::list_of;
 use crate::api::message::{BulkStatus, DeliveryPolicy, RecipientFailure};
 use crate::api::origin::Origin;
 use crate::api::tenancy::TenantPolicy;
@@ -29,6 +30,7 @@ use crate::controller::error::CONFLICT_RETRY;
 use crate::controller::error::Error;
 use crate::controller::suppressions::{Scope, Suppressed};
 use crate::controller::tenants::{self, Guarded};
+use crate::delivery::unsubscribe::token::KeyRing;
 use crate::transport::{BatchOutcome, SendError};
 
 /// How many failures `status.bulk.failures` lists; the counters hold the rest.
@@ -54,6 +56,8 @@ pub struct Job<'a> {
     pub route: Option<&'a Plan>,
     /// The provider's policy for the message's namespace.
     pub tenant: Option<&'a TenantPolicy>,
+    /// The unsubscribe keys, when a hosted unsubscribe is in effect.
+    pub unsubscribe_keys: Option<&'a KeyRing>,
 }
 
 fn fail(progress: &mut BulkStatus, to: &str, why: Reason, text: &str) {
@@ -86,11 +90,9 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         message,
         provider,
         verified,
-        template,
         limits,
-        suppressions,
         route,
-        tenant,
+        ..
     } = job;
     let api = verdict::api(ctx, message);
     // A send slot from before the claim until the progress is recorded, as
@@ -105,15 +107,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     let status = message.status.clone().unwrap_or_default();
     let mut progress = status.bulk.clone().unwrap_or_default();
     progress.total = message.spec.recipients.len() as u32;
-    let batch = next_batch(
-        message,
-        provider,
-        verified,
-        template,
-        progress.next as usize,
-        (!message.spec.ignore_suppression).then_some(suppressions),
-        tenant,
-    );
+    let batch = next_batch(&job, progress.next as usize);
 
     // Claim the batch before any I/O.
     let text = format!(
@@ -203,16 +197,16 @@ fn warn_without_unsubscribe(
 
 /// Builds the batch that starts at recipient `start`: up to the transport's
 /// batch size, and within its batch byte limit (every batch takes at least
-/// one email). One that cannot be built fails on its own.
-fn next_batch(
-    message: &EmailMessage,
-    provider: &EmailProvider,
-    verified: &Verified,
-    template: Option<&EmailTemplate>,
-    start: usize,
-    suppressions: Option<&Scope>,
-    tenant: Option<&TenantPolicy>,
-) -> Batch {
+/// one email). One that cannot be built fails on its own. Each email is
+/// built as a single message to its recipient on the bulk message's list.
+fn next_batch(job: &Job<'_>, start: usize) -> Batch {
+    let (message, provider, verified) = (job.message, job.provider, job.verified);
+    let (template, tenant) = (job.template, job.tenant);
+    let namespace = message.namespace().unwrap_or_default();
+    let hosting = deliverability::Hosting {
+        namespace: &namespace,
+        keys: job.unsubscribe_keys,
+    };
     let recipients = &message.spec.recipients;
     let key = super::gate::send_key(message);
     let start = start.min(recipients.len());
@@ -227,6 +221,7 @@ fn next_batch(
     let mut bytes = 0usize;
     let mut base = message.spec.clone();
     base.recipients = Vec::new();
+    base.list = list_of(&message.spec, provider.spec.unsubscribe.as_ref());
     for (i, recipient) in recipients.iter().enumerate().take(batch.end).skip(start) {
         let mut spec = base.clone();
         spec.to = vec![recipient.to.clone()];
@@ -235,7 +230,13 @@ fn next_batch(
             recipient.data.as_ref(),
         ));
         let built = match (
-            build(&spec, template, &provider.spec, &format!("{key}.{i}"), true),
+            build(
+                &spec,
+                template,
+                &provider.spec,
+                &format!("{key}.{i}"),
+                hosting,
+            ),
             tenant,
         ) {
             (Ok(mut email), Some(policy)) => {
@@ -249,7 +250,7 @@ fn next_batch(
             (built, _) => built,
         };
         match built {
-            Ok(email) if let Some(found) = suppressed(suppressions, &email) => {
+            Ok(email) if let Some(found) = suppressed(job.suppressions, &email) => {
                 let field = format!("spec.recipients[{i}].to");
                 batch
                     .invalid
@@ -275,9 +276,9 @@ fn next_batch(
 }
 
 /// The suppression of the one recipient of a bulk email, if it has one.
-fn suppressed(suppressions: Option<&Scope>, email: &Email) -> Option<Suppressed> {
+fn suppressed(suppressions: &Scope, email: &Email) -> Option<Suppressed> {
     let to = email.to.first()?;
-    suppressions?.find(to.email.as_ref())
+    suppressions.find(to.email.as_ref())
 }
 
 /// Lays the batch's results into `new` (the claimed status): the progress,

@@ -1,17 +1,36 @@
 //! One-click unsubscribe headers and tracking settings for a message's
 //! emails: the message's own, else the provider's defaults (its
-//! unsubscribe for bulk messages only). The unsubscribe URL is a
-//! Handlebars template rendered for each recipient, every value
-//! percent-encoded, so no recipient's data can break out of the URL.
+//! unsubscribe for bulk messages and messages on a list only). The
+//! unsubscribe URL is a Handlebars template rendered for each recipient,
+//! every value percent-encoded, so no recipient's data can break out of the
+//! URL; or, hosted, mailroom's own endpoint with a sealed token naming the
+//! recipient on the message's list.
 
 use handlebars::{Handlebars, RenderErrorReason};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
-use crate::api::deliverability::{URL_MAX_LENGTH, Unsubscribe};
+use crate::api::deliverability::{URL_MAX_LENGTH, Unsubscribe, in_effect, list_of};
 use crate::api::provider::ApiProvider;
 use crate::api::{EmailMessageSpec, EmailProviderSpec};
 use crate::compose::Email;
+use crate::delivery::unsubscribe::token::KeyRing;
+use crate::delivery::unsubscribe::{path, subject};
+
+/// What a hosted unsubscribe needs beside the message: the message's
+/// namespace and the keys (none when no hosted unsubscribe is in effect).
+#[derive(Clone, Copy, Default)]
+pub struct Hosting<'a> {
+    /// The message's namespace.
+    pub namespace: &'a str,
+    /// The unsubscribe keys.
+    pub keys: Option<&'a KeyRing>,
+}
+
+/// Whether `spec`'s emails carry a hosted unsubscribe through `provider`.
+pub fn needs_hosting(spec: &EmailMessageSpec, provider: &EmailProviderSpec) -> bool {
+    in_effect(spec, provider.unsubscribe.as_ref()).is_some_and(|u| u.hosted.is_some())
+}
 
 /// What a value may keep unencoded in a URL: RFC 3986 unreserved characters.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -32,31 +51,81 @@ pub fn apply(
     spec: &EmailMessageSpec,
     provider: &EmailProviderSpec,
     data: &Value,
-    bulk: bool,
+    hosting: Hosting<'_>,
 ) -> Result<(), String> {
     email.tracking = spec
         .tracking
         .unwrap_or_default()
         .over(provider.tracking.unwrap_or_default());
-    let (unsubscribe, field) = match (&spec.unsubscribe, &provider.unsubscribe) {
-        (Some(own), _) => (own, "spec.unsubscribe.url"),
-        (None, Some(default)) if bulk => (default, "the provider's spec.unsubscribe.url"),
-        _ => return Ok(()),
+    let Some(unsubscribe) = in_effect(spec, provider.unsubscribe.as_ref()) else {
+        return Ok(());
+    };
+    let field = if spec.unsubscribe.is_some() {
+        "spec.unsubscribe.url"
+    } else {
+        "the provider's spec.unsubscribe.url"
     };
     // A bulk email has one recipient; a single message's URL names its
     // first (of to, then cc, then bcc; compose makes sure there is one).
     let first = email.to.iter().chain(&email.cc).chain(&email.bcc).next();
     let recipient = first.map(|m| m.email.to_string()).unwrap_or_default();
-    email
-        .headers
-        .extend(headers(unsubscribe, &recipient, data, field)?);
+    let made = match &unsubscribe.hosted {
+        Some(hosted) => {
+            let list = list_of(spec, provider.unsubscribe.as_ref()).unwrap_or_default();
+            let keys = hosting.keys.ok_or_else(|| {
+                format!("{}: no unsubscribe keys", field.replace(".url", ".hosted"))
+            })?;
+            let token = keys.seal(hosting.namespace, &list, &recipient);
+            let url = format!(
+                "{}{}",
+                hosted.base_url.trim_end_matches('/'),
+                path(hosting.namespace, &list, &token)
+            );
+            let mailbox = provider.smtp.as_ref().and_then(|s| s.bounces.as_ref());
+            let mailbox = mailbox.map(|b| b.address.as_str());
+            hosted_headers(
+                &url,
+                unsubscribe.mailto.as_deref(),
+                mailbox,
+                &subject(hosting.namespace, &list, &token),
+            )
+        }
+        None => headers(unsubscribe, &recipient, data, field)?,
+    };
+    email.headers.extend(made);
     email.headers.sort();
     Ok(())
 }
 
-/// Whether a bulk message goes out without one-click unsubscribe.
+/// The headers of a hosted unsubscribe: the URL, and a mailto address of
+/// the message's own, or else on the bounce mailbox with the token in the
+/// subject.
+fn hosted_headers(
+    url: &str,
+    mailto: Option<&str>,
+    mailbox: Option<&str>,
+    subject: &str,
+) -> Vec<(String, String)> {
+    let mut targets = vec![format!("<{url}>")];
+    match (mailto, mailbox) {
+        (Some(own), _) => targets.push(format!("<mailto:{own}?subject=unsubscribe>")),
+        (None, Some(mailbox)) => {
+            let subject = utf8_percent_encode(subject, UNRESERVED);
+            targets.push(format!("<mailto:{mailbox}?subject={subject}>"));
+        }
+        (None, None) => {}
+    }
+    vec![
+        ("List-Unsubscribe".to_string(), targets.join(", ")),
+        ("List-Unsubscribe-Post".to_string(), ONE_CLICK.to_string()),
+    ]
+}
+
+/// Whether a bulk message, or one on a list, goes out without one-click
+/// unsubscribe.
 pub fn lacks_unsubscribe(spec: &EmailMessageSpec, provider: &EmailProviderSpec) -> bool {
-    !spec.recipients.is_empty() && spec.unsubscribe.is_none() && provider.unsubscribe.is_none()
+    (!spec.recipients.is_empty() || spec.list.is_some())
+        && in_effect(spec, provider.unsubscribe.as_ref()).is_none()
 }
 
 /// Why the message's own tracking cannot be honoured by its provider, if
@@ -160,6 +229,7 @@ mod tests {
         Unsubscribe {
             url: Some("https://example.com/u?list=news&id={{userId}}&to={{recipient}}".into()),
             mailto: Some("unsubscribe@example.com".into()),
+            ..Default::default()
         }
     }
 
@@ -223,7 +293,7 @@ mod tests {
             serde_json::from_value(json!({"smtp": {"host": "smtp.example.com"}})).expect("spec");
         let mut email =
             crate::compose::compose(&spec, Some("from@example.com"), "k").expect("email");
-        apply(&mut email, &spec, &provider, &json!({}), false).expect("applied");
+        apply(&mut email, &spec, &provider, &json!({}), Hosting::default()).expect("applied");
         let list = email.headers.iter().find(|(n, _)| n == "List-Unsubscribe");
         assert_eq!(
             list.map(|(_, v)| v.as_str()),
@@ -232,10 +302,83 @@ mod tests {
     }
 
     #[test]
+    fn a_hosted_unsubscribe_names_the_recipient_on_the_list_with_a_sealed_token() {
+        use crate::delivery::unsubscribe::token::SealKey;
+        let keys = KeyRing {
+            current: SealKey::new(&[3; 32]).expect("key"),
+            previous: None,
+        };
+        let spec: EmailMessageSpec = serde_json::from_value(json!({
+            "providerRef": {"name": "p"}, "subject": "s", "text": "t",
+            "recipients": [{"to": "Ann@example.org"}], "list": "news"}))
+        .expect("spec");
+        let provider: EmailProviderSpec = serde_json::from_value(json!({
+            "smtp": {"host": "smtp.example.com",
+                     "bounces": {"address": "bounces@example.com", "pop3": {"host": "pop.example.com"},
+                                 "secretRef": {"name": "b"}}},
+            "unsubscribe": {"hosted": {"baseURL": "https://mail.example.com/mr"}}}))
+        .expect("provider");
+        let mut single = spec.clone();
+        single.recipients.clear();
+        single.to = vec!["Ann@example.org".into()];
+        let mut email =
+            crate::compose::compose(&single, Some("f@example.com"), "k").expect("email");
+        let hosting = Hosting {
+            namespace: "shop",
+            keys: Some(&keys),
+        };
+        apply(&mut email, &single, &provider, &json!({}), hosting).expect("applied");
+        let token = keys.seal("shop", "news", "ann@example.org");
+        let header = |name: &str| {
+            email
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            header("List-Unsubscribe"),
+            Some(format!(
+                "<https://mail.example.com/mr/unsubscribe/shop/news/{token}>, <mailto:bounces@example.com?subject=unsubscribe%20shop.news.{token}>"
+            ))
+        );
+        assert_eq!(header("List-Unsubscribe-Post").as_deref(), Some(ONE_CLICK));
+        // Without the keys, the field is named.
+        let mut email =
+            crate::compose::compose(&single, Some("f@example.com"), "k").expect("email");
+        let error = apply(
+            &mut email,
+            &single,
+            &provider,
+            &json!({}),
+            Hosting::default(),
+        )
+        .expect_err("no keys");
+        assert!(error.contains("spec.unsubscribe.hosted"), "{error}");
+        // A transactional message carries none of the provider's.
+        let mut transactional = single.clone();
+        transactional.list = None;
+        let mut email =
+            crate::compose::compose(&transactional, Some("f@example.com"), "k").expect("email");
+        apply(&mut email, &transactional, &provider, &json!({}), hosting).expect("applied");
+        assert!(header_of(&email, "List-Unsubscribe").is_none());
+        assert!(needs_hosting(&spec, &provider) && !needs_hosting(&transactional, &provider));
+    }
+
+    fn header_of(email: &Email, name: &str) -> Option<String> {
+        email
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
     fn mailto_alone_has_no_one_click_post() {
         let only_mail = Unsubscribe {
             url: None,
             mailto: Some("u@example.com".into()),
+            ..Default::default()
         };
         let headers = headers(&only_mail, "a@example.org", &json!({}), "f").expect("headers");
         assert_eq!(headers.len(), 1);
@@ -252,7 +395,7 @@ mod tests {
         );
         let plain = Unsubscribe {
             url: Some("{{site}}/u".into()),
-            mailto: None,
+            ..Default::default()
         };
         // A value cannot make the URL another scheme or host: it is encoded.
         let error = headers(
@@ -266,7 +409,7 @@ mod tests {
         // Nor can a triple-stash leave one unencoded.
         let raw = Unsubscribe {
             url: Some("https://example.com/u?x={{{site}}}".into()),
-            mailto: None,
+            ..Default::default()
         };
         let error =
             headers(&raw, "a@example.org", &json!({"site": "a>b"}), "f").expect_err("unencoded");

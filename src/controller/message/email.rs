@@ -9,14 +9,14 @@ use crate::api::{EmailMessageSpec, EmailProviderSpec, EmailTemplate};
 use crate::{compose, render};
 
 /// The email `spec` describes, through `provider` (its default sender,
-/// unsubscribe and tracking); `bulk` when it is one recipient's email of a
-/// bulk message. The error names the field.
+/// unsubscribe and tracking; `hosting` for a hosted unsubscribe). The error
+/// names the field.
 pub fn build(
     spec: &EmailMessageSpec,
     template: Option<&EmailTemplate>,
     provider: &EmailProviderSpec,
     key: &str,
-    bulk: bool,
+    hosting: deliverability::Hosting<'_>,
 ) -> Result<compose::Email, String> {
     let data = spec.data.clone().unwrap_or_else(|| json!({}));
     let rendered;
@@ -36,7 +36,7 @@ pub fn build(
     };
     let default_from = provider.default_from.as_deref();
     let mut email = compose::compose(spec, default_from, key).map_err(|e| e.to_string())?;
-    deliverability::apply(&mut email, spec, provider, &data, bulk)?;
+    deliverability::apply(&mut email, spec, provider, &data, hosting)?;
     Ok(email)
 }
 

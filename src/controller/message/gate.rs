@@ -4,6 +4,7 @@
 //! path that does not need the network is made here, in one order, so it
 //! can be read top to bottom and tested as a table.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -20,6 +21,8 @@ use crate::compose::Email;
 use crate::controller::access::Access;
 use crate::controller::suppressions::Scope;
 use crate::controller::tenants::{self, Guarded};
+use crate::delivery::unsubscribe::keys::KeysError;
+use crate::delivery::unsubscribe::token::KeyRing;
 use crate::transport::Transport;
 
 /// How soon a message looks again for a provider that is Ready but whose
@@ -118,6 +121,8 @@ pub struct View<'a> {
     pub route: Option<&'a Stop>,
     /// The provider's policy for the message's namespace (`spec.tenants`).
     pub tenant: Option<&'a TenantPolicy>,
+    /// The unsubscribe keys, when a hosted unsubscribe is in effect.
+    pub unsubscribe_keys: Option<&'a Result<Arc<KeyRing>, KeysError>>,
 }
 
 /// For a finished message: what happens to it. `None` when it is not
@@ -177,7 +182,8 @@ fn check(
     if let Some(policy) = view.tenant {
         senders(message, provider, policy)?;
     }
-    let mut email = compose(message, provider, template)?;
+    let keys = unsubscribe_keys(view)?;
+    let mut email = compose(message, provider, template, keys)?;
     if let (Some(policy), Some(email)) = (view.tenant, email.as_mut())
         && let Guarded::Refused(text) = tenants::guard(email, policy, "")
     {
@@ -190,7 +196,7 @@ fn check(
         return Err(waiting(Reason::Suspended, text));
     }
     if let (Some(email), Some(scope)) = (&email, view.suppressions) {
-        suppressed(message, email, scope)?;
+        suppressed(email, scope)?;
     }
     let sender = view.sender.ok_or_else(|| unverified(provider))?;
     let retry_at = message
@@ -237,12 +243,28 @@ fn senders(
     }
 }
 
-/// Ends a message one of whose recipients is suppressed, unless it says to
-/// ignore the list.
-fn suppressed(message: &EmailMessage, email: &Email, scope: &Scope) -> Result<(), Stop> {
-    if message.spec.ignore_suppression {
-        return Ok(());
+/// The unsubscribe keys when a hosted unsubscribe is in effect; a message
+/// fails when the controller has no place for them, and waits while they
+/// cannot be read or made.
+fn unsubscribe_keys<'a>(view: &View<'a>) -> Result<Option<&'a KeyRing>, Stop> {
+    match view.unsubscribe_keys {
+        None => Ok(None),
+        Some(Ok(keys)) => Ok(Some(keys)),
+        Some(Err(e @ KeysError::Unset)) => Err(end(
+            Phase::Failed,
+            Reason::UnsubscribeUnavailable,
+            format!("unsubscribe.hosted: {e}"),
+        )),
+        Some(Err(e)) => Err(waiting(
+            Reason::UnsubscribeUnavailable,
+            format!("unsubscribe.hosted: {e}"),
+        )),
     }
+}
+
+/// Ends a message one of whose recipients is suppressed (the scope leaves
+/// out the providers' lists when the message ignores them).
+fn suppressed(email: &Email, scope: &Scope) -> Result<(), Stop> {
     let lists = [
         ("spec.to", &email.to),
         ("spec.cc", &email.cc),
@@ -332,13 +354,19 @@ fn compose(
     message: &EmailMessage,
     provider: &EmailProvider,
     template: Option<&EmailTemplate>,
+    keys: Option<&KeyRing>,
 ) -> Result<Option<Box<Email>>, Stop> {
     if !message.spec.recipients.is_empty() {
         return Ok(None);
     }
     let key = send_key(message);
+    let namespace = message.namespace().unwrap_or_default();
+    let hosting = deliverability::Hosting {
+        namespace: &namespace,
+        keys,
+    };
     let mut email =
-        email::build(&message.spec, template, &provider.spec, &key, false).map_err(invalid)?;
+        email::build(&message.spec, template, &provider.spec, &key, hosting).map_err(invalid)?;
     email.origin = Some(Origin::of(message, None));
     // A repeated attempt keeps the Message-ID of the first.
     if let Some(id) = message.status.as_ref().and_then(|s| s.message_id.clone()) {
@@ -483,6 +511,7 @@ mod tests {
             suppressions: None,
             route: None,
             tenant: None,
+            unsubscribe_keys: None,
         };
         edit(&mut view);
         decide(message, &view, now())

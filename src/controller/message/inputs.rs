@@ -8,11 +8,13 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
+use super::deliverability;
 use super::gate::{Sender, Stop, View};
 use super::limits::Limits;
 use super::route::{self, Plan};
 use crate::api::ProviderId;
 use crate::api::condition::Reason;
+use crate::api::deliverability::list_of;
 use crate::api::message::ProviderKind;
 use crate::api::tenancy::TenantPolicy;
 use crate::api::{ClusterEmailProvider, EmailMessage, EmailProvider, EmailRoute, EmailTemplate};
@@ -21,6 +23,8 @@ use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
 use crate::controller::suppressions::Scope;
 use crate::controller::tenants;
+use crate::delivery::unsubscribe::keys::KeysError;
+use crate::delivery::unsubscribe::token::KeyRing;
 
 /// What the caches know about one message's sending.
 pub struct Inputs {
@@ -43,6 +47,9 @@ pub struct Inputs {
     pub route: Option<Result<Plan, Stop>>,
     /// The provider's policy for the message's namespace (`spec.tenants`).
     pub tenant: Option<TenantPolicy>,
+    /// The unsubscribe keys, when the message's emails carry a hosted
+    /// unsubscribe (or why they cannot be had).
+    pub unsubscribe_keys: Option<Result<Arc<KeyRing>, KeysError>>,
 }
 
 impl Inputs {
@@ -64,6 +71,7 @@ impl Inputs {
                 _ => None,
             },
             tenant: self.tenant.as_ref(),
+            unsubscribe_keys: self.unsubscribe_keys.as_ref(),
         }
     }
 }
@@ -89,20 +97,23 @@ pub async fn gather(message: &EmailMessage, ctx: &Context) -> Result<Inputs, Err
         .and_then(|p| ctx.transports.get(&key_of(p)));
     let limits = Limits::of(message, provider.as_deref(), &ctx.settings);
     let tenant = tenant_of(ctx, provider.as_deref(), &namespace).await?;
+    let unsubscribe_keys = unsubscribe_keys(ctx, message, provider.as_deref()).await;
     Ok(Inputs {
+        suppressions: scope(
+            ctx,
+            message,
+            provider.as_deref(),
+            std::slice::from_ref(&message.spec.provider_ref),
+        ),
         provider,
         access,
         template,
         verified,
         limits,
         serves_cluster_providers: ctx.settings.cluster_provider_namespace.is_some(),
-        suppressions: scope(
-            ctx,
-            &namespace,
-            std::slice::from_ref(&message.spec.provider_ref),
-        ),
         route: None,
         tenant,
+        unsubscribe_keys,
     })
 }
 
@@ -136,8 +147,11 @@ async fn gather_routed(message: &EmailMessage, ctx: &Context) -> Result<Inputs, 
         (Err(_), None) => Vec::new(),
     };
     let tenant = tenant_of(ctx, provider.as_deref(), &namespace).await?;
+    let unsubscribe_keys = unsubscribe_keys(ctx, message, provider.as_deref()).await;
     Ok(Inputs {
         limits: Limits::of(message, provider.as_deref(), &ctx.settings),
+        suppressions: scope(ctx, message, provider.as_deref(), &listed),
+        unsubscribe_keys,
         tenant,
         provider,
         // Each provider's access was checked as the route was read.
@@ -145,7 +159,6 @@ async fn gather_routed(message: &EmailMessage, ctx: &Context) -> Result<Inputs, 
         template: template_of(message, ctx, &namespace),
         verified,
         serves_cluster_providers: ctx.settings.cluster_provider_namespace.is_some(),
-        suppressions: scope(ctx, &namespace, &listed),
         route: Some(route),
     })
 }
@@ -178,15 +191,39 @@ fn template_of(
     })
 }
 
-/// The suppression lists of `providers`, as a message of `namespace`
-/// names them.
-fn scope(ctx: &Context, namespace: &str, providers: &[crate::api::message::ProviderRef]) -> Scope {
+/// The suppressions `message` honours: the lists of `providers` as it
+/// names them (unless it ignores them), and the unsubscribes from its
+/// mailing list (through `provider`, the one it goes through now).
+fn scope(
+    ctx: &Context,
+    message: &EmailMessage,
+    provider: Option<&EmailProvider>,
+    providers: &[crate::api::message::ProviderRef],
+) -> Scope {
+    let namespace = message.namespace().unwrap_or_default();
+    let unsubscribe = provider.and_then(|p| p.spec.unsubscribe.as_ref());
     Scope::of(
         ctx.caches.suppressions.clone(),
-        namespace,
+        &namespace,
         providers,
         ctx.settings.cluster_provider_namespace.as_deref(),
     )
+    .ignoring_providers(message.spec.ignore_suppression)
+    .on_list(&namespace, list_of(&message.spec, unsubscribe))
+}
+
+/// The unsubscribe keys, when `message`'s emails through `provider` carry
+/// a hosted unsubscribe: the Secret is made the first time.
+async fn unsubscribe_keys(
+    ctx: &Context,
+    message: &EmailMessage,
+    provider: Option<&EmailProvider>,
+) -> Option<Result<Arc<KeyRing>, KeysError>> {
+    let provider = provider?;
+    if !deliverability::needs_hosting(&message.spec, &provider.spec) {
+        return None;
+    }
+    Some(ctx.unsubscribe_keys.for_sealing().await)
 }
 
 /// The provider `message` names, from the cache, and the ClusterEmailProvider

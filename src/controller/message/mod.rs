@@ -122,6 +122,10 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
                 suppressions: &inputs.suppressions,
                 route: inputs.route.as_ref().and_then(|r| r.as_ref().ok()),
                 tenant,
+                unsubscribe_keys: match &inputs.unsubscribe_keys {
+                    Some(Ok(keys)) => Some(keys),
+                    _ => None,
+                },
             };
             bulk::send(job).await
         }
