@@ -235,7 +235,8 @@ async fn start(
     Ok((controller, start))
 }
 
-fn free_addr() -> Result<String, Error> {
+/// A free local address, `127.0.0.1:port`.
+pub fn free_addr() -> Result<String, Error> {
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Setup(e.to_string()))?;
     let addr = listener

@@ -10,7 +10,10 @@
 //! - optionally a paced run at half the operator's rate, for latency;
 //! - first, the cluster-shape run: the controller over every namespace of a
 //!   cluster that holds thousands of large Secrets and ConfigMaps it never
-//!   uses (time to the first Sent message, peak and steady RSS).
+//!   uses (time to the first Sent message, peak and steady RSS);
+//! - last, the unsubscribe run: N one-click POSTs to the hosted unsubscribe
+//!   endpoint over many namespaces, then N replays (requests/s, latency,
+//!   unsubscribes lost, RSS).
 //!
 //! Figures go to `--out` (results.json, results.md, throughput.png,
 //! latency.png) and the table to stdout. Usage: see `--help` or `make bench`.
@@ -22,6 +25,7 @@ mod history;
 mod load;
 mod process;
 mod report;
+mod unsubscribes;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -96,6 +100,13 @@ struct Args {
     /// post them; SendGrid batches them).
     #[arg(long, default_value_t = 1)]
     history_events_per_request: usize,
+    /// The unsubscribe run: one-click POSTs in each round (0 skips the run).
+    #[arg(long, default_value_t = 10000)]
+    unsubscribe_posts: usize,
+    /// Namespaces the unsubscribe POSTs are spread over (each within the
+    /// default per-namespace rate's burst).
+    #[arg(long, default_value_t = 20)]
+    unsubscribe_namespaces: usize,
     /// Where the figures and plots go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -220,6 +231,18 @@ async fn bench(args: Args) -> Result<(), Error> {
         report::write_history(&args.out, &run)?;
         println!("{}", history::markdown(&run));
     }
+    if args.unsubscribe_posts > 0 {
+        let plan = unsubscribes::Plan {
+            posts: args.unsubscribe_posts,
+            namespaces: args.unsubscribe_namespaces,
+            concurrency: args.concurrency,
+            controller: &args.controller,
+            flags: &args.controller_flags,
+        };
+        let run = unsubscribes::run(&env, &client, &plan).await?;
+        report::write_unsubscribes(&args.out, &run)?;
+        println!("{}", unsubscribes::markdown(&run));
+    }
     println!("figures and plots in {}", args.out.display());
     Ok(())
 }
@@ -235,7 +258,8 @@ fn cpu_spent(
         .collect()
 }
 
-fn suffix() -> String {
+/// A suffix that makes this run's names its own.
+pub fn suffix() -> String {
     format!(
         "{:x}",
         std::time::SystemTime::now()

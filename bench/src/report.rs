@@ -204,6 +204,23 @@ pub fn write_shape(dir: &Path, run: &crate::cluster::ShapeRun) -> Result<(), Err
         .map_err(|e| Error::Setup(format!("writing the cluster-shape figures: {e}")))
 }
 
+/// Writes `unsubscribes.json` and `unsubscribes.md` into `dir`.
+pub fn write_unsubscribes(
+    dir: &Path,
+    run: &crate::unsubscribes::UnsubscribeRun,
+) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(run).map_err(|e| Error::Setup(e.to_string()))?;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(dir.join("unsubscribes.json"), json))
+        .and_then(|()| {
+            std::fs::write(
+                dir.join("unsubscribes.md"),
+                crate::unsubscribes::markdown(run),
+            )
+        })
+        .map_err(|e| Error::Setup(format!("writing the unsubscribe figures: {e}")))
+}
+
 /// Writes `history.json` and `history.md` (the history run) into `dir`.
 pub fn write_history(dir: &Path, run: &crate::history::HistoryRun) -> Result<(), Error> {
     let json = serde_json::to_string_pretty(run).map_err(|e| Error::Setup(e.to_string()))?;

@@ -146,7 +146,7 @@ async fn refused_at_apply_time() {
         ),
         (
             message("unsubscribe", json!({})),
-            "unsubscribe needs a url, a mailto address or both",
+            "unsubscribe needs a url, hosted or a mailto address",
         ),
         (
             message("unsubscribe", json!({"mailto": "not an address"})),
@@ -158,6 +158,28 @@ async fn refused_at_apply_time() {
                 json!({"List-Unsubscribe": "<https://example.com/u>"}),
             ),
             "headers may not set",
+        ),
+        (message("list", json!("News!")), "spec.list"),
+        (
+            message(
+                "unsubscribe",
+                json!({"url": "https://example.com/u", "hosted": {"baseURL": "https://mail.example.com"}}),
+            ),
+            "unsubscribe takes a url of your own or hosted, not both",
+        ),
+        (
+            message(
+                "unsubscribe",
+                json!({"hosted": {"baseURL": "http://mail.example.com"}}),
+            ),
+            "spec.unsubscribe.hosted.baseURL",
+        ),
+        (
+            message(
+                "unsubscribe",
+                json!({"hosted": {"baseURL": "https://mail.example.com/?next=x"}}),
+            ),
+            "spec.unsubscribe.hosted.baseURL",
         ),
         // More recipients in one email than the schema allows in all.
         (
@@ -240,6 +262,34 @@ async fn refused_at_apply_time() {
     for (i, (spec, expected)) in providers.into_iter().enumerate() {
         scene
             .assert_refused("EmailProvider", &format!("p{i}"), spec, expected)
+            .await;
+    }
+    let suppressions = [
+        (
+            json!({"providerRef": {"name": "p"}, "list": "news", "address": "a@example.org",
+                   "reason": "Unsubscribed"}),
+            "a suppression names a provider (providerRef) or a mailing list (list), one of them",
+        ),
+        (
+            json!({"address": "a@example.org", "reason": "Manual"}),
+            "a suppression names a provider (providerRef) or a mailing list (list), one of them",
+        ),
+        (
+            json!({"providerRef": {"name": "p"}, "address": "a@example.org", "reason": "Unsubscribed"}),
+            "reason Unsubscribed goes with a list",
+        ),
+        (
+            json!({"list": "news", "address": "a@example.org", "reason": "Manual"}),
+            "reason Unsubscribed goes with a list",
+        ),
+        (
+            json!({"list": "-news", "address": "a@example.org", "reason": "Unsubscribed"}),
+            "spec.list",
+        ),
+    ];
+    for (i, (spec, expected)) in suppressions.into_iter().enumerate() {
+        scene
+            .assert_refused("EmailSuppression", &format!("s{i}"), spec, expected)
             .await;
     }
 }

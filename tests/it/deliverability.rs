@@ -429,9 +429,8 @@ async fn received_headers(subject: &str, to: &str) -> BTreeMap<String, Vec<Strin
     mailpit.headers(&found[0].id).await
 }
 
-#[tokio::test]
-async fn bulk_mail_over_smtp_takes_the_providers_unsubscribe_and_warns_without_one() {
-    let scene = Scene::new("unsubscribe-smtp").await;
+/// The `mailpit` provider, and `lists`: mailpit over SMTP with `unsubscribe`.
+pub(crate) async fn lists_provider(scene: &Scene, unsubscribe: Value) {
     scene.mailpit_provider().await;
     let mut smtp = fixtures::mailpit_smtp("smtp-credentials");
     smtp["pool"] = json!({"maxConnections": 2});
@@ -441,10 +440,17 @@ async fn bulk_mail_over_smtp_takes_the_providers_unsubscribe_and_warns_without_o
         json!({"apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailProvider",
                "metadata": {"name": "lists"},
                "spec": {"defaultFrom": "News <news@mailroom.dev>", "smtp": smtp,
-                        "unsubscribe": {"url": "https://lists.mailroom.dev/{{list}}/u?r={{recipient}}",
-                                        "mailto": "leave@mailroom.dev"}}}),
+                        "unsubscribe": unsubscribe}}),
     )
     .await;
+}
+
+#[tokio::test]
+async fn bulk_mail_over_smtp_takes_the_providers_unsubscribe_and_warns_without_one() {
+    let scene = Scene::new("unsubscribe-smtp").await;
+    let unsubscribe = json!({"url": "https://lists.mailroom.dev/{{list}}/u?r={{recipient}}",
+                             "mailto": "leave@mailroom.dev"});
+    lists_provider(&scene, unsubscribe).await;
     let controller = scene.controller().await;
     let digest = support::unique("digest");
     scene

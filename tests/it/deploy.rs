@@ -275,6 +275,73 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
     .await;
     assert_eq!(page.spec.entries[0].name, "rbac");
 
+    // Hosted unsubscribe as the ServiceAccount: the key Secret made in its
+    // own namespace, the link in the mail POSTed to a receiver running as
+    // it, the unsubscribe recorded.
+    let key_secret = format!("mailroom-unsubscribe-{}", support::namespace_suffix());
+    let hosting = mailroom::controller::Settings {
+        unsubscribe_key_secret: Some(format!("{NS}/{key_secret}")),
+        ..support::fixtures::settings(&scene.ns)
+    };
+    let controller = RunningController::start_with_settings(sa.clone(), hosting);
+    let subject = support::unique("hosted unsubscribe with the ServiceAccount's RBAC");
+    scene
+        .message(
+            "rbac-list",
+            json!({"providerRef": {"name": "mailpit"}, "to": ["ann@example.org"], "list": "news",
+                   "subject": subject, "text": "t",
+                   "unsubscribe": {"hosted": {"baseURL": "https://mail.example.test"}}}),
+        )
+        .await;
+    scene.wait_phase("rbac-list", Phase::Sent).await;
+    controller.stop().await;
+    let own: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(scene.client.clone(), NS);
+    assert!(
+        own.get_opt(&key_secret).await.expect("reading").is_some(),
+        "the key Secret was made in {NS}"
+    );
+    let receiver = Receiver::start_with_settings(
+        &scene,
+        sa.clone(),
+        mailroom::webhook::Settings {
+            namespace: Some(scene.ns.clone()),
+            unsubscribe_key_secret: Some(format!("{NS}/{key_secret}")),
+            ..Default::default()
+        },
+    )
+    .await;
+    let received = support::received(&subject).await;
+    let headers = support::mailpit::Mailpit::shared()
+        .headers(&received[0].id)
+        .await;
+    let link = headers["List-Unsubscribe"][0].clone();
+    let path = link
+        .trim_matches(|c| c == '<' || c == '>')
+        .strip_prefix("https://mail.example.test")
+        .expect("the hosted link")
+        .to_string();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}{path}", receiver.addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answer.status().as_u16(), 200);
+    let suppression = mailroom::api::suppression::name_for_list("news", "ann@example.org");
+    let suppressions: Api<mailroom::api::EmailSuppression> =
+        Api::namespaced(scene.client.clone(), &scene.ns);
+    assert!(
+        suppressions
+            .get_opt(&suppression)
+            .await
+            .expect("reading")
+            .is_some()
+    );
+    own.delete(&key_secret, &DeleteParams::default())
+        .await
+        .expect("cleaning up");
+
     // Delivery webhooks as the ServiceAccount: the provider and its webhook
     // Secret read, the message read, the event written into status.
     let hooks = Scene::new("rbac-hooks").await;
@@ -315,6 +382,15 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
         other => panic!("{what} should be forbidden, got {other:?}"),
     };
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(sa.clone(), &scene.ns);
+    let made_elsewhere =
+        serde_json::from_value(json!({"metadata": {"name": "keys"}})).expect("secret");
+    forbidden(
+        secrets
+            .create(&PostParams::default(), &made_elsewhere)
+            .await
+            .map(|_| ()),
+        "making a Secret outside its namespace",
+    );
     forbidden(
         secrets
             .delete("smtp-credentials", &DeleteParams::default())

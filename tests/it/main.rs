@@ -31,4 +31,5 @@ mod smtp_delivery;
 mod suppression;
 mod templates;
 mod tenants;
+mod unsubscribe;
 mod webhook_corpus;

@@ -19,7 +19,7 @@ use crate::support::fixtures::events_for;
 use crate::support::webhooks::post;
 use kube::api::Api;
 use mailroom::api::condition::{self, DELIVERED};
-use mailroom::api::suppression::name_for;
+use mailroom::api::suppression::{name_for, name_for_list};
 use mailroom::api::{BounceKind, DeliveryEventType, EmailSuppression, Phase};
 use mailroom_fakes::Service;
 use mailroom_fakes::webhook::{Event, Happened, Request};
@@ -131,7 +131,14 @@ fn promise(anymail: &str) -> Promise {
             Some(("True", "Complained")),
             Some("Complaint"),
         ),
-        "unsubscribed" => recorded(&[(T::Unsubscribed, None)], Phase::Sent, None, None),
+        // Unsubscribed from the message's list: the default list, for a
+        // message that names none.
+        "unsubscribed" => recorded(
+            &[(T::Unsubscribed, None)],
+            Phase::Sent,
+            None,
+            Some("Unsubscribed"),
+        ),
         other => panic!("no promise for anymail's {other:?}"),
     }
 }
@@ -308,7 +315,10 @@ async fn samples_keep_the_docs_promises(service: Service, label: &str) {
                     // Suppressions are written after the status is.
                     let suppressions: Api<EmailSuppression> =
                         Api::namespaced(h.scene.client.clone(), &h.scene.ns);
-                    let name = name_for("EmailProvider", "api", &recipient);
+                    let name = match reason {
+                        "Unsubscribed" => name_for_list("default", &recipient),
+                        _ => name_for("EmailProvider", "api", &recipient),
+                    };
                     let note = format!("{what}: {recipient} suppressed");
                     let suppression = support::eventually(&note, Duration::from_secs(15), || {
                         let (suppressions, name) = (suppressions.clone(), name.clone());
@@ -316,6 +326,11 @@ async fn samples_keep_the_docs_promises(service: Service, label: &str) {
                     })
                     .await;
                     assert_eq!(format!("{:?}", suppression.spec.reason), reason, "{what}");
+                    if reason == "Unsubscribed" {
+                        let list = suppression.spec.list.as_deref();
+                        assert_eq!(list, Some("default"), "{what}: the list");
+                        assert_eq!(suppression.spec.provider_ref, None, "{what}");
+                    }
                 }
                 if matches!(promised, Phase::Bounced | Phase::Complained) {
                     let reason = format!("{promised:?}");
