@@ -13,6 +13,7 @@ mod check;
 pub mod echo;
 mod mailgun;
 mod mailtrap;
+pub mod manage;
 mod postmark;
 mod resend;
 mod sendgrid;
@@ -52,6 +53,9 @@ impl Service {
 pub struct Config {
     /// The valid API key of each service.
     pub keys: HashMap<Service, String>,
+    /// A key of each service that may send but not manage webhooks (a
+    /// restricted or sending key).
+    pub send_only: HashMap<Service, String>,
     /// The Mailgun sending domain.
     pub mailgun_domain: String,
     /// Addresses Postmark treats as inactive (hard bounced or suppressed).
@@ -83,10 +87,22 @@ impl Config {
         ];
         Self {
             keys: services.into_iter().map(|s| (s, key.to_string())).collect(),
+            send_only: services
+                .into_iter()
+                .map(|s| (s, format!("{key}-send-only")))
+                .collect(),
             mailgun_domain: "mg.example.com".into(),
             inactive: vec!["inactive@example.org".into()],
             templates: TEMPLATES.iter().map(|t| t.to_string()).collect(),
         }
+    }
+}
+
+impl Config {
+    /// Whether `key` may send through `service` (a full or a send-only key).
+    pub(crate) fn sends_with(&self, service: Service, key: &str) -> bool {
+        self.keys.get(&service).is_some_and(|k| k == key)
+            || self.send_only.get(&service).is_some_and(|k| k == key)
     }
 }
 
@@ -156,6 +172,8 @@ struct State {
     /// The next Mailtrap batch answer lists only this many `responses`
     /// (every email is still delivered), as an answer cut short would.
     short_batch: Option<usize>,
+    /// Webhook subscriptions made through the management endpoints.
+    subscriptions: manage::Subscriptions,
 }
 
 /// A running fake server.
@@ -191,11 +209,12 @@ impl Fake {
                       body: bytes::Bytes| {
                     let (config, state) = (config.clone(), state.clone());
                     async move {
+                        let query = uri.query().unwrap_or_default().to_string();
                         handle(
                             &config,
                             &state,
                             method,
-                            uri.path().to_string(),
+                            (uri.path().to_string(), query),
                             headers,
                             body,
                         )
@@ -286,6 +305,20 @@ impl Fake {
     /// Answers every send with an error until the outage ends.
     pub fn fail_until(&self, outage: Outage) {
         lock(&self.state).outage = Some(outage);
+    }
+
+    /// The webhook subscriptions made at the services so far.
+    pub fn subscriptions(&self) -> Vec<manage::Subscription> {
+        lock(&self.state).subscriptions.list.clone()
+    }
+
+    /// Deletes a subscription at the service, as a person in its dashboard
+    /// would; whether there was one with `id`.
+    pub fn delete_subscription(&self, id: &str) -> bool {
+        let mut s = lock(&self.state);
+        let before = s.subscriptions.list.len();
+        s.subscriptions.list.retain(|sub| sub.id != id);
+        s.subscriptions.list.len() < before
     }
 
     /// The configuration.
@@ -422,7 +455,7 @@ async fn handle(
     config: &Config,
     state: &Mutex<State>,
     method: Method,
-    path: String,
+    (path, query): (String, String),
     headers: HeaderMap,
     raw: bytes::Bytes,
 ) -> Response<Body> {
@@ -434,14 +467,23 @@ async fn handle(
             .collect();
         return respond(Answer::json(200, Value::from(list)));
     }
-    let Some(service) = service_of(&method, &path) else {
-        return respond(Answer::text(404, "404 page not found"));
-    };
     let incoming = Incoming {
         method: &method,
         path: &path,
         headers: &headers,
         raw: &raw,
+    };
+    if let Some(service) = manage::service_of(&method, &path) {
+        let body = check::body_for_record(&incoming).await;
+        let answer = {
+            let mut s = lock(state);
+            manage::handle(service, config, &mut s.subscriptions, &incoming, &query)
+        };
+        record(state, service, &method, &path, &headers, body, &answer);
+        return respond(answer);
+    }
+    let Some(service) = service_of(&method, &path) else {
+        return respond(Answer::text(404, "404 page not found"));
     };
     let body = check::body_for_record(&incoming).await;
     let injected = if method == Method::POST {
@@ -498,10 +540,24 @@ async fn handle(
             Service::SendGrid => sendgrid::handle(config, &incoming, &body),
         },
     };
+    record(state, service, &method, &path, &headers, body, &answer);
+    respond(answer)
+}
+
+/// Keeps a request and the fake's answer for the test to read.
+fn record(
+    state: &Mutex<State>,
+    service: Service,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Value,
+    answer: &Answer,
+) {
     let recorded = Recorded {
         service,
         method: method.to_string(),
-        path: path.clone(),
+        path: path.to_string(),
         headers: headers
             .iter()
             .map(|(k, v)| {
@@ -518,7 +574,6 @@ async fn handle(
         at: SystemTime::now(),
     };
     lock(state).requests.push(recorded);
-    respond(answer)
 }
 
 /// The service's own answer to a 401/429/5xx, for injected failures.

@@ -29,16 +29,21 @@ fn bad(message: &str) -> Answer {
 }
 
 fn authorized(config: &Config, incoming: &Incoming<'_>) -> bool {
-    let Some(encoded) = incoming
+    basic_key(incoming).is_some_and(|key| config.sends_with(Service::Mailgun, &key))
+}
+
+/// The key of a Basic `api:<key>` Authorization header.
+pub(crate) fn basic_key(incoming: &Incoming<'_>) -> Option<String> {
+    let encoded = incoming
         .header("authorization")
-        .and_then(|h| h.strip_prefix("Basic "))
-    else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
-        return false;
-    };
-    decoded == format!("api:{}", config.keys[&Service::Mailgun]).into_bytes()
+        .and_then(|h| h.strip_prefix("Basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    String::from_utf8(decoded)
+        .ok()?
+        .strip_prefix("api:")
+        .map(str::to_string)
 }
 
 pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer {

@@ -88,7 +88,7 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
             "Missing API key in the authorization header. Include the following header 'Authorization: Bearer YOUR_API_KEY' in the request.",
         );
     };
-    if given != config.keys[&Service::Resend] {
+    if !config.sends_with(Service::Resend, given) {
         return error(403, "invalid_api_key", "API key is invalid");
     }
     if let Some(key) = incoming.header("idempotency-key")

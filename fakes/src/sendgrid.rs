@@ -89,7 +89,7 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
                 json!({"errors": [{"field": null, "message": "authorization required", "help": null}]}),
             );
         }
-        Some(key) if key != config.keys[&Service::SendGrid] => {
+        Some(key) if !config.sends_with(Service::SendGrid, key) => {
             return Answer::json(
                 401,
                 json!({"errors": [{"field": null, "message": "The provided authorization grant is invalid, expired, or revoked", "help": null}]}),
