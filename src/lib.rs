@@ -14,6 +14,7 @@ pub(crate) mod guarded;
 mod hostile_input;
 pub mod ledger;
 pub mod logging;
+pub(crate) mod manage;
 pub mod metrics;
 #[cfg(test)]
 mod module_graph;

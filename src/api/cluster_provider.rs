@@ -54,6 +54,7 @@ impl ClusterEmailProvider {
                 generation: self.metadata.generation,
                 resource_version: self.metadata.resource_version.clone(),
                 deletion_timestamp: self.metadata.deletion_timestamp.clone(),
+                finalizers: self.metadata.finalizers.clone(),
                 ..ObjectMeta::default()
             },
             spec: self.spec.provider.clone(),

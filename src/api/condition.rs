@@ -120,6 +120,13 @@ pub enum Reason {
     /// A message's hosted unsubscribe cannot be written: the controller has
     /// no unsubscribe key Secret, or cannot read or make it.
     UnsubscribeUnavailable,
+    /// The controller registered the provider's webhook at the service
+    /// (`webhook.register`) and holds its key.
+    Registered,
+    /// Registering the provider's webhook at the service failed: the
+    /// message says why (no public URL, a key without the scope, the
+    /// service's refusal, a Secret that is not mailroom's).
+    RegistrationFailed,
     /// A message's attempt through one provider of its route certainly did
     /// not deliver: it goes on through the next.
     FailedOver,
@@ -144,7 +151,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 51] = [
+    pub const ALL: [Reason; 53] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -187,6 +194,8 @@ impl Reason {
         Reason::MailboxRead,
         Reason::UnsubscribeMissing,
         Reason::UnsubscribeUnavailable,
+        Reason::Registered,
+        Reason::RegistrationFailed,
         Reason::FailedOver,
         Reason::NoProviderAvailable,
         Reason::RouteNotFound,
@@ -243,6 +252,8 @@ impl Reason {
             Reason::MailboxRead => "MailboxRead",
             Reason::UnsubscribeMissing => "UnsubscribeMissing",
             Reason::UnsubscribeUnavailable => "UnsubscribeUnavailable",
+            Reason::Registered => "Registered",
+            Reason::RegistrationFailed => "RegistrationFailed",
             Reason::FailedOver => "FailedOver",
             Reason::NoProviderAvailable => "NoProviderAvailable",
             Reason::RouteNotFound => "RouteNotFound",

@@ -143,6 +143,19 @@ pub struct WebhookSpec {
     #[serde(default = "default_webhook_tolerance_seconds")]
     #[schemars(range(min = 10, max = 86400))]
     pub tolerance_seconds: u32,
+    /// Have the controller create the subscription at the service itself,
+    /// for the events mailroom reads, pointing at
+    /// `{--webhook-public-url}/webhooks/{namespace}/{name}`; keep it (a
+    /// subscription deleted or changed at the service is put back); and
+    /// remove it when the provider is deleted (a finalizer). The key the
+    /// service gives (or, for Postmark, the basic auth credentials the
+    /// controller makes) is written into `secretRef`, a Secret the
+    /// controller creates and owns: an existing Secret of someone else's is
+    /// never written. Needs an API key allowed to manage webhooks (see
+    /// docs/providers.md); without one `WebhookReady` says so and sending
+    /// goes on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub register: bool,
 }
 
 fn default_webhook_tolerance_seconds() -> u32 {
@@ -548,11 +561,27 @@ pub struct EmailProviderStatus {
     /// most every few seconds when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent: Option<RecentActivity>,
+    /// The webhook subscription the controller registered at the service
+    /// (`spec.webhook.register`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<RegisteredWebhook>,
     /// The circuit breaker, while it is open: EmailRoutes pass the provider
     /// over until `openUntil`, then one message probes it. Absent when
     /// closed. Kept here so a new leader honours it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerStatus>,
+}
+
+/// A webhook subscription at the service, as the controller registered it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredWebhook {
+    /// Its id at the service (Mailgun: its URL).
+    pub id: String,
+    /// Where the service posts events.
+    pub url: String,
+    /// When the controller last created or repaired it.
+    pub registered_at: Time,
 }
 
 /// An open circuit breaker.

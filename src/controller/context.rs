@@ -233,6 +233,12 @@ pub struct Settings {
     /// the controller's own. Unset, ClusterEmailProviders are not served.
     #[arg(long, env = "MAILROOM_CLUSTER_PROVIDER_NAMESPACE")]
     pub cluster_provider_namespace: Option<String>,
+    /// The public https URL of the webhook receiver (the Ingress in front of
+    /// its port), e.g. `https://mail.example.com`: providers with
+    /// `webhook.register` subscribe `{this}/webhooks/{namespace}/{name}` at
+    /// their service. Unset, they cannot register (`WebhookReady` says so).
+    #[arg(long, env = "MAILROOM_WEBHOOK_PUBLIC_URL")]
+    pub webhook_public_url: Option<String>,
     /// The Secret holding the hosted unsubscribe keys (`current`, and
     /// during a rotation `previous`): `namespace/name`, or a name in the
     /// controller's namespace (`--cluster-provider-namespace`); default
@@ -286,6 +292,7 @@ impl Default for Settings {
             sent_events: defaults::SENT_EVENTS,
             cluster_provider_namespace: None,
             unsubscribe_key_secret: None,
+            webhook_public_url: None,
             allowed_endpoint_hosts: Vec::new(),
             ledger_max_entries: defaults::LEDGER_MAX_ENTRIES,
             bounce_mailbox_keep_hours: defaults::BOUNCE_MAILBOX_KEEP_HOURS,

@@ -22,6 +22,7 @@ mod observe;
 mod pacing;
 pub(crate) mod provider;
 pub(crate) mod provider_status;
+mod registration;
 mod runners;
 mod shared;
 pub(crate) mod slots;

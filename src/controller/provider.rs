@@ -15,6 +15,7 @@ use super::context::{Context, Verified};
 use super::credentials;
 use super::error::Error;
 use super::provider_status;
+use super::registration;
 use crate::api::ProviderId;
 use crate::api::condition::{self, READY, Reason};
 use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderStatus};
@@ -54,20 +55,30 @@ pub async fn reconcile_cluster(
 #[tracing::instrument(skip_all, fields(namespace = provider.namespace().unwrap_or_default(), provider = provider.name_any(), trace_id = crate::logging::trace_id()))]
 pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ProviderId::from_provider(&provider);
-    if provider.meta().deletion_timestamp.is_some() {
-        ctx.transports.remove(&key);
-        return Ok(Action::await_change());
-    }
-    let generation = provider.metadata.generation;
-    let status = provider.status.clone().unwrap_or_default();
-
     let secrets_namespace = provider
         .namespace()
         .or_else(|| ctx.settings.cluster_provider_namespace.clone())
         .unwrap_or_default();
+    if provider.meta().deletion_timestamp.is_some() {
+        ctx.transports.remove(&key);
+        return match registration::unregister(&ctx, &provider, &secrets_namespace).await? {
+            Some(again) => Ok(Action::requeue(again)),
+            None => Ok(Action::await_change()),
+        };
+    }
+    let generation = provider.metadata.generation;
+    let status = provider.status.clone().unwrap_or_default();
+
+    let registered = registration::ensure(&ctx, &provider, &secrets_namespace).await?;
     let hook = readiness::check(&ctx.client, &provider, &secrets_namespace)
         .await
         .map_err(Error::Kube)?;
+    let hook = match (&registered, &provider.spec.api) {
+        (Some(registered), Some(api)) => {
+            Some(registration::state(registered, api.provider.name(), hook))
+        }
+        _ => hook,
+    };
     let allowed = &ctx.settings.allowed_endpoint_hosts;
     let built = match credentials::build(&ctx.client, &provider, &secrets_namespace, allowed).await
     {
@@ -326,6 +337,7 @@ async fn write_once(
         generation,
     );
     readiness::report(&mut new.conditions, hook, generation);
+    new.webhook = hook.and_then(|h| h.registered.clone());
     let has_mailbox = provider
         .spec
         .smtp

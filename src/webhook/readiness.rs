@@ -20,6 +20,8 @@ pub struct WebhookState {
     pub reason: Reason,
     /// What to do, or where to register the URL.
     pub message: String,
+    /// The subscription the controller registered (`webhook.register`).
+    pub registered: Option<crate::api::provider::RegisteredWebhook>,
 }
 
 /// The state of `provider`'s webhook, with Secrets read from
@@ -55,6 +57,7 @@ pub async fn check(
                 "the {service} webhook key in Secret {} is loaded; register https://<your host>{path} at {service}",
                 webhook.secret_ref.name
             ),
+            registered: None,
         },
         Err(Unavailable::Kube { source, .. }) => return Err(source),
         Err(e @ (Unavailable::SecretNotFound { .. } | Unavailable::KeyMissing { .. })) => {
@@ -62,12 +65,14 @@ pub async fn check(
                 ready: false,
                 reason: Reason::SecretNotFound,
                 message: format!("spec.webhook.secretRef: {e}"),
+                registered: None,
             }
         }
         Err(e) => WebhookState {
             ready: false,
             reason: Reason::InvalidSpec,
             message: format!("spec.webhook.secretRef: {e}"),
+            registered: None,
         },
     };
     Ok(Some(state))

@@ -157,7 +157,7 @@ impl ApiTransport {
     }
 }
 
-fn default_base(spec: &ApiSpec) -> String {
+pub(crate) fn default_base(spec: &ApiSpec) -> String {
     use crate::api::provider::{MailgunRegion, MailtrapStream, SendGridRegion};
     match spec.provider {
         ApiProvider::Mailtrap => {
