@@ -198,7 +198,8 @@ async fn install_rbac() {
         .filter_map(|doc| {
             let value: Value = serde::Deserialize::deserialize(doc).ok()?;
             let kind = value["kind"].as_str()?.to_string();
-            [
+            let own_secrets = value["metadata"]["name"] == "mailroom-own-secrets";
+            ([
                 "Namespace",
                 "ServiceAccount",
                 "ClusterRole",
@@ -207,7 +208,8 @@ async fn install_rbac() {
                 "RoleBinding",
             ]
             .contains(&kind.as_str())
-            .then(|| serde_yaml_ng::to_string(&value).expect("yaml"))
+                || own_secrets)
+                .then(|| serde_yaml_ng::to_string(&value).expect("yaml"))
         })
         .collect();
     kubectl(
@@ -382,14 +384,59 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
         other => panic!("{what} should be forbidden, got {other:?}"),
     };
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(sa.clone(), &scene.ns);
-    let made_elsewhere =
-        serde_json::from_value(json!({"metadata": {"name": "keys"}})).expect("secret");
+    // A Secret not labelled as mailroom's: the ClusterRole lets the
+    // controller create Secrets (webhook.register), the admission policy
+    // mailroom-own-secrets refuses any but its own (once it is in force).
+    let admin_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(scene.client.clone(), &scene.ns);
+    let mut attempt = 0;
+    let refused = support::eventually(
+        "the controller refused a Secret that is not its own",
+        std::time::Duration::from_secs(30),
+        || {
+            attempt += 1;
+            let name = format!("keys-{attempt}");
+            let (secrets, admin_secrets) = (secrets.clone(), admin_secrets.clone());
+            async move {
+                let object =
+                    serde_json::from_value(json!({"metadata": {"name": name}})).expect("secret");
+                match secrets.create(&PostParams::default(), &object).await {
+                    Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => Some(s.message),
+                    Ok(_) => {
+                        let _ = admin_secrets.delete(&name, &DeleteParams::default()).await;
+                        None
+                    }
+                    Err(e) => panic!("creating a Secret: {e}"),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(refused.contains("only Secrets labelled"), "{refused}");
+    let labelled = serde_json::from_value(json!({"metadata": {"name": "own-keys",
+        "labels": {"app.kubernetes.io/managed-by": "mailroom"}}}))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &labelled)
+        .await
+        .expect("its own Secret");
+    let relabel = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}});
+    let merge = |patch| kube::api::Patch::Merge(patch);
+    let params = kube::api::PatchParams::default();
     forbidden(
         secrets
-            .create(&PostParams::default(), &made_elsewhere)
+            .patch("own-keys", &params, &merge(&relabel))
             .await
             .map(|_| ()),
-        "making a Secret outside its namespace",
+        "taking the label off its own Secret",
+    );
+    let tenants = json!({"data": {"password": "c3RvbGVu"}});
+    forbidden(
+        secrets
+            .patch("smtp-credentials", &params, &merge(&tenants))
+            .await
+            .map(|_| ()),
+        "changing a tenant's Secret",
     );
     forbidden(
         secrets

@@ -25,6 +25,7 @@ mod health;
 mod message_features;
 mod observability;
 mod provider_templates;
+mod registration;
 mod routes;
 mod send_once;
 mod smtp_delivery;

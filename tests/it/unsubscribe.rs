@@ -324,16 +324,7 @@ async fn a_one_click_post_unsubscribes_that_recipient_from_that_list_only() {
         .delete(&name, &DeleteParams::default())
         .await
         .expect("deleting");
-    support::eventually("the suppression gone", Duration::from_secs(30), || async {
-        suppressions
-            .get_opt(&name)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    support::wait_gone(&suppressions, &name).await;
     let third = support::unique("news 3");
     bulk(&scene, "news-3", &third, &[ann], json!({})).await;
     scene.wait_phase("news-3", Phase::Sent).await;

@@ -256,6 +256,23 @@ where
 }
 
 /// A loopback port free right now.
+/// Waits until object `name` of `api` is gone (deleted, finalizers done).
+pub async fn wait_gone<K>(api: &kube::Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let what = format!("{name} gone");
+    eventually(&what, Duration::from_secs(30), || async {
+        api.get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
