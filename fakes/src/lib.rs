@@ -10,6 +10,7 @@
 
 mod batch;
 mod check;
+pub mod domains;
 pub mod echo;
 mod mailgun;
 mod mailtrap;
@@ -17,6 +18,7 @@ pub mod manage;
 mod postmark;
 mod resend;
 mod sendgrid;
+pub mod suppressions;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +60,10 @@ pub struct Config {
     pub send_only: HashMap<Service, String>,
     /// The Mailgun sending domain.
     pub mailgun_domain: String,
+    /// The sending domains every service knows, verified or not.
+    pub domains: Vec<domains::FakeDomain>,
+    /// Postmark's account token (its domains API takes no server token).
+    pub postmark_account_token: String,
     /// Addresses Postmark treats as inactive (hard bounced or suppressed).
     pub inactive: Vec<String>,
     /// The ids of the templates stored at every service (see [`TEMPLATES`]);
@@ -92,6 +98,21 @@ impl Config {
                 .map(|s| (s, format!("{key}-send-only")))
                 .collect(),
             mailgun_domain: "mg.example.com".into(),
+            domains: vec![
+                domains::FakeDomain {
+                    name: "mailroom.dev".into(),
+                    verified: true,
+                },
+                domains::FakeDomain {
+                    name: "mg.example.com".into(),
+                    verified: true,
+                },
+                domains::FakeDomain {
+                    name: "pending.example.com".into(),
+                    verified: false,
+                },
+            ],
+            postmark_account_token: format!("{key}-account"),
             inactive: vec!["inactive@example.org".into()],
             templates: TEMPLATES.iter().map(|t| t.to_string()).collect(),
         }
@@ -174,6 +195,8 @@ struct State {
     short_batch: Option<usize>,
     /// Webhook subscriptions made through the management endpoints.
     subscriptions: manage::Subscriptions,
+    /// The services' own suppression lists.
+    suppressions: Vec<suppressions::Suppression>,
 }
 
 /// A running fake server.
@@ -319,6 +342,30 @@ impl Fake {
         let before = s.subscriptions.list.len();
         s.subscriptions.list.retain(|sub| sub.id != id);
         s.subscriptions.list.len() < before
+    }
+
+    /// Puts `addresses` on `service`'s own suppression list, as `kind`.
+    pub fn suppress(&self, service: Service, addresses: &[String], kind: suppressions::Listed) {
+        let mut s = lock(&self.state);
+        for address in addresses {
+            let id = uuid::Uuid::new_v4().to_string();
+            s.suppressions.push(suppressions::Suppression {
+                service,
+                id,
+                address: address.clone(),
+                kind,
+            });
+        }
+    }
+
+    /// The addresses on `service`'s own suppression list.
+    pub fn suppressed(&self, service: Service) -> Vec<String> {
+        lock(&self.state)
+            .suppressions
+            .iter()
+            .filter(|s| s.service == service)
+            .map(|s| s.address.clone())
+            .collect()
     }
 
     /// The configuration.
@@ -473,6 +520,21 @@ async fn handle(
         headers: &headers,
         raw: &raw,
     };
+    if let Some(service) = suppressions::service_of(&method, &path) {
+        let body = check::body_for_record(&incoming).await;
+        let answer = {
+            let mut s = lock(state);
+            suppressions::handle(service, config, &mut s.suppressions, &incoming, &query)
+        };
+        record(state, service, &method, &path, &headers, body, &answer);
+        return respond(answer);
+    }
+    if let Some(service) = domains::service_of(&method, &path) {
+        let body = check::body_for_record(&incoming).await;
+        let answer = domains::handle(service, config, &incoming, &query);
+        record(state, service, &method, &path, &headers, body, &answer);
+        return respond(answer);
+    }
     if let Some(service) = manage::service_of(&method, &path) {
         let body = check::body_for_record(&incoming).await;
         let answer = {

@@ -63,10 +63,7 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         );
     }
     if incoming.method.as_str() == "GET" {
-        return Answer::json(
-            200,
-            json!({"domain": {"name": domain, "state": "active", "type": "custom"}}),
-        );
+        return Answer::json(200, crate::domains::mailgun(config, domain));
     }
     let content_type = incoming.content_type();
     if !content_type.starts_with("multipart/form-data")
