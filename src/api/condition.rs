@@ -11,6 +11,12 @@ pub const SENT: &str = "Sent";
 pub const DELIVERED: &str = "Delivered";
 /// `WebhookReady` on a provider with `spec.webhook`: its key can be used.
 pub const WEBHOOK_READY: &str = "WebhookReady";
+/// `DomainVerified` on an API provider: whether the service counts its
+/// sending domain verified.
+pub const DOMAIN_VERIFIED: &str = "DomainVerified";
+/// `SuppressionsSynced` on an API provider with `spec.suppressions`: the
+/// last read of the service's suppression list.
+pub const SUPPRESSIONS_SYNCED: &str = "SuppressionsSynced";
 /// `BouncesReady` on an SMTP provider with `spec.smtp.bounces`: its bounce
 /// mailbox can be read.
 pub const BOUNCES_READY: &str = "BouncesReady";
@@ -120,6 +126,22 @@ pub enum Reason {
     /// A message's hosted unsubscribe cannot be written: the controller has
     /// no unsubscribe key Secret, or cannot read or make it.
     UnsubscribeUnavailable,
+    /// The service counts the provider's sending domain verified.
+    DomainVerified,
+    /// The service knows the sending domain but does not count it
+    /// verified: records are missing from DNS (`status.domain.records`).
+    DomainNotVerified,
+    /// The service does not know the sending domain.
+    DomainNotFound,
+    /// The sending domain could not be checked: no `defaultFrom`, a key
+    /// that may not read domains, Postmark without an account token, or
+    /// the service unavailable.
+    DomainNotChecked,
+    /// The service's suppression list was read into EmailSuppressions.
+    Synced,
+    /// The service's suppression list could not be read, or some addresses
+    /// not written.
+    SyncFailed,
     /// The controller registered the provider's webhook at the service
     /// (`webhook.register`) and holds its key.
     Registered,
@@ -151,7 +173,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 53] = [
+    pub const ALL: [Reason; 59] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -196,6 +218,12 @@ impl Reason {
         Reason::UnsubscribeUnavailable,
         Reason::Registered,
         Reason::RegistrationFailed,
+        Reason::Synced,
+        Reason::SyncFailed,
+        Reason::DomainVerified,
+        Reason::DomainNotVerified,
+        Reason::DomainNotFound,
+        Reason::DomainNotChecked,
         Reason::FailedOver,
         Reason::NoProviderAvailable,
         Reason::RouteNotFound,
@@ -253,7 +281,13 @@ impl Reason {
             Reason::UnsubscribeMissing => "UnsubscribeMissing",
             Reason::UnsubscribeUnavailable => "UnsubscribeUnavailable",
             Reason::Registered => "Registered",
+            Reason::Synced => "Synced",
+            Reason::SyncFailed => "SyncFailed",
             Reason::RegistrationFailed => "RegistrationFailed",
+            Reason::DomainVerified => "DomainVerified",
+            Reason::DomainNotVerified => "DomainNotVerified",
+            Reason::DomainNotFound => "DomainNotFound",
+            Reason::DomainNotChecked => "DomainNotChecked",
             Reason::FailedOver => "FailedOver",
             Reason::NoProviderAvailable => "NoProviderAvailable",
             Reason::RouteNotFound => "RouteNotFound",

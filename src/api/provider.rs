@@ -33,6 +33,7 @@ use super::schema;
 #[x_kube(validation = Rule::new("!has(self.tracking) || has(self.api)").message("tracking needs an api provider (Postmark, Mailgun or SendGrid): SMTP servers do not track opens or clicks"))]
 #[x_kube(validation = Rule::new("!has(self.tracking) || !has(self.api) || !(self.api.provider in ['Mailtrap', 'Resend'])").message("Mailtrap and Resend set open and click tracking per sending domain in their dashboards, not per provider or message: remove tracking"))]
 #[x_kube(validation = Rule::new("!has(self.webhook) || has(self.api)").message("webhook needs an api provider: SMTP servers send no delivery webhooks"))]
+#[x_kube(validation = Rule::new("!has(self.suppressions) || has(self.api)").message("suppressions.sync needs an api provider: an SMTP server keeps no suppression list to sync"))]
 #[x_kube(validation = Rule::new("!has(self.tenants) || has(self.rateLimit) || self.tenants.all(t, !has(t.rateSharePercent))").message("tenants[].rateSharePercent is a share of rateLimit: set rateLimit"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailProviderSpec {
@@ -125,6 +126,55 @@ pub struct EmailProviderSpec {
     /// service (`/webhooks/_cluster/<name>` for a ClusterEmailProvider).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+
+    /// Keep mailroom's suppression list and the service's in step (API
+    /// providers). `Import` reads the service's bounces, complaints and
+    /// unsubscribes into EmailSuppressions (up to `maxImported`); `Mirror`
+    /// also deletes an address at the service when its EmailSuppression is
+    /// deleted, so deleting one sends to the address again through both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressions: Option<SuppressionSync>,
+}
+
+/// How the provider's suppression list follows the service's.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SuppressionSync {
+    /// `Import`, `Mirror` or `Disabled` (default; not `Off`, which YAML
+    /// reads as a boolean).
+    #[serde(default)]
+    pub sync: SyncMode,
+    /// The most addresses read from the service in one pass (default
+    /// 10,000; at most 100,000): each becomes an EmailSuppression, one
+    /// object per address. Past it the import stops and says so; the
+    /// service still drops mail to the rest (`Dropped` events).
+    #[serde(default = "default_max_imported")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_imported: u32,
+    /// Minutes between two imports (default 60).
+    #[serde(default = "default_sync_minutes")]
+    #[schemars(range(min = 5, max = 1440))]
+    pub interval_minutes: u32,
+}
+
+fn default_max_imported() -> u32 {
+    10_000
+}
+
+fn default_sync_minutes() -> u32 {
+    60
+}
+
+/// How the suppression lists are kept in step.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Nothing is read from or written to the service's list.
+    #[default]
+    Disabled,
+    /// The service's list is read into EmailSuppressions.
+    Import,
+    /// As Import, and a deleted EmailSuppression is deleted at the service.
+    Mirror,
 }
 
 /// How the controller checks that a delivery webhook came from the service.
@@ -384,6 +434,12 @@ pub struct ApiSpec {
         regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     )]
     pub endpoint: Option<String>,
+    /// Refuse to send until the service counts the sending domain verified
+    /// (the `DomainVerified` condition True): the provider is not Ready
+    /// (reason DomainNotVerified) and its messages wait. Unset, an
+    /// unverified domain is a warning only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_verified_domain: bool,
     /// Seconds to wait for the service to answer one request.
     #[serde(default = "default_api_timeout_seconds")]
     #[schemars(range(min = 1, max = 300))]
@@ -479,6 +535,11 @@ pub enum MailtrapStream {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PostmarkOptions {
+    /// The Secret key with the Postmark account token, read only to check
+    /// the sending domain (`DomainVerified`): Postmark's domains API takes
+    /// no server token. Unset, the domain is not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_token_secret_ref: Option<ApiKeyRef>,
     /// The message stream, e.g. `outbound` (default) or a broadcast stream.
     #[serde(default = "default_postmark_stream")]
     #[schemars(length(min = 1, max = 100))]
@@ -561,6 +622,13 @@ pub struct EmailProviderStatus {
     /// most every few seconds when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent: Option<RecentActivity>,
+    /// The last suppression import (`spec.suppressions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppression_sync: Option<SyncStatus>,
+    /// The sending domain as the service sees it (API providers): re-read
+    /// every hour and when the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<SendingDomain>,
     /// The webhook subscription the controller registered at the service
     /// (`spec.webhook.register`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -570,6 +638,65 @@ pub struct EmailProviderStatus {
     /// closed. Kept here so a new leader honours it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerStatus>,
+}
+
+/// What the last suppression import found.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// When it ended.
+    pub synced_at: Time,
+    /// Addresses read from the service.
+    pub read: u32,
+    /// EmailSuppressions it created (the rest existed already).
+    pub created: u32,
+    /// Whether it stopped at `maxImported`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capped: bool,
+    /// Addresses deleted at the service (Mirror) since the controller
+    /// started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mirrored: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The sending domain as the service sees it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SendingDomain {
+    /// The domain (Mailgun's sending domain, else `defaultFrom`'s).
+    pub name: String,
+    /// Whether the service counts it verified.
+    pub verified: bool,
+    /// The service's own word for its state, e.g. `pending`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+    /// When it was read.
+    pub checked_at: Time,
+    /// Each DNS record the service wants (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<DomainRecord>,
+}
+
+/// One DNS record a service wants for the sending domain.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainRecord {
+    /// What it is for: SPF, DKIM, ReturnPath, Tracking, DMARC, ...
+    pub purpose: String,
+    /// The record type: TXT, CNAME, MX.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The DNS name to publish it at.
+    pub name: String,
+    /// The value to publish.
+    pub value: String,
+    /// Whether the service found it in DNS (absent when it does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
 }
 
 /// A webhook subscription at the service, as the controller registered it.

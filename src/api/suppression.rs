@@ -80,7 +80,17 @@ pub enum SuppressionReason {
     /// The recipient unsubscribed from `list` (the one-click link, an
     /// unsubscribe mail, or the service's own unsubscribe).
     Unsubscribed,
+    /// The service lists the address on its own suppression list for
+    /// another reason (unsubscribed or blocked there, added by hand), read
+    /// by `spec.suppressions` on the provider; `detail` says why.
+    ServiceList,
 }
+
+/// The annotation on an EmailSuppression read from the service's list.
+pub const IMPORTED_ANNOTATION: &str = "mailroom.dev/imported-from";
+/// The finalizer that deletes the address at the service before the
+/// EmailSuppression goes (`suppressions.sync: Mirror`).
+pub const MIRROR_FINALIZER: &str = "mailroom.dev/mirror-suppression";
 
 /// The name of the suppression of `address` for the provider `kind/name`:
 /// the same for every event about it, so adding it twice adds it once.

@@ -15,7 +15,7 @@ use super::context::{Context, Verified};
 use super::credentials;
 use super::error::Error;
 use super::provider_status;
-use super::registration;
+use super::{domain, registration, suppression_sync};
 use crate::api::ProviderId;
 use crate::api::condition::{self, READY, Reason};
 use crate::api::{ClusterEmailProvider, EmailProvider, EmailProviderStatus};
@@ -32,6 +32,14 @@ const MISCONFIGURED_RETRY: Duration = Duration::from_secs(300);
 /// How soon a provider whose status write kept losing to other writers is
 /// looked at again.
 const CONTENDED_RETRY: Duration = Duration::from_secs(1);
+
+/// What a reconcile reports beside `Ready`: the webhook and the sending
+/// domain.
+struct Extras {
+    hook: Option<WebhookState>,
+    domain: Option<domain::DomainState>,
+    sync: Option<suppression_sync::SyncState>,
+}
 
 /// The result of one verification.
 struct Outcome {
@@ -79,6 +87,9 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         }
         _ => hook,
     };
+    let domain = domain::check(&ctx, &provider, &secrets_namespace).await;
+    let sync = suppression_sync::sync(&ctx, &provider, &secrets_namespace).await;
+    let extras = Extras { hook, domain, sync };
     let allowed = &ctx.settings.allowed_endpoint_hosts;
     let built = match credentials::build(&ctx.client, &provider, &secrets_namespace, allowed).await
     {
@@ -92,7 +103,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
                 retry: MISCONFIGURED_RETRY,
                 dkim: None,
             };
-            return write_status(&provider, &ctx, status, outcome, hook, false).await;
+            return write_status(&provider, &ctx, status, outcome, extras, false).await;
         }
     };
 
@@ -102,23 +113,44 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         .is_some_and(|v| v.fingerprint == built.fingerprint);
     let ready_now = condition::find(&status.conditions, READY)
         .is_some_and(|c| c.status == "True" && c.observed_generation == generation);
-    let mut with_hook = status.conditions.clone();
-    readiness::report(&mut with_hook, hook.as_ref(), generation);
-    let hook_reported = condition::same_meaning(&status.conditions, &with_hook);
+    let mut with_extras = status.conditions.clone();
+    readiness::report(&mut with_extras, extras.hook.as_ref(), generation);
+    domain::report(&mut with_extras, extras.domain.as_ref(), generation);
+    suppression_sync::report(&mut with_extras, extras.sync.as_ref(), generation);
+    let extras_reported = condition::same_meaning(&status.conditions, &with_extras)
+        && !extras.domain.as_ref().is_some_and(|d| d.fresh)
+        && !extras.sync.as_ref().is_some_and(|s| s.fresh);
     if unchanged
         && ready_now
-        && hook_reported
+        && extras_reported
         && let Some(due) = reverify_due_in(&status)
     {
         return Ok(Action::requeue(due));
     }
 
     let dkim = built.dkim.clone();
-    let outcome = Outcome {
+    let mut outcome = Outcome {
         dkim,
-        ..verify(&ctx, key, built).await
+        ..verify(&ctx, key.clone(), built).await
     };
-    write_status(&provider, &ctx, status, outcome, hook, true).await
+    let required = provider
+        .spec
+        .api
+        .as_ref()
+        .is_some_and(|a| a.require_verified_domain);
+    if let (true, true, Some(domain)) = (required, outcome.ready, &extras.domain)
+        && !domain.verified()
+    {
+        ctx.transports.remove(&key);
+        outcome = Outcome {
+            ready: false,
+            reason: Reason::DomainNotVerified,
+            message: format!("spec.api.requireVerifiedDomain: {}", domain.message),
+            retry: MISCONFIGURED_RETRY,
+            dkim: None,
+        };
+    }
+    write_status(&provider, &ctx, status, outcome, extras, true).await
 }
 
 /// Verifies `built` and, when it passes, puts it in the registry of
@@ -278,13 +310,13 @@ async fn write_status(
     ctx: &Context,
     old: EmailProviderStatus,
     outcome: Outcome,
-    hook: Option<WebhookState>,
+    extras: Extras,
     verified_now: bool,
 ) -> Result<Action, Error> {
     let mut current = provider.clone();
     let mut old = old;
     for _ in 0..WRITE_ATTEMPTS {
-        match write_once(&current, ctx, old, &outcome, hook.as_ref(), verified_now).await {
+        match write_once(&current, ctx, old, &outcome, &extras, verified_now).await {
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 let fresh = provider_status::fresh(&ctx.client, &current)
                     .await
@@ -307,9 +339,10 @@ async fn write_once(
     ctx: &Context,
     old: EmailProviderStatus,
     outcome: &Outcome,
-    hook: Option<&WebhookState>,
+    extras: &Extras,
     verified_now: bool,
 ) -> Result<Action, kube::Error> {
+    let hook = extras.hook.as_ref();
     let generation = provider.metadata.generation;
     let mut new = old.clone();
     new.transport = Some(
@@ -338,6 +371,10 @@ async fn write_once(
     );
     readiness::report(&mut new.conditions, hook, generation);
     new.webhook = hook.and_then(|h| h.registered.clone());
+    domain::report(&mut new.conditions, extras.domain.as_ref(), generation);
+    new.domain = extras.domain.as_ref().and_then(|d| d.domain.clone());
+    suppression_sync::report(&mut new.conditions, extras.sync.as_ref(), generation);
+    new.suppression_sync = extras.sync.as_ref().and_then(|s| s.status.clone());
     let has_mailbox = provider
         .spec
         .smtp

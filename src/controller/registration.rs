@@ -265,7 +265,7 @@ fn describe(e: &ManageError) -> String {
 }
 
 /// The management client, with the provider's API key.
-async fn client_of(
+pub(super) async fn client_of(
     ctx: &Context,
     provider: &EmailProvider,
     secrets_namespace: &str,

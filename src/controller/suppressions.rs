@@ -51,6 +51,7 @@ impl Suppressed {
             SuppressionReason::Complaint => "its recipient marked mail as spam",
             SuppressionReason::SoftBounces => "it bounced softly too often",
             SuppressionReason::Manual => "a person suppressed it",
+            SuppressionReason::ServiceList => "the service lists it on its own suppression list",
             SuppressionReason::Unsubscribed => {
                 return self.explain_unsubscribe(field);
             }

@@ -12,6 +12,9 @@ use crate::api::provider::{ApiProvider, ApiSpec};
 
 /// The largest management answer read (a list of a few webhooks is small).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// The largest answer of a list call that may be long (Postmark's
+/// suppression dump, a page of 1,000 addresses).
+const MAX_LIST_BYTES: usize = 32 * 1024 * 1024;
 
 /// Why a management call did not do what was asked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -68,6 +71,8 @@ pub struct Client {
     service: ApiProvider,
     base: String,
     key: String,
+    /// Postmark's account token instead of the server token.
+    account: bool,
     http: reqwest::Client,
 }
 
@@ -105,13 +110,28 @@ impl Client {
             service: spec.provider,
             base: base_of(spec),
             key,
+            account: false,
             http,
+        })
+    }
+
+    /// A Postmark client with the account token (its domains API takes no
+    /// server token).
+    pub fn postmark_account(spec: &ApiSpec, token: String) -> Result<Self, ManageError> {
+        Ok(Self {
+            account: true,
+            ..Self::new(spec, token)?
         })
     }
 
     /// The service.
     pub fn service(&self) -> ApiProvider {
         self.service
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Calls `method path` with `body`; `what` names the call in errors.
@@ -123,6 +143,30 @@ impl Client {
         body: Body,
         what: &str,
     ) -> Result<Value, ManageError> {
+        self.call_bounded(method, path, body, what, MAX_ANSWER_BYTES)
+            .await
+    }
+
+    /// Like [`Self::call`], for a list whose answer may be large (up to 32 MiB).
+    pub async fn call_large(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        what: &str,
+    ) -> Result<Value, ManageError> {
+        self.call_bounded(method, path, body, what, MAX_LIST_BYTES)
+            .await
+    }
+
+    async fn call_bounded(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        what: &str,
+        limit: usize,
+    ) -> Result<Value, ManageError> {
         let service = self.service.name();
         let unavailable = |message: String| ManageError::Unavailable {
             service,
@@ -133,6 +177,9 @@ impl Client {
         request = match self.service {
             ApiProvider::Resend | ApiProvider::SendGrid => request.bearer_auth(&self.key),
             ApiProvider::Mailtrap => request.header("Api-Token", &self.key),
+            ApiProvider::Postmark if self.account => request
+                .header("X-Postmark-Account-Token", &self.key)
+                .header("Accept", "application/json"),
             ApiProvider::Postmark => request
                 .header("X-Postmark-Server-Token", &self.key)
                 .header("Accept", "application/json"),
@@ -161,10 +208,8 @@ impl Client {
             .await
             .map_err(|e| unavailable(without_url(&e)))?
         {
-            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(unavailable(format!(
-                    "an answer over {MAX_ANSWER_BYTES} bytes"
-                )));
+            if bytes.len() + chunk.len() > limit {
+                return Err(unavailable(format!("an answer over {limit} bytes")));
             }
             bytes.extend_from_slice(&chunk);
         }
