@@ -22,9 +22,9 @@ use crate::support::webhooks::{Receiver, post};
 use crate::support::{self};
 
 /// Where the test pretends the receiver is reached from the internet.
-const PUBLIC: &str = "https://hooks.example.test";
+pub(crate) const PUBLIC: &str = "https://hooks.example.test";
 
-fn start_controller(scene: &Scene, public: &str) -> RunningController {
+pub(crate) fn start_controller(scene: &Scene, public: &str) -> RunningController {
     RunningController::start_with_settings(
         scene.client.clone(),
         mailroom::controller::Settings {
@@ -35,7 +35,7 @@ fn start_controller(scene: &Scene, public: &str) -> RunningController {
 }
 
 /// A scene with provider `api` on `service`'s fake, with `key`.
-async fn scene(service: Service, test: &str, key: &str) -> (Scene, Fake) {
+pub(crate) async fn scene(service: Service, test: &str, key: &str) -> (Scene, Fake) {
     let fake = Fake::start(Config::with_key(VALID_API_KEY))
         .await
         .expect("starting the fake");

@@ -194,12 +194,30 @@ pub async fn wait_provider(
     what: &str,
     check: impl Fn(&EmailProvider) -> bool,
 ) -> EmailProvider {
-    let api: Api<EmailProvider> = Api::namespaced(client.clone(), namespace);
-    eventually(
-        &format!("provider {name} {what}"),
+    wait_provider_for(
+        client,
+        namespace,
+        name,
+        what,
         Duration::from_secs(30),
-        || async { api.get(name).await.ok().filter(|p| check(p)) },
+        check,
     )
+    .await
+}
+
+/// Like [`wait_provider`], waiting up to `timeout`.
+pub async fn wait_provider_for(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&EmailProvider) -> bool,
+) -> EmailProvider {
+    let api: Api<EmailProvider> = Api::namespaced(client.clone(), namespace);
+    eventually(&format!("provider {name} {what}"), timeout, || async {
+        api.get(name).await.ok().filter(|p| check(p))
+    })
     .await
 }
 
