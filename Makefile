@@ -45,7 +45,7 @@ test-python:
 test: tools test-python check-crds
 	$(CARGO) test --workspace
 
-## chaos: fault tests (SIGKILL, SMTP outage, 429 window, apiserver restart, two replicas, a stalled tenant), one at a time
+## chaos: fault tests (SIGKILL, SMTP outage, 429 window, apiserver restart, two replicas, a stalled tenant, failover, a leader killed mid-registration), one at a time
 chaos: tools check-crds
 	$(CARGO) test --test chaos -- --ignored --test-threads=1 --nocapture
 

@@ -2,8 +2,9 @@
 //! server down for 30 s, an API answering 429 for 10 s, the kube-apiserver
 //! restarted mid-run, two replicas with the leader killed, the controller
 //! killed during a burst of delivery webhooks, and one tenant's SMTP server
-//! stalling beside another tenant's sends, and an SMTP primary of an
-//! EmailRoute dying mid-run with an API behind it. Each prints its
+//! stalling beside another tenant's sends, an SMTP primary of an
+//! EmailRoute dying mid-run with an API behind it, and the leader killed
+//! while a service creates its provider's webhook. Each prints its
 //! figures. They are slow and disturb the shared control plane, so they run
 //! one at a time through `make chaos` (which CI runs), not `make test`.
 
@@ -916,4 +917,96 @@ async fn a_flooding_tenant_leaves_the_other_its_share_of_a_shared_provider() {
         .delete(&name, &Default::default())
         .await
         .expect("deleting the provider");
+}
+
+/// A leader killed while the service creates its provider's webhook
+/// subscription (the service took the request; the answer, with the key,
+/// never reached the controller): the next leader finds the subscription
+/// by its URL and adopts it, never making a second, and the key it writes
+/// is the one the service signs with.
+#[tokio::test]
+#[ignore = "fault test: run by make chaos"]
+async fn a_leader_killed_mid_registration_leaves_one_subscription() {
+    use kube::api::{Api, Patch, PatchParams};
+    let fake = Fake::start(Config::with_key(fixtures::VALID_API_KEY))
+        .await
+        .expect("fake");
+    let scene = Scene::new("chaos-register").await;
+    scene
+        .api_provider(Service::Resend, &fake.url, fixtures::VALID_API_KEY)
+        .await;
+    // Within the provider's 5 s timeout, so the controller would read the
+    // answer if it lived.
+    fake.delay_management(Duration::from_secs(4));
+    let public = [
+        "--leader-election=false",
+        "--webhook-public-url",
+        "https://hooks.example.test",
+    ];
+    let mut controller = ControllerProcess::spawn(&scene.ns, "c0", &public);
+    let providers: Api<mailroom::api::EmailProvider> =
+        Api::namespaced(scene.client.clone(), &scene.ns);
+    let webhook =
+        json!({"spec": {"webhook": {"secretRef": {"name": "api-webhook"}, "register": true}}});
+    providers
+        .patch("api", &PatchParams::default(), &Patch::Merge(&webhook))
+        .await
+        .expect("asking for registration");
+    let url = format!("https://hooks.example.test/webhooks/{}/api", scene.ns);
+    let ours = || {
+        fake.subscriptions()
+            .into_iter()
+            .filter(|s| s.url == url)
+            .collect::<Vec<_>>()
+    };
+    support::eventually(
+        "the subscription made at the service",
+        Duration::from_secs(60),
+        || async { (!ours().is_empty()).then_some(()) },
+    )
+    .await;
+    // The create took effect; its answer is 4 s away. Kill the leader.
+    controller.kill9();
+    fake.delay_management(Duration::ZERO);
+    let started = Instant::now();
+    let mut controller = ControllerProcess::spawn(&scene.ns, "c1", &public);
+    let provider = fixtures::wait_provider_for(
+        &scene.client,
+        &scene.ns,
+        "api",
+        "WebhookReady Registered",
+        Duration::from_secs(60),
+        |p| fixtures::condition_of(p, "WebhookReady").1 == "Registered",
+    )
+    .await;
+    let subscriptions = ours();
+    assert_eq!(subscriptions.len(), 1, "one subscription after the kill");
+    let registered = provider
+        .status
+        .and_then(|s| s.webhook)
+        .expect("status.webhook");
+    assert_eq!(
+        registered.id, subscriptions[0].id,
+        "the one the service made was adopted"
+    );
+    // The Secret holds the key the service signs that subscription's events with.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(scene.client.clone(), &scene.ns);
+    let held = secrets
+        .get("api-webhook")
+        .await
+        .expect("the webhook Secret");
+    let data = held.data.unwrap_or_default();
+    for (key, value) in subscriptions[0].signer.secret_data() {
+        assert_eq!(
+            data.get(&key).map(|b| b.0.clone()),
+            Some(value.into_bytes()),
+            "{key}"
+        );
+    }
+    println!(
+        "registration after a leader kill: adopted in {:.1} s, 1 subscription",
+        started.elapsed().as_secs_f64()
+    );
+    controller.terminate();
 }

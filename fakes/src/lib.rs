@@ -197,6 +197,9 @@ struct State {
     subscriptions: manage::Subscriptions,
     /// The services' own suppression lists.
     suppressions: Vec<suppressions::Suppression>,
+    /// How long webhook management requests take to be answered (after
+    /// they took effect), as a slow service would.
+    manage_delay: Duration,
 }
 
 /// A running fake server.
@@ -333,6 +336,13 @@ impl Fake {
     /// The webhook subscriptions made at the services so far.
     pub fn subscriptions(&self) -> Vec<manage::Subscription> {
         lock(&self.state).subscriptions.list.clone()
+    }
+
+    /// Answers every webhook management change (not a read) `delay` after
+    /// it took effect (a slow service, or one whose answer a killed client
+    /// never reads).
+    pub fn delay_management(&self, delay: Duration) {
+        lock(&self.state).manage_delay = delay;
     }
 
     /// Deletes a subscription at the service, as a person in its dashboard
@@ -537,11 +547,15 @@ async fn handle(
     }
     if let Some(service) = manage::service_of(&method, &path) {
         let body = check::body_for_record(&incoming).await;
-        let answer = {
+        let (answer, delay) = {
             let mut s = lock(state);
-            manage::handle(service, config, &mut s.subscriptions, &incoming, &query)
+            let answer = manage::handle(service, config, &mut s.subscriptions, &incoming, &query);
+            (answer, s.manage_delay)
         };
         record(state, service, &method, &path, &headers, body, &answer);
+        if method != Method::GET {
+            tokio::time::sleep(delay).await;
+        }
         return respond(answer);
     }
     let Some(service) = service_of(&method, &path) else {

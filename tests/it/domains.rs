@@ -16,12 +16,7 @@ use crate::support::fixtures::{self, Scene, VALID_API_KEY};
 
 /// The `DomainVerified` condition's status, reason and message.
 fn domain_condition(p: &EmailProvider) -> (String, String, String) {
-    p.status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == "DomainVerified")
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-        .unwrap_or_default()
+    fixtures::condition_of(p, "DomainVerified")
 }
 
 async fn wait_domain(scene: &Scene, name: &str, reason: &str) -> EmailProvider {

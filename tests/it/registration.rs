@@ -56,12 +56,8 @@ async fn register(scene: &Scene) {
 
 /// The `WebhookReady` condition's reason and message.
 fn webhook_condition(p: &EmailProvider) -> (String, String) {
-    p.status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == "WebhookReady")
-        .map(|c| (c.reason.clone(), c.message.clone()))
-        .unwrap_or_default()
+    let (_, reason, message) = fixtures::condition_of(p, "WebhookReady");
+    (reason, message)
 }
 
 /// Waits for `WebhookReady` with `reason`; answers its message.

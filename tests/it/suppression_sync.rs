@@ -15,7 +15,7 @@ use mailroom_fakes::suppressions::Listed;
 use serde_json::json;
 
 use crate::registration::{PUBLIC, scene, start_controller};
-use crate::support::fixtures::{Scene, VALID_API_KEY};
+use crate::support::fixtures::{Scene, VALID_API_KEY, condition_of};
 use crate::support::{self};
 
 async fn sync(scene: &Scene, settings: serde_json::Value) {
@@ -34,11 +34,7 @@ async fn synced(
     check: impl Fn(&EmailProvider) -> bool,
 ) -> EmailProvider {
     crate::support::fixtures::wait_provider(&scene.client, &scene.ns, "api", what, |p| {
-        let synced = p
-            .status
-            .iter()
-            .flat_map(|s| &s.conditions)
-            .any(|c| c.type_ == "SuppressionsSynced" && c.status == "True");
+        let synced = condition_of(p, "SuppressionsSynced").0 == "True";
         synced && check(p)
     })
     .await
@@ -210,13 +206,7 @@ async fn an_import_of_10000_addresses_is_bounded_and_written_once() {
         .and_then(|s| s.suppression_sync)
         .expect("status");
     assert_eq!(status.created, 20, "only the new ones within the cap");
-    let message = provider
-        .status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == "SuppressionsSynced")
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let (_, _, message) = condition_of(&provider, "SuppressionsSynced");
     assert!(
         message.contains("stopped at maxImported (10020)"),
         "{message}"
@@ -235,21 +225,10 @@ async fn a_key_that_may_not_read_the_list_says_so_and_sending_goes_on() {
         &scene.ns,
         "api",
         "SyncFailed",
-        |p| {
-            p.status
-                .iter()
-                .flat_map(|s| &s.conditions)
-                .any(|c| c.type_ == "SuppressionsSynced" && c.reason == "SyncFailed")
-        },
+        |p| condition_of(p, "SuppressionsSynced").1 == "SyncFailed",
     )
     .await;
-    let message = provider
-        .status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == "SuppressionsSynced")
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let (_, _, message) = condition_of(&provider, "SuppressionsSynced");
     assert!(
         message.contains("may not manage") && message.contains("restricted"),
         "{message}"

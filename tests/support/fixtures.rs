@@ -250,6 +250,17 @@ pub fn reason_of(
         .unwrap_or_default()
 }
 
+/// A provider's condition `type_`: its status, reason and message (empty
+/// when it has none).
+pub fn condition_of(p: &EmailProvider, type_: &str) -> (String, String, String) {
+    p.status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
 /// The Ready reason of a provider.
 pub fn ready_reason(p: &EmailProvider) -> String {
     p.status

@@ -255,7 +255,6 @@ where
     }
 }
 
-/// A loopback port free right now.
 /// Waits until object `name` of `api` is gone (deleted, finalizers done).
 pub async fn wait_gone<K>(api: &kube::Api<K>, name: &str)
 where
@@ -273,6 +272,7 @@ where
     .await;
 }
 
+/// A loopback port free right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
