@@ -273,7 +273,7 @@ pub(crate) fn mailgun(config: &Config, name: &str) -> Value {
     let verified = find(config, name).is_none_or(|(_, d)| d.verified);
     let valid = if verified { "valid" } else { "unknown" };
     json!({"domain": {"name": name, "state": if verified { "active" } else { "unverified" }, "type": "custom",
-               "created_at": "Mon, 01 Dec 2026 10:00:00 GMT", "id": "123456789012345678901234",
+               "created_at": "Tue, 01 Dec 2026 10:00:00 GMT", "id": "123456789012345678901234",
                "require_tls": false, "spam_action": "disabled", "web_prefix": "email", "web_scheme": "https",
                "use_automatic_sender_security": true, "smtp_login": format!("postmaster@{name}")},
     "receiving_dns_records": [

@@ -288,9 +288,9 @@ pub(crate) fn handle(
                 _ => 0,
             };
             let items: Vec<Value> = mine.iter().skip(start).take(limit).map(|s| match kind {
-                Listed::Bounce => json!({"address": s.address, "code": "550", "error": "No such mailbox", "created_at": "Mon, 01 Dec 2026 10:00:00 UTC"}),
-                Listed::Complaint => json!({"address": s.address, "created_at": "Mon, 01 Dec 2026 10:00:00 UTC"}),
-                Listed::Unsubscribe => json!({"address": s.address, "tags": ["*"], "created_at": "Mon, 01 Dec 2026 10:00:00 UTC"}),
+                Listed::Bounce => json!({"address": s.address, "code": "550", "error": "No such mailbox", "created_at": "Tue, 01 Dec 2026 10:00:00 UTC"}),
+                Listed::Complaint => json!({"address": s.address, "created_at": "Tue, 01 Dec 2026 10:00:00 UTC"}),
+                Listed::Unsubscribe => json!({"address": s.address, "tags": ["*"], "created_at": "Tue, 01 Dec 2026 10:00:00 UTC"}),
             }).collect();
             let host = incoming.header("host").unwrap_or("127.0.0.1");
             let base = format!("http://{host}/v3/{}/{}", segments[1], segments[2]);
@@ -347,9 +347,9 @@ pub(crate) fn handle(
                 .and_then(|o| o.parse::<usize>().ok())
                 .unwrap_or(0);
             let page: Vec<Value> = list.iter().filter(mine).filter(|s| s.kind == kind).skip(offset).take(limit).map(|s| match kind {
-                Listed::Bounce => json!({"created": 1764583200, "email": s.address, "reason": "550 5.1.1 The email account that you tried to reach does not exist.", "status": "5.1.1"}),
-                Listed::Complaint => json!({"created": 1764583200, "email": s.address, "ip": "192.0.2.1"}),
-                Listed::Unsubscribe => json!({"created": 1764583200, "email": s.address}),
+                Listed::Bounce => json!({"created": 1796119200, "email": s.address, "reason": "550 5.1.1 The email account that you tried to reach does not exist.", "status": "5.1.1"}),
+                Listed::Complaint => json!({"created": 1796119200, "email": s.address, "ip": "192.0.2.1"}),
+                Listed::Unsubscribe => json!({"created": 1796119200, "email": s.address}),
             }).collect();
             Answer::json(200, Value::from(page))
         }

@@ -256,7 +256,7 @@ async fn import(
                 address: listed.address.clone(),
                 reason: reason_of(listed.kind),
                 detail: Some(listed.detail.clone()),
-                since: Some(since.clone()),
+                since: Some(listed.since.map(Time).unwrap_or_else(|| since.clone())),
             },
         })
         .collect();

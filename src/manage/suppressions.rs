@@ -35,6 +35,35 @@ pub struct Listed {
     pub kind: Kind,
     /// The service's words for it.
     pub detail: String,
+    /// When the service listed it, if it says.
+    pub since: Option<jiff::Timestamp>,
+}
+
+/// A date as the services write them: RFC 3339 (Mailtrap, Postmark),
+/// Resend's `2023-10-06 23:47:56.678+00`, Mailgun's RFC 2822-like `Thu, 11
+/// Dec 2025 01:49:40 UTC`, or SendGrid's unix seconds.
+pub fn parse_date(value: &Value) -> Option<jiff::Timestamp> {
+    if let Some(seconds) = value.as_i64() {
+        return jiff::Timestamp::from_second(seconds).ok();
+    }
+    let text = value.as_str()?.trim();
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Some(t);
+    }
+    // Resend: an offset of hours only.
+    if let Some(t) = text.strip_suffix("+00").and_then(|t| {
+        format!("{}Z", t.replacen(' ', "T", 1))
+            .parse::<jiff::Timestamp>()
+            .ok()
+    }) {
+        return Some(t);
+    }
+    // The weekday adds nothing, and a wrong one would refuse the date.
+    let dated = text.split_once(", ").map_or(text, |(_, rest)| rest);
+    let rfc2822 = dated.replace(" UTC", " +0000").replace(" GMT", " +0000");
+    jiff::fmt::rfc2822::parse(&rfc2822)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 /// The service's list, up to `cap` addresses, and whether it had more.
@@ -64,13 +93,15 @@ fn text(value: &Value) -> String {
         .collect()
 }
 
-fn push(found: &mut Vec<Listed>, address: &Value, kind: Kind, detail: String) {
+fn push(found: &mut Vec<Listed>, item: (&Value, &Value), kind: Kind, detail: String) {
+    let (address, date) = item;
     let address = text(address).to_ascii_lowercase();
     if address.contains('@') {
         found.push(Listed {
             address,
             kind,
             detail,
+            since: parse_date(date),
         });
     }
 }
@@ -107,12 +138,8 @@ async fn resend(client: &Client, cap: usize, found: &mut Vec<Listed>) -> Result<
                 Some("complaint") => Kind::Complaint,
                 _ => Kind::Other,
             };
-            push(
-                found,
-                &item["email"],
-                kind,
-                format!("Resend: {}", text(&item["origin"])),
-            );
+            let detail = format!("Resend: {}", text(&item["origin"]));
+            push(found, (&item["email"], &item["created_at"]), kind, detail);
         }
         if page["has_more"] != true || items.is_empty() {
             return Ok(false);
@@ -147,12 +174,8 @@ async fn mailtrap(
                 Some("spam complaint") => Kind::Complaint,
                 _ => Kind::Other,
             };
-            push(
-                found,
-                &item["email"],
-                kind,
-                format!("Mailtrap: {}", text(&item["type"])),
-            );
+            let detail = format!("Mailtrap: {}", text(&item["type"]));
+            push(found, (&item["email"], &item["created_at"]), kind, detail);
         }
         last = items.last().map(|i| text(&i["id"]));
     }
@@ -192,7 +215,12 @@ async fn postmark(
             text(&item["SuppressionReason"]),
             text(&item["Origin"])
         );
-        push(found, &item["EmailAddress"], kind, detail);
+        push(
+            found,
+            (&item["EmailAddress"], &item["CreatedAt"]),
+            kind,
+            detail,
+        );
     }
     Ok(false)
 }
@@ -244,7 +272,7 @@ async fn mailgun(
                     Kind::Complaint => "Mailgun complaint".to_string(),
                     Kind::Other => "Mailgun unsubscribe".to_string(),
                 };
-                push(found, &item["address"], kind, detail);
+                push(found, (&item["address"], &item["created_at"]), kind, detail);
             }
             match page["paging"]["next"]
                 .as_str()
@@ -285,7 +313,7 @@ async fn sendgrid(
                     Kind::Complaint => "SendGrid spam report".to_string(),
                     Kind::Other => "SendGrid global unsubscribe".to_string(),
                 };
-                push(found, &item["email"], kind, detail);
+                push(found, (&item["email"], &item["created"]), kind, detail);
             }
             if items.len() < PAGE {
                 break;
@@ -364,5 +392,40 @@ pub async fn remove(
     match done {
         Err(ManageError::Refused { status: 404, .. }) => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_services_dates_are_read() {
+        let at = |v: Value| parse_date(&v).map(|t| t.to_string());
+        assert_eq!(
+            at(json!("2025-01-15T10:30:00Z")).as_deref(),
+            Some("2025-01-15T10:30:00Z")
+        );
+        assert_eq!(
+            at(json!("2026-12-01T10:00:00-05:00")).as_deref(),
+            Some("2026-12-01T15:00:00Z")
+        );
+        assert_eq!(
+            at(json!("2023-10-06 23:47:56.678+00")).as_deref(),
+            Some("2023-10-06T23:47:56.678Z")
+        );
+        assert_eq!(
+            at(json!("Thu, 11 Dec 2025 01:49:40 UTC")).as_deref(),
+            Some("2025-12-11T01:49:40Z")
+        );
+        assert_eq!(
+            at(json!("Mon, 11 Dec 2025 01:49:40 GMT")).as_deref(),
+            Some("2025-12-11T01:49:40Z")
+        );
+        assert_eq!(
+            at(json!(1443651141)).as_deref(),
+            Some("2015-09-30T22:12:21Z")
+        );
+        assert_eq!(at(json!("yesterday")), None);
     }
 }
