@@ -18,6 +18,7 @@ pub(crate) mod manage;
 pub mod metrics;
 #[cfg(test)]
 mod module_graph;
+pub mod preview;
 pub(crate) mod render;
 pub(crate) mod transport;
 pub mod webhook;

@@ -24,6 +24,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
+    /// Show what a message would send, without sending: the MIME message,
+    /// its HTML or text body, or every part as JSON.
+    Render(mailroom::preview::command::RenderArgs),
 }
 
 #[derive(clap::Args)]
@@ -80,6 +83,34 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(*args),
+        Command::Render(args) => render(args),
+    }
+}
+
+fn render(args: mailroom::preview::command::RenderArgs) -> ExitCode {
+    mailroom::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(mailroom::preview::command::run(args)) {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

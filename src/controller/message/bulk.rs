@@ -13,13 +13,12 @@ use kube::runtime::events::EventType;
 
 use super::attempt::{self, Retry};
 use super::clock::now;
-use super::email::{build, merged_data};
+use super::email::{build, recipient_spec};
 use super::inputs::key_of;
 use super::limits::Limits;
 use super::route::Plan;
 use super::{deliverability, report, verdict};
 use crate::api::condition::{self, Reason, SENT, WARNING};
-use crate::api::deliverability::list_of;
 use crate::api::message::{BulkStatus, DeliveryPolicy, RecipientFailure};
 use crate::api::origin::Origin;
 use crate::api::tenancy::TenantPolicy;
@@ -219,16 +218,11 @@ fn next_batch(job: &Job<'_>, start: usize) -> Batch {
     };
     let budget = verified.transport.batch_bytes();
     let mut bytes = 0usize;
-    let mut base = message.spec.clone();
-    base.recipients = Vec::new();
-    base.list = list_of(&message.spec, provider.spec.unsubscribe.as_ref());
-    for (i, recipient) in recipients.iter().enumerate().take(batch.end).skip(start) {
-        let mut spec = base.clone();
-        spec.to = vec![recipient.to.clone()];
-        spec.data = Some(merged_data(
-            message.spec.data.as_ref(),
-            recipient.data.as_ref(),
-        ));
+    let unsubscribe = provider.spec.unsubscribe.as_ref();
+    for i in (start..batch.end).take(recipients.len()) {
+        let Some(spec) = recipient_spec(&message.spec, i, unsubscribe) else {
+            break;
+        };
         let built = match (
             build(
                 &spec,

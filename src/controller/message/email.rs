@@ -40,6 +40,22 @@ pub fn build(
     Ok(email)
 }
 
+/// The single message a bulk message's recipient `i` gets: to them alone,
+/// with their data laid over the message's, on the message's list.
+pub fn recipient_spec(
+    spec: &EmailMessageSpec,
+    i: usize,
+    provider_unsubscribe: Option<&crate::api::deliverability::Unsubscribe>,
+) -> Option<EmailMessageSpec> {
+    let recipient = spec.recipients.get(i)?;
+    let mut one = spec.clone();
+    one.recipients = Vec::new();
+    one.list = crate::api::deliverability::list_of(spec, provider_unsubscribe);
+    one.to = vec![recipient.to.clone()];
+    one.data = Some(merged_data(spec.data.as_ref(), recipient.data.as_ref()));
+    Some(one)
+}
+
 /// The message's data with a recipient's laid over it (top-level keys).
 pub fn merged_data(message: Option<&Value>, recipient: Option<&Value>) -> Value {
     let mut data = message.cloned().unwrap_or_else(|| json!({}));

@@ -17,7 +17,7 @@ pub(crate) mod backoff;
 mod bulk;
 mod clock;
 pub(crate) mod deliverability;
-mod email;
+pub(crate) mod email;
 mod failover;
 pub(crate) mod fits;
 mod gate;
