@@ -70,7 +70,15 @@ pub fn mailtrap(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answe
         200,
         json!({"success": true, "responses": responses, "errors": []}),
     );
-    delivered(answer, &ids)
+    // A sandbox inbox (`/api/batch/{inbox_id}`) keeps the mail: nobody
+    // gets it.
+    let sandbox = incoming.path.trim_matches('/').split('/').count() == 3;
+    let answer = delivered(answer, &ids);
+    if sandbox {
+        answer.delivering(0)
+    } else {
+        answer
+    }
 }
 
 /// A Mailtrap batch answer listing only its first `answered` responses
@@ -106,10 +114,14 @@ pub fn resend(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     };
     let mut data = Vec::new();
     let mut errors = Vec::new();
+    let mut count = 0;
     for (index, item) in items.iter().enumerate() {
         let answer = resend::handle(config, incoming, item);
         match answer.status {
-            200 => data.push(json!({"id": answer.id.clone().unwrap_or_default()})),
+            200 => {
+                count += answer.count;
+                data.push(json!({"id": answer.id.clone().unwrap_or_default()}));
+            }
             401 | 403 => return answer,
             _ if !permissive => return answer,
             _ => {
@@ -129,7 +141,8 @@ pub fn resend(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     if permissive {
         body["errors"] = Value::from(errors);
     }
-    delivered(Answer::json(200, body), &ids)
+    // Emails to Resend's test addresses deliver nothing.
+    delivered(Answer::json(200, body), &ids).delivering(count)
 }
 
 /// Postmark's and Mailtrap's documented batch payload limit.
@@ -175,6 +188,7 @@ pub fn postmark(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answe
     };
     let mut results = Vec::new();
     let mut ids = Vec::new();
+    let mut count = 0;
     for item in items {
         let answer = postmark::handle(config, &single, item);
         if answer.status == 401 || answer.status == 406 {
@@ -183,8 +197,10 @@ pub fn postmark(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answe
         let body = answer.body.unwrap_or_default();
         if let Some(id) = answer.id {
             ids.push(id);
+            count += answer.count;
         }
         results.push(body);
     }
-    delivered(Answer::json(200, Value::from(results)), &ids)
+    // The test token's batch delivers nothing.
+    delivered(Answer::json(200, Value::from(results)), &ids).delivering(count)
 }

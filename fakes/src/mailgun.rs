@@ -170,8 +170,10 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         }
         delivered = to_count;
     }
-    // o:tracking-opens takes yes/no/true/false; o:tracking-clicks also htmlonly.
+    // o:tracking-opens and o:testmode take yes/no/true/false;
+    // o:tracking-clicks also htmlonly.
     for (option, allowed) in [
+        ("o:testmode", &["yes", "no", "true", "false"][..]),
         ("o:tracking-opens", &["yes", "no", "true", "false"][..]),
         (
             "o:tracking-clicks",
@@ -206,9 +208,13 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         uuid::Uuid::new_v4().simple(),
         config.mailgun_domain
     );
+    // Test mode: accepted, delivered to nobody.
+    let test = values("o:testmode")
+        .iter()
+        .any(|v| matches!(v.as_str(), Some("yes" | "true")));
     Answer::json(200, json!({"id": id, "message": "Queued. Thank you."}))
         .accepted_id(id)
-        .delivering(delivered)
+        .delivering(if test { 0 } else { delivered })
 }
 
 fn chrono_like_stamp() -> u64 {

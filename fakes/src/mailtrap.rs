@@ -154,5 +154,9 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
     let first = ids[0].clone();
-    Answer::json(200, json!({"success": true, "message_ids": ids})).accepted_id(first)
+    // A sandbox inbox (`/api/send/{inbox_id}`) keeps the mail: nobody gets it.
+    let sandbox = incoming.path.trim_matches('/').split('/').count() == 3;
+    Answer::json(200, json!({"success": true, "message_ids": ids}))
+        .accepted_id(first)
+        .delivering(usize::from(!sandbox))
 }

@@ -101,6 +101,9 @@ fn template(config: &Config, object: &serde_json::Map<String, Value>) -> Result<
     Ok(())
 }
 
+/// Postmark's test server token: requests are checked, nothing is delivered.
+pub const TEST_TOKEN: &str = "POSTMARK_API_TEST";
+
 pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer {
     match incoming.header("x-postmark-server-token") {
         None => {
@@ -301,6 +304,9 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     }
     let id = uuid::Uuid::new_v4().to_string();
     let to_text = to.as_str().unwrap_or_default();
-    Answer::json(200, json!({"To": to_text, "SubmittedAt": "2026-11-29T10:00:00.0000000-05:00", "MessageID": id, "ErrorCode": 0, "Message": "OK"}))
+    let test = incoming.header("x-postmark-server-token") == Some(TEST_TOKEN);
+    let message = if test { "Test job accepted" } else { "OK" };
+    Answer::json(200, json!({"To": to_text, "SubmittedAt": "2026-11-29T10:00:00.0000000-05:00", "MessageID": id, "ErrorCode": 0, "Message": message}))
         .accepted_id(id)
+        .delivering(usize::from(!test))
 }

@@ -319,6 +319,17 @@ pub fn handle(config: &Config, incoming: &Incoming<'_>, body: &Value) -> Answer 
     {
         return bad(Some("attachments"), &e);
     }
+    let sandbox = match object.get("mail_settings") {
+        Some(settings) => match check_mail_settings(settings) {
+            Ok(sandbox) => sandbox,
+            Err(answer) => return answer,
+        },
+        None => false,
+    };
+    if sandbox {
+        // Sandbox mode: checked, never delivered, 200 and no message id.
+        return Answer::empty(200).delivering(0);
+    }
     let id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
     Answer::empty(202)
         .header("x-message-id", id.clone())
@@ -406,4 +417,42 @@ fn unique(list: &Value) -> bool {
         .iter()
         .enumerate()
         .all(|(i, item)| !items[..i].contains(item))
+}
+
+/// `mail_settings` as the v3 mail-send schema has it (the settings this
+/// fake knows: `sandbox_mode`, each `{enable: bool}`); whether sandbox mode
+/// is on.
+fn check_mail_settings(settings: &Value) -> Result<bool, Answer> {
+    let Some(object) = settings.as_object() else {
+        return Err(bad(
+            Some("mail_settings"),
+            "mail_settings must be an object",
+        ));
+    };
+    let mut sandbox = false;
+    for (name, setting) in object {
+        match name.as_str() {
+            "sandbox_mode" => match setting.get("enable") {
+                Some(Value::Bool(on)) => sandbox = *on,
+                _ => {
+                    return Err(bad(
+                        Some("mail_settings.sandbox_mode.enable"),
+                        "The sandbox mode enable param should be a boolean value.",
+                    ));
+                }
+            },
+            "bypass_list_management"
+            | "bypass_spam_management"
+            | "bypass_bounce_management"
+            | "bypass_unsubscribe_management"
+            | "footer" => {}
+            other => {
+                return Err(bad(
+                    Some("mail_settings"),
+                    &format!("unknown mail setting: {other}"),
+                ));
+            }
+        }
+    }
+    Ok(sandbox)
 }

@@ -137,6 +137,9 @@ pub enum Reason {
     /// that may not read domains, Postmark without an account token, or
     /// the service unavailable.
     DomainNotChecked,
+    /// The message was accepted in the provider's test mode (or a Mailtrap
+    /// sandbox): nothing was delivered.
+    TestMode,
     /// The service's suppression list was read into EmailSuppressions.
     Synced,
     /// The service's suppression list could not be read, or some addresses
@@ -173,7 +176,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 59] = [
+    pub const ALL: [Reason; 60] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -218,6 +221,7 @@ impl Reason {
         Reason::UnsubscribeUnavailable,
         Reason::Registered,
         Reason::RegistrationFailed,
+        Reason::TestMode,
         Reason::Synced,
         Reason::SyncFailed,
         Reason::DomainVerified,
@@ -281,6 +285,7 @@ impl Reason {
             Reason::UnsubscribeMissing => "UnsubscribeMissing",
             Reason::UnsubscribeUnavailable => "UnsubscribeUnavailable",
             Reason::Registered => "Registered",
+            Reason::TestMode => "TestMode",
             Reason::Synced => "Synced",
             Reason::SyncFailed => "SyncFailed",
             Reason::RegistrationFailed => "RegistrationFailed",

@@ -415,6 +415,7 @@ pub struct RetryPolicy {
 #[x_kube(validation = Rule::new("!has(self.mailgun) || self.provider == 'Mailgun'").message("mailgun options belong to provider Mailgun"))]
 #[x_kube(validation = Rule::new("!has(self.sendgrid) || self.provider == 'SendGrid'").message("sendgrid options belong to provider SendGrid"))]
 #[x_kube(validation = Rule::new("self.provider != 'Mailgun' || has(self.mailgun)").message("provider Mailgun needs mailgun.domain"))]
+#[x_kube(validation = Rule::new("!has(self.testMode) || !self.testMode || self.provider != 'Mailtrap' || (has(self.mailtrap) && has(self.mailtrap.sandboxInboxId))").message("Mailtrap's test mode is its sandbox: set mailtrap.sandboxInboxId"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiSpec {
     /// The email service.
@@ -434,6 +435,16 @@ pub struct ApiSpec {
         regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     )]
     pub endpoint: Option<String>,
+    /// Send in the service's test mode: the request is checked as a real
+    /// one, and nothing is delivered. Postmark: the server token
+    /// `POSTMARK_API_TEST`; Mailgun: `o:testmode=yes`; SendGrid:
+    /// `mail_settings.sandbox_mode`; Resend: every recipient becomes
+    /// `delivered@resend.dev` (the originals in `X-Original-To`); Mailtrap:
+    /// its sandbox (`mailtrap.sandboxInboxId`). The provider's
+    /// `status.testMode` says so, and its messages are Sent with reason
+    /// TestMode, never mistaken for delivered mail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_mode: bool,
     /// Refuse to send until the service counts the sending domain verified
     /// (the `DomainVerified` condition True): the provider is not Ready
     /// (reason DomainNotVerified) and its messages wait. Unset, an
@@ -475,6 +486,19 @@ pub enum ApiProvider {
     Mailgun,
     /// Twilio SendGrid v3 (api.sendgrid.com or api.eu.sendgrid.com).
     SendGrid,
+}
+
+impl ApiSpec {
+    /// Whether what this provider sends is never delivered: test mode, or
+    /// a Mailtrap sandbox.
+    pub fn delivers_nothing(&self) -> bool {
+        self.test_mode
+            || (self.provider == ApiProvider::Mailtrap
+                && self
+                    .mailtrap
+                    .as_ref()
+                    .is_some_and(|m| m.sandbox_inbox_id.is_some()))
+    }
 }
 
 impl ApiProvider {
@@ -622,6 +646,10 @@ pub struct EmailProviderStatus {
     /// most every few seconds when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent: Option<RecentActivity>,
+    /// True when nothing this provider sends is delivered (`api.testMode`,
+    /// or a Mailtrap sandbox).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_mode: bool,
     /// The last suppression import (`spec.suppressions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppression_sync: Option<SyncStatus>,

@@ -361,6 +361,14 @@ async fn write_once(
     {
         message.push_str(&warning);
     }
+    new.test_mode = provider
+        .spec
+        .api
+        .as_ref()
+        .is_some_and(|a| a.delivers_nothing());
+    if new.test_mode {
+        message.push_str("; test mode: nothing sent through it is delivered");
+    }
     condition::set(
         &mut new.conditions,
         READY,

@@ -258,6 +258,10 @@ async fn refused_at_apply_time() {
             json!({"unsubscribe": {"url": "https://example.com/u", "mailto": "x@@example.com"}, "smtp": {"host": "smtp.example.com"}}),
             "spec.unsubscribe.mailto",
         ),
+        (
+            json!({"api": {"provider": "Mailtrap", "secretRef": {"name": "k"}, "testMode": true}}),
+            "Mailtrap's test mode is its sandbox: set mailtrap.sandboxInboxId",
+        ),
     ];
     for (i, (spec, expected)) in providers.into_iter().enumerate() {
         scene

@@ -34,5 +34,6 @@ mod suppression;
 mod suppression_sync;
 mod templates;
 mod tenants;
+mod test_mode;
 mod unsubscribe;
 mod webhook_corpus;

@@ -153,6 +153,9 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     }
     let mut new = claimed.status.clone().unwrap_or_default();
     let (action, finished) = progress_after(&mut new, progress, message, &batch, &outcome, limits);
+    if finished {
+        super::test_mode::mark(&mut new, provider, message.metadata.generation);
+    }
     // A batch that stopped is retried after its backoff through whichever
     // provider the route gives then; it does not move on at once.
     let reason = outcome.stopped.as_ref().map(|e| e.reason());

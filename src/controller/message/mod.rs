@@ -28,6 +28,7 @@ mod prepare;
 mod report;
 mod route;
 mod single;
+mod test_mode;
 mod verdict;
 
 use std::sync::Arc;

@@ -103,7 +103,8 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         }
         _ => None,
     };
-    let outcome = status_after(&claimed, attempt, result, limits, policy, move_on);
+    let mut outcome = status_after(&claimed, attempt, result, limits, policy, move_on);
+    super::test_mode::mark(&mut outcome, provider, claimed.metadata.generation);
     if move_on.is_some() && outcome.phase == Some(Phase::Pending) {
         failed_over(ctx, &claimed, &key, &outcome).await;
     }

@@ -96,6 +96,10 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     if let Some(clicks) = email.tracking.clicks {
         fields.push(("o:tracking-clicks".into(), yes_no(clicks)));
     }
+    // Test mode: Mailgun accepts the message and delivers nothing.
+    if target.spec.test_mode {
+        fields.push(("o:testmode".into(), "yes".into()));
+    }
     fields.extend(
         email
             .echoed()

@@ -62,6 +62,9 @@ pub struct Target {
     pub spec: ApiSpec,
 }
 
+/// Postmark's documented test server token.
+pub const POSTMARK_TEST_TOKEN: &str = "POSTMARK_API_TEST";
+
 /// A provider that sends through an email service's HTTP API.
 pub struct ApiTransport {
     provider: ApiProvider,
@@ -87,6 +90,12 @@ impl ApiTransport {
             .map_err(|e| {
                 SendError::new(FailureKind::InvalidRequest, format!("HTTP client: {e}"))
             })?;
+        // Postmark's test mode is its test server token: requests are
+        // checked and nothing is delivered.
+        let key = match (spec.provider, spec.test_mode) {
+            (ApiProvider::Postmark, true) => POSTMARK_TEST_TOKEN.to_string(),
+            _ => key,
+        };
         Ok(Self {
             provider: spec.provider,
             target: Target {
@@ -242,6 +251,10 @@ impl Transport for ApiTransport {
 
     async fn verify(&self) -> Result<Verification, SendError> {
         let request = match self.provider {
+            // The test token has no server to read: nothing to verify.
+            ApiProvider::Postmark if self.target.spec.test_mode => {
+                return Ok(Verification::Unverifiable);
+            }
             ApiProvider::Postmark => postmark::verify(&self.target),
             ApiProvider::Mailgun => mailgun::verify(&self.target),
             ApiProvider::SendGrid => sendgrid::verify(&self.target),

@@ -83,12 +83,39 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
             "spec.to: Resend requires at least one 'to' recipient",
         ));
     }
+    if target.spec.test_mode {
+        to_test_address(&mut body, email);
+    }
     Ok(
         Request::new(Method::POST, format!("{}/emails", target.base))
             .header("Authorization", format!("Bearer {}", target.key))
             .header("Idempotency-Key", idempotency_key(email))
             .with_body(Body::Json(Value::Object(body))),
     )
+}
+
+/// Resend's test mode: every recipient becomes its test address
+/// `delivered@resend.dev` (accepted, reported delivered, never sent on),
+/// the original ones named in `X-Original-To`.
+pub const TEST_ADDRESS: &str = "delivered@resend.dev";
+
+fn to_test_address(body: &mut Map<String, Value>, email: &Email) {
+    let originals: Vec<String> = email
+        .to
+        .iter()
+        .chain(&email.cc)
+        .chain(&email.bcc)
+        .map(|m| m.email.to_string())
+        .collect();
+    body.insert("to".into(), json!([TEST_ADDRESS]));
+    body.remove("cc");
+    body.remove("bcc");
+    let headers = body
+        .entry("headers")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Some(headers) = headers.as_object_mut() {
+        headers.insert("X-Original-To".into(), json!(originals.join(", ")));
+    }
 }
 
 /// Resend's `tags`: each tag as `{name: tag, value: "true"}` and each

@@ -109,6 +109,14 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
     if !tracking.is_empty() {
         body.insert("tracking_settings".into(), Value::Object(tracking));
     }
+    // Test mode: SendGrid's sandbox checks the request, delivers nothing
+    // and answers 200 (not 202) without an X-Message-Id.
+    if target.spec.test_mode {
+        body.insert(
+            "mail_settings".into(),
+            json!({"sandbox_mode": {"enable": true}}),
+        );
+    }
     if !email.attachments.is_empty() {
         let keys = &wire::DISPOSITION_ATTACHMENT_KEYS;
         body.insert("attachments".into(), wire::attachments_json(email, keys));
