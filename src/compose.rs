@@ -296,6 +296,7 @@ mod tests {
             recipients: vec![],
             unsubscribe: None,
             list: None,
+            dry_run: false,
             tracking: None,
         }
     }

@@ -1,7 +1,7 @@
 -- Argo CD health check for mailroom.dev/EmailMessage
 -- (resource.customizations.health.mailroom.dev_EmailMessage in argocd-cm).
 -- Healthy once the server accepted the message (Sent, AlreadySent,
--- Delivered, Complained); Degraded when it will not be delivered without a
+-- Delivered, Complained) or a dry run is done (DryRun); Degraded when it will not be delivered without a
 -- person (Failed, Unknown, Bounced); Progressing while it waits or is sent.
 -- A Warning condition (a bulk message sent without one-click unsubscribe)
 -- is added to the message; the message stays Healthy.
@@ -42,9 +42,9 @@ end
 local phase = obj.status.phase
 local sent = condition("Sent")
 local delivered = condition("Delivered")
-if phase == "Sent" then
+if phase == "Sent" or phase == "DryRun" then
   hs.status = "Healthy"
-  hs.message = explain(sent, "Sent")
+  hs.message = explain(sent, phase)
 elseif phase == "Delivered" or phase == "Complained" then
   hs.status = "Healthy"
   hs.message = explain(delivered, phase)

@@ -137,6 +137,8 @@ pub enum Reason {
     /// that may not read domains, Postmark without an account token, or
     /// the service unavailable.
     DomainNotChecked,
+    /// A dry run: everything was checked and nothing was sent.
+    DryRun,
     /// The message was accepted in the provider's test mode (or a Mailtrap
     /// sandbox): nothing was delivered.
     TestMode,
@@ -176,7 +178,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 60] = [
+    pub const ALL: [Reason; 61] = [
         Reason::Verified,
         Reason::Configured,
         Reason::SecretNotFound,
@@ -221,6 +223,7 @@ impl Reason {
         Reason::UnsubscribeUnavailable,
         Reason::Registered,
         Reason::RegistrationFailed,
+        Reason::DryRun,
         Reason::TestMode,
         Reason::Synced,
         Reason::SyncFailed,
@@ -285,6 +288,7 @@ impl Reason {
             Reason::UnsubscribeMissing => "UnsubscribeMissing",
             Reason::UnsubscribeUnavailable => "UnsubscribeUnavailable",
             Reason::Registered => "Registered",
+            Reason::DryRun => "DryRun",
             Reason::TestMode => "TestMode",
             Reason::Synced => "Synced",
             Reason::SyncFailed => "SyncFailed",

@@ -44,7 +44,8 @@ pub fn message(status: &mut EmailMessageStatus, generation: Option<i64>) {
     };
     let (ready, progressing, stalled, (reason, text)) = match status.phase {
         None | Some(Phase::Pending) | Some(Phase::Sending) => (false, true, false, waiting()),
-        Some(Phase::Sent) => (true, false, false, waiting()),
+        // A dry run is done: Ready, as GitOps tools read it.
+        Some(Phase::Sent) | Some(Phase::DryRun) => (true, false, false, waiting()),
         Some(Phase::Delivered) | Some(Phase::Complained) => {
             (true, false, false, delivered.unwrap_or_else(waiting))
         }

@@ -255,6 +255,16 @@ pub struct EmailMessageSpec {
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[!-~]+$"))]
     pub idempotency_key: Option<String>,
 
+    /// Do everything but send: the provider, template, attachments,
+    /// suppression lists, quotas and the service's own limits are checked
+    /// as for a real send, and what would be sent is written into
+    /// `status.dryRun`; the phase becomes DryRun. Nothing is claimed,
+    /// nothing reaches the server, the ledger records nothing: the same
+    /// manifest with `dryRun` removed is a new message and sends. A
+    /// `sendAt` in the future is noted, not waited for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+
     /// Send even to addresses on the provider's suppression list (they
     /// bounced for good or complained). For mail a recipient asked for and
     /// must get, such as a password reset; sending to such addresses
@@ -447,6 +457,40 @@ pub struct ProviderRef {
     pub name: String,
 }
 
+/// What a dry run found: the email that would have gone out.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunResult {
+    /// The provider it would have gone through (`Kind/name`).
+    pub provider: String,
+    /// The sender.
+    pub from: String,
+    /// The subject (a bulk message's first recipient's).
+    pub subject: String,
+    /// The recipients it would have reached (at most 20; a bulk message's
+    /// count is in `recipients`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// How many recipients it would have reached.
+    pub recipients: u32,
+    /// Recipients it would have skipped, and why (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// The email's size in bytes, as the service counts it (a bulk
+    /// message's first email).
+    pub size_bytes: u64,
+    /// The headers it would carry beside the standard ones (at most 30).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// The attachments, by file name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
+    /// What would have held it back at send time (a future `sendAt`, a
+    /// quota, a reputation hold), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_wait: Option<String>,
+}
+
 /// Which kind of provider a message names.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
@@ -501,6 +545,9 @@ pub enum Phase {
     Bounced,
     /// Delivered, and the recipient marked it as spam.
     Complained,
+    /// A dry run (`spec.dryRun`): checked as for a send, nothing sent;
+    /// `status.dryRun` shows what would have been.
+    DryRun,
 }
 
 impl Phase {
@@ -514,6 +561,7 @@ impl Phase {
                 | Phase::Delivered
                 | Phase::Bounced
                 | Phase::Complained
+                | Phase::DryRun
         )
     }
 
@@ -532,7 +580,9 @@ impl Phase {
             Phase::Delivered => Some(1),
             Phase::Bounced => Some(2),
             Phase::Complained => Some(3),
-            Phase::Pending | Phase::Sending | Phase::Failed | Phase::Unknown => None,
+            Phase::Pending | Phase::Sending | Phase::Failed | Phase::Unknown | Phase::DryRun => {
+                None
+            }
         }
     }
 }
@@ -598,6 +648,9 @@ pub struct EmailMessageStatus {
     /// the spec (listed in its X-Original-To header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirected_to: Option<String>,
+    /// For a dry run (`spec.dryRun`): what would have been sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRunResult>,
     /// For a message naming an EmailRoute: each provider it was attempted
     /// through, in the order first tried, with how it went (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

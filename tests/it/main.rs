@@ -22,6 +22,7 @@ mod delivery_policy;
 mod deploy;
 mod dkim;
 mod domains;
+mod dry_run;
 mod health;
 mod message_features;
 mod observability;

@@ -189,7 +189,10 @@ fn check(
     {
         return Err(end(Phase::Failed, Reason::RecipientNotAllowed, text));
     }
-    schedule(message, now)?;
+    // A dry run notes a future sendAt instead of waiting for it.
+    if !message.spec.dry_run {
+        schedule(message, now)?;
+    }
     if provider.spec.suspend {
         let name = provider.name_any();
         let text = format!("EmailProvider {name:?} is suspended (spec.suspend)");

@@ -17,6 +17,7 @@ pub(crate) mod backoff;
 mod bulk;
 mod clock;
 pub(crate) mod deliverability;
+mod dry_run;
 pub(crate) mod email;
 mod failover;
 pub(crate) mod fits;
@@ -81,6 +82,10 @@ pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<
         Decision::Send(email) => email,
         Decision::Stop(stop) => return verdict::write(&ctx, &message, stop, deadline).await,
     };
+    // A dry run stops here: nothing is claimed, and the ledger is not asked.
+    if message.spec.dry_run {
+        return dry_run::run(&ctx, &message, &inputs, email).await;
+    }
     if let Some(stop) = once::check(&ctx, &message).await? {
         return verdict::write(&ctx, &message, stop, deadline).await;
     }

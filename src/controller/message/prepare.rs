@@ -164,7 +164,7 @@ fn shared(limit: &RateLimit, percent: u32) -> RateLimit {
 }
 
 /// The email with its attachments read, or why it cannot have them.
-async fn attach(
+pub(super) async fn attach(
     ctx: &Context,
     message: &EmailMessage,
     provider: &EmailProvider,
