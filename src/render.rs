@@ -47,6 +47,21 @@ pub fn check(spec: &EmailTemplateSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that every part parses and, given `example`, renders strictly
+/// with it; the error names the part and the line, or the variable.
+pub fn validate(spec: &EmailTemplateSpec) -> Result<(), String> {
+    check(spec)?;
+    match &spec.example_data {
+        Some(example) => render(spec, example).map(|_| ()).map_err(|e| {
+            format!(
+                "{} (rendering with spec.exampleData)",
+                e.replace("spec.data", "spec.exampleData")
+            )
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Renders every part with `data`.
 pub fn render(spec: &EmailTemplateSpec, data: &Value) -> Result<Rendered, String> {
     let plain = registry(false);
@@ -89,7 +104,24 @@ mod tests {
             subject: "Hello {{name}}".into(),
             text: Some("Hi {{name}}, you have {{count}} items".into()),
             html: Some("<p>Hi {{name}}</p>".into()),
+            example_data: None,
         }
+    }
+
+    #[test]
+    fn example_data_a_part_cannot_render_with_is_named() {
+        let mut template = spec();
+        assert_eq!(validate(&template), Ok(()));
+        template.example_data = Some(json!({"name": "Ann", "count": 2}));
+        assert_eq!(validate(&template), Ok(()));
+        template.example_data = Some(json!({"name": "Ann"}));
+        let error = validate(&template).expect_err("count is missing");
+        assert!(
+            error.contains(
+                "the template's text uses \"count\", which spec.exampleData does not set"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub const SENT: &str = "Sent";
 pub const DELIVERED: &str = "Delivered";
 /// `WebhookReady` on a provider with `spec.webhook`: its key can be used.
 pub const WEBHOOK_READY: &str = "WebhookReady";
+/// `Valid` on an EmailTemplate: every part parses (and renders with its
+/// `exampleData`).
+pub const VALID: &str = "Valid";
 /// `DomainVerified` on an API provider: whether the service counts its
 /// sending domain verified.
 pub const DOMAIN_VERIFIED: &str = "DomainVerified";

@@ -39,14 +39,24 @@ pub struct EmailTemplateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1048576))]
     pub html: Option<String>,
+    /// Data the template must render with, strictly, as a message's `data`
+    /// would supply it, e.g. `{name: Ann, items: []}`. The controller
+    /// renders every part with it when the template changes: a variable
+    /// it lacks makes `Valid` False naming the part and the variable, so a
+    /// mistake shows at apply rather than when a message is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::free_form_object")]
+    pub example_data: Option<serde_json::Value>,
 }
 
 /// Whether the templates parse.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EmailTemplateStatus {
-    /// `Ready` is True when every template parses (reason Parsed), else False
-    /// (reason InvalidTemplate, naming the template and the error).
+    /// `Valid` (and `Ready`, the same, for kstatus) is True when every part
+    /// parses and renders strictly with `exampleData` (reason Parsed), else
+    /// False (reason InvalidTemplate, naming the part, the line and column
+    /// or the missing variable).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::conditions")]
     pub conditions: Vec<Condition>,

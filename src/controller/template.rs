@@ -1,5 +1,7 @@
-//! Reconciles EmailTemplates: parses every part and reports it in `Ready`
-//! (Parsed, or InvalidTemplate naming the part, line and column).
+//! Reconciles EmailTemplates: parses every part, renders it strictly with
+//! `exampleData` when given, and reports it in `Valid` and `Ready` (Parsed,
+//! or InvalidTemplate naming the part and the line and column, or the
+//! missing variable).
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use kube::runtime::controller::Action;
 use super::context::Context;
 use super::error::Error;
 use crate::api::EmailTemplate;
-use crate::api::condition::{self, READY, Reason};
+use crate::api::condition::{self, READY, Reason, VALID};
 use crate::render;
 
 /// Reconciles one template.
@@ -20,23 +22,17 @@ pub async fn reconcile(template: Arc<EmailTemplate>, ctx: Arc<Context>) -> Resul
     let old = template.status.clone().unwrap_or_default();
     let mut new = old.clone();
     new.observed_generation = generation;
-    match render::check(&template.spec) {
-        Ok(()) => condition::set(
-            &mut new.conditions,
-            READY,
+    let (valid, reason, text) = match render::validate(&template.spec) {
+        Ok(()) if template.spec.example_data.is_some() => (
             true,
             Reason::Parsed,
-            "every part parses",
-            generation,
+            "every part parses and renders strictly with spec.exampleData".to_string(),
         ),
-        Err(e) => condition::set(
-            &mut new.conditions,
-            READY,
-            false,
-            Reason::InvalidTemplate,
-            e,
-            generation,
-        ),
+        Ok(()) => (true, Reason::Parsed, "every part parses".to_string()),
+        Err(e) => (false, Reason::InvalidTemplate, e),
+    };
+    for type_ in [VALID, READY] {
+        condition::set(&mut new.conditions, type_, valid, reason, &text, generation);
     }
     if old.observed_generation != new.observed_generation
         || !condition::same_meaning(&old.conditions, &new.conditions)

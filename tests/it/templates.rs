@@ -159,3 +159,48 @@ async fn a_message_waits_for_its_template_and_templates_are_checked_at_apply_tim
         )
         .await;
 }
+
+#[tokio::test]
+async fn a_template_that_its_example_data_cannot_satisfy_is_not_valid() {
+    let scene = Scene::new("template-example").await;
+    template(
+        &scene,
+        "receipt",
+        json!({"subject": "Receipt {{order}}", "text": "Hi {{name}}, total {{total}}",
+               "exampleData": {"order": "A-17", "name": "Ann"}}),
+    )
+    .await;
+    let controller = scene.controller().await;
+    let invalid = template_reason(&scene, "receipt", "InvalidTemplate").await;
+    let conditions = invalid.status.expect("status").conditions;
+    let valid = conditions
+        .iter()
+        .find(|c| c.type_ == "Valid")
+        .expect("Valid");
+    assert_eq!(valid.status, "False");
+    assert!(
+        valid
+            .message
+            .contains("text uses \"total\", which spec.exampleData does not set"),
+        "{}",
+        valid.message
+    );
+    let api: kube::Api<EmailTemplate> = kube::Api::namespaced(scene.client.clone(), &scene.ns);
+    let fixed =
+        json!({"spec": {"exampleData": {"order": "A-17", "name": "Ann", "total": "12 EUR"}}});
+    api.patch(
+        "receipt",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&fixed),
+    )
+    .await
+    .expect("fixing the example");
+    let parsed = template_reason(&scene, "receipt", "Parsed").await;
+    let conditions = parsed.status.expect("status").conditions;
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Valid" && c.status == "True")
+    );
+    controller.stop().await;
+}
