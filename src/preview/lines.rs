@@ -48,7 +48,9 @@ pub fn line_of(text: &str, error: &str) -> Option<usize> {
             let item = *items.get(index)?;
             found = Some(item);
             from = item;
-            indent = Some(lines[item].len() - lines[item].trim_start().len());
+            // The item's first key is on its own `- ` line.
+            let item_indent = lines[item].len() - lines[item].trim_start().len();
+            indent = item_indent.checked_sub(1);
         }
     }
     found.map(|i| i + 1)
