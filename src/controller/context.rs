@@ -18,6 +18,10 @@ pub struct Verified {
     pub transport: Arc<dyn Transport>,
     /// The provider generation and Secret/ConfigMap versions it was built from.
     pub fingerprint: String,
+    /// When the server last accepted it.
+    pub verified_at: std::time::Instant,
+    /// The Ready reason and message that verification earned.
+    pub verdict: (crate::api::condition::Reason, String),
 }
 
 /// Verified transports by provider. A provider is in here exactly while its

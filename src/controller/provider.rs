@@ -107,10 +107,11 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         }
     };
 
-    let unchanged = ctx
+    let current = ctx
         .transports
         .get(&key)
-        .is_some_and(|v| v.fingerprint == built.fingerprint);
+        .filter(|v| v.fingerprint == built.fingerprint);
+    let unchanged = current.is_some();
     let ready_now = condition::find(&status.conditions, READY)
         .is_some_and(|c| c.status == "True" && c.observed_generation == generation);
     let mut with_extras = status.conditions.clone();
@@ -129,9 +130,26 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
     }
 
     let dkim = built.dkim.clone();
-    let mut outcome = Outcome {
-        dkim,
-        ..verify(&ctx, key.clone(), built).await
+    let fresh = current.and_then(|v| {
+        let left = REVERIFY_INTERVAL.checked_sub(v.verified_at.elapsed())?;
+        (!left.is_zero()).then_some((v.verdict, left))
+    });
+    let verified_now = fresh.is_none();
+    let mut outcome = match fresh {
+        // This transport passed moments ago (the object read here predates
+        // that status write, or only the extras changed): the verdict stands
+        // and the server is not asked again.
+        Some(((reason, message), left)) => Outcome {
+            ready: true,
+            reason,
+            message,
+            retry: left,
+            dkim,
+        },
+        None => Outcome {
+            dkim,
+            ..verify(&ctx, key.clone(), built).await
+        },
     };
     let required = provider
         .spec
@@ -150,7 +168,7 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
             dkim: None,
         };
     }
-    write_status(&provider, &ctx, status, outcome, extras, true).await
+    write_status(&provider, &ctx, status, outcome, extras, verified_now).await
 }
 
 /// Verifies `built` and, when it passes, puts it in the registry of
@@ -193,6 +211,8 @@ async fn verify(ctx: &Context, key: ProviderId, built: credentials::Built) -> Ou
                     Verified {
                         transport: built.transport,
                         fingerprint: built.fingerprint,
+                        verified_at: std::time::Instant::now(),
+                        verdict: (reason, message.clone()),
                     },
                 );
                 Outcome {
