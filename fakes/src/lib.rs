@@ -12,6 +12,7 @@ mod batch;
 mod check;
 pub mod domains;
 pub mod echo;
+pub mod latency;
 mod mailgun;
 mod mailtrap;
 pub mod manage;
@@ -201,6 +202,8 @@ struct State {
     /// How long webhook management requests take to be answered (after
     /// they took effect), as a slow service would.
     manage_delay: Duration,
+    /// How long each send request takes to be answered.
+    send_latency: Option<latency::Latency>,
 }
 
 /// A running fake server.
@@ -337,6 +340,13 @@ impl Fake {
     /// The webhook subscriptions made at the services so far.
     pub fn subscriptions(&self) -> Vec<manage::Subscription> {
         lock(&self.state).subscriptions.list.clone()
+    }
+
+    /// Answers each send request (single or batch, accepted or not) after
+    /// a time drawn from `latency`, as a real service's answers take
+    /// (`None`: at once).
+    pub fn set_send_latency(&self, latency: Option<latency::Latency>) {
+        lock(&self.state).send_latency = latency;
     }
 
     /// Answers every webhook management change (not a read) `delay` after
@@ -618,6 +628,10 @@ async fn handle(
         },
     };
     record(state, service, &method, &path, &headers, body, &answer);
+    let latency = lock(state).send_latency;
+    if let Some(latency) = latency.filter(|_| method == Method::POST) {
+        tokio::time::sleep(latency.sample()).await;
+    }
     respond(answer)
 }
 
