@@ -352,7 +352,10 @@ pub enum AuthMechanism {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSpec {
-    /// The most connections open at once to this server.
+    /// The most connections open at once to this server; sends beyond them
+    /// wait for one. Each connection carries one message at a time (about
+    /// four a second at 50 ms per server reply): raise it for more, within
+    /// what the server allows one client (Postfix: 50 by default).
     #[serde(default = "default_max_connections")]
     #[schemars(range(min = 1, max = 100))]
     pub max_connections: u32,
@@ -372,7 +375,7 @@ impl Default for PoolSpec {
 }
 
 fn default_max_connections() -> u32 {
-    4
+    16
 }
 
 fn default_idle_timeout_seconds() -> u32 {

@@ -26,6 +26,7 @@ pub(crate) mod provider_status;
 mod registration;
 mod runners;
 mod shared;
+mod slot_waiters;
 pub(crate) mod slots;
 pub(crate) mod suppression_index;
 mod suppression_sync;

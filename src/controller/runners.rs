@@ -128,8 +128,10 @@ pub(super) fn run_messages(
     let (by_provider, by_template, by_cluster) = (store.clone(), store.clone(), store.clone());
     let by_route = store.clone();
     let (routes_p, routes_c) = (ctx.caches.routes.clone(), ctx.caches.routes.clone());
+    let turns = ctx.attempts.sends.waiters.turns();
     let controller = Controller::for_stream(events.applied_objects(), store.clone())
         .with_config(controller::Config::default().concurrency(concurrency))
+        .reconcile_on(turns)
         .watches_shared_stream(provider_changes(wakes.providers), move |p| {
             wake::messages_of_provider(&by_provider, &routes_p, &p)
         })

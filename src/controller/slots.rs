@@ -1,8 +1,11 @@
 //! Send slots, shared fairly. At most `--max-concurrent-sends` sends are in
 //! flight at once; of those, one provider may hold at most a quarter and the
 //! messages of one namespace at most a half. A server that stalls (or a tenant that floods)
-//! so delays only its own messages: theirs look again in 1-3 s, without
-//! holding a reconcile worker, while every other provider finds slots free.
+//! so delays only its own messages, without holding a reconcile worker,
+//! while every other provider finds slots free: a message whose provider
+//! holds its share waits in the provider's line and is woken when a slot
+//! comes back (see `slot_waiters`); one whose namespace holds its share
+//! looks again in 1-3 s.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::slot_waiters::SlotWaiters;
 use crate::admin::Telemetry;
 use crate::api::EmailProviderSpec;
 use crate::api::ProviderId;
@@ -30,6 +34,15 @@ fn shares(total: usize) -> (usize, usize) {
     ((total / 4).max(1), (total / 2).max(1))
 }
 
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// The provider holds its share.
+    Provider,
+    /// The message's namespace holds its share.
+    Namespace,
+}
+
 /// What is held now, by provider and by namespace.
 #[derive(Default)]
 struct Held {
@@ -44,6 +57,8 @@ pub struct SendSlots {
     per_namespace: usize,
     held: Mutex<Held>,
     telemetry: Arc<Telemetry>,
+    /// The messages waiting for a slot of their provider.
+    pub waiters: SlotWaiters,
 }
 
 /// A slot, given back when dropped.
@@ -65,24 +80,41 @@ impl SendSlots {
             per_namespace,
             held: Mutex::new(Held::default()),
             telemetry,
+            waiters: SlotWaiters::default(),
         })
     }
 
-    /// A slot for a message of `namespace` sent through provider `key`, or
-    /// `None` when the provider or the namespace already holds its share:
-    /// the message should look again shortly. Waits only for the global
-    /// limit, which no single provider or namespace can fill.
-    pub async fn take(self: &Arc<Self>, key: &ProviderId, namespace: &str) -> Option<SendSlot> {
-        {
+    /// A slot for a message of `namespace` sent through provider `key` (which
+    /// holds at most `own_limit` when it sets one, never more than its
+    /// share), or which share is full: the message should wait for its turn or look
+    /// again shortly. Waits only for the global limit, which no single
+    /// provider or namespace can fill.
+    pub async fn take(
+        self: &Arc<Self>,
+        key: &ProviderId,
+        namespace: &str,
+        own_limit: Option<usize>,
+    ) -> Result<SendSlot, Busy> {
+        let share = own_limit.map_or(self.per_provider, |limit| limit.clamp(1, self.per_provider));
+        let spare = {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             let provider = held.providers.get(key).copied().unwrap_or(0);
             let in_namespace = held.namespaces.get(namespace).copied().unwrap_or(0);
-            if provider >= self.per_provider || in_namespace >= self.per_namespace {
-                return None;
+            if provider >= share {
+                return Err(Busy::Provider);
+            }
+            if in_namespace >= self.per_namespace {
+                return Err(Busy::Namespace);
             }
             *held.providers.entry(key.clone()).or_default() += 1;
             *held.namespaces.entry(namespace.to_string()).or_default() += 1;
             self.report(key, provider + 1);
+            provider + 1 < share
+        };
+        // Room is left: the next in line need not wait for a slot to come
+        // back (it may have been woken for one a newcomer took).
+        if spare {
+            self.waiters.wake_next(key);
         }
         // Counted before the wait, so a cancelled wait gives the share back.
         let mut slot = SendSlot {
@@ -92,7 +124,7 @@ impl SendSlots {
             _global: None,
         };
         slot._global = self.global.clone().acquire_owned().await.ok();
-        Some(slot)
+        Ok(slot)
     }
 
     /// Counts an attempt through provider `key` that ran longer than the
@@ -122,6 +154,7 @@ impl SendSlots {
             }
         }
         self.report(key, left);
+        self.waiters.wake_next(key);
     }
 
     fn report(&self, key: &ProviderId, held: usize) {
@@ -147,8 +180,8 @@ mod tests {
     }
 
     /// A slot for a message of the provider's own namespace.
-    async fn take(slots: &Arc<SendSlots>, key: &ProviderId) -> Option<SendSlot> {
-        slots.take(key, key.namespace()).await
+    async fn take(slots: &Arc<SendSlots>, key: &ProviderId) -> Result<SendSlot, Busy> {
+        slots.take(key, key.namespace(), None).await
     }
 
     #[tokio::test]
@@ -159,23 +192,20 @@ mod tests {
         for _ in 0..2 {
             held.push(take(&slots, &a).await.expect("within the provider's share"));
         }
-        assert!(take(&slots, &a).await.is_none(), "a quarter of 8 is 2");
+        assert!(take(&slots, &a).await.is_err(), "a quarter of 8 is 2");
         let a2 = key("team-a", "api");
         for _ in 0..2 {
             held.push(take(&slots, &a2).await.expect("the namespace has room"));
         }
         assert!(
-            take(&slots, &key("team-a", "third")).await.is_none(),
+            take(&slots, &key("team-a", "third")).await.is_err(),
             "half of 8 is 4 for the namespace"
         );
         let b = key("team-b", "smtp");
         held.push(take(&slots, &b).await.expect("another namespace is served"));
 
         held.remove(0);
-        assert!(
-            take(&slots, &a).await.is_some(),
-            "a slot given back is free"
-        );
+        assert!(take(&slots, &a).await.is_ok(), "a slot given back is free");
     }
 
     #[tokio::test]
@@ -184,28 +214,67 @@ mod tests {
         let shared = key("", "relay");
         let mut held = Vec::new();
         for _ in 0..2 {
-            held.push(slots.take(&shared, "team-a").await.expect("team-a's share"));
+            held.push(
+                slots
+                    .take(&shared, "team-a", None)
+                    .await
+                    .expect("team-a's share"),
+            );
         }
         assert!(
-            slots.take(&shared, "team-b").await.is_none(),
+            slots.take(&shared, "team-b", None).await.is_err(),
             "the provider's own share is full"
         );
         let other = key("team-a", "smtp");
         for _ in 0..2 {
-            held.push(slots.take(&other, "team-a").await.expect("team-a has room"));
+            held.push(
+                slots
+                    .take(&other, "team-a", None)
+                    .await
+                    .expect("team-a has room"),
+            );
         }
         assert!(
             slots
-                .take(&key("", "other-relay"), "team-a")
+                .take(&key("", "other-relay"), "team-a", None)
                 .await
-                .is_none(),
+                .is_err(),
             "team-a holds half"
         );
         assert!(
             slots
-                .take(&key("", "other-relay"), "team-b")
+                .take(&key("", "other-relay"), "team-b", None)
                 .await
-                .is_some()
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_provider_with_its_own_limit_holds_no_more() {
+        let slots = SendSlots::new(16, Arc::default());
+        let smtp = key("team-a", "smtp");
+        let first = slots.take(&smtp, "team-a", Some(2)).await.expect("1 of 2");
+        let _second = slots.take(&smtp, "team-a", Some(2)).await.expect("2 of 2");
+        assert_eq!(
+            slots.take(&smtp, "team-a", Some(2)).await.err(),
+            Some(Busy::Provider),
+            "its own limit is below its share of 4"
+        );
+        drop(first);
+        assert!(slots.take(&smtp, "team-a", Some(2)).await.is_ok());
+        let wide = key("team-b", "smtp");
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(
+                slots
+                    .take(&wide, "team-b", Some(100))
+                    .await
+                    .expect("within the share"),
+            );
+        }
+        assert!(
+            slots.take(&wide, "team-b", Some(100)).await.is_err(),
+            "a limit above the share is held to the share"
         );
     }
 
@@ -214,8 +283,8 @@ mod tests {
         let slots = SendSlots::new(1, Arc::default());
         let a = key("team-a", "smtp");
         let first = take(&slots, &a).await.expect("the only slot");
-        assert!(take(&slots, &a).await.is_none());
+        assert!(take(&slots, &a).await.is_err());
         drop(first);
-        assert!(take(&slots, &a).await.is_some());
+        assert!(take(&slots, &a).await.is_ok());
     }
 }

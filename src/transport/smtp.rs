@@ -2,6 +2,7 @@
 //! or none by explicit choice), extra CAs, AUTH PLAIN/LOGIN/XOAUTH2, a pooled
 //! connection per provider, and the mapping of SMTP replies to [`SendError`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{Accepted, FailureKind, SendError, Transport, Verification, classify};
 use crate::api::provider::{AuthMechanism, SmtpSpec, TlsMode};
@@ -78,6 +80,12 @@ pub struct SmtpTransport {
     /// the TCP connect, and a server that stalls after it (its greeting, a
     /// command, the reply to DATA) must not hold a send slot for ever.
     attempt_limit: Duration,
+    /// One permit per connection `pool.maxConnections` allows: lettre's
+    /// pool bounds only the idle connections it keeps, and opens another
+    /// for every send beyond them.
+    connections: Arc<Semaphore>,
+    /// `pool.maxConnections`, for the error that names it.
+    max_connections: u32,
 }
 
 /// How many of the provider's `timeoutSeconds` a whole attempt may take.
@@ -148,11 +156,33 @@ impl SmtpTransport {
             attempt_limit: Duration::from_secs(u64::from(
                 spec.timeout_seconds.saturating_mul(ATTEMPT_LIMIT_FACTOR),
             )),
+            connections: Arc::new(Semaphore::new(spec.pool.max_connections.max(1) as usize)),
+            max_connections: spec.pool.max_connections.max(1),
         })
     }
 }
 
 impl SmtpTransport {
+    /// Waits for one of the connections `pool.maxConnections` allows, as
+    /// long as a whole attempt may take. Nothing has been sent when this
+    /// fails.
+    async fn connection(&self) -> Result<SemaphorePermit<'_>, SendError> {
+        let busy = || {
+            SendError::new(
+                FailureKind::Transient,
+                format!(
+                    "all {} connections spec.smtp.pool.maxConnections allows stayed busy for {} s; nothing was sent",
+                    self.max_connections,
+                    self.attempt_limit.as_secs()
+                ),
+            )
+        };
+        match tokio::time::timeout(self.attempt_limit, self.connections.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(busy()),
+        }
+    }
+
     /// Sends with envelope senders that name each message.
     pub fn with_verp(mut self, verp: Verp) -> Self {
         self.verp = Some(verp);
@@ -177,6 +207,7 @@ impl Transport for SmtpTransport {
     }
 
     async fn verify(&self) -> Result<Verification, SendError> {
+        let _connection = self.connection().await?;
         let checked = tokio::time::timeout(self.attempt_limit, self.inner.test_connection()).await;
         match checked {
             Err(_) => Err(SendError::new(
@@ -216,6 +247,7 @@ impl Transport for SmtpTransport {
             }
         };
         let raw = message.formatted();
+        let _connection = self.connection().await?;
         let sent =
             tokio::time::timeout(self.attempt_limit, self.inner.send_raw(&envelope, &raw)).await;
         let response = match sent {

@@ -545,3 +545,40 @@ async fn a_display_name_with_specials_is_sent_quoted() {
     assert_eq!(mail.to[0].name, "Support: Team (EU) [ops]");
     controller.stop().await;
 }
+
+/// `pool.maxConnections` bounds the connections open at once: six messages
+/// through a provider allowing two, at a server that takes a second over
+/// each body, all reach it and are Sent, never more than two connections
+/// open at once (lettre's own pool bounds only its idle connections).
+#[tokio::test]
+async fn a_provider_opens_at_most_its_pools_connections() {
+    use support::stalling_smtp::StallingSmtp;
+
+    let scene = Scene::new("pool-cap").await;
+    let slow = StallingSmtp::answering_after(std::time::Duration::from_secs(1)).await;
+    fixtures::provider(
+        &scene.client,
+        &scene.ns,
+        "capped",
+        json!({"host": "127.0.0.1", "port": slow.port, "tls": "None", "timeoutSeconds": 10,
+               "pool": {"maxConnections": 2}}),
+    )
+    .await;
+    let controller = scene.controller().await;
+    scene.wait_provider("capped", "Verified").await;
+    for i in 0..6 {
+        let spec = json!({"providerRef": {"name": "capped"}, "to": ["x@example.org"],
+                          "subject": format!("capped {i}"), "text": "t"});
+        scene.message(&format!("capped-{i}"), spec).await;
+    }
+    for i in 0..6 {
+        scene.wait_phase(&format!("capped-{i}"), Phase::Sent).await;
+    }
+    assert_eq!(slow.bodies(), 6, "each message reached the server once");
+    assert_eq!(
+        slow.most_connections(),
+        2,
+        "never more connections open than pool.maxConnections"
+    );
+    controller.stop().await;
+}

@@ -1,7 +1,9 @@
 //! A tiny SMTP server that stalls: it speaks plain SMTP (no TLS, no AUTH),
 //! accepts the greeting, EHLO, NOOP, MAIL and RCPT at once, takes the
 //! message after DATA, and then never answers it, as a server that hangs
-//! after the body does. It counts the messages it took in full.
+//! after the body does (or, started with `answering_after`, answers it
+//! late, as a slow server does). It counts the messages it took in full and the
+//! most connections it had open at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +17,32 @@ pub struct StallingSmtp {
     /// Its port on 127.0.0.1.
     pub port: u16,
     bodies: Arc<AtomicUsize>,
+    connections: Arc<Connections>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Connections open now, and the most open at once.
+#[derive(Default)]
+struct Connections {
+    open: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// One open connection, counted until dropped.
+struct Open(Arc<Connections>);
+
+impl Open {
+    fn new(connections: Arc<Connections>) -> Self {
+        let now = connections.open.fetch_add(1, Ordering::SeqCst) + 1;
+        connections.most.fetch_max(now, Ordering::SeqCst);
+        Self(connections)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How long a stalled connection is kept open at most (the test's own bound).
@@ -24,16 +51,37 @@ const HOLD: Duration = Duration::from_secs(120);
 impl StallingSmtp {
     /// Starts it on a free port.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts one that accepts each body `delay` after it arrived.
+    pub async fn answering_after(delay: Duration) -> Self {
+        Self::start_with(Some(delay)).await
+    }
+
+    async fn start_with(answer_after: Option<Duration>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
         let port = listener.local_addr().expect("address").port();
         let bodies = Arc::new(AtomicUsize::new(0));
-        let counted = bodies.clone();
+        let connections = Arc::new(Connections::default());
+        let (counted, opened) = (bodies.clone(), connections.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, counted.clone()));
+                let open = Open::new(opened.clone());
+                tokio::spawn(serve(stream, counted.clone(), open, answer_after));
             }
         });
-        Self { port, bodies, task }
+        Self {
+            port,
+            bodies,
+            connections,
+            task,
+        }
+    }
+
+    /// The most connections it had open at once.
+    pub fn most_connections(&self) -> usize {
+        self.connections.most.load(Ordering::SeqCst)
     }
 
     /// Messages it received in full (and never answered).
@@ -48,7 +96,12 @@ impl Drop for StallingSmtp {
     }
 }
 
-async fn serve(stream: tokio::net::TcpStream, bodies: Arc<AtomicUsize>) {
+async fn serve(
+    stream: tokio::net::TcpStream,
+    bodies: Arc<AtomicUsize>,
+    _open: Open,
+    answer_after: Option<Duration>,
+) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     if write.write_all(b"220 stalling ESMTP\r\n").await.is_err() {
@@ -60,8 +113,15 @@ async fn serve(stream: tokio::net::TcpStream, bodies: Arc<AtomicUsize>) {
         if in_data {
             if line == "." {
                 bodies.fetch_add(1, Ordering::SeqCst);
-                // Never answer: hold the connection until the client gives up.
                 in_data = false;
+                // Never answer (hold the connection until the client gives
+                // up), or answer late.
+                if let Some(delay) = answer_after {
+                    tokio::time::sleep(delay).await;
+                    if write.write_all(b"250 ok: queued\r\n").await.is_err() {
+                        return;
+                    }
+                }
             }
             continue;
         }

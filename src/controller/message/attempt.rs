@@ -10,6 +10,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, warn};
 
 use super::backoff;
@@ -26,7 +27,7 @@ use crate::controller::context::{Context, Verified};
 use crate::controller::degraded;
 use crate::controller::error::Error;
 use crate::controller::provider;
-use crate::controller::slots::SendSlot;
+use crate::controller::slots::{Busy, SendSlot};
 use crate::transport::SendError;
 
 /// How many times a result is written before it is kept for a later reconcile.
@@ -39,22 +40,39 @@ fn slots_busy_retry() -> Duration {
     Duration::from_millis(1000 + fastrand::u64(..2000))
 }
 
-/// A send slot for a message of `namespace` through `provider`, held from
-/// before the claim until the outcome is recorded, so at most
-/// `--max-concurrent-sends` messages are ever claimed but unrecorded (the
-/// most a crash can leave in doubt). `Err` with when to look again when the
-/// provider or the namespace holds its share already: the message waits
-/// without a status write.
+/// How soon a message waiting in its provider's line looks again if its turn
+/// never comes (the turn is normally given the moment a slot is free).
+const IN_LINE_RETRY: Duration = Duration::from_secs(30);
+
+/// A send slot for `message` through `provider` (an SMTP provider: no more
+/// than its pool's connections), held from before the claim until the
+/// outcome is recorded, so at most `--max-concurrent-sends`
+/// messages are ever claimed but unrecorded (the most a crash can leave in
+/// doubt). `Err` with when to look again when the provider or the namespace
+/// holds its share already: the message waits without a status write, in
+/// the provider's line when there is room in it.
 pub async fn slot(
     ctx: &Context,
-    provider: &ProviderId,
-    namespace: &str,
+    provider: &EmailProvider,
+    message: &EmailMessage,
 ) -> Result<SendSlot, Action> {
-    ctx.attempts
-        .sends
-        .take(provider, namespace)
-        .await
-        .ok_or_else(|| Action::requeue(slots_busy_retry()))
+    let key = ProviderId::from_provider(provider);
+    let namespace = message.namespace().unwrap_or_default();
+    // An SMTP server takes one message per connection at a time: slots
+    // beyond its pool would only claim messages to wait for a connection.
+    let own_limit = provider
+        .spec
+        .smtp
+        .as_ref()
+        .map(|smtp| smtp.pool.max_connections as usize);
+    let slots = &ctx.attempts.sends;
+    match slots.take(&key, &namespace, own_limit).await {
+        Ok(slot) => Ok(slot),
+        Err(Busy::Provider) if slots.waiters.wait(&key, ObjectRef::from_obj(message)) => {
+            Err(Action::requeue(IN_LINE_RETRY))
+        }
+        Err(_) => Err(Action::requeue(slots_busy_retry())),
+    }
 }
 
 /// The claim of the next attempt on top of `status`: Sending, with the
