@@ -177,13 +177,13 @@ impl Written {
 /// both read them, so they cannot drift apart.
 pub mod defaults {
     /// `--concurrency`.
-    pub const CONCURRENCY: u16 = 64;
+    pub const CONCURRENCY: u16 = 256;
     /// `--max-attempts`.
     pub const MAX_ATTEMPTS: u32 = 10;
     /// `--deadline-seconds`: a day.
     pub const DEADLINE_SECONDS: u32 = 86_400;
     /// `--max-concurrent-sends`.
-    pub const MAX_CONCURRENT_SENDS: usize = 32;
+    pub const MAX_CONCURRENT_SENDS: usize = 256;
     /// `--sent-events`.
     pub const SENT_EVENTS: bool = false;
     /// `--ledger-max-entries`.
