@@ -60,7 +60,7 @@ bench: tools
 bench-smoke: tools
 	$(CARGO) build --release -p mailroom -p mailroom-bench
 	target/release/mailroom-bench --sizes 200 --shape-secrets 200 --shape-config-maps 200 \
-	  --history-sizes 200,1000 --history-in-flight 200 --history-events-per-message 5 --unsubscribe-posts 1000 --out target/bench-smoke
+	  --history-sizes 200,1000 --history-in-flight 200 --history-events-per-message 5 --unsubscribe-posts 1000 --latency-n 200 --bulk-recipients 2000 --out target/bench-smoke
 
 ## image: build the controller's OCI image without a container engine, and check it
 image: tools

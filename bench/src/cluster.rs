@@ -74,7 +74,12 @@ pub async fn run(
 
     let ns = format!("bench-shape-{suffix}");
     load::namespace(client, &ns).await?;
-    crate::provider(env, client, &ns, "", "smtp").await?;
+    let servers = crate::Servers {
+        api: "",
+        smtp: &env.smtp,
+        smtp_pool: None,
+    };
+    crate::provider(env, client, &ns, servers, "smtp").await?;
     let api: Api<EmailMessage> = Api::namespaced(client.clone(), &ns);
     api.create(&PostParams::default(), &load::message(0)?)
         .await

@@ -64,15 +64,21 @@ where
 
 /// The limit run: for each of `n` messages, the create and the two status
 /// replaces (claim, outcome) the controller makes, `concurrency` at a time.
-/// Returns the seconds it took.
+/// `watched`: with the watch the operator runs measure by, which costs the
+/// apiserver the same here as there, until it has seen every one Sent.
+/// Returns the seconds it took and the mean size of a Sent object as the
+/// watch saw it (0 unwatched).
 pub async fn limit_run(
     client: &Client,
     namespace: &str,
     n: usize,
     concurrency: usize,
-) -> Result<f64, Error> {
+    watched: bool,
+) -> Result<(f64, f64), Error> {
     let api: Api<EmailMessage> = Api::namespaced(client.clone(), namespace);
     let started = Instant::now();
+    let timings = Arc::new(Mutex::new(Timings::default()));
+    let watch = watched.then(|| watch_sent(api.clone(), started, n, timings.clone()));
     futures::stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
@@ -104,7 +110,67 @@ pub async fn limit_run(
         .buffer_unordered(concurrency)
         .try_collect::<Vec<()>>()
         .await?;
-    Ok(started.elapsed().as_secs_f64())
+    if let Some(watch) = watch {
+        let limit = Duration::from_secs(120 + n as u64 / 5);
+        tokio::time::timeout(limit, watch)
+            .await
+            .map_err(|_| Error::Setup(format!("the watch did not see {n} Sent within {limit:?}")))?
+            .map_err(|e| Error::Setup(format!("watch task: {e}")))?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = timings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .mean_sent_bytes();
+    Ok((seconds, bytes))
+}
+
+/// Watches the namespace's messages as the runs see them: when each of this
+/// run's messages (`m-`) was first seen claimed and Sent; ends when `n` are
+/// Sent.
+fn watch_sent(
+    watch_api: Api<EmailMessage>,
+    started: Instant,
+    n: usize,
+    watched: Arc<Mutex<Timings>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let stream = watcher(watch_api, watcher::Config::default());
+        futures::pin_mut!(stream);
+        while let Ok(Some(event)) = stream.try_next().await {
+            let objects: Vec<EmailMessage> = match event {
+                watcher::Event::Apply(m) | watcher::Event::InitApply(m) => vec![m],
+                _ => continue,
+            };
+            let now = started.elapsed().as_secs_f64();
+            let mut t = watched.lock().unwrap_or_else(|e| e.into_inner());
+            // Only this run's messages (`m-`), not a history already there.
+            for m in objects
+                .into_iter()
+                .filter(|m| m.name_any().starts_with("m-"))
+            {
+                match m.status.as_ref().and_then(|s| s.phase) {
+                    Some(Phase::Sending) => {
+                        t.claimed.entry(m.name_any()).or_insert(now);
+                    }
+                    Some(Phase::Sent) => {
+                        if !t.sent.contains_key(&m.name_any()) {
+                            // The object as the apiserver stores and sends
+                            // it, less managedFields.
+                            let mut slim = m.clone();
+                            slim.metadata.managed_fields = None;
+                            t.sent_bytes += serde_json::to_vec(&slim).map_or(0, |b| b.len());
+                        }
+                        t.sent.entry(m.name_any()).or_insert(now);
+                    }
+                    _ => {}
+                }
+            }
+            if t.sent.len() >= n {
+                return;
+            }
+        }
+    })
 }
 
 /// When each message was created and seen Sent.
@@ -112,8 +178,20 @@ pub async fn limit_run(
 pub struct Timings {
     /// Seconds from the run's start to each message's create request.
     pub created: HashMap<String, f64>,
+    /// Seconds from the run's start to the first watch event that showed
+    /// it claimed (Sending).
+    pub claimed: HashMap<String, f64>,
     /// Seconds from the run's start to the watch event that showed it Sent.
     pub sent: HashMap<String, f64>,
+    /// The JSON bytes of every message as first seen Sent, summed.
+    pub sent_bytes: usize,
+}
+
+impl Timings {
+    /// The mean JSON size of a Sent message object, bytes.
+    pub fn mean_sent_bytes(&self) -> f64 {
+        self.sent_bytes as f64 / self.sent.len().max(1) as f64
+    }
 }
 
 impl Timings {
@@ -126,6 +204,25 @@ impl Timings {
             .collect();
         out.sort_by(f64::total_cmp);
         out
+    }
+
+    /// Where each Sent message spent its time, seconds, each sorted:
+    /// create->claim (waiting: the watch, the queue, a send slot) and
+    /// claim->Sent (the send and the outcome's write). A message whose
+    /// claim the watch did not show is left out of both.
+    pub fn stages(&self) -> (Vec<f64>, Vec<f64>) {
+        let (mut waiting, mut sending): (Vec<f64>, Vec<f64>) = self
+            .sent
+            .iter()
+            .filter_map(|(name, sent)| {
+                let created = self.created.get(name)?;
+                let claimed = self.claimed.get(name)?;
+                Some((claimed - created, sent - claimed))
+            })
+            .unzip();
+        waiting.sort_by(f64::total_cmp);
+        sending.sort_by(f64::total_cmp);
+        (waiting, sending)
     }
 }
 
@@ -162,32 +259,7 @@ pub async fn operator_run(
     let timings = Arc::new(Mutex::new(Timings::default()));
     let started = Instant::now();
 
-    let watched = timings.clone();
-    let watch_api = api.clone();
-    let watch = tokio::spawn(async move {
-        let stream = watcher(watch_api, watcher::Config::default());
-        futures::pin_mut!(stream);
-        while let Ok(Some(event)) = stream.try_next().await {
-            let objects: Vec<EmailMessage> = match event {
-                watcher::Event::Apply(m) | watcher::Event::InitApply(m) => vec![m],
-                _ => continue,
-            };
-            let now = started.elapsed().as_secs_f64();
-            let mut t = watched.lock().unwrap_or_else(|e| e.into_inner());
-            // Only this run's messages (`m-`), not a history already there.
-            for m in objects
-                .into_iter()
-                .filter(|m| m.name_any().starts_with("m-"))
-            {
-                if m.status.as_ref().and_then(|s| s.phase) == Some(Phase::Sent) {
-                    t.sent.entry(m.name_any()).or_insert(now);
-                }
-            }
-            if t.sent.len() >= n {
-                return;
-            }
-        }
-    });
+    let watch = watch_sent(api.clone(), started, n, timings.clone());
 
     let creating = timings.clone();
     let create_one = |i: usize| {

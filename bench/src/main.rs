@@ -8,9 +8,15 @@
 //!   Sent: throughput, create->Sent latency, controller CPU and peak RSS, and
 //!   apiserver requests per message by verb;
 //! - optionally a paced run at half the operator's rate, for latency;
+//! - the service-latency run per transport: the API fake answering each
+//!   send after a log-normal time (p50 150 ms, p99 600 ms by default) and
+//!   mailpit behind a relay that holds each SMTP answer 50 ms, as real
+//!   services over a network answer;
 //! - first, the cluster-shape run: the controller over every namespace of a
 //!   cluster that holds thousands of large Secrets and ConfigMaps it never
 //!   uses (time to the first Sent message, peak and steady RSS);
+//! - the bulk run: one message with 10,000 recipients through each
+//!   service's batch endpoint (recipients/s, message writes per batch);
 //! - last, the unsubscribe run: N one-click POSTs to the hosted unsubscribe
 //!   endpoint over many namespaces, then N replays (requests/s, latency,
 //!   unsubscribes lost, RSS).
@@ -19,12 +25,14 @@
 //! latency.png) and the table to stdout. Usage: see `--help` or `make bench`.
 
 mod apiserver;
+mod bulk;
 mod cluster;
 mod env;
 mod history;
 mod load;
 mod process;
 mod report;
+mod slow_smtp;
 mod unsubscribes;
 
 use std::path::PathBuf;
@@ -32,6 +40,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kube::Client;
+use mailroom_fakes::latency::Latency;
 use mailroom_fakes::{Config, Fake};
 use serde_json::json;
 
@@ -67,6 +76,21 @@ struct Args {
     /// half the rate its operator run reached, for latency under load.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     paced: bool,
+    /// Messages per transport in the service-latency run (0 skips it).
+    #[arg(long, default_value_t = 2000)]
+    latency_n: usize,
+    /// The API fake's answer time in the service-latency run: median and
+    /// 99th percentile, milliseconds.
+    #[arg(long, value_delimiter = ',', default_values_t = [150, 600])]
+    api_latency_ms: Vec<u64>,
+    /// How long the relay in front of mailpit holds each SMTP answer in the
+    /// service-latency run, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    smtp_reply_delay_ms: u64,
+    /// `pool.maxConnections` of the SMTP providers the runs create (unset:
+    /// the provider's default).
+    #[arg(long)]
+    smtp_pool: Option<u32>,
     /// The controller binary (a release build).
     #[arg(long, default_value = "target/release/mailroom")]
     controller: PathBuf,
@@ -100,6 +124,10 @@ struct Args {
     /// post them; SendGrid batches them).
     #[arg(long, default_value_t = 1)]
     history_events_per_request: usize,
+    /// The bulk run: recipients of the one message sent through each
+    /// service's batch endpoint (0 skips the run).
+    #[arg(long, default_value_t = 10000)]
+    bulk_recipients: usize,
     /// The unsubscribe run: one-click POSTs in each round (0 skips the run).
     #[arg(long, default_value_t = 10000)]
     unsubscribe_posts: usize,
@@ -179,11 +207,18 @@ async fn bench(args: Args) -> Result<(), Error> {
 
     let mut runs: Vec<Run> = Vec::new();
     for &n in &args.sizes {
-        let run = limit(&client, &env.dir, n, args.concurrency).await?;
-        eprintln!("limit N={n}: {:.1} msg/s", run.per_second);
-        runs.push(run);
+        for watched in [false, true] {
+            let run = limit(&client, &env.dir, n, args.concurrency, watched).await?;
+            eprintln!("{} N={n}: {:.1} msg/s", run.kind, run.per_second);
+            runs.push(run);
+        }
         for transport in &args.transports {
-            let run = operator(&env, &client, &fake.url, &args, transport, n, None).await?;
+            let servers = Servers {
+                api: &fake.url,
+                smtp: &env.smtp,
+                smtp_pool: args.smtp_pool,
+            };
+            let run = operator(&env, &client, servers, &args, transport, n, Mode::Full).await?;
             eprintln!(
                 "operator {transport} N={n}: {:.1} msg/s, p99 {:.0} ms",
                 run.per_second,
@@ -202,12 +237,29 @@ async fn bench(args: Args) -> Result<(), Error> {
         let n = smallest.min(1000);
         let rate = full.per_second / 2.0;
         let every = Duration::from_secs_f64(1.0 / rate.max(0.1));
-        let run = operator(&env, &client, &fake.url, &args, transport, n, Some(every)).await?;
+        let servers = Servers {
+            api: &fake.url,
+            smtp: &env.smtp,
+            smtp_pool: args.smtp_pool,
+        };
+        let run = operator(
+            &env,
+            &client,
+            servers,
+            &args,
+            transport,
+            n,
+            Mode::Paced(every),
+        )
+        .await?;
         eprintln!(
             "paced {transport} N={n} at {rate:.1} msg/s: p99 {:.0} ms",
             run.latency_ms.map_or(0.0, |p| p.p99)
         );
         runs.push(run);
+    }
+    if args.latency_n > 0 {
+        latency_runs(&env, &client, &fake, &args, &mut runs).await?;
     }
     report::write(&args.out, &runs)?;
     println!("{}", report::markdown(&runs));
@@ -231,6 +283,16 @@ async fn bench(args: Args) -> Result<(), Error> {
         report::write_history(&args.out, &run)?;
         println!("{}", history::markdown(&run));
     }
+    if args.bulk_recipients > 0 {
+        let plan = bulk::Plan {
+            recipients: args.bulk_recipients,
+            controller: &args.controller,
+            flags: &args.controller_flags,
+        };
+        let runs = bulk::run(&env, &client, &fake, &plan).await?;
+        report::write_bulk(&args.out, &runs)?;
+        println!("{}", bulk::markdown(&runs));
+    }
     if args.unsubscribe_posts > 0 {
         let plan = unsubscribes::Plan {
             posts: args.unsubscribe_posts,
@@ -245,6 +307,77 @@ async fn bench(args: Args) -> Result<(), Error> {
     }
     println!("figures and plots in {}", args.out.display());
     Ok(())
+}
+
+/// The service-latency runs: each transport with its server answering as a
+/// real one over a network does.
+async fn latency_runs(
+    env: &Env,
+    client: &Client,
+    fake: &Fake,
+    args: &Args,
+    runs: &mut Vec<Run>,
+) -> Result<(), Error> {
+    let (p50, p99) = match args.api_latency_ms.as_slice() {
+        [p50, p99] => (*p50, *p99),
+        _ => {
+            return Err(Error::Setup(
+                "--api-latency-ms takes a median and a 99th percentile".into(),
+            ));
+        }
+    };
+    let delay = Duration::from_millis(args.smtp_reply_delay_ms);
+    let relay = slow_smtp::start(&env.smtp, delay)
+        .await
+        .map_err(|e| Error::Setup(format!("starting the SMTP relay: {e}")))?;
+    fake.set_send_latency(Some(Latency::new(
+        Duration::from_millis(p50),
+        Duration::from_millis(p99),
+    )));
+    let servers = Servers {
+        api: &fake.url,
+        smtp: &relay,
+        smtp_pool: args.smtp_pool,
+    };
+    for transport in &args.transports {
+        let n = args.latency_n;
+        let run = operator(env, client, servers, args, transport, n, Mode::Latency).await;
+        let run = match run {
+            Ok(run) => run,
+            Err(e) => {
+                fake.set_send_latency(None);
+                return Err(e);
+            }
+        };
+        eprintln!(
+            "service latency {transport} N={n}: {:.1} msg/s, p99 {:.0} ms",
+            run.per_second,
+            run.latency_ms.map_or(0.0, |p| p.p99)
+        );
+        runs.push(run);
+    }
+    fake.set_send_latency(None);
+    Ok(())
+}
+
+/// Where the controller's providers send: the API fakes' URL and the SMTP
+/// server's `host:port`, and the SMTP providers' pool size.
+#[derive(Clone, Copy)]
+struct Servers<'a> {
+    api: &'a str,
+    smtp: &'a str,
+    smtp_pool: Option<u32>,
+}
+
+/// How an operator run creates its messages and what its servers do.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// All at once, `--concurrency` creates in flight.
+    Full,
+    /// One every so often.
+    Paced(Duration),
+    /// All at once, with the servers answering as real ones.
+    Latency,
 }
 
 /// CPU seconds spent per process between two readings.
@@ -274,18 +407,20 @@ async fn limit(
     dir: &std::path::Path,
     n: usize,
     concurrency: usize,
+    watched: bool,
 ) -> Result<Run, Error> {
-    let ns = format!("bench-limit-{n}-{}", suffix());
+    let kind = if watched { "limit" } else { "limit-unwatched" };
+    let ns = format!("bench-{kind}-{n}-{}", suffix());
     load::namespace(client, &ns).await?;
     let before = apiserver::counts(client).await?;
     let cpu_before = process::environment_cpu(dir);
-    let seconds = load::limit_run(client, &ns, n, concurrency).await?;
+    let (seconds, object_bytes) = load::limit_run(client, &ns, n, concurrency, watched).await?;
     let cpu = cpu_spent(&cpu_before, &process::environment_cpu(dir));
     let after = apiserver::counts(client).await?;
     load::drop_namespace(client, &ns).await;
     let requests = apiserver::per_message(&before, &after, n);
     Ok(Run {
-        kind: "limit".into(),
+        kind: kind.into(),
         transport: "none".into(),
         n,
         concurrency,
@@ -299,6 +434,8 @@ async fn limit(
         ledger_writes_per_message: apiserver::writes(&requests, "emailledgers"),
         requests_per_message: requests,
         sent_per_second: Vec::new(),
+        stages_ms: None,
+        object_bytes,
         latencies: Vec::new(),
     })
 }
@@ -308,7 +445,7 @@ async fn provider(
     env: &Env,
     client: &Client,
     ns: &str,
-    fake_url: &str,
+    servers: Servers<'_>,
     transport: &str,
 ) -> Result<(), Error> {
     let spec = match transport {
@@ -328,7 +465,10 @@ async fn provider(
                 "metadata": {"name": "smtp-ca"}, "data": {"ca.crt": env.ca_pem}}),
             )
             .await?;
-            let (host, port) = env.smtp.rsplit_once(':').unwrap_or((&env.smtp, "25"));
+            let (host, port) = servers
+                .smtp
+                .rsplit_once(':')
+                .unwrap_or((servers.smtp, "25"));
             json!({"smtp": {"host": host, "port": port.parse::<u16>().unwrap_or(25),
                             "caBundle": {"configMapKeyRef": {"name": "smtp-ca", "key": "ca.crt"}},
                             "auth": {"secretRef": {"name": "smtp"}}}})
@@ -341,7 +481,7 @@ async fn provider(
                 "metadata": {"name": "api"}, "stringData": {"apiKey": "bench-key"}}),
             )
             .await?;
-            json!({"api": {"provider": "Postmark", "secretRef": {"name": "api"}, "endpoint": fake_url}})
+            json!({"api": {"provider": "Postmark", "secretRef": {"name": "api"}, "endpoint": servers.api}})
         }
         other => {
             return Err(Error::Setup(format!(
@@ -350,6 +490,9 @@ async fn provider(
         }
     };
     let mut spec = spec;
+    if let (Some(pool), "smtp") = (servers.smtp_pool, transport) {
+        spec["smtp"]["pool"] = json!({"maxConnections": pool});
+    }
     spec["defaultFrom"] = json!("bench <bench@mailroom.dev>");
     load::create::<mailroom::api::EmailProvider>(
         client,
@@ -365,16 +508,20 @@ async fn provider(
 async fn operator(
     env: &Env,
     client: &Client,
-    fake_url: &str,
+    servers: Servers<'_>,
     args: &Args,
     transport: &str,
     n: usize,
-    pace: Option<Duration>,
+    mode: Mode,
 ) -> Result<Run, Error> {
-    let kind = if pace.is_some() { "paced" } else { "operator" };
+    let (kind, pace) = match mode {
+        Mode::Full => ("operator", None),
+        Mode::Paced(every) => ("paced", Some(every)),
+        Mode::Latency => ("latency", None),
+    };
     let ns = format!("bench-{kind}-{transport}-{n}-{}", suffix());
     load::namespace(client, &ns).await?;
-    provider(env, client, &ns, fake_url, transport).await?;
+    provider(env, client, &ns, servers, transport).await?;
     let log = env.dir.join(format!("{ns}.log"));
     let controller = process::Controller::start(
         &args.controller,
@@ -411,6 +558,8 @@ async fn operator(
         ledger_writes_per_message: apiserver::writes(&requests, "emailledgers"),
         requests_per_message: requests,
         sent_per_second: report::per_second(timings.sent.values().copied()),
+        stages_ms: report::stages(timings.stages()),
+        object_bytes: timings.mean_sent_bytes(),
         latencies,
     })
 }

@@ -43,6 +43,12 @@ pub struct Run {
     pub ledger_writes_per_message: f64,
     /// Messages seen Sent in each second of the run.
     pub sent_per_second: Vec<u32>,
+    /// Create->claim and claim->Sent percentiles, milliseconds (operator
+    /// runs): where a message waited.
+    pub stages_ms: Option<Stages>,
+    /// The mean JSON size of a message object when Sent, bytes (what each
+    /// write and each watch event carries; 0 when not watched).
+    pub object_bytes: f64,
     /// Every create->Sent latency, seconds, sorted (for the plot).
     #[serde(skip)]
     pub latencies: Vec<f64>,
@@ -55,6 +61,23 @@ pub struct Percentiles {
     pub p95: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+/// Where messages spent their time, milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stages {
+    /// From the create to the claim (Sending) the watch showed.
+    pub waiting: Percentiles,
+    /// From the claim to Sent: the send and the outcome's write.
+    pub sending: Percentiles,
+}
+
+/// The stages of sorted create->claim and claim->Sent `seconds`.
+pub fn stages((waiting, sending): (Vec<f64>, Vec<f64>)) -> Option<Stages> {
+    Some(Stages {
+        waiting: percentiles(&waiting)?,
+        sending: percentiles(&sending)?,
+    })
 }
 
 /// Percentiles of sorted `seconds`.
@@ -87,17 +110,22 @@ pub fn per_second(times: impl Iterator<Item = f64>) -> Vec<u32> {
 /// The markdown table of `runs`, with the operator/limit ratio per size.
 pub fn markdown(runs: &[Run]) -> String {
     let mut out = String::from(
-        "| run | transport | N | msg/s | vs limit | p50 ms | p95 ms | p99 ms | message writes/msg | event writes/msg | ledger writes/msg | requests/msg | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | transport | N | msg/s | vs limit | vs unwatched limit | p50 ms | p95 ms | p99 ms | message writes/msg | event writes/msg | ledger writes/msg | requests/msg | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in runs {
-        let limit = runs
-            .iter()
-            .find(|r| r.kind == "limit" && r.n == run.n)
-            .map(|r| r.per_second);
-        let ratio = match (run.kind.as_str(), limit) {
-            ("operator", Some(limit)) if limit > 0.0 => format!("{:.2}", run.per_second / limit),
-            _ => "-".into(),
+        let ratio_to = |kind: &str| {
+            let limit = runs
+                .iter()
+                .find(|r| r.kind == kind && r.n == run.n)
+                .map(|r| r.per_second);
+            match (run.kind.as_str(), limit) {
+                ("operator", Some(limit)) if limit > 0.0 => {
+                    format!("{:.2}", run.per_second / limit)
+                }
+                _ => "-".into(),
+            }
         };
+        let (ratio, bare) = (ratio_to("limit"), ratio_to("limit-unwatched"));
         let (p50, p95, p99) = run
             .latency_ms
             .map_or(("-".into(), "-".into(), "-".into()), |p| {
@@ -120,7 +148,7 @@ pub fn markdown(runs: &[Run]) -> String {
             )
         });
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {ratio} | {p50} | {p95} | {p99} | {:.2} | {:.2} | {:.3} | {requests} | {cpu} | {rss} |\n",
+            "| {} | {} | {} | {:.1} | {ratio} | {bare} | {p50} | {p95} | {p99} | {:.2} | {:.2} | {:.3} | {requests} | {cpu} | {rss} |\n",
             run.kind,
             run.transport,
             run.n,
@@ -130,8 +158,38 @@ pub fn markdown(runs: &[Run]) -> String {
             run.ledger_writes_per_message
         ));
     }
+    out.push_str(&stage_table(runs));
     out.push_str(&cpu_table(runs));
     out
+}
+
+/// Where messages waited in each controller run: create->claim and
+/// claim->Sent percentiles.
+fn stage_table(runs: &[Run]) -> String {
+    let mut out = String::from(
+        "\nWhere a message spent its time (ms; create->claim: the watch, the work queue and a send slot; claim->Sent: the send and the outcome's write), and the size of a Sent message object:\n\n| run | transport | N | create->claim p50 | p99 | claim->Sent p50 | p99 | object bytes |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut any = false;
+    for run in runs {
+        let cell = |p: Option<f64>| p.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let stages = run.stages_ms;
+        if stages.is_none() && run.object_bytes == 0.0 {
+            continue;
+        }
+        any = true;
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            run.kind,
+            run.transport,
+            run.n,
+            cell(stages.map(|s| s.waiting.p50)),
+            cell(stages.map(|s| s.waiting.p99)),
+            cell(stages.map(|s| s.sending.p50)),
+            cell(stages.map(|s| s.sending.p99)),
+            run.object_bytes
+        ));
+    }
+    if any { out } else { String::new() }
 }
 
 /// Where the CPU went in each run: seconds per process, and their sum as a
@@ -287,7 +345,10 @@ fn plot_error(e: impl std::fmt::Display) -> Error {
 }
 
 fn throughput_plot(path: &Path, runs: &[Run]) -> Result<(), Error> {
-    let shown: Vec<&Run> = runs.iter().filter(|r| r.kind != "limit").collect();
+    let shown: Vec<&Run> = runs
+        .iter()
+        .filter(|r| !r.kind.starts_with("limit"))
+        .collect();
     let x_max = shown
         .iter()
         .map(|r| r.sent_per_second.len())
@@ -388,6 +449,15 @@ fn latency_plot(path: &Path, runs: &[Run]) -> Result<(), Error> {
         .draw()
         .map_err(plot_error)?;
     root.present().map_err(plot_error)
+}
+
+/// Writes the bulk run's figures (bulk.json, bulk.md) to `dir`.
+pub fn write_bulk(dir: &Path, runs: &[crate::bulk::BulkRun]) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(runs).map_err(|e| Error::Setup(e.to_string()))?;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(dir.join("bulk.json"), json))
+        .and_then(|()| std::fs::write(dir.join("bulk.md"), crate::bulk::markdown(runs)))
+        .map_err(|e| Error::Setup(format!("writing the bulk figures: {e}")))
 }
 
 #[cfg(test)]
