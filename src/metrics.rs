@@ -165,6 +165,9 @@ pub struct Metrics {
     delivery_outcomes: Family<OutcomeLabels, Counter>,
     /// Send slots a provider holds now.
     send_slots: Family<SlotLabels, Gauge>,
+    /// The most send slots a provider may hold: its share, or an SMTP
+    /// provider's pool when that is smaller.
+    send_slots_limit: Family<SlotLabels, Gauge>,
     /// Attempts that ran longer than their provider's timeoutSeconds.
     slow_attempts: Family<SlotLabels, Counter>,
     /// Webhook answers, by status code (404 unknown provider, 408 too slow,
@@ -248,6 +251,7 @@ impl Default for Metrics {
         let webhook_queue = Gauge::default();
         let delivery_outcomes = Family::default();
         let send_slots = Family::default();
+        let send_slots_limit = Family::default();
         let slow_attempts = Family::default();
         let webhook_answers = Family::default();
         let mailbox_messages = Family::default();
@@ -319,6 +323,11 @@ impl Default for Metrics {
             "send_slots_in_use",
             "Send slots a provider holds now (a provider may hold a quarter of --max-concurrent-sends, a namespace half)",
             send_slots.clone(),
+        );
+        registry.register(
+            "send_slots_limit",
+            "The most send slots a provider may hold: a quarter of --max-concurrent-sends, or an SMTP provider's pool.maxConnections when smaller",
+            send_slots_limit.clone(),
         );
         registry.register(
             "send_attempts_over_timeout",
@@ -414,6 +423,7 @@ impl Default for Metrics {
             webhook_queue,
             delivery_outcomes,
             send_slots,
+            send_slots_limit,
             slow_attempts,
             webhook_answers,
             mailbox_messages,
@@ -583,6 +593,13 @@ impl Metrics {
         self.send_slots
             .get_or_create(&slot_labels(provider))
             .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// The most send slots `provider` may hold.
+    pub fn set_send_slots_limit(&self, provider: &ProviderId, limit: usize) {
+        self.send_slots_limit
+            .get_or_create(&slot_labels(provider))
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// An attempt through `provider` that ran longer than its timeout.

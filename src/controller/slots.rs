@@ -96,6 +96,7 @@ impl SendSlots {
         own_limit: Option<usize>,
     ) -> Result<SendSlot, Busy> {
         let share = own_limit.map_or(self.per_provider, |limit| limit.clamp(1, self.per_provider));
+        self.telemetry.metrics.set_send_slots_limit(key, share);
         let spare = {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             let provider = held.providers.get(key).copied().unwrap_or(0);

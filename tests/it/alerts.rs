@@ -57,6 +57,7 @@ fn exported() -> HashMap<String, BTreeSet<String>> {
     metrics.set_provider_ready("shop", "relay", "SMTP", false);
     metrics.set_leader(true);
     metrics.set_send_slots(&id, 8);
+    metrics.set_send_slots_limit(&id, 16);
     metrics.set_slots_per_provider(8);
     metrics.set_waiting_oldest([(("shop".into(), "relay".into()), 60.0)].into());
     metrics.count_webhook_refused(&id, "Postmark", "Credentials");
