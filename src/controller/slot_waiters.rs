@@ -1,8 +1,11 @@
-//! The messages waiting for a send slot of their provider, first come first
-//! served. A slot given back wakes the next waiter at once, instead of every
-//! waiting message looking again on a timer: a provider whose share is full
-//! keeps it full, and a backlog costs no reconcile until its turn. Bounded:
-//! past the cap a message falls back to looking again on a timer.
+//! The messages waiting for a send slot of their provider. A slot given back
+//! wakes the next waiter at once, instead of every waiting message looking
+//! again on a timer: a provider whose share is full keeps it full, and a
+//! backlog costs no reconcile until its turn. Turns go round the namespaces
+//! waiting on a provider (first come first served within each), so one
+//! tenant's backlog on a shared provider does not put another's messages
+//! behind all of it. Bounded: past the cap a message falls back to looking
+//! again on a timer.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -26,8 +29,49 @@ pub struct SlotWaiters {
 /// Each provider's line, and who is in one.
 #[derive(Default)]
 struct Lines {
-    by_provider: HashMap<ProviderId, VecDeque<ObjectRef<EmailMessage>>>,
+    by_provider: HashMap<ProviderId, Line>,
     queued: HashSet<ObjectRef<EmailMessage>>,
+}
+
+/// One provider's waiting messages: a queue per namespace, and the order in
+/// which the namespaces get their turns.
+#[derive(Default)]
+struct Line {
+    by_namespace: HashMap<String, VecDeque<ObjectRef<EmailMessage>>>,
+    turns: VecDeque<String>,
+}
+
+impl Line {
+    fn push(&mut self, message: ObjectRef<EmailMessage>) {
+        let namespace = message.namespace.clone().unwrap_or_default();
+        let queue = self.by_namespace.entry(namespace.clone()).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(namespace);
+        }
+        queue.push_back(message);
+    }
+
+    /// The first message of the namespace whose turn it is; that namespace
+    /// goes to the back of the turns if it has more waiting.
+    fn pop(&mut self) -> Option<ObjectRef<EmailMessage>> {
+        let namespace = self.turns.pop_front()?;
+        let queue = self.by_namespace.get_mut(&namespace)?;
+        let next = queue.pop_front();
+        if queue.is_empty() {
+            self.by_namespace.remove(&namespace);
+        } else {
+            self.turns.push_back(namespace);
+        }
+        next
+    }
+
+    fn len(&self) -> usize {
+        self.by_namespace.values().map(VecDeque::len).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
 }
 
 impl Default for SlotWaiters {
@@ -58,7 +102,7 @@ impl SlotWaiters {
             .by_provider
             .entry(provider.clone())
             .or_default()
-            .push_back(message);
+            .push(message);
         true
     }
 
@@ -70,7 +114,7 @@ impl SlotWaiters {
             let Some(line) = lines.by_provider.get_mut(provider) else {
                 return false;
             };
-            let next = line.pop_front();
+            let next = line.pop();
             if line.is_empty() {
                 lines.by_provider.remove(provider);
             }
@@ -90,7 +134,7 @@ impl SlotWaiters {
     /// How many messages wait in `provider`'s line.
     pub fn waiting(&self, provider: &ProviderId) -> usize {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        lines.by_provider.get(provider).map_or(0, VecDeque::len)
+        lines.by_provider.get(provider).map_or(0, Line::len)
     }
 
     /// The turns, as a stream of messages to reconcile. The first call takes
@@ -123,6 +167,28 @@ mod tests {
 
     fn message(name: &str) -> ObjectRef<EmailMessage> {
         ObjectRef::new(name).within("team-a")
+    }
+
+    #[tokio::test]
+    async fn turns_go_round_the_namespaces_waiting_on_a_provider() {
+        let waiters = SlotWaiters::default();
+        let mut turns = Box::pin(waiters.turns());
+        let shared = provider("shared");
+        for i in 0..3 {
+            assert!(waiters.wait(&shared, message(&format!("flood-{i}"))));
+        }
+        let steady = |name: &str| ObjectRef::new(name).within("team-b");
+        assert!(waiters.wait(&shared, steady("steady-0")));
+        assert!(waiters.wait(&shared, steady("steady-1")));
+        let mut order = Vec::new();
+        while waiters.wake_next(&shared) {
+            order.push(turns.next().await.expect("a turn").name);
+        }
+        assert_eq!(
+            order,
+            ["flood-0", "steady-0", "flood-1", "steady-1", "flood-2"],
+            "a backlog of one namespace does not put another's behind all of it"
+        );
     }
 
     #[tokio::test]
