@@ -129,46 +129,74 @@ pub async fn reconcile(provider: Arc<EmailProvider>, ctx: Arc<Context>) -> Resul
         return Ok(Action::requeue(due));
     }
 
+    let (outcome, verified_now) = verify_or_keep(&ctx, key.clone(), built, current).await;
+    let outcome = require_verified_domain(&ctx, &provider, &key, outcome, &extras);
+    write_status(&provider, &ctx, status, outcome, extras, verified_now).await
+}
+
+/// The verdict on `built`: kept from `current` when that transport passed
+/// moments ago (the object read here predates that status write, or only
+/// the extras changed), so the server is not asked again; else verified
+/// now. Also says whether the server was asked.
+async fn verify_or_keep(
+    ctx: &Context,
+    key: ProviderId,
+    built: credentials::Built,
+    current: Option<Verified>,
+) -> (Outcome, bool) {
     let dkim = built.dkim.clone();
     let fresh = current.and_then(|v| {
         let left = REVERIFY_INTERVAL.checked_sub(v.verified_at.elapsed())?;
         (!left.is_zero()).then_some((v.verdict, left))
     });
-    let verified_now = fresh.is_none();
-    let mut outcome = match fresh {
-        // This transport passed moments ago (the object read here predates
-        // that status write, or only the extras changed): the verdict stands
-        // and the server is not asked again.
-        Some(((reason, message), left)) => Outcome {
-            ready: true,
-            reason,
-            message,
-            retry: left,
-            dkim,
-        },
-        None => Outcome {
-            dkim,
-            ..verify(&ctx, key.clone(), built).await
-        },
-    };
+    match fresh {
+        Some(((reason, message), left)) => {
+            let kept = Outcome {
+                ready: true,
+                reason,
+                message,
+                retry: left,
+                dkim,
+            };
+            (kept, false)
+        }
+        None => {
+            let verified = Outcome {
+                dkim,
+                ..verify(ctx, key, built).await
+            };
+            (verified, true)
+        }
+    }
+}
+
+/// `outcome`, or `DomainNotVerified` when the provider asks for a verified
+/// sending domain and the service does not see one.
+fn require_verified_domain(
+    ctx: &Context,
+    provider: &EmailProvider,
+    key: &ProviderId,
+    outcome: Outcome,
+    extras: &Extras,
+) -> Outcome {
     let required = provider
         .spec
         .api
         .as_ref()
         .is_some_and(|a| a.require_verified_domain);
-    if let (true, true, Some(domain)) = (required, outcome.ready, &extras.domain)
-        && !domain.verified()
-    {
-        ctx.transports.remove(&key);
-        outcome = Outcome {
-            ready: false,
-            reason: Reason::DomainNotVerified,
-            message: format!("spec.api.requireVerifiedDomain: {}", domain.message),
-            retry: MISCONFIGURED_RETRY,
-            dkim: None,
-        };
+    match (required, outcome.ready, &extras.domain) {
+        (true, true, Some(domain)) if !domain.verified() => {
+            ctx.transports.remove(key);
+            Outcome {
+                ready: false,
+                reason: Reason::DomainNotVerified,
+                message: format!("spec.api.requireVerifiedDomain: {}", domain.message),
+                retry: MISCONFIGURED_RETRY,
+                dkim: None,
+            }
+        }
+        _ => outcome,
     }
-    write_status(&provider, &ctx, status, outcome, extras, verified_now).await
 }
 
 /// Verifies `built` and, when it passes, puts it in the registry of
