@@ -250,6 +250,16 @@ pub fn compose(
 }
 
 impl Email {
+    /// Every recipient's address: to, cc and bcc, in that order.
+    pub fn recipient_addresses(&self) -> Vec<String> {
+        self.to
+            .iter()
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .map(|m| m.email.to_string())
+            .collect()
+    }
+
     /// The metadata a service echoes in its webhooks: the message's own,
     /// then the origin mailroom routes events by.
     pub fn echoed(&self) -> Vec<(String, String)> {

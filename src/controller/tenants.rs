@@ -158,13 +158,7 @@ pub fn guard(email: &mut Email, policy: &TenantPolicy, field: &str) -> Guarded {
             "spec.tenants[].recipients.redirectTo: {redirect:?} is not an address"
         ));
     };
-    let original: Vec<String> = email
-        .to
-        .iter()
-        .chain(&email.cc)
-        .chain(&email.bcc)
-        .map(|m| m.email.to_string())
-        .collect();
+    let original = email.recipient_addresses();
     email.to = vec![mailbox];
     email.cc.clear();
     email.bcc.clear();

@@ -100,13 +100,7 @@ pub fn request(target: &Target, email: &Email) -> Result<Request, SendError> {
 pub const TEST_ADDRESS: &str = "delivered@resend.dev";
 
 fn to_test_address(body: &mut Map<String, Value>, email: &Email) {
-    let originals: Vec<String> = email
-        .to
-        .iter()
-        .chain(&email.cc)
-        .chain(&email.bcc)
-        .map(|m| m.email.to_string())
-        .collect();
+    let originals = email.recipient_addresses();
     body.insert("to".into(), json!([TEST_ADDRESS]));
     body.remove("cc");
     body.remove("bcc");
