@@ -7,8 +7,9 @@ use crate::support;
 use std::time::Duration;
 
 use crate::support::fixtures::{self, Scene};
+use futures::TryStreamExt;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use mailroom::api::{EmailMessage, EmailMessageStatus, Phase};
 use mailroom_fakes::{Config, Failure, Fake, Service};
 use serde_json::json;
@@ -145,6 +146,42 @@ async fn an_idempotent_service_sends_an_interrupted_at_most_once_message_again()
     let key = accepted[0].headers.get("idempotency-key").expect("key");
     let identity = mailroom::ledger::Identity::of(&message);
     assert_eq!(key, &format!("mailroom/{}", identity.as_str()));
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotent_service_is_sent_with_one_status_write_and_no_claim() {
+    let (scene, fake, controller) =
+        fixtures::api_scene(Service::Resend, "one-write", fixtures::VALID_API_KEY).await;
+    scene.wait_provider("api", "Configured").await;
+    let created = scene.note("once", "api", "resend, one write").await;
+    // Every version of the object after its create, as a watch from that
+    // version delivers them: nothing written is missed.
+    let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
+    let params = WatchParams::default().fields("metadata.name=once");
+    let version = created.resource_version().expect("resourceVersion");
+    let mut versions = Box::pin(api.watch(&params, &version).await.expect("watch"));
+    let mut phases = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(30), versions.try_next())
+        .await
+        .expect("the message Sent within 30 s")
+        .expect("watch")
+    {
+        if let WatchEvent::Modified(message) = event {
+            let status = message.status.unwrap_or_default();
+            phases.push(status.phase);
+            if status.phase == Some(Phase::Sent) {
+                assert_eq!(status.attempts, 1);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        phases,
+        [Some(Phase::Sent)],
+        "one status write, the outcome: Resend drops a repeat by its Idempotency-Key, so no claim"
+    );
+    assert_eq!(fake.accepted().len(), 1);
     controller.stop().await;
 }
 

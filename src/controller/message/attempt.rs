@@ -1,5 +1,6 @@
 //! One attempt, as single and bulk sends share it: the claim (status
-//! Sending, guarded by resourceVersion, written before any I/O), the
+//! Sending, guarded by resourceVersion, written before any I/O; skipped
+//! for a service that drops a repeated send by itself), the
 //! withdrawal of a provider whose own failure stopped the send, the retry
 //! rule, and the record of the outcome, which is kept in memory and written
 //! on the next reconcile when the apiserver cannot take it now, and the
@@ -91,6 +92,67 @@ pub fn claim(
     claim.observed_generation = generation;
     condition::set(&mut claim.conditions, SENT, false, reason, text, generation);
     claim
+}
+
+/// Whether an attempt's claim is written before the send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimWrite {
+    /// Written, guarded by resourceVersion: a stale cache, a second
+    /// replica or a controller that died before recording cannot send the
+    /// attempt again unnoticed.
+    Written,
+    /// Not written: the service drops a repeat of the same message by
+    /// itself (Resend's Idempotency-Key), which is all the claim guards
+    /// against, so the attempt costs one status write fewer.
+    Skipped,
+}
+
+impl ClaimWrite {
+    /// The claim a transport needs: skipped when its service is idempotent.
+    pub fn for_transport(idempotent: bool) -> Self {
+        if idempotent {
+            ClaimWrite::Skipped
+        } else {
+            ClaimWrite::Written
+        }
+    }
+
+    /// Whether `fresh`, the message as stored now, still leaves the outcome
+    /// of `attempt` to this writer: its claim stands (written), or nobody
+    /// has recorded anything since it was read (skipped).
+    fn still_ours(self, fresh: Option<&EmailMessageStatus>, attempt: u32) -> bool {
+        match self {
+            ClaimWrite::Written => {
+                fresh.is_some_and(|s| s.attempts == attempt && s.phase == Some(Phase::Sending))
+            }
+            ClaimWrite::Skipped => {
+                let (attempts, phase) = fresh.map_or((0, None), |s| (s.attempts, s.phase));
+                attempts + 1 == attempt
+                    && matches!(phase, None | Some(Phase::Pending) | Some(Phase::Sending))
+            }
+        }
+    }
+}
+
+/// Claims the attempt `claim` describes on top of `base`: written guarded by
+/// the resourceVersion read, or, skipped, only taken as the base of the
+/// outcome's write (which the same resourceVersion then guards). `None`
+/// when the message changed meanwhile: a newer version is reconciled
+/// instead, and nothing is sent.
+pub async fn take_claim(
+    api: &Api<EmailMessage>,
+    base: &EmailMessage,
+    claim: EmailMessageStatus,
+    write: ClaimWrite,
+) -> Result<Option<EmailMessage>, Error> {
+    match write {
+        ClaimWrite::Written => write_claim(api, base, claim).await,
+        ClaimWrite::Skipped => {
+            let mut claimed = base.clone();
+            claimed.status = Some(claim);
+            Ok(Some(claimed))
+        }
+    }
 }
 
 /// Writes a claim guarded by the resourceVersion read. `None` when the
@@ -200,18 +262,20 @@ pub fn last_error(error: &SendError) -> LastError {
 }
 
 /// Records `outcome` of `attempt` and remembers the version written (the
-/// stale-cache guard). `None` when another writer replaced the claim: its
-/// outcome stands. When the write fails the outcome is kept and written on
-/// the next reconcile; it is never sent again.
+/// stale-cache guard). `None` when another writer replaced the claim (or,
+/// the claim skipped, recorded an outcome first): its outcome stands. When
+/// the write fails the outcome is kept and written on the next reconcile;
+/// it is never sent again.
 pub async fn finish(
     ctx: &Context,
     api: &Api<EmailMessage>,
     claimed: &EmailMessage,
     outcome: &EmailMessageStatus,
     attempt: u32,
+    claim: ClaimWrite,
 ) -> Result<Option<EmailMessage>, Error> {
     let uid = claimed.uid().unwrap_or_default();
-    match record(api, claimed, outcome.clone(), attempt).await {
+    match record(api, claimed, outcome.clone(), attempt, claim).await {
         Ok(Some(recorded)) => {
             ctx.attempts
                 .written
@@ -236,7 +300,13 @@ pub async fn write_kept(
 ) -> Result<Action, Error> {
     let api = super::verdict::api(ctx, message);
     let attempt = outcome.attempts;
-    match record(&api, message, outcome.clone(), attempt).await {
+    // The attempt was claimed in the status unless its claim was skipped.
+    let claim = if ClaimWrite::Written.still_ours(message.status.as_ref(), attempt) {
+        ClaimWrite::Written
+    } else {
+        ClaimWrite::Skipped
+    };
+    match record(&api, message, outcome.clone(), attempt, claim).await {
         Ok(_) => Ok(Action::await_change()),
         Err(e) => {
             ctx.attempts
@@ -249,13 +319,14 @@ pub async fn write_kept(
 
 /// Writes the outcome of `attempt`. A conflict means the object changed (a
 /// label, say) since the claim: the write is repeated on the fresh object as
-/// long as the claim of this attempt still stands. Other failures (the
-/// apiserver restarting) are retried with growing pauses.
+/// long as the attempt is still this writer's to record. Other failures
+/// (the apiserver restarting) are retried with growing pauses.
 async fn record(
     api: &Api<EmailMessage>,
     claimed: &EmailMessage,
     outcome: EmailMessageStatus,
     attempt: u32,
+    claim: ClaimWrite,
 ) -> Result<Option<EmailMessage>, Error> {
     let mut base = claimed.clone();
     let mut pause = Duration::from_millis(250);
@@ -265,11 +336,7 @@ async fn record(
             Ok(written) => return Ok(Some(written)),
             Err(e) if e.is_conflict() => {
                 let fresh = api.get(&claimed.name_any()).await.map_err(Error::Kube)?;
-                let still_ours = fresh
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.attempts == attempt && s.phase == Some(Phase::Sending));
-                if !still_ours {
+                if !claim.still_ours(fresh.status.as_ref(), attempt) {
                     warn!(
                         "the claim of attempt {attempt} was replaced by another writer; its outcome is not recorded"
                     );
@@ -322,6 +389,30 @@ mod tests {
             retry(1, None, &limits(5, Some(2), now), now),
             Retry::PastDeadline
         );
+    }
+
+    #[test]
+    fn an_outcome_is_recorded_while_nobody_else_has_moved_the_attempt_on() {
+        let status = |attempts, phase| EmailMessageStatus {
+            attempts,
+            phase,
+            ..Default::default()
+        };
+        let written = ClaimWrite::Written;
+        assert!(written.still_ours(Some(&status(2, Some(Phase::Sending))), 2));
+        assert!(!written.still_ours(Some(&status(2, Some(Phase::Sent))), 2));
+        assert!(!written.still_ours(Some(&status(3, Some(Phase::Sending))), 2));
+        assert!(!written.still_ours(None, 1));
+        // Skipped: the stored status is still the one the attempt was
+        // based on, whatever else (a label) changed.
+        let skipped = ClaimWrite::Skipped;
+        assert!(skipped.still_ours(None, 1));
+        assert!(skipped.still_ours(Some(&status(1, Some(Phase::Pending))), 2));
+        assert!(!skipped.still_ours(Some(&status(1, Some(Phase::Sent))), 1));
+        assert!(!skipped.still_ours(Some(&status(2, Some(Phase::Pending))), 2));
+        assert!(!skipped.still_ours(Some(&status(1, Some(Phase::Failed))), 2));
+        assert_eq!(ClaimWrite::for_transport(true), ClaimWrite::Skipped);
+        assert_eq!(ClaimWrite::for_transport(false), ClaimWrite::Written);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::attempt::{self, Retry};
+use super::attempt::{self, ClaimWrite, Retry};
 use super::clock::now;
 use super::email::{build, recipient_spec};
 use super::inputs::key_of;
@@ -161,7 +161,9 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     let reason = outcome.stopped.as_ref().map(|e| e.reason());
     super::route::note_outcome(&mut new, reason, false);
     let elapsed = started.elapsed();
-    let Some(recorded) = attempt::finish(ctx, &api, &claimed, &new, attempt).await? else {
+    let Some(recorded) =
+        attempt::finish(ctx, &api, &claimed, &new, attempt, ClaimWrite::Written).await?
+    else {
         return Ok(Action::await_change());
     };
     if finished {

@@ -1,6 +1,7 @@
 //! Sends a message with one email: a person's retry annotation taken off
-//! first (so a retry happens once per request), a send slot, the claim, the
-//! send, and the outcome recorded and reported.
+//! first (so a retry happens once per request), a send slot, the claim
+//! (written unless the service is idempotent), the send, and the outcome
+//! recorded and reported.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::attempt::{self, Retry};
+use super::attempt::{self, ClaimWrite, Retry};
 use super::clock::{now, remaining};
 use super::failover;
 use super::gate::Sender;
@@ -82,7 +83,8 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     attempt::note_provider(&mut claim, message, route);
     claim.redirected_to = email.redirected_to.clone();
     let attempt = claim.attempts;
-    let Some(claimed) = attempt::write_claim(&api, &base, claim).await? else {
+    let claim_write = ClaimWrite::for_transport(verified.transport.idempotent());
+    let Some(claimed) = attempt::take_claim(&api, &base, claim, claim_write).await? else {
         return Ok(Action::requeue(CONFLICT_RETRY));
     };
 
@@ -122,7 +124,9 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         _ => {}
     }
 
-    let Some(recorded) = attempt::finish(ctx, &api, &claimed, &outcome, attempt).await? else {
+    let Some(recorded) =
+        attempt::finish(ctx, &api, &claimed, &outcome, attempt, claim_write).await?
+    else {
         return Ok(Action::await_change());
     };
     let transport = verified.transport.name();
