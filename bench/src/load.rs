@@ -62,8 +62,20 @@ where
         .map_err(|e| Error::Kube("creating a fixture", e))
 }
 
-/// The limit run: for each of `n` messages, the create and the two status
-/// replaces (claim, outcome) the controller makes, `concurrency` at a time.
+/// The statuses a controller run wrote, as its watch first showed them: the
+/// claim (none when the transport skips it) and the outcome.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The claim (phase Sending), if one was written.
+    pub claim: Option<EmailMessageStatus>,
+    /// The status of a Sent message.
+    pub sent: EmailMessageStatus,
+}
+
+/// The limit run: for each of `n` messages, the create and the status
+/// replaces the controller makes, `concurrency` at a time: with `same`,
+/// exactly the statuses an operator run wrote (its claim, if it wrote one,
+/// and its outcome); else a minimal claim and outcome (phase and attempts).
 /// `watched`: with the watch the operator runs measure by, which costs the
 /// apiserver the same here as there, until it has seen every one Sent.
 /// Returns the seconds it took and the mean size of a Sent object as the
@@ -74,7 +86,21 @@ pub async fn limit_run(
     n: usize,
     concurrency: usize,
     watched: bool,
+    same: Option<&Written>,
 ) -> Result<(f64, f64), Error> {
+    let minimal = Written {
+        claim: Some(EmailMessageStatus {
+            phase: Some(Phase::Sending),
+            attempts: 1,
+            ..Default::default()
+        }),
+        sent: EmailMessageStatus {
+            phase: Some(Phase::Sent),
+            attempts: 1,
+            ..Default::default()
+        },
+    };
+    let written = same.unwrap_or(&minimal);
     let api: Api<EmailMessage> = Api::namespaced(client.clone(), namespace);
     let started = Instant::now();
     let timings = Arc::new(Mutex::new(Timings::default()));
@@ -82,25 +108,24 @@ pub async fn limit_run(
     futures::stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
+            let written = written.clone();
             async move {
                 let created = api
                     .create(&PostParams::default(), &message(i)?)
                     .await
                     .map_err(|e| Error::Kube("create", e))?;
-                let mut claimed = created.clone();
-                claimed.status = Some(EmailMessageStatus {
-                    phase: Some(Phase::Sending),
-                    attempts: 1,
-                    ..Default::default()
-                });
-                let claimed = api
-                    .replace_status(&created.name_any(), &PostParams::default(), &claimed)
-                    .await
-                    .map_err(|e| Error::Kube("claim", e))?;
+                let claimed = match written.claim {
+                    Some(claim) => {
+                        let mut claimed = created.clone();
+                        claimed.status = Some(claim);
+                        api.replace_status(&created.name_any(), &PostParams::default(), &claimed)
+                            .await
+                            .map_err(|e| Error::Kube("claim", e))?
+                    }
+                    None => created,
+                };
                 let mut sent = claimed.clone();
-                if let Some(status) = sent.status.as_mut() {
-                    status.phase = Some(Phase::Sent);
-                }
+                sent.status = Some(written.sent);
                 api.replace_status(&claimed.name_any(), &PostParams::default(), &sent)
                     .await
                     .map_err(|e| Error::Kube("outcome", e))?;
@@ -151,9 +176,15 @@ fn watch_sent(
             {
                 match m.status.as_ref().and_then(|s| s.phase) {
                     Some(Phase::Sending) => {
+                        if t.claim_status.is_none() {
+                            t.claim_status = m.status.clone();
+                        }
                         t.claimed.entry(m.name_any()).or_insert(now);
                     }
                     Some(Phase::Sent) => {
+                        if t.sent_status.is_none() {
+                            t.sent_status = m.status.clone();
+                        }
                         if !t.sent.contains_key(&m.name_any()) {
                             // The object as the apiserver stores and sends
                             // it, less managedFields.
@@ -185,6 +216,10 @@ pub struct Timings {
     pub sent: HashMap<String, f64>,
     /// The JSON bytes of every message as first seen Sent, summed.
     pub sent_bytes: usize,
+    /// The first claim (Sending status) seen.
+    pub claim_status: Option<EmailMessageStatus>,
+    /// The first Sent status seen.
+    pub sent_status: Option<EmailMessageStatus>,
 }
 
 impl Timings {
@@ -204,6 +239,14 @@ impl Timings {
             .collect();
         out.sort_by(f64::total_cmp);
         out
+    }
+
+    /// The statuses the run wrote (the claim only if the watch showed one).
+    pub fn written(&self) -> Option<Written> {
+        Some(Written {
+            claim: self.claim_status.clone(),
+            sent: self.sent_status.clone()?,
+        })
     }
 
     /// Where each Sent message spent its time, seconds, each sorted:

@@ -66,8 +66,10 @@ struct Args {
     /// Message counts to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
     sizes: Vec<usize>,
-    /// Transports for the operator runs: smtp (mailpit), api (the Postmark fake).
-    #[arg(long, value_delimiter = ',', default_values_t = [String::from("smtp"), String::from("api")])]
+    /// Transports for the operator runs: smtp (mailpit), api (the Postmark
+    /// fake: a claim and an outcome per message), resend (the Resend fake:
+    /// idempotent, so the outcome alone).
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("smtp"), String::from("api"), String::from("resend")])]
     transports: Vec<String>,
     /// Creates in flight at once, in the limit and operator runs.
     #[arg(long, default_value_t = 32)]
@@ -208,7 +210,7 @@ async fn bench(args: Args) -> Result<(), Error> {
     let mut runs: Vec<Run> = Vec::new();
     for &n in &args.sizes {
         for watched in [false, true] {
-            let run = limit(&client, &env.dir, n, args.concurrency, watched).await?;
+            let run = limit(&client, &env.dir, n, args.concurrency, watched, None).await?;
             eprintln!("{} N={n}: {:.1} msg/s", run.kind, run.per_second);
             runs.push(run);
         }
@@ -224,7 +226,20 @@ async fn bench(args: Args) -> Result<(), Error> {
                 run.per_second,
                 run.latency_ms.map_or(0.0, |p| p.p99)
             );
+            let written = run.written.clone();
             runs.push(run);
+            // The same writes, bodies and all, with no controller: what the
+            // operator's own work costs beyond what its statuses cost.
+            if let Some(written) = written {
+                let mut same =
+                    limit(&client, &env.dir, n, args.concurrency, true, Some(&written)).await?;
+                same.transport = transport.clone();
+                eprintln!(
+                    "{} {transport} N={n}: {:.1} msg/s",
+                    same.kind, same.per_second
+                );
+                runs.push(same);
+            }
         }
     }
     if args.paced
@@ -408,13 +423,19 @@ async fn limit(
     n: usize,
     concurrency: usize,
     watched: bool,
+    same: Option<&load::Written>,
 ) -> Result<Run, Error> {
-    let kind = if watched { "limit" } else { "limit-unwatched" };
+    let kind = match (same, watched) {
+        (Some(_), _) => report::SAME_WRITES,
+        (None, true) => "limit",
+        (None, false) => "limit-unwatched",
+    };
     let ns = format!("bench-{kind}-{n}-{}", suffix());
     load::namespace(client, &ns).await?;
     let before = apiserver::counts(client).await?;
     let cpu_before = process::environment_cpu(dir);
-    let (seconds, object_bytes) = load::limit_run(client, &ns, n, concurrency, watched).await?;
+    let (seconds, object_bytes) =
+        load::limit_run(client, &ns, n, concurrency, watched, same).await?;
     let cpu = cpu_spent(&cpu_before, &process::environment_cpu(dir));
     let after = apiserver::counts(client).await?;
     load::drop_namespace(client, &ns).await;
@@ -437,6 +458,7 @@ async fn limit(
         stages_ms: None,
         object_bytes,
         latencies: Vec::new(),
+        written: None,
     })
 }
 
@@ -473,7 +495,7 @@ async fn provider(
                             "caBundle": {"configMapKeyRef": {"name": "smtp-ca", "key": "ca.crt"}},
                             "auth": {"secretRef": {"name": "smtp"}}}})
         }
-        "api" => {
+        "api" | "resend" => {
             load::create::<k8s_openapi::api::core::v1::Secret>(
                 client,
                 ns,
@@ -481,11 +503,18 @@ async fn provider(
                 "metadata": {"name": "api"}, "stringData": {"apiKey": "bench-key"}}),
             )
             .await?;
-            json!({"api": {"provider": "Postmark", "secretRef": {"name": "api"}, "endpoint": servers.api}})
+            // Postmark stands for the services without an idempotency key
+            // (a claim written before each send); Resend has one (no claim).
+            let service = if transport == "api" {
+                "Postmark"
+            } else {
+                "Resend"
+            };
+            json!({"api": {"provider": service, "secretRef": {"name": "api"}, "endpoint": servers.api}})
         }
         other => {
             return Err(Error::Setup(format!(
-                "unknown transport {other:?}: smtp or api"
+                "unknown transport {other:?}: smtp, api or resend"
             )));
         }
     };
@@ -561,5 +590,6 @@ async fn operator(
         stages_ms: report::stages(timings.stages()),
         object_bytes: timings.mean_sent_bytes(),
         latencies,
+        written: timings.written(),
     })
 }

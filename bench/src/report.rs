@@ -14,9 +14,11 @@ use crate::process::Usage;
 /// One run's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
-    /// `limit`, `operator` or `paced`.
+    /// `limit`, `limit-unwatched`, `limit-same-writes`, `operator`,
+    /// `paced` or `latency`.
     pub kind: String,
-    /// `none` (limit run), `smtp` or `api`.
+    /// `smtp`, `api` or `resend`; `none` for a limit run (a
+    /// `limit-same-writes` run names the transport whose writes it makes).
     pub transport: String,
     /// Messages.
     pub n: usize,
@@ -52,6 +54,10 @@ pub struct Run {
     /// Every create->Sent latency, seconds, sorted (for the plot).
     #[serde(skip)]
     pub latencies: Vec<f64>,
+    /// The statuses the controller wrote (operator runs), for the limit
+    /// run that makes the same writes.
+    #[serde(skip)]
+    pub written: Option<crate::load::Written>,
 }
 
 /// Latency percentiles, milliseconds.
@@ -107,16 +113,23 @@ pub fn per_second(times: impl Iterator<Item = f64>) -> Vec<u32> {
     buckets
 }
 
+/// The kind of the limit run that makes exactly an operator run's writes.
+pub const SAME_WRITES: &str = "limit-same-writes";
+
 /// The markdown table of `runs`, with the operator/limit ratio per size.
 pub fn markdown(runs: &[Run]) -> String {
     let mut out = String::from(
-        "| run | transport | N | msg/s | vs limit | vs unwatched limit | p50 ms | p95 ms | p99 ms | message writes/msg | event writes/msg | ledger writes/msg | requests/msg | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | transport | N | msg/s | vs limit | vs unwatched limit | vs same-writes limit | p50 ms | p95 ms | p99 ms | message writes/msg | event writes/msg | ledger writes/msg | requests/msg | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in runs {
         let ratio_to = |kind: &str| {
             let limit = runs
                 .iter()
-                .find(|r| r.kind == kind && r.n == run.n)
+                .find(|r| {
+                    r.kind == kind
+                        && r.n == run.n
+                        && (kind != SAME_WRITES || r.transport == run.transport)
+                })
                 .map(|r| r.per_second);
             match (run.kind.as_str(), limit) {
                 ("operator", Some(limit)) if limit > 0.0 => {
@@ -126,6 +139,7 @@ pub fn markdown(runs: &[Run]) -> String {
             }
         };
         let (ratio, bare) = (ratio_to("limit"), ratio_to("limit-unwatched"));
+        let same = ratio_to(SAME_WRITES);
         let (p50, p95, p99) = run
             .latency_ms
             .map_or(("-".into(), "-".into(), "-".into()), |p| {
@@ -148,7 +162,7 @@ pub fn markdown(runs: &[Run]) -> String {
             )
         });
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {ratio} | {bare} | {p50} | {p95} | {p99} | {:.2} | {:.2} | {:.3} | {requests} | {cpu} | {rss} |\n",
+            "| {} | {} | {} | {:.1} | {ratio} | {bare} | {same} | {p50} | {p95} | {p99} | {:.2} | {:.2} | {:.3} | {requests} | {cpu} | {rss} |\n",
             run.kind,
             run.transport,
             run.n,
