@@ -1,16 +1,18 @@
 //! Writes delivery events into messages' status. Requests hand their events
 //! to a fixed set of workers (one message always goes to the same one) and
-//! wait for the write; a worker takes everything queued for a message at
-//! once and writes it in one status update, so a burst costs one write per
-//! message rather than one per event. Writes are guarded by
-//! resourceVersion and retried on conflict. A message that moves to Bounced
-//! or Complained gets a Warning Event, after its requests are answered.
+//! wait for the write; a worker takes everything queued at once and writes
+//! each message's events in one status update (the messages side by side),
+//! so a burst costs one write per message rather than one per event. Writes
+//! are guarded by resourceVersion and retried on conflict. A message that
+//! moves to Bounced or Complained gets a Warning Event, after its requests
+//! are answered.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -29,6 +31,8 @@ use crate::delivery::soft::SoftBounces;
 
 /// How many jobs one worker takes at once.
 const DRAIN: usize = 512;
+/// How many messages of one drain a worker writes at once.
+const WRITES_PER_WORKER: usize = 8;
 /// Writes tried per message before giving up (conflicts with other writers).
 const ATTEMPTS: usize = 8;
 
@@ -187,44 +191,56 @@ impl Writer {
             for job in jobs {
                 by_message.entry(job.target.clone()).or_default().push(job);
             }
-            for (target, jobs) in by_message {
-                let events: Vec<Routed> =
-                    jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
-                let (result, moved, list) = match write(&self.client, &target, &events).await {
-                    Ok(written) => (Ok(written.applied), written.moved, written.list),
-                    Err(e) => (Err(e), None, None),
-                };
-                self.depth.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
-                if matches!(result, Ok(Applied::Recorded | Applied::Unchanged)) {
-                    for routed in &events {
-                        super::suppress::suppress(
-                            &self.client,
-                            &target.provider,
-                            self.home.as_deref(),
-                            &routed.event,
-                        )
-                        .await;
-                        super::suppress::count_soft(
-                            &self.client,
-                            &self.soft,
-                            &target.provider,
-                            self.home.as_deref(),
-                            &target.soft_bounces,
-                            &routed.event,
-                        )
-                        .await;
-                        if let Some(list) = &list {
-                            self.unsubscribe(&target, list, &routed.event).await;
-                        }
-                    }
-                }
-                for job in jobs {
-                    let _ = job.done.send(result.clone());
-                }
-                if let Some(moved) = moved {
-                    self.announce(moved).await;
+            // Distinct messages: written side by side, so one slow write
+            // does not hold the others of its drain behind it. The next
+            // drain waits for all of them, so a message is never written
+            // twice at once.
+            futures::stream::iter(by_message)
+                .for_each_concurrent(WRITES_PER_WORKER, |(target, jobs)| {
+                    self.write_jobs(target, jobs)
+                })
+                .await;
+        }
+    }
+
+    /// Writes one message's jobs of a drain as one status update, then does
+    /// what the events ask besides (suppressions, soft bounces,
+    /// unsubscribes) and answers the jobs' requests.
+    async fn write_jobs(&self, target: Target, jobs: Vec<Job>) {
+        let events: Vec<Routed> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        let (result, moved, list) = match write(&self.client, &target, &events).await {
+            Ok(written) => (Ok(written.applied), written.moved, written.list),
+            Err(e) => (Err(e), None, None),
+        };
+        self.depth.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
+        if matches!(result, Ok(Applied::Recorded | Applied::Unchanged)) {
+            for routed in &events {
+                super::suppress::suppress(
+                    &self.client,
+                    &target.provider,
+                    self.home.as_deref(),
+                    &routed.event,
+                )
+                .await;
+                super::suppress::count_soft(
+                    &self.client,
+                    &self.soft,
+                    &target.provider,
+                    self.home.as_deref(),
+                    &target.soft_bounces,
+                    &routed.event,
+                )
+                .await;
+                if let Some(list) = &list {
+                    self.unsubscribe(&target, list, &routed.event).await;
                 }
             }
+        }
+        for job in jobs {
+            let _ = job.done.send(result.clone());
+        }
+        if let Some(moved) = moved {
+            self.announce(moved).await;
         }
     }
 
