@@ -65,6 +65,19 @@ impl Line {
         next
     }
 
+    /// Takes `message` out of the line, wherever it stands.
+    fn remove(&mut self, message: &ObjectRef<EmailMessage>) {
+        let namespace = message.namespace.clone().unwrap_or_default();
+        let Some(queue) = self.by_namespace.get_mut(&namespace) else {
+            return;
+        };
+        queue.retain(|waiting| waiting != message);
+        if queue.is_empty() {
+            self.by_namespace.remove(&namespace);
+            self.turns.retain(|turn| turn != &namespace);
+        }
+    }
+
     fn len(&self) -> usize {
         self.by_namespace.values().map(VecDeque::len).sum()
     }
@@ -104,6 +117,23 @@ impl SlotWaiters {
             .or_default()
             .push(message);
         true
+    }
+
+    /// Takes `message` out of `provider`'s line: it got a slot without
+    /// its turn (another reconcile of it came first), so a turn given to
+    /// it later would be spent on a message that no longer waits while
+    /// the others go on waiting.
+    pub fn leave(&self, provider: &ProviderId, message: &ObjectRef<EmailMessage>) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if !lines.queued.remove(message) {
+            return;
+        }
+        if let Some(line) = lines.by_provider.get_mut(provider) {
+            line.remove(message);
+            if line.is_empty() {
+                lines.by_provider.remove(provider);
+            }
+        }
     }
 
     /// Gives the next message in `provider`'s line its turn. Returns whether
@@ -217,6 +247,27 @@ mod tests {
             "a woken message may wait again"
         );
         assert_eq!(waiters.waiting(&smtp), 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_got_a_slot_out_of_turn_leaves_the_line() {
+        let waiters = SlotWaiters::default();
+        let mut turns = Box::pin(waiters.turns());
+        let smtp = provider("smtp");
+        assert!(waiters.wait(&smtp, message("m1")));
+        assert!(waiters.wait(&smtp, message("m2")));
+        // m1 took a slot that came back before its turn did.
+        waiters.leave(&smtp, &message("m1"));
+        assert_eq!(waiters.waiting(&smtp), 1);
+        assert!(waiters.wake_next(&smtp));
+        assert_eq!(
+            turns.next().await,
+            Some(message("m2")),
+            "the next turn goes to a message still waiting"
+        );
+        assert!(!waiters.wake_next(&smtp), "the line is empty");
+        waiters.leave(&smtp, &message("m3"));
+        assert!(waiters.wait(&smtp, message("m1")), "it may wait again");
     }
 
     #[test]

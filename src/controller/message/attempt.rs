@@ -68,7 +68,10 @@ pub async fn slot(
         .map(|smtp| smtp.pool.max_connections as usize);
     let slots = &ctx.attempts.sends;
     match slots.take(&key, &namespace, own_limit).await {
-        Ok(slot) => Ok(slot),
+        Ok(slot) => {
+            slots.waiters.leave(&key, &ObjectRef::from_obj(message));
+            Ok(slot)
+        }
         Err(Busy::Provider) if slots.waiters.wait(&key, ObjectRef::from_obj(message)) => {
             Err(Action::requeue(IN_LINE_RETRY))
         }
