@@ -65,17 +65,21 @@ impl Line {
         next
     }
 
-    /// Takes `message` out of the line, wherever it stands.
-    fn remove(&mut self, message: &ObjectRef<EmailMessage>) {
+    /// Takes `message` out of the line, wherever it stands. Returns
+    /// whether it was there.
+    fn remove(&mut self, message: &ObjectRef<EmailMessage>) -> bool {
         let namespace = message.namespace.clone().unwrap_or_default();
         let Some(queue) = self.by_namespace.get_mut(&namespace) else {
-            return;
+            return false;
         };
+        let before = queue.len();
         queue.retain(|waiting| waiting != message);
+        let removed = queue.len() < before;
         if queue.is_empty() {
             self.by_namespace.remove(&namespace);
             self.turns.retain(|turn| turn != &namespace);
         }
+        removed
     }
 
     fn len(&self) -> usize {
@@ -125,15 +129,22 @@ impl SlotWaiters {
     /// the others go on waiting.
     pub fn leave(&self, provider: &ProviderId, message: &ObjectRef<EmailMessage>) {
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        if !lines.queued.remove(message) {
+        if !lines.queued.contains(message) {
             return;
         }
-        if let Some(line) = lines.by_provider.get_mut(provider) {
-            line.remove(message);
-            if line.is_empty() {
-                lines.by_provider.remove(provider);
-            }
+        // Only out of this provider's line: a routed message that waited
+        // on another provider stays in that line, and in the set, so the
+        // two never disagree.
+        let Some(line) = lines.by_provider.get_mut(provider) else {
+            return;
+        };
+        if !line.remove(message) {
+            return;
         }
+        if line.is_empty() {
+            lines.by_provider.remove(provider);
+        }
+        lines.queued.remove(message);
     }
 
     /// Gives the next message in `provider`'s line its turn. Returns whether
@@ -268,6 +279,13 @@ mod tests {
         assert!(!waiters.wake_next(&smtp), "the line is empty");
         waiters.leave(&smtp, &message("m3"));
         assert!(waiters.wait(&smtp, message("m1")), "it may wait again");
+        // Waiting on another provider's line: leaving this one keeps it
+        // there, counted once.
+        let api = provider("api");
+        assert!(waiters.wait(&api, message("r1")));
+        waiters.leave(&smtp, &message("r1"));
+        assert!(waiters.wait(&api, message("r1")), "already in line");
+        assert_eq!(waiters.waiting(&api), 1);
     }
 
     #[test]
