@@ -664,7 +664,7 @@ pub struct EmailMessageStatus {
     /// `Sent` tells whether the message was accepted, and if not, why;
     /// `Delivered`, once the service reports it, whether it arrived.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "schema::conditions")]
+    #[schemars(schema_with = "schema::whole_conditions")]
     pub conditions: Vec<Condition>,
     /// The generation of the spec the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
