@@ -588,8 +588,14 @@ impl Phase {
 }
 
 /// The outcome of sending, as the controller observed it.
+///
+/// A message the controller has not yet seen reads `observedGeneration: 0`
+/// (a schema default), so GitOps tools that compare it with the generation
+/// (kstatus: Flux, kpt) wait for the send instead of calling a new message
+/// current.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct EmailMessageStatus {
     /// Pending, Sending, Sent, Failed or Unknown; after Sent, the
     /// service's delivery events may move it on to Delivered, Bounced or

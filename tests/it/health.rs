@@ -111,7 +111,8 @@ fn status_in(phase: Phase, sent: Reason, delivered: Option<(bool, Reason)>) -> E
 }
 
 /// Phases only a crash or a service's events bring, written as the
-/// controller and the webhook receiver write them.
+/// controller and the webhook receiver write them, and a message no
+/// controller has seen.
 async fn write_phases(client: &Client, namespace: &str) {
     let api: Api<EmailMessage> = Api::namespaced(client.clone(), namespace);
     let phases = [
@@ -153,6 +154,9 @@ async fn write_phases(client: &Client, namespace: &str) {
             .await
             .expect("status written");
     }
+    // And one no controller has seen yet: created, with no status written.
+    let spec = json!({"providerRef": {"name": "elsewhere"}, "to": ["x@example.org"], "subject": "unseen", "text": "t"});
+    fixtures::message(client, namespace, "unseen", spec).await;
 }
 
 #[tokio::test]
@@ -234,6 +238,7 @@ async fn kstatus_and_the_argo_cd_checks_read_every_phase() {
         ("EmailMessage/scheduled", "InProgress", "Progressing"),
         ("EmailMessage/failed", "Failed", "Degraded"),
         ("EmailMessage/sending", "InProgress", "Progressing"),
+        ("EmailMessage/unseen", "InProgress", "Progressing"),
         ("EmailMessage/unknown", "Failed", "Degraded"),
         ("EmailMessage/delivered", "Current", "Healthy"),
         ("EmailMessage/bounced", "Failed", "Degraded"),
