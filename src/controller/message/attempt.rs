@@ -340,9 +340,14 @@ async fn record(
             Err(e) if e.is_conflict() => {
                 let fresh = api.get(&claimed.name_any()).await.map_err(Error::Kube)?;
                 if !claim.still_ours(fresh.status.as_ref(), attempt) {
-                    warn!(
-                        "the claim of attempt {attempt} was replaced by another writer; its outcome is not recorded"
-                    );
+                    match claim {
+                        ClaimWrite::Written => warn!(
+                            "the claim of attempt {attempt} was replaced by another writer; its outcome is not recorded"
+                        ),
+                        ClaimWrite::Skipped => warn!(
+                            "another writer recorded attempt {attempt} first (no claim: the service drops repeats); this outcome is not recorded"
+                        ),
+                    }
                     return Ok(None);
                 }
                 base = fresh;
