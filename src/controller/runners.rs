@@ -6,12 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
@@ -128,7 +129,7 @@ pub(super) fn run_messages(
     let (by_provider, by_template, by_cluster) = (store.clone(), store.clone(), store.clone());
     let by_route = store.clone();
     let (routes_p, routes_c) = (ctx.caches.routes.clone(), ctx.caches.routes.clone());
-    let turns = ctx.attempts.sends.waiters.turns();
+    let turns = turns_still_waiting(ctx.clone(), store.clone());
     let controller = Controller::for_stream(events.applied_objects(), store.clone())
         .with_config(controller::Config::default().concurrency(concurrency))
         .reconcile_on(turns)
@@ -288,6 +289,24 @@ fn note_finished(ctx: &Context, message: &EmailMessage) {
 
 /// Messages per page when the apiserver serves no streaming list.
 const LIST_PAGE_SIZE: u32 = 500;
+
+/// The turns given to messages waiting for a send slot, as messages to
+/// reconcile. One the cache no longer holds (deleted, or finished by
+/// another writer since it joined its line) hands its turn on to the next
+/// in the same line, so the slot that came free is not left idle.
+fn turns_still_waiting(
+    ctx: Arc<Context>,
+    store: kube::runtime::reflector::Store<EmailMessage>,
+) -> impl Stream<Item = ObjectRef<EmailMessage>> + Send + 'static {
+    let turns = ctx.attempts.sends.waiters.turns();
+    turns.filter_map(move |turn| {
+        let waits = store.get(&turn.message).is_some();
+        if !waits {
+            ctx.attempts.sends.waiters.pass_on(&turn);
+        }
+        futures::future::ready(waits.then_some(turn.message))
+    })
+}
 
 /// Keeps only messages in flight in the cache: a finished one leaves it
 /// (an update that finishes it reaches the cache as a deletion), and its

@@ -22,8 +22,18 @@ pub const MAX_WAITERS: usize = 32_768;
 /// The lines of waiting messages, and the stream their turns go out on.
 pub struct SlotWaiters {
     lines: Mutex<Lines>,
-    turns: mpsc::UnboundedSender<ObjectRef<EmailMessage>>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<EmailMessage>>>>,
+    turns: mpsc::UnboundedSender<Turn>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Turn>>>,
+}
+
+/// A turn given: `message` may take a slot of `provider`, which just
+/// came free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// Whose slot came free.
+    pub provider: ProviderId,
+    /// The message whose turn it is.
+    pub message: ObjectRef<EmailMessage>,
 }
 
 /// Each provider's line, and who is in one.
@@ -150,7 +160,7 @@ impl SlotWaiters {
     /// Gives the next message in `provider`'s line its turn. Returns whether
     /// one was waiting.
     pub fn wake_next(&self, provider: &ProviderId) -> bool {
-        let next = {
+        let message = {
             let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
             let Some(line) = lines.by_provider.get_mut(provider) else {
                 return false;
@@ -164,12 +174,26 @@ impl SlotWaiters {
             }
             next
         };
-        match next {
+        match message {
             // The receiver lives as long as the message controller; once it
             // is gone nobody needs the turn.
-            Some(next) => self.turns.send(next).is_ok(),
+            Some(message) => self
+                .turns
+                .send(Turn {
+                    provider: provider.clone(),
+                    message,
+                })
+                .is_ok(),
             None => false,
         }
+    }
+
+    /// Hands on the turn of a message that no longer waits (deleted, or
+    /// finished by another writer, since it joined the line): the slot it
+    /// was given is free, and goes to the next in the same line instead
+    /// of sitting idle while the others wait for their timers.
+    pub fn pass_on(&self, turn: &Turn) -> bool {
+        self.wake_next(&turn.provider)
     }
 
     /// How many messages wait in `provider`'s line.
@@ -178,9 +202,9 @@ impl SlotWaiters {
         lines.by_provider.get(provider).map_or(0, Line::len)
     }
 
-    /// The turns, as a stream of messages to reconcile. The first call takes
-    /// it; later calls get an empty stream.
-    pub fn turns(&self) -> impl Stream<Item = ObjectRef<EmailMessage>> + Send + 'static {
+    /// The turns, as a stream. The first call takes it; later calls get an
+    /// empty stream.
+    pub fn turns(&self) -> impl Stream<Item = Turn> + Send + use<> {
         let receiver = self
             .receiver
             .lock()
@@ -223,7 +247,7 @@ mod tests {
         assert!(waiters.wait(&shared, steady("steady-1")));
         let mut order = Vec::new();
         while waiters.wake_next(&shared) {
-            order.push(turns.next().await.expect("a turn").name);
+            order.push(turns.next().await.expect("a turn").message.name);
         }
         assert_eq!(
             order,
@@ -246,8 +270,8 @@ mod tests {
         assert!(waiters.wake_next(&smtp));
         assert!(waiters.wake_next(&smtp));
         assert!(!waiters.wake_next(&smtp), "the line is empty");
-        assert_eq!(turns.next().await, Some(message("m1")));
-        assert_eq!(turns.next().await, Some(message("m2")));
+        assert_eq!(next(&mut turns).await, Some(message("m1")));
+        assert_eq!(next(&mut turns).await, Some(message("m2")));
         assert_eq!(
             waiters.waiting(&api),
             1,
@@ -272,7 +296,7 @@ mod tests {
         assert_eq!(waiters.waiting(&smtp), 1);
         assert!(waiters.wake_next(&smtp));
         assert_eq!(
-            turns.next().await,
+            next(&mut turns).await,
             Some(message("m2")),
             "the next turn goes to a message still waiting"
         );
@@ -286,6 +310,31 @@ mod tests {
         waiters.leave(&smtp, &message("r1"));
         assert!(waiters.wait(&api, message("r1")), "already in line");
         assert_eq!(waiters.waiting(&api), 1);
+    }
+
+    #[tokio::test]
+    async fn the_turn_of_a_message_gone_goes_to_the_next_in_its_line() {
+        let waiters = SlotWaiters::default();
+        let mut turns = Box::pin(waiters.turns());
+        let (smtp, api) = (provider("smtp"), provider("api"));
+        for (line, name) in [(&smtp, "deleted"), (&api, "a1"), (&smtp, "m2")] {
+            assert!(waiters.wait(line, message(name)));
+        }
+        assert!(waiters.wake_next(&smtp));
+        let turn = turns.next().await.expect("a turn");
+        assert_eq!(turn.provider, smtp, "the turn names whose slot came free");
+        assert_eq!(turn.message, message("deleted"));
+        // The message was deleted while it waited: its turn is handed on.
+        assert!(waiters.pass_on(&turn));
+        assert_eq!(next(&mut turns).await, Some(message("m2")));
+        assert!(!waiters.pass_on(&turn), "nobody else waits on smtp");
+        assert_eq!(waiters.waiting(&api), 1, "not another provider's line");
+    }
+
+    async fn next(
+        turns: &mut (impl Stream<Item = Turn> + Unpin),
+    ) -> Option<ObjectRef<EmailMessage>> {
+        turns.next().await.map(|turn| turn.message)
     }
 
     #[test]
