@@ -36,11 +36,22 @@ pub struct Turn {
     pub message: ObjectRef<EmailMessage>,
 }
 
-/// Each provider's line, and who is in one.
+/// Each provider's line, who is in one, and the turns given and not yet
+/// used or handed on (whose provider's slot came free for the message).
 #[derive(Default)]
 struct Lines {
     by_provider: HashMap<ProviderId, Line>,
     queued: HashSet<ObjectRef<EmailMessage>>,
+    given: HashMap<ObjectRef<EmailMessage>, ProviderId>,
+}
+
+impl Lines {
+    /// Forgets the turn `provider` gave `message`, if it gave one.
+    fn settle(&mut self, provider: &ProviderId, message: &ObjectRef<EmailMessage>) {
+        if self.given.get(message) == Some(provider) {
+            self.given.remove(message);
+        }
+    }
 }
 
 /// One provider's waiting messages: a queue per namespace, and the order in
@@ -118,6 +129,8 @@ impl SlotWaiters {
     /// in a line, now or already.
     pub fn wait(&self, provider: &ProviderId, message: ObjectRef<EmailMessage>) -> bool {
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        // Back in line: the slot its turn offered was taken first.
+        lines.settle(provider, &message);
         if lines.queued.contains(&message) {
             return true;
         }
@@ -139,6 +152,7 @@ impl SlotWaiters {
     /// the others go on waiting.
     pub fn leave(&self, provider: &ProviderId, message: &ObjectRef<EmailMessage>) {
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.settle(provider, message);
         if !lines.queued.contains(message) {
             return;
         }
@@ -171,6 +185,11 @@ impl SlotWaiters {
             }
             if let Some(next) = &next {
                 lines.queued.remove(next);
+                // Bounded as the lines are; past the bound a turn not used
+                // waits for the timers, as before.
+                if lines.given.len() < MAX_WAITERS {
+                    lines.given.insert(next.clone(), provider.clone());
+                }
             }
             next
         };
@@ -193,7 +212,23 @@ impl SlotWaiters {
     /// was given is free, and goes to the next in the same line instead
     /// of sitting idle while the others wait for their timers.
     pub fn pass_on(&self, turn: &Turn) -> bool {
+        {
+            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            lines.settle(&turn.provider, &turn.message);
+        }
         self.wake_next(&turn.provider)
+    }
+
+    /// Called when a reconcile of `message` ends: a turn it was given and
+    /// did not use (it took no slot of that provider: it now waits for
+    /// something else, or went through another provider) goes to the next
+    /// in that provider's line. Returns whether a turn was handed on.
+    pub fn done(&self, message: &ObjectRef<EmailMessage>) -> bool {
+        let unused = {
+            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            lines.given.remove(message)
+        };
+        unused.is_some_and(|provider| self.wake_next(&provider))
     }
 
     /// How many messages wait in `provider`'s line.
@@ -329,6 +364,36 @@ mod tests {
         assert_eq!(next(&mut turns).await, Some(message("m2")));
         assert!(!waiters.pass_on(&turn), "nobody else waits on smtp");
         assert_eq!(waiters.waiting(&api), 1, "not another provider's line");
+    }
+
+    #[tokio::test]
+    async fn a_turn_not_used_goes_on_when_the_reconcile_ends() {
+        let waiters = SlotWaiters::default();
+        let mut turns = Box::pin(waiters.turns());
+        let (smtp, api) = (provider("smtp"), provider("api"));
+        for name in ["rate-limited", "m2", "m3", "m4"] {
+            assert!(waiters.wait(&smtp, message(name)));
+        }
+        assert!(waiters.wake_next(&smtp));
+        assert_eq!(next(&mut turns).await, Some(message("rate-limited")));
+        // Its reconcile ends waiting for something else, with no slot.
+        assert!(waiters.done(&message("rate-limited")), "handed on");
+        assert_eq!(next(&mut turns).await, Some(message("m2")));
+        assert!(!waiters.done(&message("rate-limited")), "only once");
+        // A message that takes the slot it was given uses its turn.
+        waiters.leave(&smtp, &message("m2"));
+        assert!(!waiters.done(&message("m2")));
+        // One that found the slot taken and waits again passes nothing on.
+        assert!(waiters.wake_next(&smtp));
+        assert_eq!(next(&mut turns).await, Some(message("m3")));
+        assert!(waiters.wait(&smtp, message("m3")));
+        assert!(!waiters.done(&message("m3")));
+        // A slot of another provider does not use a turn of this one.
+        assert!(waiters.wake_next(&smtp));
+        assert_eq!(next(&mut turns).await, Some(message("m4")));
+        waiters.leave(&api, &message("m4"));
+        assert!(waiters.done(&message("m4")), "smtp's turn goes on");
+        assert_eq!(next(&mut turns).await, Some(message("m3")));
     }
 
     async fn next(

@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 
 #[cfg(test)]
 pub(crate) use clock::not_before;
@@ -53,9 +54,20 @@ use gate::Decision;
 /// outcome this controller wrote (normally its watch event comes first).
 const STALE_CACHE_RETRY: Duration = Duration::from_secs(1);
 
-/// Reconciles one message.
+/// Reconciles one message. A turn in a send line it was given and did not
+/// use goes on to the next message in that line.
 #[tracing::instrument(skip_all, fields(namespace = message.namespace().unwrap_or_default(), email = message.name_any(), trace_id = crate::logging::trace_id()))]
 pub async fn reconcile(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let action = reconcile_once(message.clone(), ctx.clone()).await;
+    ctx.attempts
+        .sends
+        .waiters
+        .done(&ObjectRef::from_obj(&*message));
+    action
+}
+
+/// What one reconcile of a message does: a wait, an end, or an attempt.
+async fn reconcile_once(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Judged only once the caches it is judged against are complete.
     if !ctx.caches_ready().await {
         return Ok(Action::await_change());
