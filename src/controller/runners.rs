@@ -302,7 +302,7 @@ fn turns_still_waiting(
     turns.filter_map(move |turn| {
         let waits = store.get(&turn.message).is_some();
         if !waits {
-            ctx.attempts.sends.waiters.pass_on(&turn);
+            ctx.attempts.sends.waiters.done(&turn.message);
         }
         futures::future::ready(waits.then_some(turn.message))
     })

@@ -207,22 +207,12 @@ impl SlotWaiters {
         }
     }
 
-    /// Hands on the turn of a message that no longer waits (deleted, or
-    /// finished by another writer, since it joined the line): the slot it
-    /// was given is free, and goes to the next in the same line instead
-    /// of sitting idle while the others wait for their timers.
-    pub fn pass_on(&self, turn: &Turn) -> bool {
-        {
-            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            lines.settle(&turn.provider, &turn.message);
-        }
-        self.wake_next(&turn.provider)
-    }
-
-    /// Called when a reconcile of `message` ends: a turn it was given and
-    /// did not use (it took no slot of that provider: it now waits for
-    /// something else, or went through another provider) goes to the next
-    /// in that provider's line. Returns whether a turn was handed on.
+    /// Called when a reconcile of `message` ends, or when its turn finds it
+    /// gone (deleted, or finished by another writer): a turn it was given
+    /// and did not use (it took no slot of that provider: it now waits for
+    /// something else, went through another provider, or is gone) goes to
+    /// the next in that provider's line. Returns whether a turn was handed
+    /// on.
     pub fn done(&self, message: &ObjectRef<EmailMessage>) -> bool {
         let unused = {
             let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
@@ -360,9 +350,9 @@ mod tests {
         assert_eq!(turn.provider, smtp, "the turn names whose slot came free");
         assert_eq!(turn.message, message("deleted"));
         // The message was deleted while it waited: its turn is handed on.
-        assert!(waiters.pass_on(&turn));
+        assert!(waiters.done(&turn.message));
         assert_eq!(next(&mut turns).await, Some(message("m2")));
-        assert!(!waiters.pass_on(&turn), "nobody else waits on smtp");
+        assert!(!waiters.done(&message("m2")), "nobody else waits on smtp");
         assert_eq!(waiters.waiting(&api), 1, "not another provider's line");
     }
 
