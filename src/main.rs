@@ -125,7 +125,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let client = match kube::Client::try_default().await {
+        let client = match mailroom::kube_client::connect().await {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %e, "connecting to Kubernetes (in-cluster config or KUBECONFIG)");

@@ -85,7 +85,7 @@ pub async fn run(args: RenderArgs) -> Result<String, String> {
             .clone()
             .or_else(|| message.metadata.namespace.clone())
             .unwrap_or_else(|| "default".into());
-        let client = kube::Client::try_default()
+        let client = crate::kube_client::connect()
             .await
             .map_err(|e| format!("--from-cluster: connecting (KUBECONFIG or in-cluster): {e}"))?;
         if let (None, Some(r)) = (&template, &message.spec.template_ref) {

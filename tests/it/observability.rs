@@ -72,8 +72,23 @@ async fn probes_metrics_and_logs_tell_the_truth_and_keep_secrets() {
     scene.message("api", json!({"providerRef": {"name": "api"}, "to": ["inactive@example.org"], "subject": "s", "text": body})).await;
     let nowhere = json!({"providerRef": {"name": "not-there"}, "to": ["x@example.org"], "subject": "s", "text": body});
     scene.message("waiting", nowhere).await;
-    scene.wait_phase("leak", Phase::Sent).await;
+    let leak = scene.wait_phase("leak", Phase::Sent).await;
     scene.wait_phase("api", Phase::Failed).await;
+    // The apiserver records who wrote the status: mailroom, not `unknown`.
+    let status_writers: Vec<_> = leak
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.subresource.as_deref() == Some("status"))
+        .map(|f| f.manager.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        status_writers,
+        ["mailroom"],
+        "{:?}",
+        leak.metadata.managed_fields
+    );
 
     let (status, metrics) = get(&format!("{base}/metrics")).await;
     assert_eq!(status, 200);
