@@ -27,6 +27,7 @@
 mod apiserver;
 mod bulk;
 mod cluster;
+mod cores;
 mod env;
 mod history;
 mod load;
@@ -137,6 +138,11 @@ struct Args {
     /// default per-namespace rate's burst).
     #[arg(long, default_value_t = 20)]
     unsubscribe_namespaces: usize,
+    /// Pin etcd and kube-apiserver to the first CPU and everything else
+    /// (mailpit, the fakes, the load client, the controller) to the others,
+    /// as in a cluster whose control plane has machines of its own.
+    #[arg(long)]
+    split_cores: bool,
     /// Where the figures and plots go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -175,6 +181,16 @@ async fn bench(args: Args) -> Result<(), Error> {
         dir.display()
     );
     let env = Env::start(&root, &dir)?;
+    let split = if args.split_cores {
+        let split = cores::split(&env.dir)?;
+        eprintln!(
+            "etcd and kube-apiserver on CPU {}, everything else on CPUs {}",
+            split.control_plane, split.rest
+        );
+        Some(split)
+    } else {
+        None
+    };
     let client = env.client().await?;
     let fake = Fake::start(Config::with_key("bench-key"))
         .await
@@ -277,6 +293,13 @@ async fn bench(args: Args) -> Result<(), Error> {
         latency_runs(&env, &client, &fake, &args, &mut runs).await?;
     }
     report::write(&args.out, &runs)?;
+    if let Some(split) = &split {
+        report::write_split(&args.out, split)?;
+        println!(
+            "etcd and kube-apiserver on CPU {}; mailpit, the fakes, the load client and the controller on CPUs {}\n",
+            split.control_plane, split.rest
+        );
+    }
     println!("{}", report::markdown(&runs));
     if let Some(run) = &shape_run {
         report::write_shape(&args.out, run)?;

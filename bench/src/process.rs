@@ -171,11 +171,11 @@ pub fn environment_cpu(dir: &Path) -> std::collections::BTreeMap<String, f64> {
 
 /// The kernel's clock ticks per second (`getconf CLK_TCK`), 100 when unknown.
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    getconf("CLK_TCK").map_or(100.0, |ticks| ticks as f64)
+}
+
+/// A system variable as `getconf` prints it, when it is a number.
+pub fn getconf(variable: &str) -> Option<u64> {
+    let out = Command::new("getconf").arg(variable).output().ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }

@@ -214,7 +214,7 @@ fn cpu_table(runs: &[Run]) -> String {
     if names.is_empty() {
         return String::new();
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = crate::cores::machine_cpus() as f64;
     let mut out = format!(
         "\nCPU seconds per process during each run ({cores} cores):\n\n| run | transport | N | {} | busy |\n|---|---|---|{}---|\n",
         names
@@ -274,6 +274,14 @@ pub fn write_shape(dir: &Path, run: &crate::cluster::ShapeRun) -> Result<(), Err
     std::fs::write(dir.join("shape.json"), json)
         .and_then(|()| std::fs::write(dir.join("shape.md"), crate::cluster::markdown(run)))
         .map_err(|e| Error::Setup(format!("writing the cluster-shape figures: {e}")))
+}
+
+/// Writes `cpus.json` into `dir`: which CPUs the control plane and the rest
+/// ran on (written only when the run split them).
+pub fn write_split(dir: &Path, split: &crate::cores::Split) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(split).map_err(|e| Error::Setup(e.to_string()))?;
+    std::fs::write(dir.join("cpus.json"), json)
+        .map_err(|e| Error::Setup(format!("writing cpus.json: {e}")))
 }
 
 /// Writes `unsubscribes.json` and `unsubscribes.md` into `dir`.
