@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use mailroom::api::{EmailMessage, EmailMessageStatus, EmailProvider, Phase};
+use mailroom::api::{EmailLedger, EmailMessage, EmailMessageStatus, EmailProvider, Phase};
 use serde_json::{Value, json};
 
 use crate::Error;
@@ -38,12 +38,36 @@ pub async fn namespace(client: &Client, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Deletes namespace `name` without waiting.
+/// Deletes the messages and ledger pages of namespace `name`, then the
+/// namespace. The local control plane runs no namespace controller, so a
+/// deleted namespace keeps its objects: without this every later run would
+/// pay (in the apiserver's watch cache and heap, and in etcd) for the
+/// objects of every run before it.
 pub async fn drop_namespace(client: &Client, name: &str) {
+    let messages: Api<EmailMessage> = Api::namespaced(client.clone(), name);
+    let ledgers: Api<EmailLedger> = Api::namespaced(client.clone(), name);
+    // A collection too large for one request's timeout goes in a few.
+    for _ in 0..DELETE_COLLECTION_TRIES {
+        let _ = messages
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+        let _ = ledgers
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+        let left = messages
+            .list_metadata(&ListParams::default().limit(1))
+            .await;
+        if left.is_ok_and(|l| l.items.is_empty()) {
+            break;
+        }
+    }
     let _ = Api::<Namespace>::all(client.clone())
         .delete(name, &DeleteParams::default())
         .await;
 }
+
+/// Delete-collection requests made for one namespace at most.
+const DELETE_COLLECTION_TRIES: usize = 10;
 
 /// Creates `object` in `namespace`.
 pub async fn create<K>(client: &Client, namespace: &str, object: Value) -> Result<K, Error>
