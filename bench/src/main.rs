@@ -34,6 +34,7 @@ mod load;
 mod process;
 mod report;
 mod slow_smtp;
+mod status_variants;
 mod unsubscribes;
 
 use std::path::PathBuf;
@@ -143,6 +144,11 @@ struct Args {
     /// as in a cluster whose control plane has machines of its own.
     #[arg(long)]
     split_cores: bool,
+    /// After each same-writes run, write the same statuses again less one
+    /// part at a time (see `status_variants`): what slimming each part of
+    /// a status would buy.
+    #[arg(long)]
+    status_variants: bool,
     /// Where the figures and plots go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -255,6 +261,21 @@ async fn bench(args: Args) -> Result<(), Error> {
                     same.kind, same.per_second
                 );
                 runs.push(same);
+                if args.status_variants {
+                    for variant in status_variants::Variant::ALL {
+                        let slim = variant.apply(&written);
+                        let mut run =
+                            limit(&client, &env.dir, n, args.concurrency, true, Some(&slim))
+                                .await?;
+                        run.kind = variant.kind();
+                        run.transport = transport.clone();
+                        eprintln!(
+                            "{} {transport} N={n}: {:.1} msg/s, {:.0} bytes a Sent object",
+                            run.kind, run.per_second, run.object_bytes
+                        );
+                        runs.push(run);
+                    }
+                }
             }
         }
     }

@@ -131,8 +131,10 @@ pub fn markdown(runs: &[Run]) -> String {
                         && (kind != SAME_WRITES || r.transport == run.transport)
                 })
                 .map(|r| r.per_second);
-            match (run.kind.as_str(), limit) {
-                ("operator", Some(limit)) if limit > 0.0 => {
+            let compared =
+                run.kind == "operator" || run.kind.starts_with(crate::status_variants::KIND);
+            match limit {
+                Some(limit) if compared && limit > 0.0 => {
                     format!("{:.2}", run.per_second / limit)
                 }
                 _ => "-".into(),
