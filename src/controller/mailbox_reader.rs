@@ -539,7 +539,7 @@ async fn unsubscribe_mail(handles: &Handles, mailbox: &Mailbox, raw: &[u8]) -> O
         ProviderId::Namespaced { namespace: own, .. } => own == namespace,
         ProviderId::Cluster { .. } => true,
     };
-    let keys = handles.unsubscribe_keys.for_opening(token).await.ok();
+    let keys = handles.unsubscribe_keys.for_opening().await.ok();
     let address = keys.and_then(|k| k.open(namespace, list, token).ok());
     let Some(address) = address.filter(|_| own) else {
         metrics.count_unsubscribe("mail", "invalid");

@@ -154,7 +154,7 @@ async fn open(
     {
         return Err(Refusal::NotValid);
     }
-    let keys = match receiver.unsubscribe_keys.for_opening(token).await {
+    let keys = match receiver.unsubscribe_keys.for_opening().await {
         Ok(keys) => keys,
         // No keys: no token was ever made.
         Err(KeysError::Unset | KeysError::Missing(_)) => return Err(Refusal::NotValid),

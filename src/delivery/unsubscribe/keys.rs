@@ -1,25 +1,22 @@
 //! The unsubscribe keys, read from one Secret in the controller's namespace
-//! (`current`, and during a rotation `previous`) and kept for a short while.
-//! The controller makes the Secret with a random key the first time a
-//! message needs one; every replica's receiver reads it to open tokens, and
-//! reads it again early when a token names a key it does not hold yet.
+//! (`current`, and during a rotation `previous`). The controller makes the
+//! Secret with a random key the first time a message needs one. Each side
+//! keeps the keys by watching that one Secret, so a rotation is seen as soon
+//! as it is written, and a token naming a key it does not hold is refused at
+//! once: a forged key id costs no wait and no read.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
-use tokio::sync::Mutex;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, watcher};
+use tracing::warn;
 
 use super::token::{KeyRing, SealKey, generate};
-
-/// How long keys read from the Secret are used before it is read again.
-const KEEP: Duration = Duration::from_secs(30);
-/// The soonest the Secret is read again for a token of an unknown key (a
-/// request for one waits until then).
-const RETRY_UNKNOWN: Duration = Duration::from_secs(1);
 
 /// Why no keys are at hand.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,11 +61,55 @@ pub fn place(flag: Option<&str>, home: Option<&str>) -> Option<(String, String)>
     }
 }
 
-/// The Secret's place and what was last read from it.
+/// What the watch of the Secret last showed.
+#[derive(Clone, Default)]
+enum Seen {
+    /// Nothing yet: the watch has not listed it.
+    #[default]
+    NotYet,
+    /// It does not exist.
+    Missing,
+    /// It exists: its keys, or what is wrong with it.
+    Found(Result<Arc<KeyRing>, String>),
+}
+
+impl Seen {
+    /// What one event of the watch shows. `None`: it shows nothing new
+    /// (a list beginning, or an event of another object).
+    fn after(event: &watcher::Event<Secret>, listed: &mut bool) -> Option<Seen> {
+        match event {
+            watcher::Event::Init => {
+                *listed = false;
+                None
+            }
+            watcher::Event::InitApply(secret) | watcher::Event::Apply(secret) => {
+                *listed = true;
+                Some(Seen::Found(ring_of(secret).map(Arc::new)))
+            }
+            watcher::Event::InitDone if !*listed => Some(Seen::Missing),
+            watcher::Event::InitDone => None,
+            watcher::Event::Delete(_) => Some(Seen::Missing),
+        }
+    }
+}
+
+/// The background watch, stopped when the keys are dropped.
+struct Watching(tokio::task::AbortHandle);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The Secret's place and what its watch last showed.
 pub struct Keys {
     client: Client,
     secret: Option<(String, String)>,
-    cached: Mutex<Option<(Instant, Arc<KeyRing>)>>,
+    seen: Arc<Mutex<Seen>>,
+    watching: OnceLock<Watching>,
+    /// One maker of the Secret at a time.
+    making: tokio::sync::Mutex<()>,
 }
 
 impl Keys {
@@ -78,7 +119,9 @@ impl Keys {
         Self {
             client,
             secret,
-            cached: Mutex::new(None),
+            seen: Arc::default(),
+            watching: OnceLock::new(),
+            making: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -93,42 +136,66 @@ impl Keys {
     /// The keys, to seal with: the Secret is made with a random key when
     /// it does not exist.
     pub async fn for_sealing(&self) -> Result<Arc<KeyRing>, KeysError> {
-        self.get(true, None).await
+        self.get(true).await
     }
 
-    /// The keys, to open `token` with: read again (at most once a second)
-    /// when the token names a key the ones at hand lack.
-    pub async fn for_opening(&self, token: &str) -> Result<Arc<KeyRing>, KeysError> {
-        self.get(false, Some(token)).await
+    /// The keys, to open a token with. A token of a key they lack does not
+    /// open: the watch has shown every key the Secret holds.
+    pub async fn for_opening(&self) -> Result<Arc<KeyRing>, KeysError> {
+        self.get(false).await
     }
 
-    async fn get(&self, create: bool, token: Option<&str>) -> Result<Arc<KeyRing>, KeysError> {
+    async fn get(&self, create: bool) -> Result<Arc<KeyRing>, KeysError> {
         let (namespace, name) = self.secret.as_ref().ok_or(KeysError::Unset)?;
-        let mut waited = false;
-        loop {
-            let mut cached = self.cached.lock().await;
-            if let Some((read, ring)) = cached.as_ref() {
-                let unknown = token.is_some_and(|t| !ring.knows(t));
-                if read.elapsed() < KEEP && !unknown {
-                    return Ok(ring.clone());
-                }
-                // A key this side has not read yet: read again, at most
-                // once a second (a forged key id costs a wait, not a read).
-                if unknown && read.elapsed() < RETRY_UNKNOWN {
-                    if waited {
-                        return Ok(ring.clone());
-                    }
-                    let wait = RETRY_UNKNOWN.saturating_sub(read.elapsed());
-                    drop(cached);
-                    tokio::time::sleep(wait).await;
-                    waited = true;
-                    continue;
-                }
+        self.watch(namespace, name);
+        let secret = || format!("{namespace}/{name}");
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match seen {
+            Seen::Found(Ok(ring)) => return Ok(ring),
+            Seen::Found(Err(why)) => {
+                return Err(KeysError::Invalid {
+                    secret: secret(),
+                    why,
+                });
             }
-            let ring = Arc::new(self.read(namespace, name, create).await?);
-            *cached = Some((Instant::now(), ring.clone()));
-            return Ok(ring);
+            Seen::Missing if !create => return Err(KeysError::Missing(secret())),
+            Seen::Missing | Seen::NotYet => {}
         }
+        // Not listed yet, or to be made: read it (and make it) now.
+        let _making = self.making.lock().await;
+        let ring = Arc::new(self.read(namespace, name, create).await?);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*seen, Seen::Found(_)) {
+            *seen = Seen::Found(Ok(ring.clone()));
+        }
+        Ok(ring)
+    }
+
+    /// Starts the watch of the Secret, once.
+    fn watch(&self, namespace: &str, name: &str) {
+        self.watching.get_or_init(|| {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            let seen = self.seen.clone();
+            let secret = format!("{namespace}/{name}");
+            let task = tokio::spawn(async move {
+                let events = watcher(api, config).default_backoff();
+                futures::pin_mut!(events);
+                let mut listed = false;
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(event) => {
+                            if let Some(now) = Seen::after(&event, &mut listed) {
+                                *seen.lock().unwrap_or_else(|e| e.into_inner()) = now;
+                            }
+                        }
+                        // Retried with backoff; the keys last seen stay.
+                        Err(e) => warn!(%secret, error = %e, "watching the unsubscribe key Secret"),
+                    }
+                }
+            });
+            Watching(task.abort_handle())
+        });
     }
 
     async fn read(&self, namespace: &str, name: &str, create: bool) -> Result<KeyRing, KeysError> {
@@ -223,6 +290,46 @@ mod tests {
             at("mailroom", DEFAULT_SECRET)
         );
         assert_eq!(place(None, None), None);
+    }
+
+    fn shown(events: &[watcher::Event<Secret>]) -> Vec<&'static str> {
+        let mut listed = false;
+        events
+            .iter()
+            .filter_map(|e| Seen::after(e, &mut listed))
+            .map(|seen| match seen {
+                Seen::NotYet => "not yet",
+                Seen::Missing => "missing",
+                Seen::Found(Ok(_)) => "keys",
+                Seen::Found(Err(_)) => "invalid",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_watch_shows_the_keys_as_the_secret_comes_changes_and_goes() {
+        let good = || secret(Some(&[1; 32]), None);
+        let bad = || secret(Some(&[1; 8]), None);
+        use watcher::Event::*;
+        // Listed: absent, then made, broken, mended, deleted.
+        assert_eq!(
+            shown(&[
+                Init,
+                InitDone,
+                Apply(good()),
+                Apply(bad()),
+                Apply(good()),
+                Delete(good())
+            ]),
+            ["missing", "keys", "invalid", "keys", "missing"]
+        );
+        // A relist that finds it shows it once, and its end nothing more.
+        assert_eq!(shown(&[Init, InitApply(good()), InitDone]), ["keys"]);
+        // A relist after it was deleted unseen: missing.
+        assert_eq!(
+            shown(&[Init, InitApply(good()), InitDone, Init, InitDone]),
+            ["keys", "missing"]
+        );
     }
 
     #[test]
