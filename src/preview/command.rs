@@ -46,19 +46,7 @@ pub struct RenderArgs {
 
 /// Runs the command: what to print, or the error to show.
 pub async fn run(args: RenderArgs) -> Result<String, String> {
-    let mut manifests = Manifests::default();
-    for file in &args.files {
-        let text = if file == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| format!("reading standard input: {e}"))?;
-            text
-        } else {
-            std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"))?
-        };
-        read(file, &text, &mut manifests).map_err(|e| e.message)?;
-    }
+    let manifests = read_files(&args.files)?;
     let (message, source) = pick(&manifests, args.message.as_deref())?;
     let data = match &args.data {
         Some(text) => {
@@ -89,43 +77,10 @@ pub async fn run(args: RenderArgs) -> Result<String, String> {
             .await
             .map_err(|e| format!("--from-cluster: connecting (KUBECONFIG or in-cluster): {e}"))?;
         if let (None, Some(r)) = (&template, &message.spec.template_ref) {
-            let api: Api<EmailTemplate> = Api::namespaced(client.clone(), &namespace);
-            template = api.get_opt(&r.name).await.map_err(|e| {
-                format!(
-                    "--from-cluster: reading EmailTemplate {namespace}/{}: {e}",
-                    r.name
-                )
-            })?;
+            template = cluster_template(&client, &namespace, &r.name).await?;
         }
         if provider.is_none() {
-            provider = match reference.kind {
-                ProviderKind::EmailProvider => {
-                    Api::<EmailProvider>::namespaced(client.clone(), &namespace)
-                        .get_opt(&reference.name)
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "--from-cluster: reading EmailProvider {namespace}/{}: {e}",
-                                reference.name
-                            )
-                        })?
-                        .map(|p| p.spec)
-                }
-                ProviderKind::ClusterEmailProvider => {
-                    Api::<ClusterEmailProvider>::all(client.clone())
-                        .get_opt(&reference.name)
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "--from-cluster: reading ClusterEmailProvider {}: {e}",
-                                reference.name
-                            )
-                        })?
-                        .map(|p| p.spec.provider)
-                }
-                // A route's provider is chosen when sending.
-                ProviderKind::EmailRoute => None,
-            };
+            provider = cluster_provider(&client, &namespace, reference).await?;
         }
     }
     let inputs = Inputs {
@@ -138,6 +93,59 @@ pub async fn run(args: RenderArgs) -> Result<String, String> {
     };
     let email = render(&inputs).map_err(|e| located(source, &e.message))?;
     print(&email, args.output)
+}
+
+/// The manifests of `files` (`-` is standard input).
+fn read_files(files: &[String]) -> Result<Manifests, String> {
+    let mut manifests = Manifests::default();
+    for file in files {
+        let text = if file == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("reading standard input: {e}"))?;
+            text
+        } else {
+            std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"))?
+        };
+        read(file, &text, &mut manifests).map_err(|e| e.message)?;
+    }
+    Ok(manifests)
+}
+
+/// EmailTemplate `name` in `namespace`, read from the cluster.
+async fn cluster_template(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<EmailTemplate>, String> {
+    Api::<EmailTemplate>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("--from-cluster: reading EmailTemplate {namespace}/{name}: {e}"))
+}
+
+/// The provider `reference` names, read from the cluster (none for a
+/// route: its provider is chosen when sending).
+async fn cluster_provider(
+    client: &kube::Client,
+    namespace: &str,
+    reference: &crate::api::message::ProviderRef,
+) -> Result<Option<crate::api::EmailProviderSpec>, String> {
+    let name = &reference.name;
+    match reference.kind {
+        ProviderKind::EmailProvider => Api::<EmailProvider>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map(|p| p.map(|p| p.spec))
+            .map_err(|e| format!("--from-cluster: reading EmailProvider {namespace}/{name}: {e}")),
+        ProviderKind::ClusterEmailProvider => Api::<ClusterEmailProvider>::all(client.clone())
+            .get_opt(name)
+            .await
+            .map(|p| p.map(|p| p.spec.provider))
+            .map_err(|e| format!("--from-cluster: reading ClusterEmailProvider {name}: {e}")),
+        ProviderKind::EmailRoute => Ok(None),
+    }
 }
 
 /// The message to render: the one named, or the only one.

@@ -204,3 +204,61 @@ async fn a_template_that_its_example_data_cannot_satisfy_is_not_valid() {
     );
     controller.stop().await;
 }
+
+/// `mailroom render --from-cluster`, as a person runs it: a manifest whose
+/// message names a template and a provider the file does not hold renders
+/// with the ones in the cluster; without the flag it says what is missing.
+#[tokio::test]
+async fn render_from_the_cluster_takes_the_template_and_provider_the_message_names() {
+    let scene = Scene::new("render-from-cluster").await;
+    template(&scene, "welcome", welcome()).await;
+    fixtures::provider(
+        &scene.client,
+        &scene.ns,
+        "relay",
+        fixtures::mailpit_smtp("unused"),
+    )
+    .await;
+    let manifest = support::env().dir.join(format!("{}-render.yaml", scene.ns));
+    std::fs::write(
+        &manifest,
+        "apiVersion: mailroom.dev/v1alpha1\nkind: EmailMessage\nmetadata: {name: hello}\n\
+         spec:\n  providerRef: {name: relay}\n  templateRef: {name: welcome}\n  \
+         to: [ann@example.org]\n  data: {name: Ann, plan: gold, items: [tea]}\n",
+    )
+    .expect("writing the manifest");
+    let render = |from_cluster: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"));
+        command.arg("render").arg("-f").arg(&manifest);
+        if from_cluster {
+            command.args(["--from-cluster", "-n", &scene.ns]);
+        }
+        command
+            .args(["-o", "eml"])
+            .env("KUBECONFIG", &support::env().kubeconfig)
+            .output()
+            .expect("running mailroom render")
+    };
+
+    let out = render(true);
+    let eml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(eml.contains("Subject: Welcome Ann"), "{eml}");
+    assert!(eml.contains("Hi Ann, your plan is gold."), "{eml}");
+    assert!(
+        eml.contains("tests@mailroom.dev"),
+        "the provider's defaultFrom: {eml}"
+    );
+
+    let out = render(false);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "without the cluster's template: {eml}"
+    );
+    assert!(error.contains("welcome"), "names the template: {error}");
+}
