@@ -1,8 +1,9 @@
 //! The suppression lists indexed by namespace, provider (or mailing list)
 //! and address, kept
 //! from the same watch events as the cache: a send looks each recipient up
-//! in constant time, however many suppressions the cluster holds, so one
-//! tenant's long list costs no other tenant anything. A re-list of the
+//! in constant time, and a provider's sync pass reads its own list alone,
+//! however many suppressions the cluster holds, so one tenant's long list
+//! costs no other tenant anything. A re-list of the
 //! watch builds a fresh index and swaps it in when the list is complete, as
 //! the cache does.
 
@@ -40,31 +41,23 @@ impl Owner {
     }
 }
 
-/// Where a suppression applies: its namespace, its owner and the address
-/// (lower case).
+/// Whose list it is: a namespace and an owner.
+type ListKey = (String, Owner);
+
+/// Where a suppression applies: its list and the address (lower case).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
-    namespace: String,
-    owner: Owner,
+    list: ListKey,
     address: String,
 }
 
 impl Key {
-    fn new(namespace: &str, owner: Owner, address: &str) -> Self {
-        Self {
-            namespace: namespace.to_string(),
-            owner,
-            address: address.to_ascii_lowercase(),
-        }
-    }
-
     fn of(suppression: &EmailSuppression) -> Option<(Self, ObjectName)> {
         let namespace = suppression.namespace()?;
-        let key = Key::new(
-            &namespace,
-            Owner::of(suppression)?,
-            &suppression.spec.address,
-        );
+        let key = Key {
+            list: (namespace.clone(), Owner::of(suppression)?),
+            address: suppression.spec.address.to_ascii_lowercase(),
+        };
         Some((key, (namespace, suppression.name_any())))
     }
 }
@@ -72,10 +65,11 @@ impl Key {
 /// A suppression's namespace and name.
 type ObjectName = (String, String);
 
-/// One complete index.
+/// One complete index: each list's addresses and the suppressions of each,
+/// and where each suppression is.
 #[derive(Default)]
 struct Lists {
-    by_key: HashMap<Key, BTreeSet<String>>,
+    by_list: HashMap<ListKey, HashMap<String, BTreeSet<String>>>,
     by_object: HashMap<ObjectName, Key>,
 }
 
@@ -85,21 +79,30 @@ impl Lists {
             return;
         };
         self.remove(&object);
-        self.by_key
-            .entry(key.clone())
+        self.by_list
+            .entry(key.list.clone())
+            .or_default()
+            .entry(key.address.clone())
             .or_default()
             .insert(object.1.clone());
         self.by_object.insert(object, key);
     }
 
     fn remove(&mut self, object: &ObjectName) {
-        if let Some(old) = self.by_object.remove(object)
-            && let Some(names) = self.by_key.get_mut(&old)
-        {
+        let Some(old) = self.by_object.remove(object) else {
+            return;
+        };
+        let Some(addresses) = self.by_list.get_mut(&old.list) else {
+            return;
+        };
+        if let Some(names) = addresses.get_mut(&old.address) {
             names.remove(&object.1);
             if names.is_empty() {
-                self.by_key.remove(&old);
+                addresses.remove(&old.address);
             }
+        }
+        if addresses.is_empty() {
+            self.by_list.remove(&old.list);
         }
     }
 }
@@ -144,9 +147,21 @@ impl SuppressionIndex {
     pub fn names(&self, namespace: &str, owner: &Owner, address: &str) -> Vec<String> {
         self.lock()
             .live
-            .by_key
-            .get(&Key::new(namespace, owner.clone(), address))
+            .by_list
+            .get(&(namespace.to_string(), owner.clone()))
+            .and_then(|addresses| addresses.get(&address.to_ascii_lowercase()))
             .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The names of every suppression on `owner`'s list in `namespace`, in
+    /// time proportional to that list alone.
+    pub fn list(&self, namespace: &str, owner: &Owner) -> Vec<String> {
+        self.lock()
+            .live
+            .by_list
+            .get(&(namespace.to_string(), owner.clone()))
+            .map(|addresses| addresses.values().flatten().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -214,5 +229,27 @@ mod tests {
         index.observe(&Event::InitDone);
         assert!(index.names("shop", &relay(), "bo@example.org").is_empty());
         assert_eq!(index.names("shop", &relay(), "cy@example.org"), ["d"]);
+    }
+
+    #[test]
+    fn a_list_is_read_whole_and_only_its_own() {
+        let index = SuppressionIndex::default();
+        index.observe(&Event::Apply(suppression("a", "relay", "ann@example.org")));
+        index.observe(&Event::Apply(suppression("b", "relay", "Ann@example.org")));
+        index.observe(&Event::Apply(suppression("c", "relay", "bo@example.org")));
+        index.observe(&Event::Apply(suppression("d", "other", "bo@example.org")));
+        let mut names = index.list("shop", &relay());
+        names.sort();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(index.list("blog", &relay()).is_empty());
+        // Emptied lists leave nothing behind.
+        for name in ["a", "b", "c"] {
+            index.observe(&Event::Delete(suppression(name, "relay", "x@example.org")));
+        }
+        assert!(index.list("shop", &relay()).is_empty());
+        assert!(
+            index.lock().live.by_list.len() == 1,
+            "only other's list is left"
+        );
     }
 }

@@ -76,14 +76,15 @@ fn listed(
     namespace: &str,
     provider: &ProviderRef,
 ) -> Vec<std::sync::Arc<EmailSuppression>> {
-    let owner = Owner::provider(provider);
-    ctx.caches
-        .suppressions
-        .store
-        .state()
+    let lists = &ctx.caches.suppressions;
+    lists
+        .index
+        .list(namespace, &Owner::provider(provider))
         .into_iter()
-        .filter(|s| {
-            s.namespace().as_deref() == Some(namespace) && Owner::of(s).as_ref() == Some(&owner)
+        .filter_map(|name| {
+            lists
+                .store
+                .get(&kube::runtime::reflector::ObjectRef::new(&name).within(namespace))
         })
         .collect()
 }
