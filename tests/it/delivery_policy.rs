@@ -24,6 +24,12 @@ async fn interrupted_message(
 ) -> EmailMessage {
     let spec = json!({"providerRef": {"name": provider}, "to": ["x@example.org"], "subject": subject,
                       "text": "hi", "deliveryPolicy": policy});
+    claimed_with_no_result(scene, spec).await
+}
+
+/// Message `interrupted` with `spec`, claimed (Sending, attempt 1) with no
+/// result.
+async fn claimed_with_no_result(scene: &Scene, spec: serde_json::Value) -> EmailMessage {
     let mut message = scene.message("interrupted", spec).await;
     message.status = Some(EmailMessageStatus {
         phase: Some(Phase::Sending),
@@ -34,6 +40,21 @@ async fn interrupted_message(
     api.replace_status("interrupted", &PostParams::default(), &message)
         .await
         .expect("writing the claim")
+}
+
+/// A person's `mailroom.dev/retry=true` on message `interrupted`; the
+/// message once Sent.
+async fn retried_until_sent(scene: &Scene) -> EmailMessage {
+    let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
+    let patch = json!({"metadata": {"annotations": {"mailroom.dev/retry": "true"}}});
+    api.patch(
+        "interrupted",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .expect("annotate");
+    scene.wait_phase("interrupted", Phase::Sent).await
 }
 
 #[tokio::test]
@@ -57,16 +78,7 @@ async fn at_most_once_interrupted_attempt_ends_unknown_until_a_person_retries_it
         "not sent again on its own"
     );
 
-    let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
-    let patch = json!({"metadata": {"annotations": {"mailroom.dev/retry": "true"}}});
-    api.patch(
-        "interrupted",
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .expect("annotate");
-    let sent = scene.wait_phase("interrupted", Phase::Sent).await;
+    let sent = retried_until_sent(&scene).await;
     assert_eq!(sent.status.clone().expect("status").attempts, 2);
     assert!(
         !sent.annotations().contains_key("mailroom.dev/retry"),
@@ -132,6 +144,36 @@ async fn at_least_once_interrupted_attempt_is_sent_again() {
         status.conditions[0].message
     );
     support::received(&subject).await;
+    controller.stop().await;
+}
+
+/// A message whose sends keep bringing the controller down is not sent
+/// again after every restart: an interrupted last attempt (here the only
+/// one its `retry.maxAttempts` allows) ends Unknown under AtLeastOnce too,
+/// until a person retries it.
+#[tokio::test]
+async fn an_interrupted_last_attempt_ends_unknown_under_at_least_once() {
+    let scene = Scene::new("interrupted-last").await;
+    scene.mailpit_provider().await;
+    let subject = support::unique("interrupted last");
+    let spec = json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "subject": subject,
+                      "text": "hi", "retry": {"maxAttempts": 1}});
+    claimed_with_no_result(&scene, spec).await;
+    let controller = scene.controller().await;
+
+    let unknown = scene.wait_phase("interrupted", Phase::Unknown).await;
+    assert_eq!(fixtures::sent_reason(&unknown), "Interrupted");
+    let text = &unknown.status.clone().expect("status").conditions[0].message;
+    assert!(
+        text.contains("last of the 1 allowed") && text.contains("mailroom.dev/retry=true"),
+        "says why and how to retry: {text}"
+    );
+    assert_eq!(support::received_count(&subject).await, 0, "not sent again");
+
+    let sent = retried_until_sent(&scene).await;
+    assert_eq!(sent.status.expect("status").attempts, 2);
+    support::received(&subject).await;
+    assert_eq!(support::received_count(&subject).await, 1);
     controller.stop().await;
 }
 

@@ -209,7 +209,7 @@ fn check(
     if let Some(due) = retry_at.and_then(|t| until(t, now)) {
         return Err(Stop::Requeue(due));
     }
-    interrupted(message, sender)?;
+    interrupted(message, sender, &view.limits)?;
     if message.spec.provider_template.is_some() && !sender.stores_templates {
         let text = format!(
             "spec.providerTemplate: EmailProvider {:?} sends over {}, which keeps no templates; use a templateRef",
@@ -425,21 +425,30 @@ fn unverified(provider: &EmailProvider) -> Stop {
 /// The previous attempt was claimed but never recorded: the controller
 /// stopped in between, and nobody knows whether the server took it. Under
 /// AtMostOnce (and a service that would not recognise the repeat) it ends
-/// Unknown.
-fn interrupted(message: &EmailMessage, sender: Sender) -> Result<(), Stop> {
+/// Unknown. Under AtLeastOnce it is sent again, unless it was the last
+/// attempt allowed: a message whose sends keep bringing the controller down
+/// is not sent again after every restart, without end.
+fn interrupted(message: &EmailMessage, sender: Sender, limits: &Limits) -> Result<(), Stop> {
     let status = message.status.as_ref();
     let was_sending = status.and_then(|s| s.phase) == Some(Phase::Sending);
-    if !was_sending
-        || message.spec.delivery_policy != DeliveryPolicy::AtMostOnce
-        || sender.idempotent
-    {
+    if !was_sending || sender.idempotent {
         return Ok(());
     }
-    let text = format!(
-        "attempt {} was interrupted before its result was recorded; the server may or may not have the message. \
-         Under AtMostOnce it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway",
-        status.map_or(0, |s| s.attempts)
-    );
+    let attempts = status.map_or(0, |s| s.attempts);
+    let text = if message.spec.delivery_policy == DeliveryPolicy::AtMostOnce {
+        format!(
+            "attempt {attempts} was interrupted before its result was recorded; the server may or may not have the message. \
+             Under AtMostOnce it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway"
+        )
+    } else if attempts >= limits.max_attempts {
+        format!(
+            "attempt {attempts} was interrupted before its result was recorded, and it was the last of the {} allowed (maxAttempts); \
+             the server may or may not have the message, so it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway",
+            limits.max_attempts
+        )
+    } else {
+        return Ok(());
+    };
     Err(end(Phase::Unknown, Reason::Interrupted, text))
 }
 
@@ -750,6 +759,24 @@ mod tests {
             (
                 "interrupted under AtLeastOnce",
                 decide_with(&interrupted("AtLeastOnce"), Some(&ready), |_| {}),
+                "Send",
+            ),
+            (
+                "interrupted under AtLeastOnce on the last attempt allowed",
+                decide_with(&interrupted("AtLeastOnce"), Some(&ready), |v| {
+                    v.limits.max_attempts = 1
+                }),
+                "End Unknown Interrupted",
+            ),
+            (
+                "interrupted on the last attempt, through a service that knows repeats",
+                decide_with(&interrupted("AtLeastOnce"), Some(&ready), |v| {
+                    v.limits.max_attempts = 1;
+                    v.sender = Some(Sender {
+                        idempotent: true,
+                        ..SMTP
+                    })
+                }),
                 "Send",
             ),
         ]);
