@@ -400,7 +400,9 @@ pub struct RateLimit {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
-    /// Attempts before a retryable failure becomes final (Failed).
+    /// Attempts before a retryable failure becomes final (Failed); also
+    /// the most attempts that controller restarts may cut off before the
+    /// message ends Unknown (reason Interrupted) instead of being sent again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub max_attempts: Option<u32>,
