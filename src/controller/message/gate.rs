@@ -427,7 +427,9 @@ fn unverified(provider: &EmailProvider) -> Stop {
 /// AtMostOnce (and a service that would not recognise the repeat) it ends
 /// Unknown. Under AtLeastOnce it is sent again, unless it was the last
 /// attempt allowed: a message whose sends keep bringing the controller down
-/// is not sent again after every restart, without end.
+/// is not sent again after every restart, without end. (A bulk message
+/// counts an attempt per batch, so its count says nothing of interruptions:
+/// its interrupted batch is sent again.)
 fn interrupted(message: &EmailMessage, sender: Sender, limits: &Limits) -> Result<(), Stop> {
     let status = message.status.as_ref();
     let was_sending = status.and_then(|s| s.phase) == Some(Phase::Sending);
@@ -440,7 +442,7 @@ fn interrupted(message: &EmailMessage, sender: Sender, limits: &Limits) -> Resul
             "attempt {attempts} was interrupted before its result was recorded; the server may or may not have the message. \
              Under AtMostOnce it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway"
         )
-    } else if attempts >= limits.max_attempts {
+    } else if attempts >= limits.max_attempts && message.spec.recipients.is_empty() {
         format!(
             "attempt {attempts} was interrupted before its result was recorded, and it was the last of the {} allowed (maxAttempts); \
              the server may or may not have the message, so it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway",
@@ -767,6 +769,20 @@ mod tests {
                     v.limits.max_attempts = 1
                 }),
                 "End Unknown Interrupted",
+            ),
+            (
+                "a bulk message interrupted past its attempts (one a batch)",
+                decide_with(
+                    &message(|m| {
+                        m["spec"]["deliveryPolicy"] = json!("AtLeastOnce");
+                        m["spec"]["to"] = json!([]);
+                        m["spec"]["recipients"] = json!([{"to": "b@example.org"}]);
+                        m["status"] = json!({"phase": "Sending", "attempts": 7});
+                    }),
+                    Some(&ready),
+                    |v| v.limits.max_attempts = 5,
+                ),
+                "Send bulk",
             ),
             (
                 "interrupted on the last attempt, through a service that knows repeats",
