@@ -690,7 +690,8 @@ pub struct BulkStatus {
     /// How many have been handled, in order: the next batch starts here.
     pub next: u32,
     /// How many times in a row the current batch stopped on a failure of
-    /// the server or network; reset when one goes through.
+    /// the server or network, or was cut off by a controller restart
+    /// before its result was recorded; reset when one goes through.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
     /// The first failures (at most 20): who, and why.

@@ -403,7 +403,7 @@ pub struct RetryPolicy {
     /// Attempts before a retryable failure becomes final (Failed); also
     /// the most attempts that controller restarts may cut off before the
     /// message ends Unknown (reason Interrupted) instead of being sent again
-    /// (a bulk message counts one a batch, and is not bounded so).
+    /// (for a bulk message: cut-offs of one batch in a row).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub max_attempts: Option<u32>,

@@ -177,6 +177,49 @@ async fn an_interrupted_last_attempt_ends_unknown_under_at_least_once() {
     controller.stop().await;
 }
 
+/// The same for a bulk message, counted per batch: its batch under way cut
+/// off as often as `retry.maxAttempts` allows ends it Unknown, and a
+/// person's retry goes on from that batch.
+#[tokio::test]
+async fn a_bulk_batch_cut_off_as_often_as_allowed_ends_unknown() {
+    let scene = Scene::new("interrupted-batch").await;
+    scene.mailpit_provider().await;
+    let subject = support::unique("interrupted batch");
+    let spec = json!({"providerRef": {"name": "mailpit"}, "subject": subject, "text": "hi",
+                      "recipients": [{"to": "a@example.org"}, {"to": "b@example.org"}],
+                      "retry": {"maxAttempts": 2}});
+    let mut message = scene.message("interrupted", spec).await;
+    // Its first batch was cut off once (the claim after it counted that)
+    // and now again.
+    message.status = Some(
+        serde_json::from_value(json!({"phase": "Sending", "attempts": 3,
+            "bulk": {"total": 2, "sent": 0, "failed": 0, "next": 0, "retries": 1}}))
+        .expect("status"),
+    );
+    let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
+    api.replace_status("interrupted", &PostParams::default(), &message)
+        .await
+        .expect("writing the claim");
+    let controller = scene.controller().await;
+
+    let unknown = scene.wait_phase("interrupted", Phase::Unknown).await;
+    assert_eq!(fixtures::sent_reason(&unknown), "Interrupted");
+    let text = &unknown.status.clone().expect("status").conditions[0].message;
+    assert!(text.contains("2 times in a row"), "says why: {text}");
+    assert_eq!(support::received_count(&subject).await, 0, "not sent again");
+
+    let sent = retried_until_sent(&scene).await;
+    let bulk = sent.status.expect("status").bulk.expect("bulk");
+    assert_eq!((bulk.sent, bulk.retries), (2, 0));
+    support::received(&subject).await;
+    assert_eq!(
+        support::received_count(&subject).await,
+        2,
+        "each recipient once"
+    );
+    controller.stop().await;
+}
+
 #[tokio::test]
 async fn an_idempotent_service_sends_an_interrupted_at_most_once_message_again() {
     let (scene, fake, controller) =

@@ -115,6 +115,12 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
         batch.end,
         progress.total
     );
+    // The batch under way was cut off before its result was recorded: one
+    // more stop in a row (the gate ends the message once they reach
+    // maxAttempts).
+    if status.phase == Some(Phase::Sending) {
+        progress.retries += 1;
+    }
     let generation = message.metadata.generation;
     let mut claim = attempt::claim(&status, generation, Reason::Sending, text);
     attempt::note_provider(&mut claim, message, route);

@@ -427,9 +427,10 @@ fn unverified(provider: &EmailProvider) -> Stop {
 /// AtMostOnce (and a service that would not recognise the repeat) it ends
 /// Unknown. Under AtLeastOnce it is sent again, unless it was the last
 /// attempt allowed: a message whose sends keep bringing the controller down
-/// is not sent again after every restart, without end. (A bulk message
-/// counts an attempt per batch, so its count says nothing of interruptions:
-/// its interrupted batch is sent again.)
+/// is not sent again after every restart, without end. A bulk message
+/// counts an attempt per batch, so for it the count is of its current
+/// batch's stops in a row (`status.bulk.retries`, which each claim after an
+/// interruption adds one to), this one included.
 fn interrupted(message: &EmailMessage, sender: Sender, limits: &Limits) -> Result<(), Stop> {
     let status = message.status.as_ref();
     let was_sending = status.and_then(|s| s.phase) == Some(Phase::Sending);
@@ -437,16 +438,25 @@ fn interrupted(message: &EmailMessage, sender: Sender, limits: &Limits) -> Resul
         return Ok(());
     }
     let attempts = status.map_or(0, |s| s.attempts);
+    let max = limits.max_attempts;
+    let batch_stops = status
+        .and_then(|s| s.bulk.as_ref())
+        .filter(|_| !message.spec.recipients.is_empty())
+        .map(|bulk| bulk.retries + 1);
     let text = if message.spec.delivery_policy == DeliveryPolicy::AtMostOnce {
         format!(
             "attempt {attempts} was interrupted before its result was recorded; the server may or may not have the message. \
              Under AtMostOnce it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway"
         )
-    } else if attempts >= limits.max_attempts && message.spec.recipients.is_empty() {
+    } else if let Some(stops) = batch_stops.filter(|&stops| stops >= max) {
         format!(
-            "attempt {attempts} was interrupted before its result was recorded, and it was the last of the {} allowed (maxAttempts); \
-             the server may or may not have the message, so it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway",
-            limits.max_attempts
+            "the batch under way was cut off before its result was recorded, {stops} times in a row, the most maxAttempts ({max}) allows; \
+             the server may or may not have it, so it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway"
+        )
+    } else if batch_stops.is_none() && attempts >= max {
+        format!(
+            "attempt {attempts} was interrupted before its result was recorded, and it was the last of the {max} allowed (maxAttempts); \
+             the server may or may not have the message, so it is not sent again: annotate {RETRY_ANNOTATION}=true to send it anyway"
         )
     } else {
         return Ok(());
@@ -566,6 +576,18 @@ mod tests {
         message(|m| {
             m["spec"]["deliveryPolicy"] = json!(policy);
             m["status"] = json!({"phase": "Sending", "attempts": 1});
+        })
+    }
+
+    /// A bulk message on its seventh batch, whose claim was never recorded
+    /// after `retries` stops of that batch in a row.
+    fn bulk_interrupted(retries: u32) -> EmailMessage {
+        message(|m| {
+            m["spec"]["deliveryPolicy"] = json!("AtLeastOnce");
+            m["spec"]["to"] = json!([]);
+            m["spec"]["recipients"] = json!([{"to": "b@example.org"}]);
+            m["status"] = json!({"phase": "Sending", "attempts": 7,
+                "bulk": {"total": 1, "sent": 0, "failed": 0, "next": 0, "retries": retries}});
         })
     }
 
@@ -772,17 +794,17 @@ mod tests {
             ),
             (
                 "a bulk message interrupted past its attempts (one a batch)",
-                decide_with(
-                    &message(|m| {
-                        m["spec"]["deliveryPolicy"] = json!("AtLeastOnce");
-                        m["spec"]["to"] = json!([]);
-                        m["spec"]["recipients"] = json!([{"to": "b@example.org"}]);
-                        m["status"] = json!({"phase": "Sending", "attempts": 7});
-                    }),
-                    Some(&ready),
-                    |v| v.limits.max_attempts = 5,
-                ),
+                decide_with(&bulk_interrupted(0), Some(&ready), |v| {
+                    v.limits.max_attempts = 5
+                }),
                 "Send bulk",
+            ),
+            (
+                "a bulk message whose batch was cut off as often as allowed",
+                decide_with(&bulk_interrupted(4), Some(&ready), |v| {
+                    v.limits.max_attempts = 5
+                }),
+                "End Unknown Interrupted",
             ),
             (
                 "interrupted on the last attempt, through a service that knows repeats",
