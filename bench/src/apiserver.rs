@@ -32,7 +32,7 @@ fn label<'a>(labels: &'a str, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// `apiserver_request_total` lines for messages, events and ledger pages, summed by verb,
+/// `apiserver_request_total` lines for messages, events, ledger pages and claim journals, summed by verb,
 /// resource and subresource.
 pub fn parse(text: &str) -> Counts {
     let mut counts = Counts::new();
@@ -44,7 +44,7 @@ pub fn parse(text: &str) -> Counts {
             continue;
         };
         let resource = label(labels, "resource");
-        if !["emailmessages", "events", "emailledgers"].contains(&resource) {
+        if !["emailmessages", "events", "emailledgers", "emailjournals"].contains(&resource) {
             continue;
         }
         let sub = label(labels, "subresource");

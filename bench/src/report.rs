@@ -43,6 +43,9 @@ pub struct Run {
     pub event_writes_per_message: f64,
     /// Writes to the ledger's EmailLedger pages per message (coalesced).
     pub ledger_writes_per_message: f64,
+    /// Writes to the claim journal (EmailJournal) per message (group
+    /// commits of the claims).
+    pub journal_writes_per_message: f64,
     /// Messages seen Sent in each second of the run.
     pub sent_per_second: Vec<u32>,
     /// Create->claim and claim->Sent percentiles, milliseconds (operator
@@ -119,7 +122,7 @@ pub const SAME_WRITES: &str = "limit-same-writes";
 /// The markdown table of `runs`, with the operator/limit ratio per size.
 pub fn markdown(runs: &[Run]) -> String {
     let mut out = String::from(
-        "| run | transport | N | msg/s | vs limit | vs unwatched limit | vs same-writes limit | p50 ms | p95 ms | p99 ms | message writes/msg | event writes/msg | ledger writes/msg | requests/msg | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | transport | N | msg/s | vs limit | vs unwatched limit | vs same-writes limit | p50 ms | p95 ms | p99 ms | message writes/msg | event writes/msg | ledger writes/msg | journal writes/msg | requests/msg | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in runs {
         let ratio_to = |kind: &str| {
@@ -164,14 +167,15 @@ pub fn markdown(runs: &[Run]) -> String {
             )
         });
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {ratio} | {bare} | {same} | {p50} | {p95} | {p99} | {:.2} | {:.2} | {:.3} | {requests} | {cpu} | {rss} |\n",
+            "| {} | {} | {} | {:.1} | {ratio} | {bare} | {same} | {p50} | {p95} | {p99} | {:.2} | {:.2} | {:.3} | {:.3} | {requests} | {cpu} | {rss} |\n",
             run.kind,
             run.transport,
             run.n,
             run.per_second,
             run.writes_per_message,
             run.event_writes_per_message,
-            run.ledger_writes_per_message
+            run.ledger_writes_per_message,
+            run.journal_writes_per_message
         ));
     }
     out.push_str(&stage_table(runs));
