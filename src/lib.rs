@@ -12,6 +12,7 @@ pub(crate) mod events;
 pub(crate) mod guarded;
 #[cfg(test)]
 mod hostile_input;
+pub mod journal;
 pub mod kube_client;
 pub mod ledger;
 pub mod logging;

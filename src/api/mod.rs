@@ -1,7 +1,8 @@
 //! The custom resources of the `mailroom.dev/v1alpha1` API: what to send
 //! ([`EmailMessage`], [`EmailTemplate`]) and how to send it
 //! ([`EmailProvider`], [`ClusterEmailProvider`]), and the record of what
-//! was sent ([`EmailLedger`]).
+//! was sent ([`EmailLedger`]) and of the attempts under way
+//! ([`EmailJournal`]).
 
 pub mod bounces;
 pub mod cluster_provider;
@@ -9,6 +10,7 @@ pub mod condition;
 pub mod deliverability;
 pub mod dkim;
 pub mod health;
+pub mod journal;
 pub mod ledger;
 pub mod message;
 pub mod namespaces;
@@ -24,6 +26,7 @@ pub mod tenancy;
 pub mod usage;
 
 pub use cluster_provider::{ClusterEmailProvider, ClusterEmailProviderSpec};
+pub use journal::{EmailJournal, EmailJournalSpec, JournalClaim};
 pub use ledger::{EmailLedger, EmailLedgerSpec, LedgerEntry};
 pub use message::{
     BounceKind, DeliveryEvent, DeliveryEventType, EmailMessage, EmailMessageSpec,
@@ -50,6 +53,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         EmailMessage::crd(),
         EmailTemplate::crd(),
         EmailLedger::crd(),
+        EmailJournal::crd(),
         EmailSuppression::crd(),
         EmailRoute::crd(),
         EmailUsage::crd(),

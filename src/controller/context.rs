@@ -322,6 +322,8 @@ pub struct Context {
     pub activity: Arc<super::activity::Activity>,
     /// The record of what was sent, so the same message is sent once.
     pub ledger: Arc<crate::ledger::Ledger>,
+    /// The attempts under way, claimed before their sends.
+    pub journal: Arc<crate::journal::Journal>,
     /// The bounce mailboxes' state and the soft bounce counts.
     pub bounces: Arc<crate::bounces::Bounces>,
     /// Token buckets of rate-limited providers.
@@ -377,9 +379,11 @@ impl Context {
     /// providers', when served) have listed everything: messages are judged
     /// against them, so none is marked ProviderNotFound for a provider that
     /// exists but is not listed yet, and until the ledger is read, so none
-    /// is sent that was sent before. `false` when a cache stopped first.
+    /// is sent that was sent before, and until the claim journal is read, so
+    /// none whose last attempt was interrupted is judged as if it had not
+    /// been made. `false` when a cache stopped first.
     pub async fn caches_ready(&self) -> bool {
-        self.caches.listed().await && self.ledger.loaded().await
+        self.caches.listed().await && self.ledger.loaded().await && self.journal.loaded().await
     }
 }
 

@@ -23,6 +23,9 @@ pub enum Error {
     /// The ledger of what was sent could not be read.
     #[error("ledger: {0}")]
     Ledger(#[from] crate::ledger::pages::Error),
+    /// The claim journal could not be written: nothing was sent.
+    #[error("claim journal: {0}")]
+    Journal(String),
     /// A status write kept conflicting with other writers.
     #[error("the status write conflicted {0} times in a row")]
     Contended(u32),
@@ -34,5 +37,10 @@ impl Error {
     /// reconcile with it.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)
+    }
+
+    /// Whether the object is gone (HTTP 404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 404)
     }
 }

@@ -135,6 +135,7 @@ pub async fn run(
         routes: routes.2,
     };
     let (message_run, listed, store) = run_messages(&client, wakes, ctx.clone(), shutdown.clone());
+    ctx.journal.watch_messages(store.clone());
     let providers_listed = ctx.caches.ready.providers.clone();
     let observe = observe::observe(
         providers_listed,
@@ -185,6 +186,8 @@ fn with_side_tasks(
             .run(client.clone(), ctx.telemetry.clone())
             .boxed(),
     );
+    let journal = ctx.journal.clone();
+    drivers.push(async move { journal.run().await }.boxed());
     let ledger = ctx.ledger.clone();
     let ledger_client = client.clone();
     drivers.push(async move { ledger.run(ledger_client).await }.boxed());

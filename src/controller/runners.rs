@@ -67,6 +67,10 @@ pub(super) fn context(
             settings.namespace.clone(),
             settings.ledger_max_entries,
         )),
+        journal: Arc::new(crate::journal::Journal::new(
+            client.clone(),
+            settings.namespace.clone(),
+        )),
         bounces: Default::default(),
         telemetry: telemetry.clone(),
         unsubscribe_keys: Arc::new(crate::delivery::unsubscribe::keys::Keys::new(

@@ -10,7 +10,8 @@ use crate::support::fixtures::{self, Scene};
 use futures::TryStreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use mailroom::api::{EmailMessage, EmailMessageStatus, Phase};
+use mailroom::api::journal::JOURNAL_NAME;
+use mailroom::api::{EmailJournal, EmailMessage, EmailMessageStatus, Phase};
 use mailroom_fakes::{Config, Failure, Fake, Service};
 use serde_json::json;
 
@@ -234,16 +235,12 @@ async fn an_idempotent_service_sends_an_interrupted_at_most_once_message_again()
     controller.stop().await;
 }
 
-#[tokio::test]
-async fn an_idempotent_service_is_sent_with_one_status_write_and_no_claim() {
-    let (scene, fake, controller) =
-        fixtures::api_scene(Service::Resend, "one-write", fixtures::VALID_API_KEY).await;
-    scene.wait_provider("api", "Configured").await;
-    let created = scene.note("once", "api", "resend, one write").await;
-    // Every version of the object after its create, as a watch from that
-    // version delivers them: nothing written is missed.
+/// The phase of every status `created` goes through until Sent (at its
+/// first attempt), as a watch from its create delivers them: nothing
+/// written is missed.
+async fn phases_until_sent(scene: &Scene, created: &EmailMessage) -> Vec<Option<Phase>> {
     let api: Api<EmailMessage> = Api::namespaced(scene.client.clone(), &scene.ns);
-    let params = WatchParams::default().fields("metadata.name=once");
+    let params = WatchParams::default().fields(&format!("metadata.name={}", created.name_any()));
     let version = created.resource_version().expect("resourceVersion");
     let mut versions = Box::pin(api.watch(&params, &version).await.expect("watch"));
     let mut phases = Vec::new();
@@ -261,8 +258,17 @@ async fn an_idempotent_service_is_sent_with_one_status_write_and_no_claim() {
             }
         }
     }
+    phases
+}
+
+#[tokio::test]
+async fn an_idempotent_service_is_sent_with_one_status_write_and_no_claim() {
+    let (scene, fake, controller) =
+        fixtures::api_scene(Service::Resend, "one-write", fixtures::VALID_API_KEY).await;
+    scene.wait_provider("api", "Configured").await;
+    let created = scene.note("once", "api", "resend, one write").await;
     assert_eq!(
-        phases,
+        phases_until_sent(&scene, &created).await,
         [Some(Phase::Sent)],
         "one status write, the outcome: Resend drops a repeat by its Idempotency-Key, so no claim"
     );
@@ -378,5 +384,110 @@ async fn a_waiting_message_ends_when_its_deadline_passes() {
     scene.wait_reason("late", "ProviderNotFound").await;
     let failed = scene.wait_phase("late", Phase::Failed).await;
     assert_eq!(fixtures::sent_reason(&failed), "DeadlineExceeded");
+    controller.stop().await;
+}
+
+/// Message `interrupted` with `spec`, left as a controller that died
+/// mid-send leaves it now: its status untouched, its attempt 1 listed in
+/// the namespace's claim journal.
+async fn journaled_with_no_result(scene: &Scene, spec: serde_json::Value) -> EmailMessage {
+    let message = scene.message("interrupted", spec).await;
+    let journal: EmailJournal = serde_json::from_value(json!({
+        "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailJournal",
+        "metadata": {"name": JOURNAL_NAME, "namespace": scene.ns},
+        "spec": {"count": 1, "claims": [{"name": "interrupted", "uid": message.uid().expect("uid"),
+                                          "attempt": 1, "claimed": "2026-01-01T00:00:00Z"}]}
+    }))
+    .expect("journal");
+    let journals: Api<EmailJournal> = Api::namespaced(scene.client.clone(), &scene.ns);
+    journals
+        .create(&PostParams::default(), &journal)
+        .await
+        .expect("writing the journal");
+    message
+}
+
+/// The claims the namespace's journal lists, once it lists `count`.
+async fn journal_lists(scene: &Scene, count: usize) -> EmailJournal {
+    let journals: Api<EmailJournal> = Api::namespaced(scene.client.clone(), &scene.ns);
+    support::eventually(
+        &format!("the claim journal listing {count} attempts"),
+        Duration::from_secs(20),
+        || async {
+            let journal = journals.get_opt(JOURNAL_NAME).await.ok().flatten()?;
+            (journal.spec.claims.len() == count).then_some(journal)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_attempt_the_claim_journal_lists_is_interrupted_under_at_most_once() {
+    let scene = Scene::new("journal-at-most-once").await;
+    scene.mailpit_provider().await;
+    let subject = support::unique("journal at most once");
+    let spec = json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "subject": subject,
+                      "text": "hi", "deliveryPolicy": "AtMostOnce"});
+    journaled_with_no_result(&scene, spec).await;
+    let controller = scene.controller().await;
+
+    let unknown = scene.wait_phase("interrupted", Phase::Unknown).await;
+    assert_eq!(fixtures::sent_reason(&unknown), "Interrupted");
+    assert_eq!(unknown.status.clone().expect("status").attempts, 1);
+    assert_eq!(support::received_count(&subject).await, 0, "not sent");
+    // The attempt is resolved: it leaves the journal.
+    journal_lists(&scene, 0).await;
+
+    let sent = retried_until_sent(&scene).await;
+    assert_eq!(sent.status.expect("status").attempts, 2);
+    support::received(&subject).await;
+    assert_eq!(support::received_count(&subject).await, 1);
+    journal_lists(&scene, 0).await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn an_attempt_the_claim_journal_lists_is_counted_under_at_least_once() {
+    let scene = Scene::new("journal-at-least-once").await;
+    scene.mailpit_provider().await;
+    let subject = support::unique("journal at least once");
+    let spec = json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"], "subject": subject,
+                      "text": "hi"});
+    journaled_with_no_result(&scene, spec).await;
+    let controller = scene.controller().await;
+
+    let sent = scene.wait_phase("interrupted", Phase::Sent).await;
+    let status = sent.status.expect("status");
+    assert_eq!(status.attempts, 2, "the interrupted attempt counts");
+    assert!(
+        status.conditions[0].message.contains("attempt 2"),
+        "{}",
+        status.conditions[0].message
+    );
+    support::received(&subject).await;
+    assert_eq!(support::received_count(&subject).await, 1);
+    journal_lists(&scene, 0).await;
+    controller.stop().await;
+}
+
+/// A message sent over SMTP is claimed in the journal, not on itself: its
+/// status is written once, with the outcome, and the journal lists nothing
+/// once that is recorded.
+#[tokio::test]
+async fn a_message_is_claimed_in_the_journal_and_written_once() {
+    let scene = Scene::new("journal-claim").await;
+    scene.mailpit_provider().await;
+    let controller = scene.controller().await;
+    let subject = support::unique("journal claim");
+    let created = scene.note("claimed", "mailpit", &subject).await;
+    assert_eq!(
+        phases_until_sent(&scene, &created).await,
+        [Some(Phase::Sent)],
+        "one status write, the outcome: the claim is in the journal"
+    );
+    support::received(&subject).await;
+    assert_eq!(support::received_count(&subject).await, 1);
+    let journal = journal_lists(&scene, 0).await;
+    assert_eq!(journal.spec.count, 0);
     controller.stop().await;
 }

@@ -276,6 +276,17 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
     )
     .await;
     assert_eq!(page.spec.entries[0].name, "rbac");
+    // It claimed the send in the namespace's claim journal first.
+    let journals: Api<mailroom::api::EmailJournal> =
+        Api::namespaced(scene.client.clone(), &scene.ns);
+    let journal = journals
+        .get_opt(mailroom::api::journal::JOURNAL_NAME)
+        .await
+        .expect("reading the journal");
+    assert!(
+        journal.is_some(),
+        "the journal was written as the ServiceAccount"
+    );
 
     // Hosted unsubscribe as the ServiceAccount: the key Secret made in its
     // own namespace, the link in the mail POSTed to a receiver running as
@@ -500,6 +511,17 @@ async fn the_service_account_can_lead_and_send_and_nothing_more() {
             .await
             .map(|_| ()),
         "replacing a ledger page whole",
+    );
+    let own_journal: Api<mailroom::api::EmailJournal> = Api::namespaced(sa.clone(), &scene.ns);
+    forbidden(
+        own_journal
+            .delete(
+                mailroom::api::journal::JOURNAL_NAME,
+                &DeleteParams::default(),
+            )
+            .await
+            .map(|_| ()),
+        "deleting the claim journal",
     );
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(sa.clone(), &scene.ns);

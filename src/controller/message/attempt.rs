@@ -1,5 +1,6 @@
-//! One attempt, as single and bulk sends share it: the claim (status
-//! Sending, guarded by resourceVersion, written before any I/O; skipped
+//! One attempt, as single and bulk sends share it: the claim (written
+//! before any I/O: to the namespace's claim journal for a single message,
+//! as status Sending guarded by resourceVersion for a bulk batch; skipped
 //! for a service that drops a repeated send by itself), the
 //! withdrawal of a provider whose own failure stopped the send, the retry
 //! rule, and the record of the outcome, which is kept in memory and written
@@ -29,6 +30,7 @@ use crate::controller::degraded;
 use crate::controller::error::Error;
 use crate::controller::provider;
 use crate::controller::slots::{Busy, SendSlot};
+use crate::journal::{Committed, Full};
 use crate::transport::SendError;
 
 /// How many times a result is written before it is kept for a later reconcile.
@@ -97,13 +99,20 @@ pub fn claim(
     claim
 }
 
-/// Whether an attempt's claim is written before the send.
+/// Whether an attempt's claim is written before the send, and where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimWrite {
-    /// Written, guarded by resourceVersion: a stale cache, a second
-    /// replica or a controller that died before recording cannot send the
-    /// attempt again unnoticed.
+    /// Written on the message (status Sending), guarded by resourceVersion:
+    /// a stale cache, a second replica or a controller that died before
+    /// recording cannot send the attempt again unnoticed.
     Written,
+    /// Written to the namespace's claim journal, together with the other
+    /// claims of the moment: a controller that died before recording leaves
+    /// it listed there, and a second replica's write of the journal
+    /// conflicts. The message itself is written once, with the outcome
+    /// (guarded as a skipped claim's is). Falls back to `Written` when the
+    /// journal is full.
+    Journaled,
     /// Not written: the service drops a repeat of the same message by
     /// itself (Resend's Idempotency-Key), which is all the claim guards
     /// against, so the attempt costs one status write fewer.
@@ -111,12 +120,13 @@ pub enum ClaimWrite {
 }
 
 impl ClaimWrite {
-    /// The claim a transport needs: skipped when its service is idempotent.
+    /// The claim a single message's transport needs: skipped when its
+    /// service is idempotent, else journaled.
     pub fn for_transport(idempotent: bool) -> Self {
         if idempotent {
             ClaimWrite::Skipped
         } else {
-            ClaimWrite::Written
+            ClaimWrite::Journaled
         }
     }
 
@@ -128,7 +138,7 @@ impl ClaimWrite {
             ClaimWrite::Written => {
                 fresh.is_some_and(|s| s.attempts == attempt && s.phase == Some(Phase::Sending))
             }
-            ClaimWrite::Skipped => {
+            ClaimWrite::Skipped | ClaimWrite::Journaled => {
                 let (attempts, phase) = fresh.map_or((0, None), |s| (s.attempts, s.phase));
                 attempts + 1 == attempt
                     && matches!(phase, None | Some(Phase::Pending) | Some(Phase::Sending))
@@ -137,24 +147,41 @@ impl ClaimWrite {
     }
 }
 
-/// Claims the attempt `claim` describes on top of `base`: written guarded by
-/// the resourceVersion read, or, skipped, only taken as the base of the
-/// outcome's write (which the same resourceVersion then guards). `None`
-/// when the message changed meanwhile: a newer version is reconciled
-/// instead, and nothing is sent.
+/// Claims the attempt `claim` describes on top of `base`: written on the
+/// message guarded by the resourceVersion read; journaled, then taken as the
+/// base of the outcome's write (which the same resourceVersion then
+/// guards); or, skipped, only taken as that base. Returns the claimed
+/// message and where the claim went (a full journal sends it to the
+/// message). `None` when the message or the journal changed meanwhile: the
+/// message is looked at again, and nothing is sent.
 pub async fn take_claim(
+    ctx: &Context,
     api: &Api<EmailMessage>,
     base: &EmailMessage,
     claim: EmailMessageStatus,
     write: ClaimWrite,
-) -> Result<Option<EmailMessage>, Error> {
+) -> Result<Option<(EmailMessage, ClaimWrite)>, Error> {
+    let as_base = |claim: EmailMessageStatus| {
+        let mut claimed = base.clone();
+        claimed.status = Some(claim);
+        claimed
+    };
     match write {
-        ClaimWrite::Written => write_claim(api, base, claim).await,
-        ClaimWrite::Skipped => {
-            let mut claimed = base.clone();
-            claimed.status = Some(claim);
-            Ok(Some(claimed))
-        }
+        ClaimWrite::Written => Ok(write_claim(api, base, claim)
+            .await?
+            .map(|claimed| (claimed, ClaimWrite::Written))),
+        ClaimWrite::Skipped => Ok(Some((as_base(claim), ClaimWrite::Skipped))),
+        ClaimWrite::Journaled => match ctx.journal.claim(base, claim.attempts).await {
+            Ok(Committed::Claimed) => Ok(Some((as_base(claim), ClaimWrite::Journaled))),
+            Ok(Committed::Conflict) => {
+                debug!("the claim journal changed since it was read; looking again");
+                Ok(None)
+            }
+            Ok(Committed::Failed(why)) => Err(Error::Journal(why)),
+            Err(Full) => Ok(write_claim(api, base, claim)
+                .await?
+                .map(|claimed| (claimed, ClaimWrite::Written))),
+        },
     }
 }
 
@@ -283,10 +310,18 @@ pub async fn finish(
             ctx.attempts
                 .written
                 .note(&uid, recorded.metadata.resource_version.as_deref());
+            ctx.journal.close(claimed, attempt);
             Ok(Some(recorded))
         }
-        Ok(None) => Ok(None),
+        Ok(None) => {
+            ctx.journal.close(claimed, attempt);
+            Ok(None)
+        }
         Err(e) => {
+            if e.is_not_found() {
+                // The message is gone: no outcome will ever be on it.
+                ctx.journal.close(claimed, attempt);
+            }
             warn!(error = %e, "the outcome could not be recorded; it is kept and written on the next reconcile");
             ctx.attempts.unrecorded.keep(uid, outcome.clone());
             Err(e)
@@ -310,7 +345,10 @@ pub async fn write_kept(
         ClaimWrite::Skipped
     };
     match record(&api, message, outcome.clone(), attempt, claim).await {
-        Ok(_) => Ok(Action::await_change()),
+        Ok(_) => {
+            ctx.journal.close(message, attempt);
+            Ok(Action::await_change())
+        }
         Err(e) => {
             ctx.attempts
                 .unrecorded
@@ -344,7 +382,7 @@ async fn record(
                         ClaimWrite::Written => warn!(
                             "the claim of attempt {attempt} was replaced by another writer; its outcome is not recorded"
                         ),
-                        ClaimWrite::Skipped => warn!(
+                        ClaimWrite::Skipped | ClaimWrite::Journaled => warn!(
                             "another writer recorded attempt {attempt} first (no claim: the service drops repeats); this outcome is not recorded"
                         ),
                     }
@@ -419,8 +457,12 @@ mod tests {
         assert!(!skipped.still_ours(Some(&status(1, Some(Phase::Sent))), 1));
         assert!(!skipped.still_ours(Some(&status(2, Some(Phase::Pending))), 2));
         assert!(!skipped.still_ours(Some(&status(1, Some(Phase::Failed))), 2));
+        // Journaled: the message carries no claim, as when skipped.
+        let journaled = ClaimWrite::Journaled;
+        assert!(journaled.still_ours(Some(&status(1, Some(Phase::Pending))), 2));
+        assert!(!journaled.still_ours(Some(&status(2, Some(Phase::Sent))), 2));
         assert_eq!(ClaimWrite::for_transport(true), ClaimWrite::Skipped);
-        assert_eq!(ClaimWrite::for_transport(false), ClaimWrite::Written);
+        assert_eq!(ClaimWrite::for_transport(false), ClaimWrite::Journaled);
     }
 
     #[test]

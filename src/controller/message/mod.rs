@@ -79,6 +79,9 @@ async fn reconcile_once(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result
     if ctx.attempts.written.is_stale(&uid, version) {
         return Ok(Action::requeue(STALE_CACHE_RETRY));
     }
+    // An attempt the claim journal lists and the status does not show was
+    // interrupted: the message is judged as claimed.
+    let message = ctx.journal.overlay(message);
     if let Some(stop) = gate::settled(&message) {
         return verdict::write(&ctx, &message, stop, None).await;
     }

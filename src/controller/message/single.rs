@@ -84,7 +84,9 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     claim.redirected_to = email.redirected_to.clone();
     let attempt = claim.attempts;
     let claim_write = ClaimWrite::for_transport(verified.transport.idempotent());
-    let Some(claimed) = attempt::take_claim(&api, &base, claim, claim_write).await? else {
+    let Some((claimed, claim_write)) =
+        attempt::take_claim(ctx, &api, &base, claim, claim_write).await?
+    else {
         return Ok(Action::requeue(CONFLICT_RETRY));
     };
 
