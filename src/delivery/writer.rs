@@ -26,6 +26,7 @@ use crate::api::ProviderId;
 use crate::api::bounces::SoftBouncePolicy;
 use crate::api::condition::{self, DELIVERED};
 use crate::api::deliverability::{DEFAULT_LIST, Unsubscribe, list_of};
+use crate::api::message::ProviderKind;
 use crate::api::{DeliveryEvent, DeliveryEventType, EmailMessage, EmailMessageStatus, Phase};
 use crate::delivery::soft::SoftBounces;
 
@@ -315,10 +316,19 @@ fn lay_over(
     if current.metadata.uid.as_deref() != Some(target.uid.as_str()) {
         return Err(Applied::Gone);
     }
-    if !target.provider.may_have_sent(current) {
-        return Err(Applied::Foreign);
-    }
     let phase = status.phase;
+    if !target.provider.may_have_sent(current) {
+        // A routed message names its provider in the status written with
+        // the outcome: until that write, an event that overtook it may
+        // still be this provider's.
+        let routed = current.spec.provider_ref.kind == ProviderKind::EmailRoute;
+        let unfinished = !phase.is_some_and(Phase::is_finished);
+        return Err(if routed && unfinished {
+            Applied::NotYet
+        } else {
+            Applied::Foreign
+        });
+    }
     if current.spec.recipients.is_empty() {
         // A single message: once it is recorded as sent. One that failed
         // (or whose send is Unknown) takes no delivery events.
@@ -443,4 +453,63 @@ async fn write(
     Err(failed(format!(
         "{ATTEMPTS} conflicting writes in a row: {last}"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn message(provider_ref: serde_json::Value, status: serde_json::Value) -> EmailMessage {
+        serde_json::from_value(json!({
+            "apiVersion": "mailroom.dev/v1alpha1", "kind": "EmailMessage",
+            "metadata": {"name": "m", "namespace": "shop", "uid": "u-1"},
+            "spec": {"providerRef": provider_ref, "to": ["a@example.org"], "subject": "s", "text": "t"},
+            "status": status,
+        }))
+        .expect("message")
+    }
+
+    fn delivered_through(current: &EmailMessage, provider: &str) -> Result<bool, Applied> {
+        let target = Target {
+            message: ObjectRef::from_obj(current),
+            uid: "u-1".into(),
+            provider: ProviderId::Namespaced {
+                namespace: "shop".into(),
+                name: provider.into(),
+            },
+            soft_bounces: SoftBouncePolicy::default(),
+            unsubscribe: None,
+        };
+        let event = DeliveryEvent {
+            id: "e-1".into(),
+            type_: DeliveryEventType::Delivered,
+            time: Time(jiff::Timestamp::from_second(1_000).expect("time")),
+            recipient: Some("a@example.org".into()),
+            bounce: None,
+            detail: None,
+        };
+        let events = [Routed {
+            event,
+            recipient: None,
+        }];
+        let mut status = current.status.clone().unwrap_or_default();
+        lay_over(current, &target, &events, &mut status)
+    }
+
+    #[test]
+    fn an_event_that_overtakes_a_routed_outcome_waits_and_another_providers_is_dropped() {
+        let route = json!({"kind": "EmailRoute", "name": "r"});
+        // The outcome through `b` is not written yet: `b`'s event waits.
+        let unrecorded = message(route.clone(), json!({"phase": "Pending"}));
+        assert_eq!(delivered_through(&unrecorded, "b"), Err(Applied::NotYet));
+        // Recorded as sent through `a`: `b`'s event is not this message's.
+        let sent = message(route, json!({"phase": "Sent", "provider": {"name": "a"}}));
+        assert_eq!(delivered_through(&sent, "b"), Err(Applied::Foreign));
+        assert_eq!(delivered_through(&sent, "a"), Ok(true));
+        // A message naming `a` never takes `b`'s events, sent or not.
+        let named = message(json!({"name": "a"}), json!({"phase": "Pending"}));
+        assert_eq!(delivered_through(&named, "b"), Err(Applied::Foreign));
+        assert_eq!(delivered_through(&named, "a"), Err(Applied::NotYet));
+    }
 }
