@@ -147,6 +147,10 @@ impl Journal {
             claimed: Timestamp::now(),
         };
         let (tx, rx) = oneshot::channel();
+        if self.book(&namespace, |book| book.len() >= MAX_CLAIMS) {
+            // Full: of claims left by others, perhaps, whose messages are gone.
+            self.prune_gone(&namespace);
+        }
         let start = {
             let mut books = self.books();
             let book = books.entry(namespace.clone()).or_default();
