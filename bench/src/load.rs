@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use mailroom::api::{EmailLedger, EmailMessage, EmailMessageStatus, EmailProvider, Phase};
+use mailroom::api::{
+    EmailJournal, EmailLedger, EmailMessage, EmailMessageStatus, EmailProvider, Phase,
+};
 use serde_json::{Value, json};
 
 use crate::Error;
@@ -184,20 +186,13 @@ fn watch_sent(
     watched: Arc<Mutex<Timings>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let stream = watcher(watch_api, watcher::Config::default());
+        let stream = watcher(watch_api, watcher::Config::default()).applied_objects();
         futures::pin_mut!(stream);
-        while let Ok(Some(event)) = stream.try_next().await {
-            let objects: Vec<EmailMessage> = match event {
-                watcher::Event::Apply(m) | watcher::Event::InitApply(m) => vec![m],
-                _ => continue,
-            };
+        while let Ok(Some(m)) = stream.try_next().await {
             let now = started.elapsed().as_secs_f64();
             let mut t = watched.lock().unwrap_or_else(|e| e.into_inner());
             // Only this run's messages (`m-`), not a history already there.
-            for m in objects
-                .into_iter()
-                .filter(|m| m.name_any().starts_with("m-"))
-            {
+            if m.name_any().starts_with("m-") {
                 match m.status.as_ref().and_then(|s| s.phase) {
                     Some(Phase::Sending) => {
                         if t.claim_status.is_none() {
@@ -228,13 +223,35 @@ fn watch_sent(
     })
 }
 
+/// Watches the namespace's claim journal: when each of this run's messages
+/// (`m-`) was first listed there (claimed). Runs until aborted.
+fn watch_journal(
+    watch_api: Api<EmailJournal>,
+    started: Instant,
+    watched: Arc<Mutex<Timings>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let stream = watcher(watch_api, watcher::Config::default()).applied_objects();
+        futures::pin_mut!(stream);
+        while let Ok(Some(journal)) = stream.try_next().await {
+            let now = started.elapsed().as_secs_f64();
+            let mut t = watched.lock().unwrap_or_else(|e| e.into_inner());
+            for claim in journal.spec.claims {
+                if claim.name.starts_with("m-") {
+                    t.claimed.entry(claim.name).or_insert(now);
+                }
+            }
+        }
+    })
+}
+
 /// When each message was created and seen Sent.
 #[derive(Default)]
 pub struct Timings {
     /// Seconds from the run's start to each message's create request.
     pub created: HashMap<String, f64>,
     /// Seconds from the run's start to the first watch event that showed
-    /// it claimed (Sending).
+    /// it claimed (Sending, or listed in the claim journal).
     pub claimed: HashMap<String, f64>,
     /// Seconds from the run's start to the watch event that showed it Sent.
     pub sent: HashMap<String, f64>,
@@ -327,6 +344,11 @@ pub async fn operator_run(
     let started = Instant::now();
 
     let watch = watch_sent(api.clone(), started, n, timings.clone());
+    let journal = watch_journal(
+        Api::namespaced(client.clone(), namespace),
+        started,
+        timings.clone(),
+    );
 
     let creating = timings.clone();
     let create_one = |i: usize| {
@@ -370,8 +392,9 @@ pub async fn operator_run(
     }
 
     let limit = Duration::from_secs(120 + n as u64 / 5);
-    tokio::time::timeout(limit, watch)
-        .await
+    let watched = tokio::time::timeout(limit, watch).await;
+    journal.abort();
+    watched
         .map_err(|_| Error::Setup(format!("not every message was Sent within {limit:?}")))?
         .map_err(|e| Error::Setup(format!("watch task: {e}")))?;
     let seconds = started.elapsed().as_secs_f64();

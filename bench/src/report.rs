@@ -187,7 +187,7 @@ pub fn markdown(runs: &[Run]) -> String {
 /// claim->Sent percentiles.
 fn stage_table(runs: &[Run]) -> String {
     let mut out = String::from(
-        "\nWhere a message spent its time (ms; create->claim: the watch, the work queue and a send slot; claim->Sent: the send and the outcome's write), and the size of a Sent message object:\n\n| run | transport | N | create->claim p50 | p99 | claim->Sent p50 | p99 | object bytes |\n|---|---|---|---|---|---|---|---|\n",
+        "\nWhere a message spent its time (ms; create->claim: the watch, the work queue, a send slot and the claim's write, the claim seen as a Sending status or in the claim journal; claim->Sent: the send and the outcome's write), and the size of a Sent message object:\n\n| run | transport | N | create->claim p50 | p99 | claim->Sent p50 | p99 | object bytes |\n|---|---|---|---|---|---|---|---|\n",
     );
     let mut any = false;
     for run in runs {
