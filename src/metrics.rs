@@ -195,6 +195,10 @@ pub struct Metrics {
     ledger_entries: Gauge,
     /// Ledger pages written (created or appended to).
     ledger_writes: Gauge,
+    /// Attempts the claim journal lists.
+    journal_claims: Gauge,
+    /// Claim journal writes since start.
+    journal_writes: Gauge,
 }
 
 fn provider_labels(namespace: &str, provider: &str, transport: &str) -> ProviderLabels {
@@ -294,6 +298,8 @@ impl Default for Metrics {
         let slots_per_provider = Gauge::default();
         let ledger_entries = Gauge::default();
         let ledger_writes = Gauge::default();
+        let journal_claims = Gauge::default();
+        let journal_writes = Gauge::default();
         registry.register(
             "messages_waiting_oldest_seconds",
             "Age of the oldest message waiting (Pending for any reason but Scheduled), by provider",
@@ -313,6 +319,16 @@ impl Default for Metrics {
             "ledger_writes",
             "EmailLedger pages written (created or appended to) since start",
             ledger_writes.clone(),
+        );
+        registry.register(
+            "journal_claims",
+            "Send attempts the claim journal lists (under way, or left by an earlier process), all namespaces",
+            journal_claims.clone(),
+        );
+        registry.register(
+            "journal_writes",
+            "EmailJournal writes (each carrying the claims of the moment) since start",
+            journal_writes.clone(),
         );
         registry.register(
             "webhook_answers",
@@ -436,6 +452,8 @@ impl Default for Metrics {
             slots_per_provider,
             ledger_entries,
             ledger_writes,
+            journal_claims,
+            journal_writes,
         }
     }
 }
@@ -509,6 +527,14 @@ impl Metrics {
         self.ledger_entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
         self.ledger_writes
+            .set(i64::try_from(writes).unwrap_or(i64::MAX));
+    }
+
+    /// The claim journal's listed attempts and writes so far.
+    pub fn set_journal(&self, claims: usize, writes: u64) {
+        self.journal_claims
+            .set(i64::try_from(claims).unwrap_or(i64::MAX));
+        self.journal_writes
             .set(i64::try_from(writes).unwrap_or(i64::MAX));
     }
 

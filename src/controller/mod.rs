@@ -142,6 +142,7 @@ pub async fn run(
         listed,
         store,
         ctx.ledger.clone(),
+        ctx.journal.clone(),
         telemetry,
         shutdown.clone(),
     );

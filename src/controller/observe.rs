@@ -1,4 +1,5 @@
-//! Keeps the probes and the waiting-messages gauge current: the caches are
+//! Keeps the probes, the waiting-messages gauge and the ledger's and claim
+//! journal's gauges current: the caches are
 //! marked synced once they have listed everything, and shutdown is marked
 //! for /readyz.
 
@@ -16,6 +17,7 @@ use crate::admin::Telemetry;
 use crate::api::condition::Reason;
 use crate::api::condition::{SENT, find};
 use crate::api::{EmailMessage, Phase};
+use crate::journal::Journal;
 use crate::ledger::Ledger;
 
 /// How often the waiting-messages gauge is counted again.
@@ -27,6 +29,7 @@ pub async fn observe(
     messages_listed: Ready,
     messages: Store<EmailMessage>,
     ledger: Arc<Ledger>,
+    journal: Arc<Journal>,
     telemetry: Arc<Telemetry>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -39,6 +42,9 @@ pub async fn observe(
             count_waiting(&messages, &telemetry);
             let ledger = ledger.size();
             telemetry.metrics.set_ledger(ledger.entries, ledger.writes);
+            telemetry
+                .metrics
+                .set_journal(journal.len(), journal.writes());
             tokio::time::sleep(COUNT_EVERY).await;
         }
     };

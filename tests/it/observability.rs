@@ -158,6 +158,15 @@ async fn probes_metrics_and_logs_tell_the_truth_and_keep_secrets() {
         metric(&metrics, "mailroom_ledger_writes ").is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
+    // The message went out over SMTP: claimed in the journal first.
+    assert!(
+        metric(&metrics, "mailroom_journal_writes ").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "mailroom_journal_claims ").is_some(),
+        "{metrics}"
+    );
 
     let exit = controller.terminate();
     assert!(exit.success(), "a clean exit on SIGTERM: {exit:?}");
