@@ -20,7 +20,7 @@ use kube::Resource;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Changes buffered per subscriber before the watch waits for it.
 const BUFFER: usize = 1024;
@@ -177,12 +177,24 @@ where
         match object {
             Ok(object) => Some((Arc::new(object), Change::Applied)),
             Err(e) => {
-                warn!(error = %e, "a watch failed; it is retried");
+                note_watch_error(&e);
                 None
             }
         }
     });
     fan_out(changes, subscribers)
+}
+
+/// Logs a failed watch, which the watcher retries. A watch whose version
+/// expired (410: the apiserver no longer holds that much history, as at
+/// its start or after a compaction) is routine: the watcher lists again.
+fn note_watch_error(error: &watcher::Error) {
+    match error {
+        watcher::Error::WatchError(status) if status.code == 410 => {
+            debug!(error = %error, "a watch's version expired; listing again");
+        }
+        _ => warn!(error = %error, "a watch failed; it is retried"),
+    }
 }
 
 /// The changes one watcher event brings.
@@ -192,7 +204,7 @@ fn changes_of<K>(event: Result<Event<K>, watcher::Error>) -> Option<(K, Change)>
         Ok(Event::Delete(object)) => Some((object, Change::Deleted)),
         Ok(Event::Init | Event::InitDone) => None,
         Err(e) => {
-            warn!(error = %e, "a watch failed; it is retried");
+            note_watch_error(&e);
             None
         }
     }
