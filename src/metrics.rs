@@ -337,7 +337,7 @@ impl Default for Metrics {
         );
         registry.register(
             "send_slots_in_use",
-            "Send slots a provider holds now (a provider may hold a quarter of --max-concurrent-sends, a namespace half)",
+            "Send slots a provider holds now (a provider may hold a quarter of --max-concurrent-sends, a namespace half of what can be in flight)",
             send_slots.clone(),
         );
         registry.register(

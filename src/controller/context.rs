@@ -183,7 +183,7 @@ pub mod defaults {
     /// `--deadline-seconds`: a day.
     pub const DEADLINE_SECONDS: u32 = 86_400;
     /// `--max-concurrent-sends`.
-    pub const MAX_CONCURRENT_SENDS: usize = 256;
+    pub const MAX_CONCURRENT_SENDS: usize = 512;
     /// `--sent-events`.
     pub const SENT_EVENTS: bool = false;
     /// `--ledger-max-entries`.
@@ -216,7 +216,8 @@ pub struct Settings {
     #[arg(long, env = "MAILROOM_DEADLINE_SECONDS", default_value_t = defaults::DEADLINE_SECONDS)]
     pub deadline_seconds: u32,
     /// The most sends in flight at once, over all providers (a provider may
-    /// hold a quarter of them, a namespace half).
+    /// hold a quarter of them, a namespace half of what can be in flight:
+    /// each send runs inside one of the `--concurrency` reconciles).
     #[arg(
         long,
         env = "MAILROOM_MAX_CONCURRENT_SENDS",

@@ -57,7 +57,11 @@ pub(super) fn context(
             },
         },
         attempts: Attempts {
-            sends: slots::SendSlots::new(settings.max_concurrent_sends, telemetry.clone()),
+            sends: slots::SendSlots::new(
+                settings.max_concurrent_sends,
+                usize::from(settings.concurrency),
+                telemetry.clone(),
+            ),
             unrecorded: Default::default(),
             written: Default::default(),
         },

@@ -1,6 +1,7 @@
 //! Send slots, shared fairly. At most `--max-concurrent-sends` sends are in
 //! flight at once; of those, one provider may hold at most a quarter and the
-//! messages of one namespace at most a half. A server that stalls (or a tenant that floods)
+//! messages of one namespace at most a half of what can be in flight (each
+//! send runs inside a reconcile, so no more than `--concurrency`). A server that stalls (or a tenant that floods)
 //! so delays only its own messages, without holding a reconcile worker,
 //! while every other provider finds slots free: a message whose provider
 //! holds its share waits in the provider's line and is woken when a slot
@@ -28,10 +29,14 @@ fn timeout_of(spec: &EmailProviderSpec) -> Duration {
     Duration::from_secs(u64::from(seconds))
 }
 
-/// The shares a provider and a namespace may hold of `total` slots.
-fn shares(total: usize) -> (usize, usize) {
+/// The shares a provider and a namespace may hold of `total` slots, when at
+/// most `reconciles` sends can run at once: a namespace never holds more
+/// than half of the reconciles, whatever the slots allow, so the rest keep
+/// serving every other namespace.
+fn shares(total: usize, reconciles: usize) -> (usize, usize) {
     let total = total.max(1);
-    ((total / 4).max(1), (total / 2).max(1))
+    let in_flight = total.min(reconciles.max(1));
+    ((total / 4).max(1), (in_flight / 2).max(1))
 }
 
 /// Why no slot was given.
@@ -70,9 +75,10 @@ pub struct SendSlot {
 }
 
 impl SendSlots {
-    /// `total` slots (at least 1), reported in the metrics.
-    pub fn new(total: usize, telemetry: Arc<Telemetry>) -> Arc<Self> {
-        let (per_provider, per_namespace) = shares(total);
+    /// `total` slots (at least 1) for sends made inside at most
+    /// `reconciles` reconciles at once, reported in the metrics.
+    pub fn new(total: usize, reconciles: usize, telemetry: Arc<Telemetry>) -> Arc<Self> {
+        let (per_provider, per_namespace) = shares(total, reconciles);
         telemetry.metrics.set_slots_per_provider(per_provider);
         Arc::new(Self {
             global: Arc::new(Semaphore::new(total.max(1))),
@@ -185,9 +191,17 @@ mod tests {
         slots.take(key, key.namespace(), None).await
     }
 
+    #[test]
+    fn a_namespace_holds_at_most_half_of_the_reconciles() {
+        assert_eq!(shares(512, 256), (128, 128), "the defaults");
+        assert_eq!(shares(256, 256), (64, 128));
+        assert_eq!(shares(512, 1024), (128, 256), "slots bound first");
+        assert_eq!(shares(1, 1), (1, 1), "never none");
+    }
+
     #[tokio::test]
     async fn a_provider_and_a_namespace_hold_at_most_their_share() {
-        let slots = SendSlots::new(8, Arc::default());
+        let slots = SendSlots::new(8, 256, Arc::default());
         let a = key("team-a", "smtp");
         let mut held = Vec::new();
         for _ in 0..2 {
@@ -211,7 +225,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cluster_provider_counts_against_each_message_namespace() {
-        let slots = SendSlots::new(8, Arc::default());
+        let slots = SendSlots::new(8, 256, Arc::default());
         let shared = key("", "relay");
         let mut held = Vec::new();
         for _ in 0..2 {
@@ -252,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_provider_with_its_own_limit_holds_no_more() {
-        let slots = SendSlots::new(16, Arc::default());
+        let slots = SendSlots::new(16, 256, Arc::default());
         let smtp = key("team-a", "smtp");
         let first = slots.take(&smtp, "team-a", Some(2)).await.expect("1 of 2");
         let _second = slots.take(&smtp, "team-a", Some(2)).await.expect("2 of 2");
@@ -281,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_slot_is_still_one_slot() {
-        let slots = SendSlots::new(1, Arc::default());
+        let slots = SendSlots::new(1, 256, Arc::default());
         let a = key("team-a", "smtp");
         let first = take(&slots, &a).await.expect("the only slot");
         assert!(take(&slots, &a).await.is_err());
