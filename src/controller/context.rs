@@ -194,6 +194,8 @@ pub mod defaults {
     pub const BREAKER_FAILURES: u32 = 5;
     /// `--breaker-cooldown-seconds`.
     pub const BREAKER_COOLDOWN_SECONDS: u32 = 30;
+    /// `--max-attachment-memory-mib`.
+    pub const MAX_ATTACHMENT_MEMORY_MIB: u32 = 32;
 }
 
 /// Settings of a running controller: its command-line flags (each also an
@@ -284,6 +286,12 @@ pub struct Settings {
     /// times this).
     #[arg(long, env = "MAILROOM_BREAKER_COOLDOWN_SECONDS", default_value_t = defaults::BREAKER_COOLDOWN_SECONDS, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub breaker_cooldown_seconds: u32,
+    /// MiB of attachments held in memory at once, over every message being
+    /// sent (a namespace's messages at most half): a message finding no
+    /// room waits, one whose files could never fit in half fails. Encoding
+    /// a file for sending holds about three times its size while it goes.
+    #[arg(long, env = "MAILROOM_MAX_ATTACHMENT_MEMORY_MIB", default_value_t = defaults::MAX_ATTACHMENT_MEMORY_MIB, value_parser = clap::value_parser!(u32).range(16..=65_536))]
+    pub max_attachment_memory_mib: u32,
 }
 
 impl Default for Settings {
@@ -303,6 +311,7 @@ impl Default for Settings {
             bounce_mailbox_keep_hours: defaults::BOUNCE_MAILBOX_KEEP_HOURS,
             breaker_failures: defaults::BREAKER_FAILURES,
             breaker_cooldown_seconds: defaults::BREAKER_COOLDOWN_SECONDS,
+            max_attachment_memory_mib: defaults::MAX_ATTACHMENT_MEMORY_MIB,
         }
     }
 }
@@ -373,6 +382,8 @@ pub struct Attempts {
     pub unrecorded: Unrecorded,
     /// Outcomes written that the cache may not show yet.
     pub written: Written,
+    /// The attachments held in memory (`max_attachment_memory_mib`).
+    pub attachment_memory: Arc<super::attachment_memory::AttachmentMemory>,
 }
 
 impl Context {

@@ -9,6 +9,7 @@
 
 pub(crate) mod access;
 mod activity;
+mod attachment_memory;
 pub(crate) mod breaker;
 pub(crate) mod context;
 pub(crate) mod credentials;

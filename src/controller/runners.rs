@@ -64,6 +64,9 @@ pub(super) fn context(
             ),
             unrecorded: Default::default(),
             written: Default::default(),
+            attachment_memory: super::attachment_memory::AttachmentMemory::new(
+                u64::from(settings.max_attachment_memory_mib) * 1024 * 1024,
+            ),
         },
         expiry: Default::default(),
         activity: Default::default(),

@@ -386,3 +386,96 @@ async fn bad_attachments_are_refused_at_apply_time() {
             .await;
     }
 }
+
+/// A file of `size` bytes that is not text.
+fn file_of(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i % 251) as u8 ^ seed)
+        .collect::<Vec<u8>>()
+}
+
+/// The files of every message being sent share the controller's attachment
+/// memory. With 16 MiB (8 MiB for the namespace: two reads at once), eight
+/// messages of two 900 KiB files each all arrive whole, each once; a
+/// message whose files could never fit in the namespace's half fails,
+/// naming the flag, and nothing of it is sent.
+#[tokio::test]
+async fn messages_share_the_attachment_memory_and_every_one_arrives_whole() {
+    use support::fixtures::{RunningController, settings};
+
+    let scene = Scene::new("attach-memory").await;
+    scene.mailpit_provider().await;
+    let one = file_of(900 * 1024, 1);
+    let two = file_of(900 * 1024, 2);
+    for (name, bytes) in [("one", &one), ("two", &two)] {
+        fixtures::create::<ConfigMap>(
+            &scene.client,
+            &scene.ns,
+            json!({"metadata": {"name": name}, "binaryData": {"file.bin": b64(bytes)}}),
+        )
+        .await;
+    }
+    let controller = RunningController::start_with_settings(
+        scene.client.clone(),
+        mailroom::controller::Settings {
+            max_attachment_memory_mib: 16,
+            ..settings(&scene.ns)
+        },
+    );
+    let file = |n: usize, map: &str| json!({"filename": format!("f{n}.bin"), "configMapKeyRef": {"name": map, "key": "file.bin"}});
+    let subject = support::unique("shared memory");
+    for i in 0..8 {
+        scene
+            .message(
+                &format!("m{i}"),
+                json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"],
+                       "subject": format!("{subject} {i}"), "text": "files",
+                       "attachments": [file(0, "one"), file(1, "two")]}),
+            )
+            .await;
+    }
+    let six: Vec<Value> = (0..6)
+        .map(|n| file(n, if n % 2 == 0 { "one" } else { "two" }))
+        .collect();
+    scene
+        .message(
+            "too-much",
+            json!({"providerRef": {"name": "mailpit"}, "to": ["x@example.org"],
+                   "subject": format!("{subject} too much"), "text": "files", "attachments": six}),
+        )
+        .await;
+
+    for i in 0..8 {
+        let sent = scene.wait_phase(&format!("m{i}"), Phase::Sent).await;
+        assert_eq!(sent.status.expect("status").attempts, 1);
+        let found = support::received(&format!("{subject} {i}")).await;
+        assert_eq!(found.len(), 1, "message {i} arrived once");
+        let raw = Mailpit::shared().raw(&found[0].id).await;
+        let mail = mailparse::parse_mail(raw.as_bytes()).expect("MIME");
+        let files: Vec<Vec<u8>> = mail.subparts[1..]
+            .iter()
+            .map(|part| part.get_body_raw().expect("file"))
+            .collect();
+        assert!(
+            files == [one.clone(), two.clone()],
+            "message {i}: both files whole"
+        );
+    }
+
+    let failed = scene.wait_phase("too-much", Phase::Failed).await;
+    let status = failed.status.expect("status");
+    let error = status.last_error.expect("lastError");
+    assert_eq!(error.reason, "InvalidRequest");
+    assert!(
+        error.message.contains("spec.attachments[5]")
+            && error.message.contains("--max-attachment-memory-mib"),
+        "{}",
+        error.message
+    );
+    assert_eq!(status.attempts, 0, "refused before any attempt");
+    assert_eq!(
+        support::received_count(&format!("{subject} too much")).await,
+        0
+    );
+    controller.stop().await;
+}

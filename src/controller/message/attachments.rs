@@ -12,6 +12,7 @@ use kube::api::Api;
 use crate::api::message::Attachment as AttachmentSpec;
 use crate::api::provider::KeyRef;
 use crate::compose::Attachment;
+use crate::controller::attachment_memory::{NoRoom, Taken};
 
 /// Why a message's attachments cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,24 @@ pub enum LoadError {
         /// The cap.
         cap: u64,
     },
+    /// Other messages hold the controller's attachment memory now: the
+    /// message looks again shortly.
+    #[error("{field}: no attachment memory free now")]
+    NoRoomNow {
+        /// The attachment that found no room.
+        field: String,
+    },
+    /// The files need more memory than the controller gives one namespace's
+    /// messages at once: the message can never be sent as it is.
+    #[error(
+        "{field}: the attachments need more memory than this controller holds for one namespace's messages at once ({share} bytes, half of --max-attachment-memory-mib)"
+    )]
+    NeverRoom {
+        /// The attachment that found no room.
+        field: String,
+        /// The namespace's share, in bytes.
+        share: u64,
+    },
     /// The API server could not be asked.
     #[error("{field}: reading it failed: {source}")]
     Api {
@@ -63,18 +82,31 @@ pub enum LoadError {
 pub const ATTACHABLE_LABEL: &str = "mailroom.dev/attachable";
 
 /// Reads every attachment of a message in `namespace`, in order, failing
-/// once their total passes `cap` bytes.
+/// once their total passes `cap` bytes; `memory` counts what is held (room
+/// for each read before it, the file after it).
 pub async fn load(
     client: &Client,
     namespace: &str,
     specs: &[AttachmentSpec],
     cap: u64,
+    memory: &mut Taken,
 ) -> Result<Vec<Attachment>, LoadError> {
     let mut total = 0u64;
     let mut loaded = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let field = format!("spec.attachments[{i}]");
-        let content = read(client, namespace, spec, &field).await?;
+        memory.before_read().map_err(|no_room| match no_room {
+            NoRoom::Busy => LoadError::NoRoomNow {
+                field: field.clone(),
+            },
+            NoRoom::Never { share } => LoadError::NeverRoom {
+                field: field.clone(),
+                share,
+            },
+        })?;
+        let read = read(client, namespace, spec, &field).await;
+        memory.after_read(read.as_ref().map_or(0, |content| content.len() as u64));
+        let content = read?;
         total += content.len() as u64;
         if total > cap {
             return Err(LoadError::TooLarge { field, total, cap });

@@ -41,7 +41,7 @@ pub async fn run(
     };
     let email = match email {
         Some(email) => match super::prepare::attach(ctx, message, provider, Some(email)).await? {
-            Ok(email) => email,
+            Ok((email, _memory)) => email,
             Err(stop) => return verdict::write(ctx, message, stop, deadline).await,
         },
         None => None,

@@ -117,6 +117,8 @@ async fn reconcile_once(message: Arc<EmailMessage>, ctx: Arc<Context>) -> Result
 
     let limits = &inputs.limits;
     let reservation = prepared.reservation;
+    // Held until the send ends: the email's files stay in memory till then.
+    let _attachment_memory = prepared.attachment_memory;
     match prepared.email {
         Some(email) => {
             let job = single::Job {

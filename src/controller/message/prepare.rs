@@ -14,6 +14,7 @@ use crate::api::provider::{DEFAULT_MAX_ATTACHMENT_BYTES, RateLimit};
 use crate::api::tenancy::TenantPolicy;
 use crate::api::{EmailMessage, EmailProvider, Phase};
 use crate::compose::Email;
+use crate::controller::attachment_memory::Taken;
 use crate::controller::context::{Context, Verified};
 use crate::controller::error::Error;
 use crate::controller::usage::{HOLD_RECHECK, Held, Reservation};
@@ -23,14 +24,26 @@ use kube::runtime::events::EventType;
 /// ConfigMap (nothing wakes it when one appears).
 const ATTACHMENT_RETRY: Duration = Duration::from_secs(15);
 
-/// What is ready to claim: the email (`None` for a bulk message), and the
-/// place in the namespace's quota held for it.
+/// How soon a message whose files found no attachment memory free looks
+/// again: 1-3 s, spread so a backlog does not come back all at once.
+fn no_room_retry() -> Duration {
+    Duration::from_millis(1000 + fastrand::u64(..2000))
+}
+
+/// What is ready to claim: the email (`None` for a bulk message), the
+/// place in the namespace's quota held for it, and the memory its
+/// attachments hold.
 pub struct Prepared {
     /// The email, attachments read.
     pub email: Option<Box<Email>>,
     /// The quota reserved for a single message (kept when it is sent).
     pub reservation: Option<Reservation>,
+    /// The attachment memory the email holds, given back when dropped.
+    pub attachment_memory: Option<Taken>,
 }
+
+/// An email with its attachments read, and the memory they hold.
+pub(super) type Attached = (Option<Box<Email>>, Option<Taken>);
 
 /// What is ready to claim, or why not now.
 pub async fn prepare(
@@ -53,7 +66,11 @@ pub async fn prepare(
     }
     Ok(attach(ctx, message, provider, email)
         .await?
-        .map(|email| Prepared { email, reservation }))
+        .map(|(email, attachment_memory)| Prepared {
+            email,
+            reservation,
+            attachment_memory,
+        }))
 }
 
 /// The namespace's place in its quota on the provider (one message for a
@@ -163,26 +180,29 @@ fn shared(limit: &RateLimit, percent: u32) -> RateLimit {
     }
 }
 
-/// The email with its attachments read, or why it cannot have them.
+/// The email with its attachments read and the memory they hold, or why it
+/// cannot have them (now, or ever).
 pub(super) async fn attach(
     ctx: &Context,
     message: &EmailMessage,
     provider: &EmailProvider,
     mut email: Option<Box<Email>>,
-) -> Result<Result<Option<Box<Email>>, Stop>, Error> {
+) -> Result<Result<Attached, Stop>, Error> {
     if message.spec.attachments.is_empty() {
-        return Ok(Ok(email));
+        return Ok(Ok((email, None)));
     }
     let cap = provider
         .spec
         .max_attachment_bytes
         .unwrap_or(DEFAULT_MAX_ATTACHMENT_BYTES);
     let namespace = message.namespace().unwrap_or_default();
+    let mut memory = ctx.attempts.attachment_memory.account(&namespace);
     let loaded = attachments::load(
         &ctx.client,
         &namespace,
         &message.spec.attachments,
         u64::from(cap),
+        &mut memory,
     )
     .await;
     let end = |reason, e: LoadError| Stop::End {
@@ -195,8 +215,10 @@ pub(super) async fn attach(
             if let Some(email) = email.as_mut() {
                 email.attachments = files;
             }
-            Ok(Ok(email))
+            Ok(Ok((email, Some(memory))))
         }
+        Err(LoadError::NoRoomNow { .. }) => Ok(Err(Stop::Requeue(no_room_retry()))),
+        Err(e @ LoadError::NeverRoom { .. }) => Ok(Err(end(Reason::InvalidRequest, e))),
         Err(e @ LoadError::Missing { .. }) => Ok(Err(Stop::Wait {
             reason: Reason::AttachmentNotFound,
             text: e.to_string(),
