@@ -37,9 +37,10 @@ use crate::transport::SendError;
 const RECORD_TRIES: u32 = 6;
 
 /// How soon a message whose provider or namespace holds its share of send
-/// slots looks again: 1-3 s, spread so a large backlog (a thousand messages
-/// for one provider) comes back a few hundred a second, not all at once.
-fn slots_busy_retry() -> Duration {
+/// slots (or whose files find no attachment memory free) looks again: 1-3 s,
+/// spread so a large backlog (a thousand messages for one provider) comes
+/// back a few hundred a second, not all at once.
+pub(super) fn slots_busy_retry() -> Duration {
     Duration::from_millis(1000 + fastrand::u64(..2000))
 }
 

@@ -24,12 +24,6 @@ use kube::runtime::events::EventType;
 /// ConfigMap (nothing wakes it when one appears).
 const ATTACHMENT_RETRY: Duration = Duration::from_secs(15);
 
-/// How soon a message whose files found no attachment memory free looks
-/// again: 1-3 s, spread so a backlog does not come back all at once.
-fn no_room_retry() -> Duration {
-    Duration::from_millis(1000 + fastrand::u64(..2000))
-}
-
 /// What is ready to claim: the email (`None` for a bulk message), the
 /// place in the namespace's quota held for it, and the memory its
 /// attachments hold.
@@ -217,7 +211,9 @@ pub(super) async fn attach(
             }
             Ok(Ok((email, Some(memory))))
         }
-        Err(LoadError::NoRoomNow { .. }) => Ok(Err(Stop::Requeue(no_room_retry()))),
+        Err(LoadError::NoRoomNow { .. }) => {
+            Ok(Err(Stop::Requeue(super::attempt::slots_busy_retry())))
+        }
         Err(e @ LoadError::NeverRoom { .. }) => Ok(Err(end(Reason::InvalidRequest, e))),
         Err(e @ LoadError::Missing { .. }) => Ok(Err(Stop::Wait {
             reason: Reason::AttachmentNotFound,
