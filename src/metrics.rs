@@ -342,7 +342,7 @@ impl Default for Metrics {
         );
         registry.register(
             "send_slots_limit",
-            "The most send slots a provider may hold: a quarter of --max-concurrent-sends, or an SMTP provider's pool.maxConnections when smaller",
+            "The most send slots a provider may hold: a quarter of --max-concurrent-sends, or the connections an SMTP provider's pool allows now (16 at first, up to pool.maxConnections) when fewer",
             send_slots_limit.clone(),
         );
         registry.register(

@@ -352,12 +352,17 @@ pub enum AuthMechanism {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSpec {
-    /// The most connections open at once to this server; sends beyond them
-    /// wait for one. Each connection carries one message at a time (about
-    /// four a second at 50 ms per server reply): raise it for more, within
-    /// what the server allows one client (Postfix: 50 by default).
+    /// The most connections open at once to this server (default 100).
+    /// Each carries one message at a time (about four a second at 50 ms per
+    /// server reply). The pool opens 16 at first (fewer when this is lower)
+    /// and more while messages wait for one, up to this: one more a send at
+    /// first, one more a round of sends once the server refused one. A
+    /// server that refuses one more (a 421 reply, or a connection refused)
+    /// brings it back to those it took, never below 16, for ten minutes.
+    /// Set it to what the server allows one client where that is below 16
+    /// (Exchange Online: 3).
     #[serde(default = "default_max_connections")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = 1000))]
     pub max_connections: u32,
     /// Seconds an unused connection stays open before it is closed.
     #[serde(default = "default_idle_timeout_seconds")]
@@ -375,7 +380,7 @@ impl Default for PoolSpec {
 }
 
 fn default_max_connections() -> u32 {
-    16
+    100
 }
 
 fn default_idle_timeout_seconds() -> u32 {

@@ -7,6 +7,7 @@ pub mod classify;
 pub mod dkim;
 pub mod error;
 pub mod smtp;
+pub mod smtp_connections;
 
 use async_trait::async_trait;
 
@@ -125,6 +126,17 @@ pub trait Transport: Send + Sync {
     fn batch_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// The most sends this transport carries at once now, where it has such
+    /// a limit (an SMTP pool's connections): the provider holds no more send
+    /// slots, so no message is claimed only to wait for a connection.
+    fn connection_limit(&self) -> Option<usize> {
+        None
+    }
+
+    /// Notes that a message waits because the provider holds as many send
+    /// slots as `connection_limit` allows: a pool may open more.
+    fn connection_wanted(&self) {}
 
     /// Sends emails that are each complete (one recipient each). By default
     /// one after another; a refusal of one email is its own result, while a

@@ -2,9 +2,9 @@
 //! or none by explicit choice), extra CAs, AUTH PLAIN/LOGIN/XOAUTH2, a pooled
 //! connection per provider, and the mapping of SMTP replies to [`SendError`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::smtp_connections::{Connections, Ended, InUse};
 use async_trait::async_trait;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailboxes, MessageBuilder, MultiPart, SinglePart};
@@ -14,7 +14,6 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{Accepted, FailureKind, SendError, Transport, Verification, classify};
 use crate::api::provider::{AuthMechanism, SmtpSpec, TlsMode};
@@ -80,13 +79,16 @@ pub struct SmtpTransport {
     /// the TCP connect, and a server that stalls after it (its greeting, a
     /// command, the reply to DATA) must not hold a send slot for ever.
     attempt_limit: Duration,
-    /// One permit per connection `pool.maxConnections` allows: lettre's
-    /// pool bounds only the idle connections it keeps, and opens another
-    /// for every send beyond them.
-    connections: Arc<Semaphore>,
-    /// `pool.maxConnections`, for the error that names it.
-    max_connections: u32,
+    /// The connections that may be in use at once (16 at first, up to
+    /// `pool.maxConnections` while the server takes more): lettre's pool
+    /// bounds only the idle connections it keeps, and opens another for
+    /// every send beyond them.
+    connections: Connections,
 }
+
+/// How many connections past the pool's start one send may find refused
+/// (each lowers the pool to what the server took) before it fails.
+const MAX_REFUSALS: u32 = 3;
 
 /// How many of the provider's `timeoutSeconds` a whole attempt may take.
 pub const ATTEMPT_LIMIT_FACTOR: u32 = 2;
@@ -156,30 +158,26 @@ impl SmtpTransport {
             attempt_limit: Duration::from_secs(u64::from(
                 spec.timeout_seconds.saturating_mul(ATTEMPT_LIMIT_FACTOR),
             )),
-            connections: Arc::new(Semaphore::new(spec.pool.max_connections.max(1) as usize)),
-            max_connections: spec.pool.max_connections.max(1),
+            connections: Connections::new(spec.pool.max_connections),
         })
     }
 }
 
 impl SmtpTransport {
-    /// Waits for one of the connections `pool.maxConnections` allows, as
-    /// long as a whole attempt may take. Nothing has been sent when this
-    /// fails.
-    async fn connection(&self) -> Result<SemaphorePermit<'_>, SendError> {
-        let busy = || {
-            SendError::new(
+    /// Waits for one of the connections the pool allows now, until the
+    /// attempt's `deadline`. Nothing has been sent when this fails.
+    async fn connection(&self, deadline: tokio::time::Instant) -> Result<InUse<'_>, SendError> {
+        match tokio::time::timeout_at(deadline, self.connections.acquire()).await {
+            Ok(in_use) => Ok(in_use),
+            Err(_) => Err(SendError::new(
                 FailureKind::Transient,
                 format!(
-                    "all {} connections spec.smtp.pool.maxConnections allows stayed busy for {} s; nothing was sent",
-                    self.max_connections,
+                    "all {} connections the pool allows now (spec.smtp.pool.maxConnections: {}) stayed busy for {} s; nothing was sent",
+                    self.connections.ceiling(),
+                    self.connections.max(),
                     self.attempt_limit.as_secs()
                 ),
-            )
-        };
-        match tokio::time::timeout(self.attempt_limit, self.connections.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) | Err(_) => Err(busy()),
+            )),
         }
     }
 
@@ -206,8 +204,18 @@ impl Transport for SmtpTransport {
         true
     }
 
+    fn connection_limit(&self) -> Option<usize> {
+        Some(self.connections.ceiling() as usize)
+    }
+
+    fn connection_wanted(&self) {
+        self.connections.wanted();
+    }
+
     async fn verify(&self) -> Result<Verification, SendError> {
-        let _connection = self.connection().await?;
+        let _connection = self
+            .connection(tokio::time::Instant::now() + self.attempt_limit)
+            .await?;
         let checked = tokio::time::timeout(self.attempt_limit, self.inner.test_connection()).await;
         match checked {
             Err(_) => Err(SendError::new(
@@ -247,14 +255,42 @@ impl Transport for SmtpTransport {
             }
         };
         let raw = message.formatted();
-        let _connection = self.connection().await?;
-        let sent =
-            tokio::time::timeout(self.attempt_limit, self.inner.send_raw(&envelope, &raw)).await;
-        let response = match sent {
-            Ok(result) => result.map_err(|e| classify(&e))?,
-            Err(_) => return Err(stalled(self.attempt_limit)),
-        };
-        Ok(accepted(&response))
+        let deadline = tokio::time::Instant::now() + self.attempt_limit;
+        let mut refusals = 0;
+        loop {
+            let connection = self.connection(deadline).await?;
+            let past_start = connection.past_start();
+            let sent =
+                tokio::time::timeout_at(deadline, self.inner.send_raw(&envelope, &raw)).await;
+            let result = match sent {
+                Ok(result) => result.map_err(|e| classify(&e)),
+                Err(_) => Err(stalled(self.attempt_limit)),
+            };
+            // lettre puts the connection back in its pool from a task of its
+            // own: let it run first, so the next send finds it idle instead
+            // of opening one more than the pool allows.
+            tokio::task::yield_now().await;
+            let ended = match &result {
+                Ok(_) => Ended::Accepted,
+                Err(e) if refused(e) => Ended::Refused,
+                Err(_) => Ended::Other,
+            };
+            connection.ended(ended);
+            match result {
+                // A connection past the pool's start met the server's cap:
+                // nothing was taken, and the pool is back to the connections
+                // the server took; the message goes on one of those.
+                Err(e)
+                    if ended == Ended::Refused
+                        && past_start
+                        && !e.maybe_delivered
+                        && refusals < MAX_REFUSALS =>
+                {
+                    refusals += 1;
+                }
+                result => return Ok(accepted(&result?)),
+            }
+        }
     }
 }
 
@@ -457,6 +493,13 @@ fn stalled(limit: Duration) -> SendError {
     );
     e.maybe_delivered = rule.maybe_delivered;
     e
+}
+
+/// Whether the server refused a connection: it closed it with a 421 reply
+/// (its way of saying it takes no more from this client), or none could be
+/// opened.
+fn refused(error: &SendError) -> bool {
+    error.code == Some(421) || error.kind == FailureKind::Unreachable
 }
 
 /// Maps a lettre error to the shared kinds through [`classify`]'s table.

@@ -546,6 +546,61 @@ async fn a_display_name_with_specials_is_sent_quoted() {
     controller.stop().await;
 }
 
+/// With the default pool, a provider opens 16 connections at first and more
+/// while messages wait for one; a server that takes at most 20 from one
+/// client (as Postfix caps each client) refuses the 21st with a 421, and
+/// the pool goes back to the 20 it took. Every message reaches the
+/// server once and is Sent at its first attempt: the send that met the
+/// refusal goes on one of the connections the server took.
+#[tokio::test]
+async fn a_busy_pool_grows_until_the_server_refuses_one_more() {
+    use support::stalling_smtp::StallingSmtp;
+
+    let scene = Scene::new("pool-grows").await;
+    let capped = StallingSmtp::capped(std::time::Duration::from_millis(500), 20).await;
+    fixtures::provider(
+        &scene.client,
+        &scene.ns,
+        "relay",
+        json!({"host": "127.0.0.1", "port": capped.port, "tls": "None", "timeoutSeconds": 10}),
+    )
+    .await;
+    let controller = scene.controller().await;
+    scene.wait_provider("relay", "Verified").await;
+    let count = 200;
+    for i in 0..count {
+        let spec = json!({"providerRef": {"name": "relay"}, "to": ["x@example.org"],
+                          "subject": format!("pool {i}"), "text": "t"});
+        scene.message(&format!("pool-{i}"), spec).await;
+    }
+    let mut retried = 0;
+    for i in 0..count {
+        let sent = scene.wait_phase(&format!("pool-{i}"), Phase::Sent).await;
+        if sent.status.expect("status").attempts > 1 {
+            retried += 1;
+        }
+    }
+    assert_eq!(
+        capped.bodies(),
+        count,
+        "each message reached the server once"
+    );
+    assert_eq!(
+        capped.most_connections(),
+        20,
+        "the pool grew past its first 16 to all the server takes"
+    );
+    // Each send past the cap in flight when the first refusal came back is
+    // refused too; after that the pool holds at 20 for ten minutes.
+    let refused = capped.refused();
+    assert!(
+        (1..=3).contains(&refused),
+        "{refused} refusals: asked past the cap only while growing into it"
+    );
+    assert_eq!(retried, 0, "no attempt failed for the refusal");
+    controller.stop().await;
+}
+
 /// `pool.maxConnections` bounds the connections open at once: six messages
 /// through a provider allowing two, at a server that takes a second over
 /// each body, all reach it and are Sent, never more than two connections

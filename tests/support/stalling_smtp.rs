@@ -2,8 +2,10 @@
 //! accepts the greeting, EHLO, NOOP, MAIL and RCPT at once, takes the
 //! message after DATA, and then never answers it, as a server that hangs
 //! after the body does (or, started with `answering_after`, answers it
-//! late, as a slow server does). It counts the messages it took in full and the
-//! most connections it had open at once.
+//! late, as a slow server does). Started with `capped`, it refuses a client
+//! more connections than the cap as Postfix does (`421 4.7.0 too many
+//! connections` at the greeting). It counts the messages it took in full,
+//! the most connections it had open at once and the connections it refused.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,11 +23,12 @@ pub struct StallingSmtp {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Connections open now, and the most open at once.
+/// Connections open now, the most open at once, and those refused.
 #[derive(Default)]
 struct Connections {
     open: AtomicUsize,
     most: AtomicUsize,
+    refused: AtomicUsize,
 }
 
 /// One open connection, counted until dropped.
@@ -51,22 +54,36 @@ const HOLD: Duration = Duration::from_secs(120);
 impl StallingSmtp {
     /// Starts it on a free port.
     pub async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, None).await
     }
 
     /// Starts one that accepts each body `delay` after it arrived.
     pub async fn answering_after(delay: Duration) -> Self {
-        Self::start_with(Some(delay)).await
+        Self::start_with(Some(delay), None).await
     }
 
-    async fn start_with(answer_after: Option<Duration>) -> Self {
+    /// Starts one that accepts each body `delay` after it arrived and
+    /// refuses any connection past `cap` open at once.
+    pub async fn capped(delay: Duration, cap: usize) -> Self {
+        Self::start_with(Some(delay), Some(cap)).await
+    }
+
+    async fn start_with(answer_after: Option<Duration>, cap: Option<usize>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
         let port = listener.local_addr().expect("address").port();
         let bodies = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(Connections::default());
         let (counted, opened) = (bodies.clone(), connections.clone());
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                if cap.is_some_and(|cap| opened.open.load(Ordering::SeqCst) >= cap) {
+                    opened.refused.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        let refusal = b"421 4.7.0 Error: too many connections from 127.0.0.1\r\n";
+                        let _ = stream.write_all(refusal).await;
+                    });
+                    continue;
+                }
                 let open = Open::new(opened.clone());
                 tokio::spawn(serve(stream, counted.clone(), open, answer_after));
             }
@@ -82,6 +99,11 @@ impl StallingSmtp {
     /// The most connections it had open at once.
     pub fn most_connections(&self) -> usize {
         self.connections.most.load(Ordering::SeqCst)
+    }
+
+    /// Connections it refused for its cap.
+    pub fn refused(&self) -> usize {
+        self.connections.refused.load(Ordering::SeqCst)
     }
 
     /// Messages it received in full (and never answered).

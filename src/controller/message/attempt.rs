@@ -48,8 +48,8 @@ pub(super) fn slots_busy_retry() -> Duration {
 /// never comes (the turn is normally given the moment a slot is free).
 const IN_LINE_RETRY: Duration = Duration::from_secs(30);
 
-/// A send slot for `message` through `provider` (an SMTP provider: no more
-/// than its pool's connections), held from before the claim until the
+/// A send slot for `message` through `provider` (no more than the
+/// connections its transport allows now, for an SMTP pool), held from before the claim until the
 /// outcome is recorded, so at most `--max-concurrent-sends`
 /// messages are ever claimed but unrecorded (the most a crash can leave in
 /// doubt). `Err` with when to look again when the provider or the namespace
@@ -58,22 +58,28 @@ const IN_LINE_RETRY: Duration = Duration::from_secs(30);
 pub async fn slot(
     ctx: &Context,
     provider: &EmailProvider,
+    verified: &Verified,
     message: &EmailMessage,
 ) -> Result<SendSlot, Action> {
     let key = ProviderId::from_provider(provider);
     let namespace = message.namespace().unwrap_or_default();
     // An SMTP server takes one message per connection at a time: slots
-    // beyond its pool would only claim messages to wait for a connection.
-    let own_limit = provider
-        .spec
-        .smtp
-        .as_ref()
-        .map(|smtp| smtp.pool.max_connections as usize);
+    // beyond the connections its pool allows now would only claim messages
+    // to wait for one.
+    let own_limit = verified.transport.connection_limit();
     let slots = &ctx.attempts.sends;
     match slots.take(&key, &namespace, own_limit).await {
         Ok(slot) => {
             slots.waiters.leave(&key, &ObjectRef::from_obj(message));
             Ok(slot)
+        }
+        Err(Busy::Provider) if own_limit.is_some() => {
+            verified.transport.connection_wanted();
+            if slots.waiters.wait(&key, ObjectRef::from_obj(message)) {
+                Err(Action::requeue(IN_LINE_RETRY))
+            } else {
+                Err(Action::requeue(slots_busy_retry()))
+            }
         }
         Err(Busy::Provider) if slots.waiters.wait(&key, ObjectRef::from_obj(message)) => {
             Err(Action::requeue(IN_LINE_RETRY))

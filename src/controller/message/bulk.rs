@@ -99,7 +99,7 @@ pub async fn send(job: Job<'_>) -> Result<Action, Error> {
     // not render its batch each time it looks.
     let key = key_of(provider);
     let namespace = message.namespace().unwrap_or_default();
-    let _slot = match attempt::slot(ctx, provider, message).await {
+    let _slot = match attempt::slot(ctx, provider, verified, message).await {
         Ok(slot) => slot,
         Err(later) => return Ok(later),
     };
