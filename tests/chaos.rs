@@ -782,9 +782,10 @@ async fn a_stalled_tenant_delays_only_itself() {
 
     create_named(&tenant_a, "stalled", "smtp", count).await;
     // A's attempts: its provider's share of the send slots, and no more than
-    // the connections its pool allows.
-    let share = (mailroom::controller::Settings::default().max_concurrent_sends / 4)
-        .min(mailroom::api::provider::PoolSpec::default().max_connections as usize);
+    // the connections its pool allows: the 16 it starts with, since a
+    // server that takes no message never lets it grow.
+    let start = mailroom::api::provider::POOL_START_CONNECTIONS as usize;
+    let share = (mailroom::controller::Settings::default().max_concurrent_sends / 4).min(start);
     support::eventually(
         "tenant A holding its share",
         Duration::from_secs(60),
@@ -795,6 +796,11 @@ async fn a_stalled_tenant_delays_only_itself() {
     create_named(&tenant_b, "beside", "smtp", count).await;
     let beside = all_sent(&tenant_b, "beside", count, Duration::from_secs(120)).await - started;
     let held = stalling.bodies();
+    assert!(
+        stalling.most_connections() <= start,
+        "a stalled server got {} connections",
+        stalling.most_connections()
+    );
     println!(
         "FIGURES stalled-tenant: messages={count} normal={normal:?} beside_a_stalled_tenant={beside:?} \
          ratio={:.2} stalled_bodies_held={held}",

@@ -383,6 +383,10 @@ fn default_max_connections() -> u32 {
     100
 }
 
+/// Connections an SMTP pool opens at first (or `maxConnections` when
+/// lower); it grows from there while messages wait for one.
+pub const POOL_START_CONNECTIONS: u32 = 16;
+
 fn default_idle_timeout_seconds() -> u32 {
     60
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Connections a pool starts with.
-pub const INITIAL: u32 = 16;
+pub const INITIAL: u32 = crate::api::provider::POOL_START_CONNECTIONS;
 
 /// How long a ceiling a server pushed down stays before it grows again.
 pub const HOLD: Duration = Duration::from_secs(600);
