@@ -357,7 +357,7 @@ pub struct PoolSpec {
     /// server reply). The pool opens 16 at first (fewer when this is lower)
     /// and more while messages wait for one, up to this: one more a send at
     /// first, one more a round of sends once the server refused one. A
-    /// server that refuses one more (a 421 reply, or a connection refused)
+    /// server that refuses one more with a 421 reply (Postfix past its cap)
     /// brings it back to those it took, never below 16, for ten minutes.
     /// Set it to what the server allows one client where that is below 16
     /// (Exchange Online: 3).

@@ -495,11 +495,12 @@ fn stalled(limit: Duration) -> SendError {
     e
 }
 
-/// Whether the server refused a connection: it closed it with a 421 reply
-/// (its way of saying it takes no more from this client), or none could be
-/// opened.
+/// Whether the server refused the connection with a 421 reply, its way of
+/// saying it takes no more from this client (Postfix past its per-client
+/// cap). A connection that could not be opened at all is a server down or
+/// unreachable, not a cap: the pool does not learn from it.
 fn refused(error: &SendError) -> bool {
-    error.code == Some(421) || error.kind == FailureKind::Unreachable
+    error.code == Some(421)
 }
 
 /// Maps a lettre error to the shared kinds through [`classify`]'s table.
@@ -572,6 +573,20 @@ mod tests {
         let classified = classify(&error);
         assert_eq!(classified.kind, FailureKind::Unreachable);
         assert!(!classified.maybe_delivered, "{}", classified.message);
+    }
+
+    /// Only a 421 teaches the pool a cap: a server that cannot be reached
+    /// at all is down, and shrinking the pool for it would slow every send
+    /// for ten minutes after it is back.
+    #[test]
+    fn only_a_421_is_a_refused_connection() {
+        let reply = |code| SendError::new(FailureKind::Transient, "reply").with_code(code);
+        assert!(refused(&reply(421)));
+        assert!(!refused(&reply(450)));
+        assert!(!refused(&SendError::new(
+            FailureKind::Unreachable,
+            "connection refused"
+        )));
     }
 
     #[test]

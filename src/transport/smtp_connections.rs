@@ -4,7 +4,7 @@
 //! the pool, are all held; or every connection is busy) and sends go
 //! through: by one for each such send at first (so it doubles in a round of
 //! sends, as TCP's slow start does), up to `pool.maxConnections`. A server
-//! that refuses one more (a 421 reply, or a connection refused) brings the
+//! that refuses one more with a 421 reply (Postfix past its cap) brings the
 //! ceiling back to the connections it took, never below the start; it stays
 //! there for [`HOLD`] and after that grows by one a round (as many sends as
 //! connections). So a server across a network gets the connections its
