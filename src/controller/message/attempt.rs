@@ -68,18 +68,15 @@ pub async fn slot(
     // to wait for one.
     let own_limit = verified.transport.connection_limit();
     let slots = &ctx.attempts.sends;
-    match slots.take(&key, &namespace, own_limit).await {
+    let taken = slots.take(&key, &namespace, own_limit).await;
+    if matches!(taken, Err(Busy::Provider)) {
+        // A pool that is full while messages wait may open more.
+        verified.transport.connection_wanted();
+    }
+    match taken {
         Ok(slot) => {
             slots.waiters.leave(&key, &ObjectRef::from_obj(message));
             Ok(slot)
-        }
-        Err(Busy::Provider) if own_limit.is_some() => {
-            verified.transport.connection_wanted();
-            if slots.waiters.wait(&key, ObjectRef::from_obj(message)) {
-                Err(Action::requeue(IN_LINE_RETRY))
-            } else {
-                Err(Action::requeue(slots_busy_retry()))
-            }
         }
         Err(Busy::Provider) if slots.waiters.wait(&key, ObjectRef::from_obj(message)) => {
             Err(Action::requeue(IN_LINE_RETRY))

@@ -39,12 +39,13 @@ pub async fn run(
         provider: format!("{}/{}", kind_of(provider), provider.name_any()),
         ..Default::default()
     };
-    let email = match email {
+    // The files' memory is held while they are described.
+    let (email, _attachment_memory) = match email {
         Some(email) => match super::prepare::attach(ctx, message, provider, Some(email)).await? {
-            Ok((email, _memory)) => email,
+            Ok(attached) => attached,
             Err(stop) => return verdict::write(ctx, message, stop, deadline).await,
         },
-        None => None,
+        None => (None, None),
     };
     match email {
         Some(email) => {
